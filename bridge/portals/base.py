@@ -1,0 +1,49 @@
+"""What both adapters offer, and the pooled HTTP client they each own."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
+
+from bridge.portals.outcomes import Problem
+
+Kind = Literal["rentix", "travtus"]
+
+# Connect fails fast (a dead host); reads get longer because publishing can be slow.
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+
+
+@runtime_checkable
+class PortalAdapter(Protocol):
+    name: str
+    kind: Kind
+
+    def map_listing(self, canonical: dict[str, Any]) -> dict[str, Any]: ...
+
+    def validate(self, payload: dict[str, Any]) -> list[Problem]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def make_timeout(timeout: httpx.Timeout | float | None) -> httpx.Timeout:
+    """A float sets the read/write/pool timeout; connect stays at 5 s unless given a Timeout."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(float(timeout), connect=min(5.0, float(timeout)))
+
+
+class OwnedClient:
+    """One pooled AsyncClient per adapter; closed only if the adapter created it."""
+
+    def __init__(self, client: httpx.AsyncClient | None, timeout: httpx.Timeout | float | None):
+        self.timeout = make_timeout(timeout)
+        self._owned = client is None
+        self.http = client or httpx.AsyncClient(timeout=self.timeout, limits=DEFAULT_LIMITS)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.http.aclose()

@@ -1,0 +1,170 @@
+"""Rentix: per-listing upserts keyed by `externalId`, with linking and bulk operations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from bridge.portals import rentix_mapping, rentix_validation
+from bridge.portals.base import OwnedClient
+from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
+from bridge.portals.rentix_errors import classify
+from bridge.portals.transport import send
+
+PAGE_SIZE = 100  # Rentix's maximum `limit`
+BULK_MAX = 100
+
+
+@dataclass
+class RateLimitInfo:
+    """The last `X-RateLimit-*` headers seen; None until a response carried them."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None  # unix seconds
+
+    def update(self, headers: httpx.Headers) -> None:
+        if "X-RateLimit-Limit" in headers:
+            self.limit = _num(headers.get("X-RateLimit-Limit"), int)
+            self.remaining = _num(headers.get("X-RateLimit-Remaining"), int)
+            self.reset = _num(headers.get("X-RateLimit-Reset"), float)
+
+
+def _num(value: str | None, kind: type) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class RentixAdapter:
+    kind: Literal["rentix"] = "rentix"
+
+    def __init__(self, name: str, base_url: str, api_key: str, *,
+                 client: httpx.AsyncClient | None = None,
+                 timeout: httpx.Timeout | float | None = None,
+                 deletion_behaviour: rentix_mapping.DeletionBehaviour = "hidden") -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.deletion_behaviour = deletion_behaviour
+        self.rate_limit = RateLimitInfo()
+        self._client = OwnedClient(client, timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- mapping and validation (no I/O) --
+
+    def map_listing(self, canonical: dict[str, Any]) -> dict[str, Any]:
+        return rentix_mapping.map_listing(canonical, self.name)
+
+    def validate(self, payload: dict[str, Any]) -> list[Problem]:
+        return rentix_validation.validate(payload)
+
+    def deletion_payload(self, external_ref: str,
+                         behaviour: rentix_mapping.DeletionBehaviour | None = None
+                         ) -> dict[str, Any] | None:
+        return rentix_mapping.deletion_payload(external_ref, behaviour or self.deletion_behaviour)
+
+    # -- raw call path: every method below goes through here --
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      content: bytes | None = None, params: dict[str, Any] | None = None,
+                      headers: dict[str, str] | None = None,
+                      idempotency_key: str | None = None,
+                      listing_ref: str | None = None) -> Result:
+        """One authenticated call, classified. `headers` may override the defaults (tests)."""
+        hdrs = {"Authorization": f"ApiKey {self.api_key}", "Accept": "application/json"}
+        if idempotency_key:
+            hdrs["Idempotency-Key"] = idempotency_key
+        hdrs.update(headers or {})
+        sent = await send(self._client.http, method, self.base_url + path, headers=hdrs,
+                          json=json, content=content, params=params,
+                          http_timeout=self._client.timeout)
+        if sent.failure:
+            sent.failure.listing_ref = listing_ref
+            return sent.failure
+        assert sent.response is not None
+        self.rate_limit.update(sent.response.headers)
+        return classify(sent.response, sent.latency_ms, listing_ref)
+
+    # -- listings --
+
+    async def upsert(self, payload: dict[str, Any], idempotency_key: str | None = None,
+                     *, check: bool = True) -> Result:
+        """PUT /listings. `check=False` skips local validation (e.g. partial updates that
+        rely on fields Rentix already holds to publish)."""
+        ref = payload.get("externalId")
+        if check and (problems := self.validate(payload)):
+            return rejected(problems)
+        return await self.request("PUT", "/listings", json=payload,
+                                  idempotency_key=idempotency_key, listing_ref=ref)
+
+    async def get_listing(self, listing_id: int) -> Result:
+        return await self.request("GET", f"/listings/{int(listing_id)}")
+
+    async def get_by_external_id(self, external_id: str) -> Result:
+        return await self.request("GET", f"/listings/external/{quote(external_id, safe='')}",
+                                  listing_ref=external_id)
+
+    async def list_page(self, limit: int = PAGE_SIZE, offset: int = 0) -> Result:
+        return await self.request("GET", "/listings", params={"limit": limit, "offset": offset})
+
+    async def iter_listings(self, page_size: int = PAGE_SIZE) -> AsyncIterator[dict[str, Any]]:
+        """Every listing, page by page; raises PortalError if a page fails."""
+        offset = 0
+        while True:
+            result = await self.list_page(page_size, offset)
+            if not result.ok:
+                raise PortalError(result)
+            items = (result.body or {}).get("items") or []
+            for item in items:
+                yield item
+            offset += len(items)
+            total = (result.body or {}).get("total")
+            if len(items) < page_size or (isinstance(total, int) and offset >= total):
+                return
+
+    async def link(self, listing_id: int, external_id: str,
+                   idempotency_key: str | None = None) -> Result:
+        return await self.request("POST", f"/listings/{int(listing_id)}/link",
+                                  json={"externalId": external_id},
+                                  idempotency_key=idempotency_key, listing_ref=external_id)
+
+    async def unlink(self, listing_id: int, idempotency_key: str | None = None) -> Result:
+        """CONFLICT with error_type `no_external_id` means it was not linked: nothing to do."""
+        return await self.request("DELETE", f"/listings/{int(listing_id)}/link",
+                                  idempotency_key=idempotency_key)
+
+    async def bulk(self, operations: list[dict[str, Any]],
+                   idempotency_key: str | None = None) -> Result:
+        """POST /listings/bulk. A 200 may still hold failed items: see `body["results"]`."""
+        if not 1 <= len(operations) <= BULK_MAX:
+            raise ValueError(f"a bulk request takes 1 to {BULK_MAX} operations")
+        return await self.request("POST", "/listings/bulk", json={"operations": operations},
+                                  idempotency_key=idempotency_key)
+
+    async def delete(self, ref: str | int, idempotency_key: str | None = None) -> Result:
+        """Hard delete by external ID (str) or internal id (int), via a one-item bulk."""
+        op: dict[str, Any] = {"op": "delete"}
+        op["id" if isinstance(ref, int) else "externalId"] = ref
+        result = await self.bulk([op], idempotency_key)
+        result.listing_ref = ref if isinstance(ref, str) else None
+        return _single_item(result)
+
+
+def _single_item(result: Result) -> Result:
+    """A one-item bulk that failed says why in its item: a 404 there is NOT_FOUND."""
+    if result.status != 422 or result.error_type != "all_operations_failed":
+        return result
+    items = result.body.get("results") if isinstance(result.body, dict) else None
+    error = (items[0] or {}).get("error") if isinstance(items, list) and items else None
+    if isinstance(error, dict) and error.get("statusCode") == 404:
+        result.outcome, result.error_type = Outcome.NOT_FOUND, "listing_not_found"
+        result.message = str(error.get("message") or "Listing not found")
+    return result
