@@ -13,7 +13,7 @@ from bridge.portals import rentix_mapping, rentix_validation
 from bridge.portals.base import OwnedClient
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
 from bridge.portals.rentix_errors import classify
-from bridge.portals.transport import send
+from bridge.portals.transport import merge_headers, send
 
 PAGE_SIZE = 100  # Rentix's maximum `limit`
 BULK_MAX = 100
@@ -75,14 +75,14 @@ class RentixAdapter:
 
     async def request(self, method: str, path: str, *, json: Any = None,
                       content: bytes | None = None, params: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None,
+                      headers: dict[str, str | None] | None = None,
                       idempotency_key: str | None = None,
                       listing_ref: str | None = None) -> Result:
-        """One authenticated call, classified. `headers` may override the defaults (tests)."""
+        """One authenticated call, classified. `headers` override the defaults; None removes one."""
         hdrs = {"Authorization": f"ApiKey {self.api_key}", "Accept": "application/json"}
         if idempotency_key:
             hdrs["Idempotency-Key"] = idempotency_key
-        hdrs.update(headers or {})
+        hdrs = merge_headers(hdrs, headers)
         sent = await send(self._client.http, method, self.base_url + path, headers=hdrs,
                           json=json, content=content, params=params,
                           http_timeout=self._client.timeout)

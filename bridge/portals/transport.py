@@ -52,6 +52,12 @@ async def send(
     return Sent(response, _since(started), None)
 
 
+def merge_headers(base: dict[str, str], extra: dict[str, str | None] | None) -> dict[str, str]:
+    """`extra` overrides `base`; a None value removes the header (to send a bad request)."""
+    merged: dict[str, str | None] = {**base, **(extra or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 def _since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 

@@ -10,7 +10,7 @@ import httpx
 from bridge.portals import travtus_mapping, travtus_validation
 from bridge.portals.base import OwnedClient
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
-from bridge.portals.transport import send
+from bridge.portals.transport import merge_headers, send
 from bridge.portals.travtus_errors import classify
 from bridge.portals.travtus_token import TokenCache, TokenError
 
@@ -51,7 +51,7 @@ class TravtusAdapter:
     # -- raw call path --
 
     async def request(self, method: str, path: str, *, json: Any = None,
-                      headers: dict[str, str] | None = None,
+                      headers: dict[str, str | None] | None = None,
                       idempotency_key: str | None = None,
                       authorize: bool = True) -> Result:
         """One call with the shared bearer token; on `expired_token` the token is replaced and
@@ -71,14 +71,14 @@ class TravtusAdapter:
             self.tokens.forget(token)  # e.g. rotated credentials: fetch anew next time
         return result
 
-    async def _once(self, method: str, path: str, json: Any, headers: dict[str, str] | None,
+    async def _once(self, method: str, path: str, json: Any, headers: dict[str, str | None] | None,
                     idempotency_key: str | None, token: str | None) -> Result:
         hdrs = {"Accept": "application/json"}
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
         if idempotency_key:
             hdrs["Idempotency-Key"] = idempotency_key
-        hdrs.update(headers or {})
+        hdrs = merge_headers(hdrs, headers)
         sent = await send(self._client.http, method, self.base_url + path, headers=hdrs,
                           json=json, http_timeout=self._client.timeout)
         if sent.failure:
