@@ -78,7 +78,8 @@ class TokenCache:
             if result.ok:  # a 2xx without a token: treat the endpoint as broken for now
                 result.outcome, result.error_type = Outcome.TRANSIENT, "no_access_token"
             raise TokenError(result)
-        ttl = float(body.get("expires_in") or 3600)
+        expires_in = body.get("expires_in")
+        ttl = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
         # Refresh a minute early, or earlier still for short-lived tokens.
         margin = min(REFRESH_MARGIN_S, ttl / 4)
         self._token = body["access_token"]
