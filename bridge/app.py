@@ -1,0 +1,65 @@
+"""The web process: webhook, health probes (and, as they land, dashboard, API, metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.connections import UnsafeRedis, check_redis, redis_client
+from bridge.responses import JSONResponse, error
+from bridge.settings import Settings
+from bridge.signatures import Verifier
+from bridge.store import EventStore
+from bridge.webhooks import WebhookEndpoint
+
+log = logging.getLogger("bridge.app")
+
+
+def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
+    if not settings.redis_url:
+        raise ValueError("redis_url is required to serve")
+    redis = redis_client(settings.redis_url)
+    store = EventStore(redis, settings.webhook, settings.debounce)
+    verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
+    webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await check_redis(redis)
+        except UnsafeRedis:
+            raise
+        except (RedisError, OSError) as exc:
+            # Start anyway: webhooks answer 503 until Redis is back, and /readyz says so.
+            log.warning("Redis is not reachable at start-up (%s); answering 503 meanwhile", exc)
+        yield
+        await redis.aclose()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            return error(503, "storage_unavailable", f"Redis is not reachable: {exc}",
+                         headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ready"})
+
+    routes = [
+        Route("/webhooks/crm", webhook.handle, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.listen_host = listen_host
+    return app

@@ -1,0 +1,36 @@
+"""Redis connections, and the start-up check that the server will not drop our data."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+# With any other policy a full Redis silently evicts keys: accepted events, dedupe markers,
+# delivery state. The bridge would rather refuse to start.
+SAFE_POLICY = "noeviction"
+
+
+class UnsafeRedis(Exception):
+    pass
+
+
+def redis_client(url: str) -> Redis:
+    # Short timeouts: the webhook must answer 503 quickly when Redis is away, not hang.
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry_on_timeout=False,
+        health_check_interval=30,
+    )
+
+
+async def check_redis(redis: Redis) -> None:
+    """Refuse a server whose eviction policy could silently drop the bridge's data."""
+    info = await redis.info("memory")
+    policy = str(info.get("maxmemory_policy", "unknown"))
+    if policy != SAFE_POLICY:
+        raise UnsafeRedis(
+            f"Redis maxmemory-policy is {policy!r}: when memory runs out it may silently evict "
+            f"accepted events and delivery state. Set maxmemory-policy to {SAFE_POLICY!r} "
+            "(redis.conf, or CONFIG SET maxmemory-policy noeviction) and start again."
+        )

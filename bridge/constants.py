@@ -1,0 +1,73 @@
+"""Every Redis key the bridge uses, in one place.
+
+All keys start with ``lb:`` so the bridge can share a Redis with other programs (arq's own keys
+start with ``arq:``). ``{x}`` stands for a value. Times are Unix milliseconds unless named ``_s``.
+
+Ingest (written by the webhook's Lua script, ``bridge/store.py``):
+
+    lb:seen:{webhook_id}          string  accepted-at; TTL = webhook.dedupe_ttl_seconds
+    lb:listing:{ref}              hash    the bridge's desired state of one listing:
+                                          g (group), v (version, -1 when absent),
+                                          t (occurred_at), d ("1" when deleted),
+                                          body (canonical listing JSON), at (received)
+    lb:members:{group}            set     refs whose current group is {group}, tombstones too
+    lb:groups                     set     every group ever seen
+    lb:pending:{group}            hash    first (first unflushed change), last (latest change),
+                                          seq (change counter, never reset)
+    lb:due                        zset    group -> when its flush is due (debounce, retry or
+                                          a flush lease); the worker's scheduler polls it
+    lb:events                     stream  the last accepted raw events (capped), for operators
+    lb:stats:{minute}             hash    per-minute counters (received, duplicate, stale, ...)
+
+Delivery (written by the worker, ``workers/``):
+
+    lb:accepted:{target}:{group}  hash    ref -> JSON {digest, payload, at}: what the target last
+                                          accepted for that listing (per-listing targets) or as
+                                          part of the group's sync (group-sync targets)
+    lb:syncdigest:{target}:{group} string digest of the last sync the target accepted
+    lb:quarantine:{target}        hash    ref -> JSON {digest, error_type, message, field, since}
+    lb:held:{target}              hash    group -> JSON held sync {digest, deletions, reason, ...}
+    lb:release:{target}:{group}   string  digest an operator released for sending
+    lb:backoff:{target}:{group}   hash    attempts, not_before
+    lb:target:{target}            hash    paused (reason), blocked_until, last_error, ...
+    lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers
+    lb:history                    list    latest delivery attempts (capped), newest first
+    lb:history:{group}            list    the same for one group (capped)
+    lb:adopt:{target}             hash    ref -> held create while the target is in adoption
+    lb:workers                    hash    worker id -> last heartbeat
+"""
+
+from __future__ import annotations
+
+PREFIX = "lb:"
+
+SEEN = PREFIX + "seen:"
+LISTING = PREFIX + "listing:"
+MEMBERS = PREFIX + "members:"
+GROUPS = PREFIX + "groups"
+PENDING = PREFIX + "pending:"
+DUE = PREFIX + "due"
+EVENTS = PREFIX + "events"
+STATS = PREFIX + "stats:"
+
+ACCEPTED = PREFIX + "accepted:"
+SYNC_DIGEST = PREFIX + "syncdigest:"
+QUARANTINE = PREFIX + "quarantine:"
+HELD = PREFIX + "held:"
+RELEASE = PREFIX + "release:"
+BACKOFF = PREFIX + "backoff:"
+TARGET = PREFIX + "target:"
+RATE_LIMIT = PREFIX + "ratelimit:"
+HISTORY = PREFIX + "history"
+ADOPT = PREFIX + "adopt:"
+WORKERS = PREFIX + "workers"
+
+EVENTS_MAXLEN = 10_000
+HISTORY_MAXLEN = 5_000
+GROUP_HISTORY_MAXLEN = 200
+STATS_TTL_S = 2 * 3600
+
+# arq job names and the queue the bridge's workers listen on.
+QUEUE = "arq:queue:listing-bridge"
+FLUSH_JOB = "flush_group"
+FLUSH_JOB_ID = "flush:"

@@ -1,0 +1,157 @@
+"""``bridge dev``: embedded Redis, web, worker and sandbox on one machine, with no set-up.
+
+Each part runs as its own child process (as in production), dies with this one, and is stopped
+in order on SIGINT/SIGTERM. The embedded Redis keeps its data (AOF) under the user's state
+directory, so a restart of ``bridge dev`` finds what it had.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from bridge.embedded import EmbeddedRedis, die_with_parent, state_dir
+from bridge.settings import Settings, load_settings
+
+
+def dev_secret_file(directory: Path | None = None) -> Path:
+    return (directory or state_dir()) / "dev-webhook-secret"
+
+
+def dev_secret(directory: Path) -> str:
+    """A webhook secret made once and kept, so the CRM side need not change across restarts."""
+    path = dev_secret_file(directory)
+    if not path.exists():
+        path.write_text("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_config(settings: Settings | None, redis_url: str, secret: str, sandbox: str) -> str:
+    """The TOML the children run with: the user's settings, or embedded defaults."""
+    if settings is not None and settings.targets:
+        lines = [f'redis_url = "{redis_url}"']
+        return _with_user_sections(settings, lines)
+    return "\n".join([
+        f'redis_url = "{redis_url}"',
+        "[webhook]", f'secrets = ["{secret}"]',
+        "[debounce]", "window_ms = 1000", "max_wait_ms = 10000",
+        "[[targets]]", 'name = "rentix"', 'kind = "rentix"',
+        f'base_url = "{sandbox}/rentix/api/v1"', 'api_key = "sandbox"',
+        "[[targets]]", 'name = "travtus"', 'kind = "travtus"',
+        f'base_url = "{sandbox}/travtus"', f'token_url = "{sandbox}/travtus/oauth2/token"',
+        'client_id = "sandbox"', 'client_secret = "sandbox"',
+        "",
+    ])
+
+
+def _with_user_sections(settings: Settings, lines: list[str]) -> str:
+    import json
+
+    # TOML accepts JSON-style inline values for every type the settings use.
+    data = settings.model_dump(exclude={"redis_url"}, exclude_none=True)
+    for key, value in data.items():
+        if key == "targets":
+            for target in value:
+                lines.append("[[targets]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in target.items()]
+        else:
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *args],
+                            preexec_fn=die_with_parent)
+
+
+def _wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"{url} did not come up within {timeout:.0f}s")
+
+
+def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
+            directory: Path | None) -> int:
+    directory = directory or state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(config_path) if config_path else None
+    redis: EmbeddedRedis | None = None
+    if settings is not None and settings.redis_url:
+        redis_url = settings.redis_url
+    else:
+        redis = EmbeddedRedis(directory / "redis")
+        redis.start()
+        redis_url = redis.url
+    secret = settings.webhook.secrets[0] if settings else dev_secret(directory)
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    config_file = directory / "dev.toml"
+    config_file.write_text(dev_config(settings, redis_url, secret, sandbox_url))
+    config_file.chmod(0o600)
+
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        children.append(_spawn("sandbox", "--port", str(sandbox_port)))
+        children.append(_spawn("serve", "--config", str(config_file), "--host", host,
+                               "--port", str(port)))
+        children.append(_spawn("worker", "--config", str(config_file)))
+        base = f"http://{host}:{port}"
+        _wait_http(f"{base}/healthz")
+        _wait_http(f"{sandbox_url}/_sandbox/journal")
+        _print_banner(base, secret, sandbox_url, redis_url, config_file)
+        while not stopping:
+            if any(child.poll() is not None for child in children):
+                click.echo("a bridge process exited; stopping the others", err=True)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis:
+            redis.stop()
+
+
+def _print_banner(base: str, secret: str, sandbox: str, redis_url: str, config: Path) -> None:
+    click.echo("")
+    click.echo("listing-bridge is running (Ctrl-C stops everything)")
+    click.echo(f"  webhook URL    {base}/webhooks/crm")
+    click.echo(f"  webhook secret {secret}")
+    click.echo(f"  dashboard      {base}/dashboard")
+    click.echo(f"  sandbox        {sandbox}/rentix/api/v1  {sandbox}/travtus  "
+               f"{sandbox}/_sandbox/journal")
+    click.echo(f"  redis          {redis_url}")
+    click.echo(f"  configuration  {config}")
+    click.echo(f"  try it         bridge send --generate 200 --url {base}/webhooks/crm")
+    click.echo("")
+    sys.stdout.flush()

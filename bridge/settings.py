@@ -1,0 +1,189 @@
+"""The configuration file (contract section 4) loaded into typed, validated settings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the integrator: key, value found, what is expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebhookSettings(_Section):
+    secrets: list[str] = Field(min_length=1)
+    tolerance_seconds: int = Field(300, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    dedupe_ttl_seconds: int = Field(72 * 3600, ge=60)
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, secrets: list[str]) -> list[str]:
+        for secret in secrets:
+            if not secret.startswith("whsec_"):
+                raise ValueError("each secret must look like whsec_<base64>")
+            try:
+                if not base64.b64decode(secret[6:], validate=True):
+                    raise ValueError("a secret may not be empty")
+            except binascii.Error as exc:
+                raise ValueError("the part after whsec_ must be base64") from exc
+        return secrets
+
+
+class DebounceSettings(_Section):
+    window_ms: int = Field(1000, ge=0)
+    max_wait_ms: int = Field(10_000, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> DebounceSettings:
+        if self.max_wait_ms < self.window_ms:
+            raise ValueError("max_wait_ms must be at least window_ms")
+        return self
+
+
+class GuardSettings(_Section):
+    max_delete_count: int = Field(5, ge=0)
+    max_delete_fraction: float = Field(0.2, ge=0, le=1)
+
+
+class DashboardSettings(_Section):
+    token: str | None = None
+
+
+class DeliverySettings(_Section):
+    job_timeout_s: int = Field(60, ge=5)
+    max_jobs: int = Field(10, ge=1)
+    retry_base_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    poll_interval_ms: int = Field(100, ge=10)
+
+
+class RentixTarget(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: Literal["rentix"]
+    base_url: str = Field(pattern=r"^https?://")
+    api_key: str = Field(min_length=1)
+    delete_behaviour: Literal["hidden", "delete", "none"] = "hidden"
+    adopt: bool = False
+    requests_per_minute: int = Field(300, ge=1)
+
+
+class TravtusTarget(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: Literal["travtus"]
+    base_url: str = Field(pattern=r"^https?://")
+    token_url: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    requests_per_minute: int = Field(6000, ge=1)
+
+
+Target = Annotated[RentixTarget | TravtusTarget, Field(discriminator="kind")]
+
+
+class Settings(_Section):
+    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    webhook: WebhookSettings
+    debounce: DebounceSettings = DebounceSettings()
+    targets: list[Target] = []
+    guard: GuardSettings = GuardSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[Target]) -> list[Target]:
+        names = [t.name for t in targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        return targets
+
+    def target(self, name: str) -> RentixTarget | TravtusTarget:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+
+def expand_env(value: Any, path: str = "", env: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` in strings with the environment's value; a missing one is an error."""
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(
+                    f"{path}: found {value!r}, but the environment variable {name} is not set"
+                )
+            return env[name]
+
+        return _VAR.sub(substitute, value)
+    return value
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and part in _KINDS)]
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    if error["type"] == "missing":
+        return f"{key}: missing; {_expectation(error)}"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown setting (found {error['input']!r}); check its spelling"
+    found = error.get("input")
+    return f"{key or '(top level)'}: found {found!r}; expected {_expectation(error)}"
+
+
+_KINDS = {"rentix", "travtus"}
+
+
+def _expectation(error: dict[str, Any]) -> str:
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    return message[0].lower() + message[1:] if message else "a valid value"
+
+
+def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
+    data = expand_env(data)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, data) for e in exc.errors(include_url=False)]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load the TOML file named by ``path`` or ``$BRIDGE_CONFIG``."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    return parse_settings(data, str(file))

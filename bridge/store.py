@@ -1,0 +1,159 @@
+"""Durable storage of accepted events: one Lua script, one round trip per webhook.
+
+The script dedupes by webhook id, orders each listing's changes (version, then occurred_at),
+folds the event into the desired state of its listings and groups, and marks the groups due for a
+flush (trailing debounce capped by max wait). Key layout: ``bridge/constants.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.events import DeleteEvent, SnapshotEvent, UpsertEvent
+from bridge.settings import DebounceSettings, WebhookSettings
+
+# Raw bodies larger than this are summarised in the events stream instead of kept whole.
+STREAM_BODY_LIMIT = 16_384
+
+INGEST = """
+local P = ARGV[1]
+local id, ttl, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local window, maxwait = tonumber(ARGV[5]), tonumber(ARGV[6])
+local kind, group, occurred, raw = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local stats = P .. 'stats:' .. math.floor(now / 60000)
+redis.call('EXPIRE', stats, ARGV[11])
+
+if not redis.call('SET', P .. 'seen:' .. id, now, 'NX', 'EX', ttl) then
+  redis.call('HINCRBY', stats, 'duplicate', 1)
+  return {0, 0}
+end
+redis.call('HINCRBY', stats, 'received', 1)
+
+-- Mark a group as having changes: trailing window, capped by max wait from its first change.
+local function touch(g)
+  local pk = P .. 'pending:' .. g
+  local first = tonumber(redis.call('HGET', pk, 'first'))
+  if not first then
+    first = now
+    redis.call('HSET', pk, 'first', now)
+  end
+  redis.call('HSET', pk, 'last', now)
+  redis.call('HINCRBY', pk, 'seq', 1)
+  redis.call('ZADD', P .. 'due', math.min(now + window, first + maxwait), g)
+  redis.call('SADD', P .. 'groups', g)
+end
+
+-- Is (v, t) newer than the stored (cv, ct)? Versions order when both have one (-1: none).
+local function newer(v, t, cv, ct)
+  if v >= 0 and cv >= 0 and v ~= cv then return v > cv end
+  return t > ct
+end
+
+local function apply(ref, v, t, g, deleted, body)
+  local lk = P .. 'listing:' .. ref
+  local cur = redis.call('HMGET', lk, 'v', 't', 'g')
+  local moved_from = nil
+  if cur[2] then
+    if not newer(v, t, tonumber(cur[1]), tonumber(cur[2])) then return 0 end
+    if deleted then g = cur[3] end  -- a deletion applies wherever the listing is
+    if cur[3] ~= g then moved_from = cur[3] end
+  end
+  if deleted then
+    redis.call('HSET', lk, 'v', v, 't', t, 'g', g, 'd', '1', 'at', now)
+  else
+    redis.call('HSET', lk, 'v', v, 't', t, 'g', g, 'd', '0', 'body', body, 'at', now)
+  end
+  if moved_from then
+    redis.call('SREM', P .. 'members:' .. moved_from, ref)
+    touch(moved_from)
+  end
+  redis.call('SADD', P .. 'members:' .. g, ref)
+  touch(g)
+  return 1
+end
+
+local applied = 0
+if kind == 's' then
+  local present = {}
+  for i = 12, #ARGV, 3 do
+    present[ARGV[i]] = true
+    applied = applied + apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
+  end
+  -- Listings of the group absent from the snapshot are deleted, unless changed since.
+  for _, ref in ipairs(redis.call('SMEMBERS', P .. 'members:' .. group)) do
+    if not present[ref] then
+      local lk = P .. 'listing:' .. ref
+      local cur = redis.call('HMGET', lk, 't', 'd')
+      if cur[2] ~= '1' and tonumber(cur[1]) < occurred then
+        redis.call('HSET', lk, 'd', '1', 't', occurred, 'at', now)
+        applied = applied + 1
+      end
+    end
+  end
+  touch(group)
+else
+  applied = apply(ARGV[12], tonumber(ARGV[13]), occurred, group, kind == 'd', ARGV[14])
+  if applied == 0 then redis.call('HINCRBY', stats, 'stale', 1) end
+end
+
+redis.call('XADD', P .. 'events', 'MAXLEN', '~', __EVENTS_MAXLEN__,
+  '*', 'id', id, 'kind', kind, 'group', group, 'at', now, 'body', raw)
+return {1, applied}
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    duplicate: bool
+    applied: int
+
+
+class EventStore:
+    """Writes accepted events to Redis; the worker side reads the state they fold into."""
+
+    def __init__(self, redis: Redis, webhook: WebhookSettings, debounce: DebounceSettings) -> None:
+        self._script = redis.register_script(
+            INGEST.replace("__EVENTS_MAXLEN__", str(k.EVENTS_MAXLEN))
+        )
+        self._ttl = str(webhook.dedupe_ttl_seconds)
+        self._window = str(debounce.window_ms)
+        self._max_wait = str(debounce.max_wait_ms)
+
+    async def put(
+        self,
+        webhook_id: str,
+        event: UpsertEvent | DeleteEvent | SnapshotEvent,
+        raw: bytes,
+        now_ms: int,
+    ) -> Stored:
+        kind, items = _items(event)
+        body = raw if len(raw) <= STREAM_BODY_LIMIT else b"(large body summarised)"
+        args: list[str | bytes | int] = [
+            k.PREFIX, webhook_id, self._ttl, now_ms, self._window, self._max_wait,
+            kind, event.group, event.occurred_ms, body, k.STATS_TTL_S, *items,
+        ]
+        status, applied = await self._script(keys=[], args=args)
+        return Stored(duplicate=status == 0, applied=int(applied))
+
+
+def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent) -> tuple[str, list[str | int]]:
+    if isinstance(event, UpsertEvent):
+        listing = event.listing
+        return "u", [listing.external_ref, _version(listing.version), _json(listing)]
+    if isinstance(event, DeleteEvent):
+        return "d", [event.listing.external_ref, _version(event.listing.version), ""]
+    items: list[str | int] = []
+    for listing in event.listings:
+        items += [listing.external_ref, _version(listing.version), _json(listing)]
+    return "s", items
+
+
+def _version(version: int | None) -> int:
+    return -1 if version is None else version
+
+
+def _json(listing: object) -> str:
+    return listing.model_dump_json(exclude_unset=True)  # type: ignore[attr-defined]

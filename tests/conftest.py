@@ -1,0 +1,59 @@
+"""Session-wide real parts: a Redis-compatible server on a free port, and bridge settings."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from bridge.settings import Settings, parse_settings
+from tests.support.servers import RedisServer, redis_server
+
+SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0001").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0002").decode()
+
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_srv: RedisServer) -> Iterator[str]:
+    """A clean database on the session's own server (it holds only what tests made)."""
+    if redis_srv.process is None or redis_srv.process.poll() is not None:
+        redis_srv.start()  # a test that stopped Redis must not break the next one
+    client = redis.Redis.from_url(redis_srv.url)
+    client.flushdb()
+    client.close()
+    yield redis_srv.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        "redis_url": redis_url,
+        "webhook": {"secrets": [SECRET]},
+        "debounce": {"window_ms": 200, "max_wait_ms": 1000},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_settings(data)
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url)

@@ -1,0 +1,111 @@
+"""Configuration: a wrong or missing setting stops start-up with one message naming the key,
+the value found and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import ConfigError, load_settings, parse_settings
+from tests.conftest import SECRET
+
+TARGETS = """
+[[targets]]
+name = "rentix"
+kind = "rentix"
+base_url = "https://crm.rentix.md/api/v1"
+api_key = "${RENTIX_API_KEY}"
+
+[[targets]]
+name = "travtus"
+kind = "travtus"
+base_url = "https://api.travtus.com"
+token_url = "https://api.travtus.com/oauth2/token"
+client_id = "${TRAVTUS_CLIENT_ID}"
+client_secret = "${TRAVTUS_CLIENT_SECRET}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_contract_example_loads_with_env_expansion(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTIX_API_KEY", "rk")
+    monkeypatch.setenv("TRAVTUS_CLIENT_ID", "cid")
+    monkeypatch.setenv("TRAVTUS_CLIENT_SECRET", "cs")
+    text = f'redis_url = "redis://127.0.0.1:6379/0"\n[webhook]\nsecrets = ["{SECRET}"]\n' + TARGETS
+    settings = load_settings(write(tmp_path, text))
+    assert settings.target("rentix").api_key == "rk"  # type: ignore[union-attr]
+    assert settings.target("travtus").client_secret == "cs"  # type: ignore[union-attr]
+    assert settings.webhook.tolerance_seconds == 300
+    assert settings.webhook.max_body_bytes == 1_048_576
+    assert settings.webhook.dedupe_ttl_seconds == 72 * 3600
+    assert settings.debounce.window_ms == 1000 and settings.debounce.max_wait_ms == 10_000
+    assert settings.guard.max_delete_count == 5 and settings.guard.max_delete_fraction == 0.2
+
+
+def test_missing_environment_variable_is_named(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RENTIX_API_KEY", raising=False)
+    text = f'[webhook]\nsecrets = ["{SECRET}"]\n' + TARGETS
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text))
+    assert "targets[0].api_key" in str(err.value)
+    assert "RENTIX_API_KEY is not set" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"webhook": {"secrets": [SECRET], "tolerance_seconds": "soon"}},
+         ["webhook.tolerance_seconds", "'soon'", "valid integer"]),
+        ({"webhook": {"secrets": ["not-a-secret"]}},
+         ["webhook.secrets", "whsec_<base64>"]),
+        ({"webhook": {"secrets": []}}, ["webhook.secrets", "at least 1"]),
+        ({}, ["webhook: missing"]),
+        ({"webhook": {"secrets": [SECRET]}, "debounce": {"window_ms": 5000, "max_wait_ms": 10}},
+         ["debounce", "max_wait_ms must be at least window_ms"]),
+        ({"webhook": {"secrets": [SECRET]}, "webhok": {}}, ["webhok: unknown setting"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis_url": "localhost:6379"},
+         ["redis_url", "'localhost:6379'"]),
+        ({"webhook": {"secrets": [SECRET]},
+          "targets": [{"name": "r", "kind": "rentix", "base_url": "ftp://x", "api_key": "k"}]},
+         ["targets[0].base_url", "'ftp://x'"]),
+        ({"webhook": {"secrets": [SECRET]},
+          "targets": [{"name": "r", "kind": "idealista", "base_url": "https://x"}]},
+         ["targets[0]", "'rentix', 'travtus'"]),
+        ({"webhook": {"secrets": [SECRET]},
+          "targets": [{"name": "t", "kind": "travtus", "base_url": "https://x"}]},
+         ["targets[0].token_url: missing", "targets[0].client_id: missing"]),
+        ({"webhook": {"secrets": [SECRET]}, "guard": {"max_delete_fraction": 2}},
+         ["guard.max_delete_fraction", "found 2", "less than or equal to 1"]),
+    ],
+)
+def test_bad_settings_name_key_value_and_expectation(data: dict[str, object],
+                                                     expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(data, "bridge.toml")
+    message = str(err.value)
+    assert message.startswith("bridge.toml: ")
+    for part in expected:
+        assert part in message, message
+
+
+def test_duplicate_target_names_are_refused() -> None:
+    target = {"name": "r", "kind": "rentix", "base_url": "https://x", "api_key": "k"}
+    with pytest.raises(ConfigError, match="repeated: r"):
+        parse_settings({"webhook": {"secrets": [SECRET]}, "targets": [target, target]})
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "redis_url = "))
+    with pytest.raises(ConfigError, match="BRIDGE_CONFIG"):
+        load_settings(None)
