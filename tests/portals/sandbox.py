@@ -46,6 +46,12 @@ class Sandbox:
         body = {"group": group, "listings": listings}
         return (await self._call("POST", "/travtus/listings", json=body))["identifiers"]
 
+    async def travtus_group_id(self, group: str) -> str:
+        """Travtus's own id for a group (the seed answer carries it beside the identifiers;
+        not in the documented admin API)."""
+        body = {"group": group, "listings": []}
+        return (await self._call("POST", "/travtus/listings", json=body))["group_id"]
+
     async def travtus_listings(self, group: str) -> list[dict[str, Any]]:
         data = await self._call("GET", "/travtus/listings", params={"group": group})
         return data["listings"]

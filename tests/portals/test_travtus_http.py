@@ -73,6 +73,21 @@ async def test_replayed_sync_has_no_second_effect(travtus: TravtusAdapter,
     assert [r["replayed"] for r in syncs] == [False, True]
 
 
+async def test_create_listing_creates_then_updates_by_unit_id(
+        travtus: TravtusAdapter, sandbox: Sandbox) -> None:
+    group_id = await sandbox.travtus_group_id("north")
+    body = {k: v for k, v in travtus.map_listing(FULL).items()
+            if k not in ("external_reference", "number_of_bathrooms")}  # not single-create fields
+    body["unit_id"] = "u-7"
+    created = await travtus.create_listing(group_id, body, "create-1")
+    assert created.ok and created.body["success"] is True, created
+    updated = await travtus.create_listing(group_id, {**body, "bedrooms": 4}, "create-2")
+    assert updated.ok
+    assert updated.body["listing"]["identifier"] == created.body["listing"]["identifier"]
+    [stored] = await sandbox.travtus_listings("north")
+    assert stored["bedrooms"] == 4
+
+
 async def test_delete_listing_now(travtus: TravtusAdapter, sandbox: Sandbox) -> None:
     [identifier] = await sandbox.seed_travtus("north", group_of(travtus, "a"))
     result = await travtus.delete_listing(identifier, idempotency_key="del-1")
@@ -89,7 +104,8 @@ async def test_delete_listing_scheduled(travtus: TravtusAdapter, sandbox: Sandbo
 
 async def test_one_token_for_many_concurrent_calls(travtus: TravtusAdapter,
                                                    sandbox: Sandbox) -> None:
-    assert (await travtus.sync("north", group_of(travtus, "a"))).ok
+    await sandbox.seed_travtus("north", group_of(travtus, "a"))
+    assert travtus.tokens.fetches == 0
     results = await asyncio.gather(*(travtus.find_page("north") for _ in range(20)))
     assert all(r.ok for r in results), results
     assert travtus.tokens.fetches == 1
