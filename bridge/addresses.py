@@ -13,8 +13,11 @@ Conventions (the same on both sides):
 
 * Text is lower-cased and stripped of diacritics with ``unicodedata`` (NFKD, combining marks
   dropped), so ``ș`` (comma below), ``ş`` (cedilla) and ``s`` compare equal, likewise ``ț``/``ţ``/
-  ``t``, ``ă``/``a``, ``â``/``a`` and ``î``/``i``. Because Romanian spelled the same sound ``â`` or
-  ``î`` before 1993 (``Sfânt``/``Sfînt``), ``â`` is folded to ``i`` first, as ``î`` is.
+  ``t``, ``ă``/``a``, ``â``/``a`` and ``î``/``i``. Romanian wrote one sound ``î`` inside words
+  before 1993 and ``â`` since (``Sfînt``/``Sfânt``, ``Hîncești``/``Hâncești``), and people
+  typing without diacritics give ``Sfint`` or ``Sfant``; so names are *compared* with ``a`` and
+  ``i`` after the first letter treated as one (:func:`fold_vowels`), while parsed values keep
+  the plain ASCII spelling.
 * ``81/1`` is **building 81, block 1**, as in Moldovan addresses; it is *not* a flat. The building
   is kept as the string ``"81/1"``; ``81 bl. 1`` / ``81 corp. 1`` / ``81 block 1`` are written the
   same way. A flat is only ever what an explicit marker introduces: ``ap. 45``, ``apt 3``,
@@ -116,8 +119,7 @@ class ParsedAddress:
 
 
 def strip_diacritics(text: str) -> str:
-    """Drop accents; folds ``â`` to ``î`` first (pre-1993 spelling), then everything to ASCII."""
-    text = text.replace("â", "î").replace("Â", "Î")
+    """Accents off: ``ș``/``ş``>``s``, ``ț``/``ţ``>``t``, ``ă``/``â``>``a``, ``î``>``i``."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -365,9 +367,22 @@ def parse_canonical_address(address: Mapping[str, Any] | None) -> ParsedAddress:
     return _finish(parts)
 
 
+def fold_vowels(text: str) -> str:
+    """Treat ``a`` and ``i`` inside a word as one letter (``sfant`` == ``sfint``), for comparing.
+
+    Word-initial letters are kept, as ``î`` was always written at the start of a word.
+    """
+    return " ".join(w[:1] + w[1:].replace("i", "a") for w in text.split())
+
+
+def city_match(a: str | None, b: str | None) -> bool:
+    """Two normalised city names are the same place (``hincesti`` == ``hancesti``)."""
+    return a is not None and b is not None and fold_vowels(a) == fold_vowels(b)
+
+
 def _word_matches(a: str, b: str) -> bool:
-    """Words match when equal or when one is the initial of the other (``m`` ~ ``mihai``)."""
-    if a == b:
+    """Words match when equal up to :func:`fold_vowels`, or when one is the other's initial."""
+    if a == b or fold_vowels(a) == fold_vowels(b):
         return True
     return (len(a) == 1 and b.startswith(a)) or (len(b) == 1 and a.startswith(b))
 
@@ -381,7 +396,7 @@ def street_match(a: str | None, b: str | None) -> str | None:
     """
     if a is None or b is None:
         return None
-    if a == b:
+    if fold_vowels(a) == fold_vowels(b):
         return "same"
     short, long_ = sorted((a.split(), b.split()), key=len)
     pos, full_words = 0, 0

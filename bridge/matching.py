@@ -32,6 +32,7 @@ import orjson
 from bridge.addresses import (
     ParsedAddress,
     building_match,
+    city_match,
     parse_address_text,
     parse_canonical_address,
     street_match,
@@ -40,8 +41,10 @@ from bridge.addresses import (
 
 DEFAULT_MIN_CONFIDENCE = 0.9
 DEFAULT_MIN_MARGIN = 0.05
-# Pairs below this are noise: not reported as candidates and not counted as runners-up.
+# A pair is a candidate when its score reaches CANDIDATE_FLOOR, or when it could still reach
+# RIVAL_FLOOR once its unknowns are filled in (then it can block another, confident-looking pair).
 CANDIDATE_FLOOR = 0.5
+RIVAL_FLOOR = 0.8
 MAX_CANDIDATES = 5
 
 # Approximate rates into EUR. Only used to compare prices entered in different currencies,
@@ -79,14 +82,20 @@ SUBTYPE_TYPES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Candidate:
+    """A CRM listing that may be the portal listing; ``ceiling`` as in :class:`PairScore`."""
+
     external_ref: str
     score: float
+    ceiling: float
+    pinpointed: bool
     reasons: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "external_ref": self.external_ref,
             "score": self.score,
+            "ceiling": self.ceiling,
+            "pinpointed": self.pinpointed,
             "reasons": list(self.reasons),
         }
 
@@ -186,9 +195,16 @@ class MatchReport:
 
 @dataclass(frozen=True)
 class PairScore:
-    """The verdict on one portal/CRM pair: a veto reason, or a score with its reasons."""
+    """The verdict on one portal/CRM pair: a veto reason, or a score with its reasons.
+
+    ``ceiling`` is what the score would be if everything unknown (a flat not stated, no
+    comparable location, a missing price) turned out to agree: how plausible the pair still is.
+    ``pinpointed`` means both sides name the same street, building and flat (or no flat).
+    """
 
     score: float
+    ceiling: float
+    pinpointed: bool
     reasons: tuple[str, ...]
     veto: str | None = None
 
@@ -300,12 +316,20 @@ class _Veto(Exception):
 
 @dataclass
 class _Tally:
+    """Penalties, split into disagreement (evidence against) and doubt (information missing)."""
+
     penalty: float = 0.0
+    doubt: float = 0.0
+    pinpointed: bool = False
     reasons: list[str] = field(default_factory=list)
 
     def add(self, penalty: float, reason: str) -> None:
         self.penalty += penalty
         self.reasons.append(reason if penalty == 0 else f"{reason} (-{penalty:.2f})")
+
+    def unknown(self, penalty: float, reason: str) -> None:
+        self.doubt += penalty
+        self.add(penalty, reason)
 
 
 def haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -329,7 +353,7 @@ def _check_kinds(p: _Features, c: _Features, t: _Tally) -> None:
         else:
             t.add(0.3, f"subtype {p.subtype} vs {c.subtype}")
     else:
-        t.add(0.01, "subtype unknown on one side")
+        t.unknown(0.01, "subtype unknown on one side")
 
 
 def _check_street(pa: ParsedAddress, ca: ParsedAddress, t: _Tally) -> None:
@@ -346,7 +370,7 @@ def _check_street(pa: ParsedAddress, ca: ParsedAddress, t: _Tally) -> None:
 
 def _check_building(pa: ParsedAddress, ca: ParsedAddress, t: _Tally) -> None:
     if pa.building is None or ca.building is None:
-        t.add(0.25, "building number unknown on one side")
+        t.unknown(0.25, "building number unknown on one side")
         return
     relation = building_match(pa.building, ca.building)
     if relation is None:
@@ -364,7 +388,7 @@ def _check_flat(pa: ParsedAddress, ca: ParsedAddress, t: _Tally) -> None:
         t.add(0, f"flat {ca.flat}")
     elif pa.flat or ca.flat:
         side = "portal" if ca.flat else "CRM"
-        t.add(0.05, f"flat {pa.flat or ca.flat} not stated on {side}")
+        t.unknown(0.05, f"flat {pa.flat or ca.flat} not stated on {side}")
 
 
 def _coords_only_penalty(distance: float) -> float:
@@ -384,21 +408,25 @@ def _coords_disagreement_penalty(distance: float) -> float:
 
 def _check_location(p: _Features, c: _Features, t: _Tally) -> None:
     pa, ca = p.address, c.address
-    if pa.city and ca.city and pa.city != ca.city:
+    if pa.city and ca.city and not city_match(pa.city, ca.city):
         raise _Veto(f"city {pa.city} vs {ca.city}")
     _check_flat(pa, ca, t)
     by_address = bool(pa.street and ca.street)
     if by_address:
         _check_street(pa, ca, t)
         _check_building(pa, ca, t)
+        # Both sides name the same unit: same building, and the same flat or none at all.
+        t.pinpointed = pa.building == ca.building is not None and pa.flat == ca.flat
     if p.coords and c.coords:
         distance = haversine_m(p.coords, c.coords)
         if by_address:
             t.add(_coords_disagreement_penalty(distance), f"coordinates {distance:.0f} m apart")
         else:
-            t.add(_coords_only_penalty(distance), f"located by coordinates only, {distance:.0f} m")
+            # Within a building's footprint the pin is doubt about the flat, beyond it evidence.
+            record = t.unknown if distance <= 30 else t.add
+            record(_coords_only_penalty(distance), f"located by coordinates only, {distance:.0f} m")
     elif not by_address:
-        t.add(0.5, "no comparable address or coordinates")
+        t.unknown(0.5, "no comparable address or coordinates")
 
 
 def _price_tier(rel: float, exact: float) -> float:
@@ -413,7 +441,7 @@ def _price_tier(rel: float, exact: float) -> float:
 
 def _check_price(p: _Features, c: _Features, t: _Tally, rates: Mapping[str, float]) -> None:
     if not p.amount or not c.amount:
-        t.add(0.03, "price unknown on one side")
+        t.unknown(0.03, "price unknown on one side")
         return
     if p.period and c.period and p.period != c.period:
         t.add(0.2, f"pay period {p.period} vs {c.period}")
@@ -423,17 +451,18 @@ def _check_price(p: _Features, c: _Features, t: _Tally, rates: Mapping[str, floa
         t.add(_price_tier(rel, 0.005), label)
         return
     if p.currency not in rates or c.currency not in rates:
-        t.add(0.2, f"{label}: no rate to compare")
+        t.unknown(0.2, f"{label}: no rate to compare")
         return
     pe, ce = p.amount * rates[p.currency], c.amount * rates[c.currency]
     rel = abs(pe - ce) / max(pe, ce)
     # Rates drift and hand conversions round, so the exact band is wider across currencies.
-    t.add(0.02 + _price_tier(rel, 0.04), f"{label} (converted)")
+    t.unknown(0.02, "prices in different currencies")
+    t.add(_price_tier(rel, 0.04), f"{label} (converted)")
 
 
 def _check_rooms(p: _Features, c: _Features, t: _Tally) -> None:
     if p.rooms is None or c.rooms is None:
-        t.add(0.02, "rooms unknown on one side")
+        t.unknown(0.02, "rooms unknown on one side")
         return
     diff = abs(p.rooms - c.rooms)
     penalty = 0.0 if diff == 0 else 0.1 if diff == 1 else 0.25
@@ -442,7 +471,7 @@ def _check_rooms(p: _Features, c: _Features, t: _Tally) -> None:
 
 def _check_area(p: _Features, c: _Features, t: _Tally) -> None:
     if not p.area or not c.area:
-        t.add(0.02, "area unknown on one side")
+        t.unknown(0.02, "area unknown on one side")
         return
     rel = abs(p.area - c.area) / max(p.area, c.area)
     tiers = ((0.02, 0.0), (0.05, 0.02), (0.10, 0.05), (0.20, 0.12))
@@ -452,7 +481,7 @@ def _check_area(p: _Features, c: _Features, t: _Tally) -> None:
 
 def _check_floor(p: _Features, c: _Features, t: _Tally) -> None:
     if p.floor is None or c.floor is None:
-        t.add(0.01, "floor unknown on one side")
+        t.unknown(0.01, "floor unknown on one side")
     elif p.floor != c.floor:
         t.add(0.15, f"floor {p.floor} vs {c.floor}")
     else:
@@ -465,13 +494,14 @@ def _score(p: _Features, c: _Features, rates: Mapping[str, float]) -> PairScore:
         _check_kinds(p, c, tally)
         _check_location(p, c, tally)
     except _Veto as veto:
-        return PairScore(score=0.0, reasons=(), veto=str(veto))
+        return PairScore(score=0.0, ceiling=0.0, pinpointed=False, reasons=(), veto=str(veto))
     _check_price(p, c, tally, rates)
     _check_rooms(p, c, tally)
     _check_area(p, c, tally)
     _check_floor(p, c, tally)
     score = round(max(0.0, 1.0 - tally.penalty), 4)
-    return PairScore(score=score, reasons=tuple(tally.reasons))
+    ceiling = round(max(0.0, 1.0 - tally.penalty + tally.doubt), 4)
+    return PairScore(score, ceiling, tally.pinpointed, tuple(tally.reasons))
 
 
 def score_pair(
@@ -528,47 +558,68 @@ def _crm_refs(crm_listings: Sequence[Mapping[str, Any]]) -> list[str]:
 def _score_all(
     portal: list[_Features], crm: list[_Features], rates: Mapping[str, float]
 ) -> dict[int | str, list[Candidate]]:
-    """Every non-vetoed pair above the floor, best first per portal item."""
+    """Every non-vetoed pair that is likely or still plausible, best first per portal item."""
     by_portal: dict[int | str, list[Candidate]] = {}
     for p in portal:
         found = []
         for c in crm:
-            verdict = _score(p, c, rates)
-            if verdict.veto is None and verdict.score >= CANDIDATE_FLOOR:
-                found.append(Candidate(str(c.key), verdict.score, verdict.reasons))
+            v = _score(p, c, rates)
+            if v.veto is None and (v.score >= CANDIDATE_FLOOR or v.ceiling >= RIVAL_FLOOR):
+                found.append(Candidate(str(c.key), v.score, v.ceiling, v.pinpointed, v.reasons))
         found.sort(key=lambda cand: (-cand.score, cand.external_ref))
         by_portal[p.key] = found
     return by_portal
 
 
-def _best_rival_for_crm(
+def _rivals_by_crm(
     by_portal: Mapping[int | str, list[Candidate]],
-) -> dict[str, list[tuple[float, int | str]]]:
-    by_crm: dict[str, list[tuple[float, int | str]]] = {}
+) -> dict[str, list[tuple[int | str, Candidate]]]:
+    """CRM ref -> every (portal id, candidate pair) that might be that CRM listing."""
+    by_crm: dict[str, list[tuple[int | str, Candidate]]] = {}
     for pid, candidates in by_portal.items():
         for cand in candidates:
-            by_crm.setdefault(cand.external_ref, []).append((cand.score, pid))
+            by_crm.setdefault(cand.external_ref, []).append((pid, cand))
     return by_crm
+
+
+def _crm_rival(best: Candidate, rival: Candidate) -> float:
+    """How strongly another portal listing competes for the best candidate's CRM listing.
+
+    When the best pair pinpoints the unit (street, building and flat all stated and equal), a
+    vaguer portal listing cannot make it wrong: at most that one is a duplicate posting. Only
+    an equally pinpointed portal listing then competes, by score. Otherwise any portal listing
+    that could still fit competes, by ceiling.
+    """
+    if best.pinpointed:
+        return rival.score if rival.pinpointed else 0.0
+    return rival.ceiling
 
 
 def _judge(
     pid: int | str,
     candidates: list[Candidate],
-    by_crm: Mapping[str, list[tuple[float, int | str]]],
+    by_crm: Mapping[str, list[tuple[int | str, Candidate]]],
     min_confidence: float,
     min_margin: float,
 ) -> str | None:
-    """``None`` when the best candidate is a confident match, else why it is not."""
+    """``None`` when the best candidate is a confident match, else why it is not.
+
+    Runners-up are judged by their ceiling, not their score: a twin flat whose number or
+    location is unknown is as much a rival as one that scores the same.
+    """
     best = candidates[0]
     if best.score < min_confidence:
         return f"best score {best.score:.2f} below {min_confidence:.2f}"
-    if len(candidates) > 1 and best.score - candidates[1].score < min_margin:
-        return f"{candidates[1].external_ref} scores within {min_margin:.2f}"
-    rivals = [(s, other) for s, other in by_crm[best.external_ref] if other != pid]
+    if len(candidates) > 1:
+        runner = max(candidates[1:], key=lambda c: (c.ceiling, c.score))
+        if best.score - runner.ceiling < min_margin:
+            return f"{runner.external_ref} could fit as well (up to {runner.ceiling:.2f})"
+    contenders = by_crm[best.external_ref]
+    rivals = [(_crm_rival(best, c), other) for other, c in contenders if other != pid]
     if rivals:
-        score, other = max(rivals, key=lambda r: (r[0], _sort_key(r[1])))
-        if best.score - score < min_margin:
-            return f"{best.external_ref} also fits portal listing {other} ({score:.2f})"
+        strength, other = max(rivals, key=lambda r: (r[0], _sort_key(r[1])))
+        if best.score - strength < min_margin:
+            return f"{best.external_ref} could be portal listing {other} (up to {strength:.2f})"
     return None
 
 
@@ -593,7 +644,7 @@ def match_listings(
     crm = [_crm_features(x) for x in crm_listings if str(x["external_ref"]) not in linked_refs]
     portal = sorted((_portal_features(x) for x in open_items), key=lambda f: _sort_key(f.key))
     by_portal = _score_all(portal, crm, rates_to_eur)
-    by_crm = _best_rival_for_crm(by_portal)
+    by_crm = _rivals_by_crm(by_portal)
 
     matched: list[Match] = []
     ambiguous: list[Ambiguous] = []
