@@ -93,6 +93,16 @@ class RentixAdapter:
         self.rate_limit.update(sent.response.headers)
         return classify(sent.response, sent.latency_ms, listing_ref)
 
+    # -- agency and jobs --
+
+    async def get_agency(self) -> Result:
+        """GET /agency: status, CRM switch and the monthly listing limit."""
+        return await self.request("GET", "/agency")
+
+    async def job_status(self, job_id: int) -> Result:
+        """GET /job/status: the publish job behind a `pending_active` answer."""
+        return await self.request("GET", "/job/status", params={"id": job_id})
+
     # -- listings --
 
     async def upsert(self, payload: dict[str, Any], idempotency_key: str | None = None,

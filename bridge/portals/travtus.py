@@ -115,7 +115,9 @@ class TravtusAdapter:
         after = FIRST_AFTER_ID
         while True:
             result = await self.find_page(group_ref, after)
-            if result.outcome is Outcome.NOT_FOUND:  # Travtus's answer for "nothing (more)"
+            # Travtus's typed answer for "nothing (more)"; an untyped 404 (wrong base URL,
+            # gateway) must not pass for an empty group.
+            if result.error_type == "not_found":
                 return found
             if not result.ok:
                 raise PortalError(result)

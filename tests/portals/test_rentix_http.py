@@ -42,6 +42,21 @@ async def test_publish_job_completes(rentix: RentixAdapter) -> None:
     await eventually(published)
 
 
+async def test_agency_and_publish_job(rentix: RentixAdapter) -> None:
+    agency = await rentix.get_agency()
+    assert agency.ok and agency.body["isCrmEnabled"] is True, agency
+    created = await rentix.upsert(rentix.map_listing(FULL))
+
+    async def job_done() -> bool:
+        job = await rentix.job_status(created.body["jobId"])
+        assert job.ok, job
+        return job.body["status"] == "completed"
+
+    await eventually(job_done)
+    unknown = await rentix.job_status(999_999)
+    assert unknown.outcome is Outcome.NOT_FOUND
+
+
 async def test_rate_limit_headers_are_exposed(rentix: RentixAdapter) -> None:
     assert rentix.rate_limit.limit is None
     result = await rentix.list_page()
