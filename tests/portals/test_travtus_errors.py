@@ -6,6 +6,7 @@ follows `error.type` and not the status.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,6 +79,14 @@ async def invalid_client(t: TravtusAdapter, s: Sandbox) -> Result:
         return await wrong.sync("north", [good(wrong)])
     finally:
         await wrong.aclose()
+
+
+async def token_request_incomplete(t: TravtusAdapter, s: Sandbox) -> Result:
+    blank = TravtusAdapter("travtus", s.travtus_url, s.token_url, "", "")
+    try:
+        return await blank.sync("north", [good(blank)])
+    finally:
+        await blank.aclose()
 
 
 async def rotated_credentials(t: TravtusAdapter, s: Sandbox) -> Result:
@@ -193,6 +202,7 @@ CASES: dict[str, Case] = {
                                                      "invalid_authorization", 401),
     "401 expired_token twice": Case(expired_twice, Outcome.TOKEN_EXPIRED, "expired_token", 401),
     "401 invalid_client": Case(invalid_client, C, "invalid_client", 401),
+    "400 invalid_request (token)": Case(token_request_incomplete, C, "invalid_request", 400),
     # sync: request level
     "400 both_group_identifiers_provided": Case(both_groups, D,
                                                 "both_group_identifiers_provided", 400),
@@ -289,3 +299,15 @@ async def test_recovers_after_an_invalid_token(travtus: TravtusAdapter,
     await sandbox.credentials(travtus_client_secret="sandbox")
     assert (await travtus.sync("north", [good(travtus)])).ok  # a new token was fetched
     assert travtus.tokens.fetches == 2
+
+
+async def test_key_in_flight_is_transient(travtus: TravtusAdapter, sandbox: Sandbox) -> None:
+    """Two concurrent syncs with one key: whichever arrives second finds it in flight."""
+    await travtus.tokens.get()
+    await sandbox.fault(portal="travtus", path="/listing/sync/", latency_ms=500)
+    listings = [good(travtus)]
+    results = await asyncio.gather(*(travtus.sync("north", listings, "busy") for _ in range(2)))
+    busy = [r for r in results if not r.ok]
+    assert len(busy) == 1, results
+    assert (busy[0].outcome, busy[0].error_type, busy[0].status) == (
+        Outcome.TRANSIENT, "idempotency_key_in_use", 409), busy
