@@ -13,9 +13,16 @@ How a pair is judged (see :func:`score_pair`):
   side only, street type or name only partly agreeing, price (currency-normalised), rooms,
   area, floor, subtype, coordinates. A perfect pair scores 1.0; ``min_confidence`` (0.9) allows
   roughly one unknown flat plus small price/area drift.
+* **Ceiling**: penalties are either disagreement (a different price) or doubt (a flat not
+  stated, a location that cannot be compared). A pair's ceiling is its score with the doubt
+  given back: what it could be if the unknowns agree.
 * **Confident** = score >= ``min_confidence`` and at least ``min_margin`` ahead of the runner-up
   for the portal listing *and* for the CRM listing, so the assignment is one-to-one and never a
-  coin toss between adjacent flats. Everything else with candidates is *ambiguous*, for a human.
+  coin toss between adjacent flats. Runners-up count with their ceiling, so a twin flat whose
+  number is unknown blocks a link. One exception on the CRM side: a pair that *pinpoints* the
+  unit (street, building and flat stated on both sides and equal) is only challenged by another
+  pinpointing portal listing; a vaguer one could at most be a duplicate posting.
+  Everything else with candidates is *ambiguous*, for a human.
 """
 
 from __future__ import annotations
