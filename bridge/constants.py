@@ -21,18 +21,23 @@ Ingest (written by the webhook's Lua script, ``bridge/store.py``):
 
 Delivery (written by the worker, ``workers/``):
 
-    lb:accepted:{target}:{group}  hash    ref -> JSON {digest, payload, at}: what the target last
-                                          accepted for that listing (per-listing targets) or as
-                                          part of the group's sync (group-sync targets)
+    lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
+                                          target last accepted for that listing
+    lb:accepted:{target}:{group}  hash    the same for a group-sync target: the group as the
+                                          portal holds it after the last accepted sync
     lb:syncdigest:{target}:{group} string digest of the last sync the target accepted
-    lb:quarantine:{target}        hash    ref -> JSON {digest, error_type, message, field, since}
-    lb:held:{target}              hash    group -> JSON held sync {digest, deletions, reason, ...}
+    lb:quarantine:{target}        hash    ref (or "(group):{group}") -> JSON {digest, group,
+                                          error_type, message, field, since, discarded}
+    lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions, ...}
     lb:release:{target}:{group}   string  digest an operator released for sending
+    lb:discarded:{target}:{group} string  digest an operator refused: never sent
     lb:backoff:{target}:{group}   hash    attempts, not_before
     lb:target:{target}            hash    paused (reason), blocked_until, last_error, ...
     lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers
     lb:history                    list    latest delivery attempts (capped), newest first
     lb:history:{group}            list    the same for one group (capped)
+    lb:latency                    list    recent webhook-to-acceptance latencies, ms (capped)
+    lb:linked:{target}            set     refs known to be linked on a per-listing portal
     lb:adopt:{target}             hash    ref -> held create while the target is in adoption
     lb:workers                    hash    worker id -> last heartbeat
 """
@@ -55,17 +60,24 @@ SYNC_DIGEST = PREFIX + "syncdigest:"
 QUARANTINE = PREFIX + "quarantine:"
 HELD = PREFIX + "held:"
 RELEASE = PREFIX + "release:"
+DISCARDED = PREFIX + "discarded:"
 BACKOFF = PREFIX + "backoff:"
 TARGET = PREFIX + "target:"
 RATE_LIMIT = PREFIX + "ratelimit:"
 HISTORY = PREFIX + "history"
+LATENCY = PREFIX + "latency"
+LINKED = PREFIX + "linked:"
 ADOPT = PREFIX + "adopt:"
 WORKERS = PREFIX + "workers"
 
 EVENTS_MAXLEN = 10_000
 HISTORY_MAXLEN = 5_000
 GROUP_HISTORY_MAXLEN = 200
+LATENCY_MAXLEN = 2_000
 STATS_TTL_S = 2 * 3600
+
+# The quarantine entry of a whole group sync the portal refused without naming a listing.
+GROUP_QUARANTINE = "(group):"
 
 # arq job names and the queue the bridge's workers listen on.
 QUEUE = "arq:queue:listing-bridge"

@@ -79,7 +79,7 @@ class RentixTarget(_Section):
     api_key: str = Field(min_length=1)
     delete_behaviour: Literal["hidden", "delete", "none"] = "hidden"
     adopt: bool = False
-    requests_per_minute: int = Field(300, ge=1)
+    requests_per_minute: int = Field(280, ge=1)  # under the documented 300/min
 
 
 class TravtusTarget(_Section):

@@ -1,0 +1,55 @@
+"""Turns due groups into arq flush jobs. Every worker runs one; any number may run at once.
+
+Taking a due group bumps its score a little, atomically, so the other workers' schedulers do not
+enqueue it again meanwhile; the flush's claim then sets the real lease. The arq job id is
+``flush:{group}``: arq refuses a second job with that id while one is queued or running, so a
+group is never flushed by two workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from arq.connections import ArqRedis
+
+from bridge import constants as k
+from bridge.ledger import now_ms
+
+log = logging.getLogger("workers.scheduler")
+
+TAKE_DUE = """
+local due, now, retry, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local groups = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+for _, g in ipairs(groups) do redis.call('ZADD', due, 'XX', now + retry, g) end
+return groups
+"""
+
+# If an enqueued flush never claims the group (it waits behind a running one), try again then.
+RETRY_MS = 1_000
+
+
+class Scheduler:
+    def __init__(self, redis: ArqRedis, interval_ms: int, batch: int = 200) -> None:
+        self.redis = redis
+        self.interval = interval_ms / 1000
+        self.batch = batch
+        self._take = redis.register_script(TAKE_DUE)
+
+    async def tick(self) -> int:
+        groups = await self._take(keys=[k.DUE], args=[now_ms(), RETRY_MS, self.batch])
+        enqueued = 0
+        for raw in groups:
+            group = raw.decode() if isinstance(raw, bytes) else raw
+            job = await self.redis.enqueue_job(k.FLUSH_JOB, group, _job_id=k.FLUSH_JOB_ID + group,
+                                               _queue_name=k.QUEUE)
+            enqueued += job is not None
+        return enqueued
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a Redis blip must not end the scheduler
+                log.exception("scheduling due groups failed; trying again")
+            await asyncio.sleep(self.interval)
