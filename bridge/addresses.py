@@ -219,7 +219,7 @@ def _take_markers(words: list[str], parts: _Parts) -> list[str]:
                 i += 2
                 continue
             if word in _BLOCK_MARKERS:
-                parts.block = nxt
+                parts.block = parts.block or nxt  # line 1 wins over a conflicting line 2
                 i += 2
                 continue
             if word in _IGNORED_MARKERS:
