@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -36,7 +37,7 @@ async def send(
     body = content
     hdrs = dict(headers or {})
     if json is not None and content is None:
-        body = orjson.dumps(json)
+        body = orjson.dumps(json, default=_json_default)
         hdrs.setdefault("Content-Type", "application/json")
     kwargs: dict[str, Any] = {"headers": hdrs, "params": params, "data": data}
     if body is not None:
@@ -50,6 +51,13 @@ async def send(
     except httpx.TransportError as exc:
         return Sent(None, _since(started), _transient("connection_error", exc, started))
     return Sent(response, _since(started), None)
+
+
+def _json_default(value: Any) -> Any:
+    """Decimals (prices parsed exactly upstream) go out as JSON numbers."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def merge_headers(base: dict[str, str], extra: dict[str, str | None] | None) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -58,13 +59,16 @@ async def test_rentix_sends_api_key_and_idempotency_key() -> None:
         return httpx.Response(200, json={"id": 1})
 
     rentix = rentix_with(handler)
-    await rentix.upsert({"externalId": "x", "announcementStatus": "hidden"}, "idem-1")
+    payload = {"externalId": "x", "announcementStatus": "hidden", "announcementValue":
+               Decimal("550.50")}
+    await rentix.upsert(payload, "idem-1")
     await rentix.get_listing(1)
     assert seen[0].headers["Authorization"] == "ApiKey key"
     assert "X-API-Key" not in seen[0].headers
     assert seen[0].headers["Idempotency-Key"] == "idem-1"
     assert seen[0].headers["Content-Type"] == "application/json"
     assert "Idempotency-Key" not in seen[1].headers
+    assert b'"announcementValue":550.5' in seen[0].content
 
 
 async def test_rentix_429_without_reset_header_falls_back_to_retry_after() -> None:
