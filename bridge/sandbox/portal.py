@@ -63,7 +63,9 @@ class PortalApp:
         ex.state.journal.record(
             portal=self.name, method=ex.method, path=ex.path, query=request.url.query,
             status=answer.status, idempotency_key=ex.idempotency_key, replayed=ex.replayed,
-            body=describe_body(ex.raw, media_type(request)), at=arrived,
+            body=ex.parsed if ex.parsed is not None and ex.raw else describe_body(
+                ex.raw, media_type(request)),
+            at=arrived,
             duration_ms=round((time.monotonic() - started) * 1000, 3),
         )
         await answer.to_response()(scope, receive, send)
