@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from .faults import FaultSpecError
 from .rentix_store import read_model
-from .state import Sandbox
+from .state import Sandbox, State
 from .travtus_rules import admin_view
 from .travtus_store import Group
 
@@ -90,7 +90,7 @@ class Admin:
         return endpoint
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         return self.sandbox.state
 
     # -- Rentix ----------------------------------------------------------------------------------

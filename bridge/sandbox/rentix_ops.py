@@ -36,7 +36,8 @@ def _merge(current: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _check(store: RentixStore, payload: dict[str, Any]) -> tuple[Listing | None, dict, list[str]]:
+def _check(store: RentixStore,
+           payload: dict[str, Any]) -> tuple[Listing | None, dict[str, Any], list[str]]:
     """(existing listing, merged fields, validation errors) for an upsert payload."""
     ext = payload.get("externalId")
     existing = store.get_external(ext) if isinstance(ext, str) else None
