@@ -7,6 +7,7 @@ Messages follow Rentix's style: each starts with the field name, as in
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from bridge.portals.outcomes import Problem
@@ -88,7 +89,7 @@ def _description(p: dict[str, Any]) -> Found:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, int | float | Decimal) and not isinstance(v, bool)
 
 
 def _non_negative(field: str) -> Callable[[dict[str, Any]], Found]:

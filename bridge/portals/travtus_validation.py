@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from bridge.portals.outcomes import Problem
@@ -46,7 +47,7 @@ def _bathrooms(p: dict[str, Any]) -> Found:
         return [("no_bathroom_attributes_provided",
                  "neither number_of_bathrooms nor bathrooms is set", "number_of_bathrooms")]
     n = p.get("number_of_bathrooms")
-    if has_number and (isinstance(n, bool) or not isinstance(n, int | float) or n < 1):
+    if has_number and (isinstance(n, bool) or not isinstance(n, int | float | Decimal) or n < 1):
         return [("invalid_number_of_bathrooms", "number_of_bathrooms must be at least 1",
                  "number_of_bathrooms")]
     return []
