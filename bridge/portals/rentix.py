@@ -52,7 +52,8 @@ class RentixAdapter:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.deletion_behaviour = deletion_behaviour
-        self.rate_limit = RateLimitInfo()
+        self.rate_limit = RateLimitInfo()  # the all-endpoints bucket
+        self.bulk_rate_limit = RateLimitInfo()  # bulk answers describe the bulk bucket
         self._client = OwnedClient(client, timeout)
 
     async def aclose(self) -> None:
@@ -90,7 +91,8 @@ class RentixAdapter:
             sent.failure.listing_ref = listing_ref
             return sent.failure
         assert sent.response is not None
-        self.rate_limit.update(sent.response.headers)
+        bucket = self.bulk_rate_limit if path.startswith("/listings/bulk") else self.rate_limit
+        bucket.update(sent.response.headers)
         return classify(sent.response, sent.latency_ms, listing_ref)
 
     # -- agency and jobs --

@@ -64,6 +64,10 @@ async def test_rate_limit_headers_are_exposed(rentix: RentixAdapter) -> None:
     assert rentix.rate_limit.limit == 300
     assert rentix.rate_limit.remaining is not None and rentix.rate_limit.remaining < 300
     assert rentix.rate_limit.reset is not None and rentix.rate_limit.reset > time.time() - 1
+    before = rentix.rate_limit.remaining
+    assert (await rentix.bulk([{"op": "validate", "externalId": "v"}])).ok
+    assert rentix.bulk_rate_limit.limit == 30
+    assert rentix.rate_limit.remaining == before  # bulk answers do not overwrite it
 
 
 async def test_reads_by_id_and_external_id(rentix: RentixAdapter) -> None:
