@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.portals import RentixAdapter, build_adapter
+from bridge.portals import PortalAdapter, RentixAdapter, build_adapter
 from bridge.portals.rentix_mapping import external_file_id
 from tests.portals.canonical import FULL, PHOTOS, listing
 
@@ -88,6 +88,7 @@ def test_factory_builds_both_kinds_and_rejects_unknown_settings() -> None:
     t = build_adapter("travtus", name="t", base_url="http://x", token_url="http://x/t",
                       client_id="c", client_secret="s")
     assert (r.kind, t.kind) == ("rentix", "travtus")
+    assert isinstance(r, PortalAdapter) and isinstance(t, PortalAdapter)
     with pytest.raises(TypeError):
         build_adapter("rentix", name="r", base_url="http://x", api_key="k", apikey="typo")
     with pytest.raises(ValueError):
