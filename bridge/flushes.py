@@ -51,6 +51,17 @@ return 1
 """
 
 
+async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
+    """Make groups due now, as a change would: a flush running meanwhile keeps them due."""
+    if not groups:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        for group in groups:
+            pipe.hincrby(f"{k.PENDING}{group}", "seq", 1)
+        pipe.zadd(k.DUE, dict.fromkeys(groups, at_ms), lt=True)
+        await pipe.execute()
+
+
 @dataclass(frozen=True)
 class DesiredListing:
     ref: str

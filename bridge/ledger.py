@@ -13,6 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.flushes import mark_due
 
 
 def now_ms() -> int:
@@ -197,12 +198,9 @@ class Ledger:
 
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
-        groups = [_s(g) for g in await self.redis.smembers(k.GROUPS)]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(f"{k.TARGET}{target}", "paused", "paused_at", "blocked_until")
-            if groups:
-                pipe.zadd(k.DUE, dict.fromkeys(groups, now_ms()), lt=True)
-            await pipe.execute()
+        await self.redis.hdel(f"{k.TARGET}{target}", "paused", "paused_at", "blocked_until")
+        groups = [g for g in (_s(g) for g in await self.redis.smembers(k.GROUPS)) if g]
+        await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
         await self.redis.hset(f"{k.TARGET}{target}",
