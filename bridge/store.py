@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bridge import constants as k
 from bridge.events import DeleteEvent, SnapshotEvent, UpsertEvent
@@ -115,6 +116,7 @@ class EventStore:
     """Writes accepted events to Redis; the worker side reads the state they fold into."""
 
     def __init__(self, redis: Redis, webhook: WebhookSettings, debounce: DebounceSettings) -> None:
+        self._redis = redis
         self._script = redis.register_script(
             INGEST.replace("__EVENTS_MAXLEN__", str(k.EVENTS_MAXLEN))
         )
@@ -137,6 +139,17 @@ class EventStore:
         ]
         status, applied = await self._script(keys=[], args=args)
         return Stored(duplicate=status == 0, applied=int(applied))
+
+    async def count_rejection(self, reason: str, now_ms: int) -> None:
+        """Count a refused request by reason, for the dashboard; never fails the answer."""
+        key = f"{k.STATS}{now_ms // 60_000}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(key, f"rejected:{reason}", 1)
+                pipe.expire(key, k.STATS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError):
+            pass
 
 
 def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent) -> tuple[str, list[str | int]]:

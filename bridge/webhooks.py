@@ -57,6 +57,17 @@ class WebhookEndpoint:
         self.max_body_bytes = max_body_bytes
 
     async def handle(self, request: Request) -> Response:
+        response = await self._handle(request)
+        if response.status_code >= 400 and response.status_code != 503:
+            await self.store.count_rejection(self._reason(response), int(time.time() * 1000))
+        return response
+
+    @staticmethod
+    def _reason(response: Response) -> str:
+        return {401: "invalid_signature", 413: "body_too_large", 415: "unsupported_media_type"
+                }.get(response.status_code, "invalid_event")
+
+    async def _handle(self, request: Request) -> Response:
         if not is_json(request.headers.get("content-type")):
             return error(415, "unsupported_media_type",
                          "send the event as JSON with Content-Type: application/json")

@@ -6,6 +6,7 @@ Each test names the numbered behaviour of the delivery issue it proves.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ def test_1_continuous_changes_flush_at_least_every_max_wait_one_at_a_time(
         times = [_at(r) for r in syncs(stack, "busy")]
         spans = [(t, t + r["duration_ms"] / 1000) for t, r in zip(times, syncs(stack, "busy"),
                                                                    strict=True)]
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end - 0.005, "two flushes of one group overlapped"
 
 
