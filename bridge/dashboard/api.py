@@ -1,0 +1,193 @@
+"""The JSON API (documented in docs/api.md): the same reads and actions as the pages and the
+CLI, all through ``bridge.operations``. Bad input answers 400/404 and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from bridge.operations import NotFound, OperationError, Operations
+from bridge.responses import JSONResponse, error
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadRequest(Exception):
+    pass
+
+
+def operations(request: Request) -> Operations:
+    return Operations(request.app.state.redis, request.app.state.settings)
+
+
+def answers_errors(handler: Handler) -> Handler:
+    """Map operator errors to the bridge's error body."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return error(400, "invalid_request", str(exc))
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except OperationError as exc:
+            return error(400, "not_possible", str(exc))
+
+    return wrapped
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    # Requiring a JSON content type also keeps other sites' plain forms from posting here.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequest("send a JSON object with Content-Type: application/json")
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name!r} must be a non-empty string")
+    return value
+
+
+def pairs(body: dict[str, Any], second: str) -> list[tuple[str, str]]:
+    """``{"items": [{"target", second}, ...]}`` as (target, second) pairs."""
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise BadRequest(f"'items' must be a non-empty list of {{\"target\", \"{second}\"}}")
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest(f"each item must be an object with 'target' and '{second}'")
+    return [(text_field(i, "target"), text_field(i, second)) for i in items]
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name!r} must be a whole number, found {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name!r} must be between {low} and {high}, found {value}")
+    return value
+
+
+# -- reads --
+
+@answers_errors
+async def overview(request: Request) -> Response:
+    minutes = int_param(request, "minutes", 60, 1, 120)
+    return JSONResponse(await operations(request).overview(minutes))
+
+
+@answers_errors
+async def targets(request: Request) -> Response:
+    return JSONResponse({"targets": await operations(request).targets()})
+
+
+@answers_errors
+async def groups(request: Request) -> Response:
+    query = request.query_params.get("q", "").strip()
+    if not query:
+        raise BadRequest("pass q: a group name (or part of one) or a listing's external ref")
+    return JSONResponse({"groups": await operations(request).search_groups(query)})
+
+
+@answers_errors
+async def group(request: Request) -> Response:
+    history = int_param(request, "history", 50, 0, 200)
+    return JSONResponse(await operations(request).group(request.path_params["group"], history))
+
+
+@answers_errors
+async def problems(request: Request) -> Response:
+    return JSONResponse(await operations(request).problems())
+
+
+@answers_errors
+async def status(request: Request) -> Response:
+    return JSONResponse(await operations(request).status())
+
+
+# -- actions --
+
+@answers_errors
+async def pause(request: Request) -> Response:
+    body = await json_body(request)
+    reason = text_field(body, "reason", "paused by an operator (dashboard)")
+    name = request.path_params["target"]
+    await operations(request).pause(name, reason)
+    return JSONResponse({"target": name, "state": "paused", "reason": reason})
+
+
+@answers_errors
+async def resume(request: Request) -> Response:
+    await json_body(request)
+    name = request.path_params["target"]
+    await operations(request).resume(name)
+    return JSONResponse({"target": name, "state": "active"})
+
+
+@answers_errors
+async def held_release(request: Request) -> Response:
+    body = await json_body(request)
+    held = await operations(request).release(text_field(body, "target"),
+                                             text_field(body, "group"))
+    return JSONResponse({"released": held})
+
+
+@answers_errors
+async def held_discard(request: Request) -> Response:
+    body = await json_body(request)
+    held = await operations(request).discard(text_field(body, "target"),
+                                             text_field(body, "group"))
+    return JSONResponse({"discarded": held})
+
+
+@answers_errors
+async def quarantine_retry(request: Request) -> Response:
+    items = pairs(await json_body(request), "ref")
+    return JSONResponse({"retried": await operations(request).retry_many(items)})
+
+
+@answers_errors
+async def quarantine_discard(request: Request) -> Response:
+    items = pairs(await json_body(request), "ref")
+    return JSONResponse({"discarded": await operations(request).discard_many(items)})
+
+
+async def unknown(request: Request) -> Response:
+    return error(404, "not_found", f"no API endpoint {request.method} {request.url.path}; "
+                 "see docs/api.md")
+
+
+def router() -> Router:
+    return Router(routes=[
+        Route("/overview", overview, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/targets", targets, methods=["GET"]),
+        Route("/targets/{target}/pause", pause, methods=["POST"]),
+        Route("/targets/{target}/resume", resume, methods=["POST"]),
+        Route("/groups", groups, methods=["GET"]),
+        Route("/groups/{group:path}", group, methods=["GET"]),
+        Route("/problems", problems, methods=["GET"]),
+        Route("/held/release", held_release, methods=["POST"]),
+        Route("/held/discard", held_discard, methods=["POST"]),
+        Route("/quarantine/retry", quarantine_retry, methods=["POST"]),
+        Route("/quarantine/discard", quarantine_discard, methods=["POST"]),
+        Route("/{rest:path}", unknown),
+    ])

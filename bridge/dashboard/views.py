@@ -1,0 +1,111 @@
+"""Server-rendered pages. Each page polls itself with ``X-Live: 1`` and swaps in its live
+block (static/dashboard.js), so figures move without a reload and without a front-end build."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.resources import files
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route, Router
+from starlette.staticfiles import StaticFiles
+
+from bridge.dashboard import charts
+from bridge.dashboard.api import operations
+from bridge.ledger import now_ms
+from bridge.operations import NotFound
+
+env = Environment(loader=PackageLoader("bridge", "templates"),
+                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return "n/a"
+    ms = abs(ms)
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.0f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def ago(at: int | None) -> str:
+    if not at:
+        return "never"
+    delta = now_ms() - at
+    return f"{duration(delta)} ago" if delta >= 0 else f"in {duration(delta)}"
+
+
+def clock(at: int | None) -> str:
+    if not at:
+        return "n/a"
+    return dt.datetime.fromtimestamp(at / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+env.filters.update(duration=duration, ago=ago, clock=clock)
+env.globals.update(chart=charts.chart, legend=charts.legend,
+                   delivery_colours=charts.DELIVERY_COLOURS)
+
+
+async def render(request: Request, name: str, status_code: int = 200,
+                 **context: Any) -> Response:
+    """The whole page, or only its live block when the page's own script asks for it."""
+    template = env.get_template(name)
+    problems = await operations(request).problems()
+    context.update(request=request, page=name.removesuffix(".html"), now=now_ms(),
+                   problem_count=len(problems["quarantined"]) + len(problems["held"]))
+    if request.headers.get("x-live") == "1":
+        block = template.blocks["live"]
+        html = "".join(block(template.new_context(context)))
+    else:
+        html = template.render(context)
+    return HTMLResponse(html, status_code=status_code,
+                        headers={"X-Problem-Count": str(context["problem_count"])})
+
+
+async def overview(request: Request) -> Response:
+    ops = operations(request)
+    data = await ops.overview(60)
+    return await render(request, "overview.html", o=data, targets=await ops.targets())
+
+
+async def targets(request: Request) -> Response:
+    return await render(request, "targets.html", targets=await operations(request).targets())
+
+
+async def groups(request: Request) -> Response:
+    query = request.query_params.get("q", "").strip()
+    found = await operations(request).search_groups(query) if query else []
+    return await render(request, "groups.html", query=query, found=found)
+
+
+async def group(request: Request) -> Response:
+    name = request.path_params["group"]
+    try:
+        data = await operations(request).group(name)
+    except NotFound as exc:
+        return await render(request, "groups.html", status_code=404, query=name, found=[],
+                            message=str(exc))
+    return await render(request, "group.html", g=data)
+
+
+async def problems(request: Request) -> Response:
+    return await render(request, "problems.html", p=await operations(request).problems())
+
+
+def router() -> Router:
+    static = StaticFiles(directory=str(files("bridge") / "static"))
+    return Router(routes=[
+        Route("/", overview, methods=["GET"]),
+        Route("/targets", targets, methods=["GET"]),
+        Route("/groups", groups, methods=["GET"]),
+        Route("/groups/{group:path}", group, methods=["GET"]),
+        Route("/problems", problems, methods=["GET"]),
+        Mount("/static", app=static, name="static"),
+    ])
