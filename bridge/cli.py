@@ -303,5 +303,10 @@ def target_resume(config_path: str | None, name: str) -> None:
     click.echo(f"{name} resumed; waiting changes flow now")
 
 
+from bridge.cli_link import link  # noqa: E402  (registered last: it is a separate module)
+
+main.add_command(link)
+
+
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from bridge.flushes import Claim, Flushes
 from bridge.ledger import Accepted, Attempt, Held, Ledger, Quarantined, now_ms
+from bridge.linking import Adoption
 from bridge.planning import Invalid, ListingWrite, SyncPlan, guard_reason, plan_listings, plan_sync
 from bridge.portals import (
     Outcome,
@@ -36,6 +37,15 @@ log = logging.getLogger("workers.delivery")
 # target's turn and make the group due again then.
 MAX_INLINE_WAIT_MS = 2_000
 GROUP = "(group):"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Adoption's verdict on a possible create: send it, hold it, or end the turn."""
+
+    hold: bool = False
+    stop: bool = False
+    next_due: int | None = None
 
 
 @dataclass
@@ -58,6 +68,7 @@ class Delivery:
         self.ledger = Ledger(redis)
         self.limiter = RateLimiter(redis)
         self.flushes = Flushes(redis, lease_ms=(settings.delivery.job_timeout_s + 5) * 1000)
+        self.adoption = Adoption(redis)
 
     async def flush(self, group: str) -> str:
         claim = await self.flushes.claim(group, now_ms())
@@ -102,6 +113,7 @@ class Delivery:
         plan = plan_listings(target.name, adapter, claim.listings, accepted, quarantined)
         await self._quarantine(target.name, claim.group, plan.invalid)
         attempts, _ = await self.ledger.backoff(target.name, claim.group)
+        adopting = await self.adoption.active(target)
         for write in plan.writes:
             if time.monotonic() > deadline:
                 return now_ms()
@@ -109,6 +121,12 @@ class Delivery:
                 # The portal says its window is spent: every worker waits for the reset.
                 await self.ledger.block_until(target.name, reset, "rate-limit window spent")
                 return reset
+            if adopting and write.ref not in accepted:
+                gate = await self._adoption_gate(target, adapter, claim.group, write.ref)
+                if gate.stop:
+                    return gate.next_due
+                if gate.hold:
+                    continue
             wait = await self._rate_slot(target.name, target.requests_per_minute)
             if wait:
                 return wait
@@ -129,6 +147,27 @@ class Delivery:
         if attempts:
             await self.ledger.clear_backoff(target.name, claim.group)
         return None
+
+    async def _adoption_gate(self, target: RentixTarget, adapter: RentixAdapter, group: str,
+                             ref: str) -> Gate:
+        """In adoption, a write for a ref this target never accepted creates a listing beside
+        the hand-made one, unless Rentix already holds the ref: look it up once, then send
+        (linked) or hold it until the ref is linked or adoption ends."""
+        if await self.adoption.is_linked(target.name, ref):
+            return Gate()
+        if await self.adoption.is_held(target.name, ref):
+            return Gate(hold=True)
+        wait = await self._rate_slot(target.name, target.requests_per_minute)
+        if wait:
+            return Gate(stop=True, next_due=wait)
+        found = await adapter.get_by_external_id(ref)
+        if found.ok:
+            await self.adoption.mark_linked(target.name, [ref])
+            return Gate()
+        if found.outcome is Outcome.NOT_FOUND:
+            await self.adoption.hold(target.name, ref, group, now_ms())
+            return Gate(hold=True)
+        return Gate(stop=True, next_due=await self._setback(target.name, group, found))
 
     async def _send_listing(self, adapter: RentixAdapter, write: ListingWrite) -> Result:
         if write.operation == "delete":

@@ -1,0 +1,110 @@
+"""The linking web API (for the dashboard): the same actions as ``bridge link``.
+
+    POST   /api/links                       {target?, portal_id, external_ref}
+    DELETE /api/links/{target}/{portal_id}
+    POST   /api/links/{target}/scan         {apply?, min_confidence?}
+    GET    /api/adoption/{target}
+    POST   /api/adoption/{target}/end
+
+Failures answer ``{"error": {"type", "message"}}``; the message says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.linking import LinkError, Linking
+from bridge.matching import DEFAULT_MIN_CONFIDENCE
+from bridge.responses import JSONResponse, error
+
+Handler = Callable[[Request, Linking], Awaitable[Any]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        linking = Linking(request.app.state.redis, request.app.state.settings)
+        try:
+            return JSONResponse(await handler(request, linking))
+        except LinkError as exc:
+            return error(exc.status, exc.type, exc.message)
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        value = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise LinkError("invalid_request", "the body must be JSON") from None
+    if not isinstance(value, dict):
+        raise LinkError("invalid_request", "the body must be a JSON object")
+    return value
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise LinkError("invalid_request", f"{name} is required ({_kind_name(kind)})")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return "a number" if kind in (int, (int, float)) else "a string"
+
+
+def _portal_id(text: str) -> int:
+    if not text.isdigit():
+        raise LinkError("invalid_request", "the portal ID is a number")
+    return int(text)
+
+
+async def add_link(request: Request, linking: Linking) -> Any:
+    body = await _body(request)
+    result = await linking.link(body.get("target"), _field(body, "portal_id", int),
+                                _field(body, "external_ref", str))
+    return result.as_dict()
+
+
+async def remove_link(request: Request, linking: Linking) -> Any:
+    params = request.path_params
+    result = await linking.unlink(params["target"], _portal_id(params["portal_id"]))
+    return result.as_dict()
+
+
+async def scan(request: Request, linking: Linking) -> Any:
+    body = await _body(request)
+    apply = body.get("apply", False)
+    if not isinstance(apply, bool):
+        raise LinkError("invalid_request", "apply is true or false")
+    confidence = body.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise LinkError("invalid_request", "min_confidence is a number above 0, at most 1")
+    # No report files from the web process: the answer is the report.
+    result = await linking.scan(request.path_params["target"], apply=apply,
+                                min_confidence=float(confidence))
+    return result.as_dict()
+
+
+async def adoption(request: Request, linking: Linking) -> Any:
+    return await linking.adoption_status(request.path_params["target"])
+
+
+async def end_adoption(request: Request, linking: Linking) -> Any:
+    return await linking.end_adoption(request.path_params["target"])
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/links", _endpoint(add_link), methods=["POST"]),
+        Route("/api/links/{target}/{portal_id}", _endpoint(remove_link), methods=["DELETE"]),
+        Route("/api/links/{target}/scan", _endpoint(scan), methods=["POST"]),
+        Route("/api/adoption/{target}", _endpoint(adoption), methods=["GET"]),
+        Route("/api/adoption/{target}/end", _endpoint(end_adoption), methods=["POST"]),
+    ]
