@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge import linking_api
 from bridge.connections import UnsafeRedis, check_redis, redis_client
 from bridge.dashboard import dashboard_routes
 from bridge.responses import JSONResponse, error
@@ -58,6 +59,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         Route("/webhooks/crm", webhook.handle, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *linking_api.routes(),
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
