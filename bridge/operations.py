@@ -379,7 +379,7 @@ def _calls_per_event(series: dict[str, Any]) -> dict[str, float | None]:
 def _percentile(values: list[int], q: int) -> int | None:
     if not values:
         return None
-    return values[min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))]
+    return values[max(1, math.ceil(q * len(values) / 100)) - 1]  # nearest rank
 
 
 def _budget(tat: float | None, per_minute: int, now: int) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""A served bridge app (real uvicorn) with its dashboard, and a way to seed delivery state
+through the real ledger, as a worker would have written it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bridge.app import create_app
+from bridge.ledger import Held, Ledger, Quarantined, now_ms
+from bridge.settings import Settings
+from tests.conftest import make_settings
+from tests.support.servers import serve_app
+
+TARGETS = [
+    {"name": "rentix", "kind": "rentix", "base_url": "http://127.0.0.1:9/rentix/api/v1",
+     "api_key": "k"},
+    {"name": "travtus", "kind": "travtus", "base_url": "http://127.0.0.1:9/travtus",
+     "token_url": "http://127.0.0.1:9/travtus/oauth2/token", "client_id": "c",
+     "client_secret": "s"},
+]
+TOKEN = "dashboard-test-token"
+
+
+def dashboard_settings(redis_url: str, **overrides: Any) -> Settings:
+    return make_settings(redis_url, targets=TARGETS, **overrides)
+
+
+def run(redis_url: str, action: Callable[[Ledger], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        redis = Redis.from_url(redis_url)
+        try:
+            return await action(Ledger(redis))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+def seed_problems(redis_url: str) -> None:
+    """One held travtus sync (would delete two listings) and two quarantined listings."""
+    async def seed(ledger: Ledger) -> None:
+        at = now_ms()
+        await ledger.redis.sadd("lb:groups", "mass", "bad")
+        await ledger.hold("travtus", "mass", Held("d-mass", "max_delete_count: 2 > 1",
+                                                  ["apt-8", "apt-9"], 2, at))
+        for ref in ("apt-1", "apt-2"):
+            await ledger.quarantine("travtus", ref, Quarantined(
+                f"d-{ref}", "bad", "invalid_unit_type", "unit_type is not allowed", "unit_type",
+                at))
+
+    run(redis_url, seed)
+
+
+@pytest.fixture
+def app_settings(redis_url: str) -> Settings:
+    return dashboard_settings(redis_url)
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[httpx.Client]:
+    with serve_app(create_app(app_settings)) as url, \
+            httpx.Client(base_url=url, timeout=10) as http:
+        yield http
