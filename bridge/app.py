@@ -59,7 +59,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         Route("/webhooks/crm", webhook.handle, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *linking_api.routes(),
+        *linking_api.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

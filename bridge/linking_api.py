@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
+from bridge.dashboard.auth import Protected
 from bridge.linking import LinkError, Linking
 from bridge.matching import DEFAULT_MIN_CONFIDENCE
 from bridge.responses import JSONResponse, error
@@ -100,11 +101,15 @@ async def end_adoption(request: Request, linking: Linking) -> Any:
     return await linking.end_adoption(request.path_params["target"])
 
 
-def routes() -> list[Route]:
-    return [
-        Route("/api/links", _endpoint(add_link), methods=["POST"]),
-        Route("/api/links/{target}/{portal_id}", _endpoint(remove_link), methods=["DELETE"]),
-        Route("/api/links/{target}/scan", _endpoint(scan), methods=["POST"]),
-        Route("/api/adoption/{target}", _endpoint(adoption), methods=["GET"]),
-        Route("/api/adoption/{target}/end", _endpoint(end_adoption), methods=["POST"]),
+def routes(token: str | None) -> list[Route]:
+    """The linking routes behind the dashboard's auth (``token``: ``[dashboard] token``).
+    Mount them before the dashboard's ``/api``, whose catch-all would answer first."""
+    table: list[tuple[str, Handler, str]] = [
+        ("/api/links", add_link, "POST"),
+        ("/api/links/{target}/{portal_id}", remove_link, "DELETE"),
+        ("/api/links/{target}/scan", scan, "POST"),
+        ("/api/adoption/{target}", adoption, "GET"),
+        ("/api/adoption/{target}/end", end_adoption, "POST"),
     ]
+    return [Route(path, Protected(request_response(_endpoint(handler)), token), methods=[method])
+            for path, handler, method in table]

@@ -22,7 +22,7 @@ from bridge.connections import redis_client
 from bridge.linking import Linking
 from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
-from bridge.settings import Settings, load_settings
+from bridge.settings import DashboardSettings, Settings, load_settings
 from tests.conftest import SECRET
 from tests.fixtures.linking import build_linking_fixture
 from tests.support import crm
@@ -186,6 +186,20 @@ def test_web_api_links_unlinks_and_explains(settings: Settings, sandbox: httpx.C
         assert scan.status_code == 200 and scan.json()["counts"]["unmatched_portal"] == 2
         adoption = api.get("/api/adoption/rentix").json()
         assert adoption["active"] is False and adoption["held_creates"] == []
+
+
+def test_web_api_sits_behind_the_dashboard_token(settings: Settings,
+                                                 sandbox: httpx.Client) -> None:
+    [pid] = seed(sandbox, hand_made())
+    guarded = settings.model_copy(update={"dashboard": DashboardSettings(token="s3cret")})
+    with serve_app(create_app(guarded)) as url, httpx.Client(base_url=url) as api:
+        body = {"target": "rentix", "portal_id": pid, "external_ref": "apt-1"}
+        refused = api.post("/api/links", json=body)
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
+        assert api.get("/api/adoption/rentix").status_code == 401
+        assert portal_listings(sandbox)[pid]["externalId"] is None
+        done = api.post("/api/links", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert done.status_code == 200 and done.json()["changed"] is True
 
 
 # 2. the scan on the realistic fixture ------------------------------------------------------
