@@ -38,7 +38,11 @@ Delivery (written by the worker, ``workers/``):
     lb:history:{group}            list    the same for one group (capped)
     lb:latency                    list    recent webhook-to-acceptance latencies, ms (capped)
     lb:linked:{target}            set     refs known to be linked on a per-listing portal
-    lb:adopt:{target}             hash    ref -> held create while the target is in adoption
+                                          (by `bridge link`, a scan, or found while adopting)
+    lb:adopt:{target}             hash    ref -> held create while the target is in adoption:
+                                          JSON {ref, group, since} (``bridge/linking.py``)
+    lb:adopted:{target}           string  when adoption of the target ended; absent: adopting
+                                          if the target says ``adopt = true``
     lb:workers                    hash    worker id -> last heartbeat
 """
 
