@@ -28,7 +28,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
     if not settings.redis_url:
         raise ValueError("redis_url is required to serve")
     redis = redis_client(settings.redis_url)
-    store = EventStore(redis, settings.webhook, settings.debounce)
+    store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce)
     verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
     webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
             # Start anyway: webhooks answer 503 until Redis is back, and /readyz says so.
             log.warning("Redis is not reachable at start-up (%s); answering 503 meanwhile", exc)
         yield
+        await store.aclose()
         await redis.aclose()
 
     async def healthz(request: Request) -> Response:

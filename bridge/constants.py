@@ -16,7 +16,7 @@ Ingest (written by the webhook's Lua script, ``bridge/store.py``):
                                           seq (change counter, never reset)
     lb:due                        zset    group -> when its flush is due (debounce, retry or
                                           a flush lease); the worker's scheduler polls it
-    lb:events                     stream  the last accepted raw events (capped), for operators
+    lb:events                     stream  the last accepted events: id, kind, group, at, applied
     lb:stats:{minute}             hash    per-minute counters (received, duplicate, stale, ...)
 
 Delivery (written by the worker, ``workers/``):

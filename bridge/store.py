@@ -13,19 +13,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge.batching import ScriptBatcher
 from bridge.events import DeleteEvent, SnapshotEvent, UpsertEvent
 from bridge.settings import DebounceSettings, WebhookSettings
 
-# Raw bodies larger than this are summarised in the events stream instead of kept whole.
-STREAM_BODY_LIMIT = 16_384
-
 INGEST = """
-local P = ARGV[1]
-local id, ttl, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local window, maxwait = tonumber(ARGV[5]), tonumber(ARGV[6])
-local kind, group, occurred, raw = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+-- Settings are spliced in as constants: fewer arguments to pack on every call.
+local P, ttl, stats_ttl = '__PREFIX__', __TTL__, __STATS_TTL__
+local window, maxwait = __WINDOW__, __MAXWAIT__
+local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local occurred = tonumber(ARGV[5])
 local stats = P .. 'stats:' .. math.floor(now / 60000)
-redis.call('EXPIRE', stats, ARGV[11])
+redis.call('EXPIRE', stats, stats_ttl)
 
 if not redis.call('SET', P .. 'seen:' .. id, now, 'NX', 'EX', ttl) then
   redis.call('HINCRBY', stats, 'duplicate', 1)
@@ -79,7 +78,7 @@ end
 local applied = 0
 if kind == 's' then
   local present = {}
-  for i = 12, #ARGV, 3 do
+  for i = 6, #ARGV, 3 do
     present[ARGV[i]] = true
     applied = applied + apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
   end
@@ -96,12 +95,12 @@ if kind == 's' then
   end
   touch(group)
 else
-  applied = apply(ARGV[12], tonumber(ARGV[13]), occurred, group, kind == 'd', ARGV[14])
+  applied = apply(ARGV[6], tonumber(ARGV[7]), occurred, group, kind == 'd', ARGV[8])
   if applied == 0 then redis.call('HINCRBY', stats, 'stale', 1) end
 end
 
 redis.call('XADD', P .. 'events', 'MAXLEN', '~', __EVENTS_MAXLEN__,
-  '*', 'id', id, 'kind', kind, 'group', group, 'at', now, 'body', raw)
+  '*', 'id', id, 'kind', kind, 'group', group, 'at', now, 'applied', applied)
 return {1, applied}
 """
 
@@ -115,14 +114,10 @@ class Stored:
 class EventStore:
     """Writes accepted events to Redis; the worker side reads the state they fold into."""
 
-    def __init__(self, redis: Redis, webhook: WebhookSettings, debounce: DebounceSettings) -> None:
+    def __init__(self, redis: Redis, url: str, webhook: WebhookSettings,
+                 debounce: DebounceSettings) -> None:
         self._redis = redis
-        self._script = redis.register_script(
-            INGEST.replace("__EVENTS_MAXLEN__", str(k.EVENTS_MAXLEN))
-        )
-        self._ttl = str(webhook.dedupe_ttl_seconds)
-        self._window = str(debounce.window_ms)
-        self._max_wait = str(debounce.max_wait_ms)
+        self._script = ScriptBatcher(url, ingest_script(webhook, debounce))
 
     async def put(
         self,
@@ -132,13 +127,12 @@ class EventStore:
         now_ms: int,
     ) -> Stored:
         kind, items = _items(event)
-        body = raw if len(raw) <= STREAM_BODY_LIMIT else b"(large body summarised)"
-        args: list[str | bytes | int] = [
-            k.PREFIX, webhook_id, self._ttl, now_ms, self._window, self._max_wait,
-            kind, event.group, event.occurred_ms, body, k.STATS_TTL_S, *items,
-        ]
-        status, applied = await self._script(keys=[], args=args)
+        args = [webhook_id, now_ms, kind, event.group, event.occurred_ms, *items]
+        status, applied = await self._script.call(args)
         return Stored(duplicate=status == 0, applied=int(applied))
+
+    async def aclose(self) -> None:
+        await self._script.aclose()
 
     async def count_rejection(self, reason: str, now_ms: int) -> None:
         """Count a refused request by reason, for the dashboard; never fails the answer."""
@@ -150,6 +144,18 @@ class EventStore:
                 await pipe.execute()
         except (RedisError, OSError):
             pass
+
+
+def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings) -> str:
+    values = {
+        "__PREFIX__": k.PREFIX, "__TTL__": webhook.dedupe_ttl_seconds,
+        "__WINDOW__": debounce.window_ms, "__MAXWAIT__": debounce.max_wait_ms,
+        "__STATS_TTL__": k.STATS_TTL_S, "__EVENTS_MAXLEN__": k.EVENTS_MAXLEN,
+    }
+    script = INGEST
+    for name, value in values.items():
+        script = script.replace(name, str(value))
+    return script
 
 
 def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent) -> tuple[str, list[str | int]]:
