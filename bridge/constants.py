@@ -28,6 +28,8 @@ Delivery (written by the worker, ``workers/``):
     lb:syncdigest:{target}:{group} string digest of the last sync the target accepted
     lb:quarantine:{target}        hash    ref (or "(group):{group}") -> JSON {digest, group,
                                           error_type, message, field, since, discarded}
+    lb:retries:{target}           hash    ref (or "(group):{group}") -> operator retries so far,
+                                          folded into the idempotency key
     lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions, ...}
     lb:release:{target}:{group}   string  digest an operator released for sending
     lb:discarded:{target}:{group} string  digest an operator refused: never sent
@@ -62,6 +64,7 @@ STATS = PREFIX + "stats:"
 ACCEPTED = PREFIX + "accepted:"
 SYNC_DIGEST = PREFIX + "syncdigest:"
 QUARANTINE = PREFIX + "quarantine:"
+RETRIES = PREFIX + "retries:"
 HELD = PREFIX + "held:"
 RELEASE = PREFIX + "release:"
 DISCARDED = PREFIX + "discarded:"

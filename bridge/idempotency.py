@@ -14,7 +14,10 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def idempotency_key(target: str, operation: str, scope: str, content_digest: str) -> str:
-    """Derived from target, operation, what it applies to (listing or group) and content."""
-    material = "\x1f".join((target, operation, scope, content_digest)).encode()
+def idempotency_key(target: str, operation: str, scope: str, content_digest: str,
+                    retry: int = 0) -> str:
+    """Derived from target, operation, what it applies to (listing or group) and content;
+    ``retry`` counts explicit operator retries, each a new intent the portal must not replay."""
+    parts = (target, operation, scope, content_digest) + ((f"retry-{retry}",) if retry else ())
+    material = "\x1f".join(parts).encode()
     return "lb-" + hashlib.sha256(material).hexdigest()[:40]

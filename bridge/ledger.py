@@ -124,6 +124,20 @@ class Ledger:
     async def quarantine(self, target: str, ref: str, entry: Quarantined) -> None:
         await self.redis.hset(f"{k.QUARANTINE}{target}", ref, orjson.dumps(asdict(entry)))
 
+    async def retry_quarantined(self, target: str, refs: list[str]) -> None:
+        """An operator asks for a fresh attempt: a new retry generation gives a new key."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(f"{k.QUARANTINE}{target}", *refs)
+            for ref in refs:
+                pipe.hincrby(f"{k.RETRIES}{target}", ref, 1)
+            await pipe.execute()
+
+    async def retries(self, target: str, refs: list[str]) -> dict[str, int]:
+        if not refs:
+            return {}
+        values = await self.redis.hmget(f"{k.RETRIES}{target}", refs)
+        return {ref: int(v) for ref, v in zip(refs, values, strict=True) if v}
+
     async def release_quarantine(self, target: str, refs: list[str]) -> int:
         if not refs:
             return 0

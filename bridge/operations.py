@@ -66,7 +66,7 @@ class Operations:
         missing = sorted(set(refs) - set(entries))
         if missing:
             raise NotFound(f"not quarantined on {target}: {', '.join(missing)}")
-        await self.ledger.release_quarantine(target, refs)
+        await self.ledger.retry_quarantined(target, refs)
         await self.make_due(*{entry.group for entry in entries.values()})
         return len(entries)
 

@@ -41,17 +41,20 @@ class ListingPlan:
 
 
 def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredListing],
-                  accepted: dict[str, Accepted], quarantined: dict[str, Quarantined]
-                  ) -> ListingPlan:
-    """One write per listing whose content differs from what the target last accepted."""
+                  accepted: dict[str, Accepted], quarantined: dict[str, Quarantined],
+                  retries: dict[str, int] | None = None) -> ListingPlan:
+    """One write per listing whose content differs from what the target last accepted.
+    ``retries`` counts operator retries per ref: each one is a new intent, so a new key."""
     plan = ListingPlan()
+    retries = retries or {}
     for listing in desired:
+        retry = retries.get(listing.ref, 0)
         if listing.deleted or listing.body is None:
-            write = _deletion(target, adapter, listing, accepted)
+            write = _deletion(target, adapter, listing, accepted, retry)
         else:
             payload = adapter.map_listing(listing.body)
             write = ListingWrite(listing.ref, "upsert", payload, (d := digest(payload)),
-                                 idempotency_key(target, "upsert", listing.ref, d),
+                                 idempotency_key(target, "upsert", listing.ref, d, retry),
                                  listing.received_ms)
             if (problems := adapter.validate(payload)) and not _same(write, accepted):
                 if not _quarantined(listing.ref, d, quarantined):
@@ -64,7 +67,7 @@ def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredList
 
 
 def _deletion(target: str, adapter: RentixAdapter, listing: DesiredListing,
-              accepted: dict[str, Accepted]) -> ListingWrite | None:
+              accepted: dict[str, Accepted], retry: int) -> ListingWrite | None:
     # Only what this target accepted from us is ours to take down.
     if listing.ref not in accepted:
         return None
@@ -74,7 +77,8 @@ def _deletion(target: str, adapter: RentixAdapter, listing: DesiredListing,
     operation: Operation = "delete" if payload.get("op") == "delete" else "hide"
     d = digest(payload)
     return ListingWrite(listing.ref, operation, payload, d,
-                        idempotency_key(target, operation, listing.ref, d), listing.received_ms)
+                        idempotency_key(target, operation, listing.ref, d, retry),
+                        listing.received_ms)
 
 
 def _same(write: ListingWrite, accepted: dict[str, Accepted]) -> bool:
@@ -108,7 +112,7 @@ class SyncPlan:
 def plan_sync(target: str, adapter: TravtusAdapter, group: str,
               desired: list[DesiredListing], accepted: dict[str, Accepted],
               quarantined: dict[str, Quarantined], last_digest: str | None,
-              now_ms: int) -> SyncPlan:
+              now_ms: int, retry: int = 0) -> SyncPlan:
     """The group's complete state for a sync. A listing this portal refuses keeps its last
     accepted version in the sync, so a bad edit never deletes it."""
     records: dict[str, Accepted] = {}
@@ -137,7 +141,7 @@ def plan_sync(target: str, adapter: TravtusAdapter, group: str,
         listings=[r.payload for r in ordered if r.payload is not None],
         records=records,
         digest=sync_digest,
-        key=idempotency_key(target, "sync", group, sync_digest),
+        key=idempotency_key(target, "sync", group, sync_digest, retry),
         deletions=sorted(set(accepted) - set(records)),
         invalid=invalid,
         fresh=fresh,

@@ -110,7 +110,9 @@ class Delivery:
         refs = [listing.ref for listing in claim.listings]
         accepted = await self.ledger.accepted(target.name, None, refs)
         quarantined = await self.ledger.quarantined(target.name, refs)
-        plan = plan_listings(target.name, adapter, claim.listings, accepted, quarantined)
+        retries = await self.ledger.retries(target.name, refs)
+        plan = plan_listings(target.name, adapter, claim.listings, accepted, quarantined,
+                             retries)
         await self._quarantine(target.name, claim.group, plan.invalid)
         attempts, _ = await self.ledger.backoff(target.name, claim.group)
         adopting = await self.adoption.active(target)
@@ -183,8 +185,9 @@ class Delivery:
         refs = [listing.ref for listing in claim.listings]
         quarantined = await self.ledger.quarantined(name, [*refs, GROUP + group])
         last = await self.ledger.sync_digest(name, group)
+        retry = (await self.ledger.retries(name, [GROUP + group])).get(GROUP + group, 0)
         plan = plan_sync(name, adapter, group, claim.listings, accepted, quarantined, last,
-                         now_ms())
+                         now_ms(), retry)
         await self._quarantine(name, group, plan.invalid)
         if plan.unchanged or _quarantined_sync(plan, quarantined.get(GROUP + group)):
             return None

@@ -391,3 +391,24 @@ def test_9_attempts_are_recorded_and_status_summarises(redis_url: str, tmp_path:
 @pytest.fixture(autouse=True)
 def _fast_sandbox() -> SandboxSettings:
     return SandboxSettings()
+
+
+def test_6_operator_retry_of_a_refused_listing_gets_a_fresh_key(redis_url: str,
+                                                                tmp_path: Path) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        refusal = {"statusCode": 400, "message": ["propertyArea must be a number"],
+                   "error": "Bad Request"}
+        fault(stack, portal="rentix", method="PUT", path="/listings", status=400, body=refusal,
+              count=1)
+        stack.post(crm.upsert("retry", "apt-1", 1))
+        stack.wait(lambda: status(stack)["targets"]["rentix"]["quarantined"].get("apt-1"),
+                   what="quarantined")
+        entry = status(stack)["targets"]["rentix"]["quarantined"]["apt-1"]
+        assert entry["error_type"] and entry["field"] == "propertyArea"
+        assert "apt-1" not in stack.rentix_listings()
+        result = cli(stack, "quarantine", "retry", "--target", "rentix", "apt-1")
+        assert result.returncode == 0, result.stderr
+        stack.wait(lambda: "apt-1" in stack.rentix_listings(), what="the retry lands")
+        first, second = puts(stack, "apt-1")
+        assert first["idempotency_key"] != second["idempotency_key"]
+        assert not status(stack)["targets"]["rentix"]["quarantined"]
