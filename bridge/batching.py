@@ -111,7 +111,11 @@ class ScriptBatcher:
     async def _call(self, command: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
-        if not self._scheduled:
+        if self._conn is not None and not self._conn.lost:
+            # Write at once: Redis runs this script while we parse the next request. Calls
+            # made before a connection exists queue up and go out together once it does.
+            self._flush_now()
+        elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
         async with asyncio.timeout(self._timeout):
@@ -120,6 +124,11 @@ class ScriptBatcher:
             except TimeoutError:
                 self._drop()  # replies may still come, out of step with waiters: start afresh
                 raise
+
+    def _flush_now(self) -> None:
+        batch, self._pending = self._pending, []
+        assert self._conn is not None
+        self._conn.send(b"".join(command for command, _ in batch), [f for _, f in batch])
 
     def _flush_soon(self) -> None:
         self._scheduled = False

@@ -16,7 +16,6 @@ Ingest (written by the webhook's Lua script, ``bridge/store.py``):
                                           seq (change counter, never reset)
     lb:due                        zset    group -> when its flush is due (debounce, retry or
                                           a flush lease); the worker's scheduler polls it
-    lb:events                     stream  the last accepted events: id, kind, group, at, applied
     lb:stats:{minute}             hash    per-minute counters (received, duplicate, stale, ...)
 
 Delivery (written by the worker, ``workers/``):
@@ -58,7 +57,6 @@ MEMBERS = PREFIX + "members:"
 GROUPS = PREFIX + "groups"
 PENDING = PREFIX + "pending:"
 DUE = PREFIX + "due"
-EVENTS = PREFIX + "events"
 STATS = PREFIX + "stats:"
 
 ACCEPTED = PREFIX + "accepted:"
@@ -77,7 +75,6 @@ LINKED = PREFIX + "linked:"
 ADOPT = PREFIX + "adopt:"
 WORKERS = PREFIX + "workers"
 
-EVENTS_MAXLEN = 10_000
 HISTORY_MAXLEN = 5_000
 GROUP_HISTORY_MAXLEN = 200
 LATENCY_MAXLEN = 2_000

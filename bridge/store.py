@@ -24,13 +24,17 @@ local window, maxwait = __WINDOW__, __MAXWAIT__
 local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local occurred = tonumber(ARGV[5])
 local stats = P .. 'stats:' .. math.floor(now / 60000)
-redis.call('EXPIRE', stats, stats_ttl)
+
+-- Count per minute; the first count of a minute sets the expiry.
+local function count(field)
+  if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
+end
 
 if not redis.call('SET', P .. 'seen:' .. id, now, 'NX', 'EX', ttl) then
-  redis.call('HINCRBY', stats, 'duplicate', 1)
+  count('duplicate')
   return {0, 0}
 end
-redis.call('HINCRBY', stats, 'received', 1)
+count('received')
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 local function touch(g)
@@ -96,11 +100,9 @@ if kind == 's' then
   touch(group)
 else
   applied = apply(ARGV[6], tonumber(ARGV[7]), occurred, group, kind == 'd', ARGV[8])
-  if applied == 0 then redis.call('HINCRBY', stats, 'stale', 1) end
+  if applied == 0 then count('stale') end
 end
 
-redis.call('XADD', P .. 'events', 'MAXLEN', '~', __EVENTS_MAXLEN__,
-  '*', 'id', id, 'kind', kind, 'group', group, 'at', now, 'applied', applied)
 return {1, applied}
 """
 
@@ -150,7 +152,7 @@ def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings) -> str:
     values = {
         "__PREFIX__": k.PREFIX, "__TTL__": webhook.dedupe_ttl_seconds,
         "__WINDOW__": debounce.window_ms, "__MAXWAIT__": debounce.max_wait_ms,
-        "__STATS_TTL__": k.STATS_TTL_S, "__EVENTS_MAXLEN__": k.EVENTS_MAXLEN,
+        "__STATS_TTL__": k.STATS_TTL_S,
     }
     script = INGEST
     for name, value in values.items():
