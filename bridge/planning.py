@@ -53,8 +53,9 @@ def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredList
             write = _deletion(target, adapter, listing, accepted, retry)
         else:
             payload = adapter.map_listing(listing.body)
-            write = ListingWrite(listing.ref, "upsert", payload, (d := digest(payload)),
-                                 idempotency_key(target, "upsert", listing.ref, d, retry),
+            d = digest(payload)
+            write = ListingWrite(listing.ref, "upsert", payload, d,
+                                 _key(target, "upsert", listing.ref, d, accepted, retry),
                                  listing.received_ms)
             if (problems := adapter.validate(payload)) and not _same(write, accepted):
                 if not _quarantined(listing.ref, d, quarantined):
@@ -77,8 +78,14 @@ def _deletion(target: str, adapter: RentixAdapter, listing: DesiredListing,
     operation: Operation = "delete" if payload.get("op") == "delete" else "hide"
     d = digest(payload)
     return ListingWrite(listing.ref, operation, payload, d,
-                        idempotency_key(target, operation, listing.ref, d, retry),
+                        _key(target, operation, listing.ref, d, accepted, retry),
                         listing.received_ms)
+
+
+def _key(target: str, operation: str, ref: str, content: str,
+         accepted: dict[str, Accepted], retry: int) -> str:
+    previous = accepted[ref].digest if ref in accepted else None
+    return idempotency_key(target, operation, ref, content, previous=previous, retry=retry)
 
 
 def _same(write: ListingWrite, accepted: dict[str, Accepted]) -> bool:
@@ -141,7 +148,8 @@ def plan_sync(target: str, adapter: TravtusAdapter, group: str,
         listings=[r.payload for r in ordered if r.payload is not None],
         records=records,
         digest=sync_digest,
-        key=idempotency_key(target, "sync", group, sync_digest, retry),
+        key=idempotency_key(target, "sync", group, sync_digest, previous=last_digest,
+                            retry=retry),
         deletions=sorted(set(accepted) - set(records)),
         invalid=invalid,
         fresh=fresh,

@@ -193,6 +193,23 @@ def test_5_same_content_same_key_after_retry_new_content_new_key(redis_url: str,
         assert puts(stack, "apt-1")[-1]["idempotency_key"] != attempts[0]["idempotency_key"]
 
 
+def test_5_returning_to_earlier_content_is_applied_not_replayed(redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    """A, then B, then A again: the third write must change the portal back, so it cannot
+    reuse the first write's key (the portal would replay its stored answer and do nothing)."""
+    price = {"currency": "EUR", "period": "monthly"}
+    with running_stack(redis_url, tmp_path) as stack:
+        for version, amount in enumerate((1440, 1490, 1440), start=1):
+            stack.post(crm.upsert("aba", "apt-1", version, price={**price, "amount": amount}))
+            stack.wait(lambda n=version: len(puts(stack, "apt-1")) == n
+                       and len(syncs(stack, "aba")) == n, what=f"write {version}")
+        assert stack.rentix_listings()["apt-1"]["formData"]["announcementValue"] == 1440
+        assert stack.travtus_listings("aba")["apt-1"]["lease_terms"][0]["rent"] == 1440
+        keys = [p["idempotency_key"] for p in puts(stack, "apt-1")]
+        assert len(set(keys)) == 3 and not any(p["replayed"] for p in puts(stack, "apt-1"))
+        assert len({s["idempotency_key"] for s in syncs(stack, "aba")}) == 3
+
+
 # 6. Failures ----------------------------------------------------------------------------------
 
 def test_6_rentix_429_waits_for_the_reset(redis_url: str, tmp_path: Path) -> None:
