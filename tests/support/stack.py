@@ -23,7 +23,8 @@ from tests.support import crm
 from tests.support.servers import serve_app, wait_until
 
 
-def stack_config(redis_url: str, sandbox: str, **sections: dict[str, Any]) -> str:
+def stack_config(redis_url: str, sandbox: str, rentix_per_minute: int | None = None,
+                 **sections: dict[str, Any]) -> str:
     base: dict[str, dict[str, Any]] = {
         "webhook": {"secrets": [SECRET]},
         "debounce": {"window_ms": 150, "max_wait_ms": 1000},
@@ -40,7 +41,7 @@ def stack_config(redis_url: str, sandbox: str, **sections: dict[str, Any]) -> st
     if targets is None:
         targets = [
             {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox}/rentix/api/v1",
-             "api_key": "sandbox"},
+             "api_key": "sandbox", "requests_per_minute": rentix_per_minute or 280},
             {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox}/travtus",
              "token_url": f"{sandbox}/travtus/oauth2/token", "client_id": "sandbox",
              "client_secret": "sandbox"},
