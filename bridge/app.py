@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
@@ -16,12 +17,20 @@ from bridge import linking_api
 from bridge.connections import UnsafeRedis, check_redis, redis_client
 from bridge.dashboard import dashboard_routes
 from bridge.responses import JSONResponse, error
-from bridge.settings import Settings
+from bridge.settings import Settings, load_settings
 from bridge.signatures import Verifier
 from bridge.store import EventStore
 from bridge.webhooks import WebhookEndpoint
 
 log = logging.getLogger("bridge.app")
+
+
+LISTEN_HOST_ENV = "BRIDGE_LISTEN_HOST"
+
+
+def app_from_environment() -> Starlette:
+    """For ``bridge serve --workers N``: each process loads $BRIDGE_CONFIG itself."""
+    return create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"))
 
 
 def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:

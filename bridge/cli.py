@@ -63,20 +63,31 @@ def main(verbose: bool) -> None:
 @main.command()
 @config_option
 @host_port(8000)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Web processes sharing the port (one per core is a good start).")
 @plain_errors
-def serve(config_path: str | None, host: str, port: int) -> None:
+def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     """The web process: webhook, dashboard, API, metrics."""
+    import os
+
     import uvicorn
 
-    from bridge.app import create_app
+    from bridge.app import LISTEN_HOST_ENV, create_app
     from bridge.connections import check_redis, redis_client
 
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge serve`")
     asyncio.run(_check_redis_once(settings.redis_url, check_redis, redis_client))
-    uvicorn.run(create_app(settings, listen_host=host), host=host, port=port,
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
+                              "http": "httptools", "log_level": "warning", "access_log": False}
+    if workers == 1:
+        uvicorn.run(create_app(settings, listen_host=host), **common)
+        return
+    # Each process builds its own app (and Redis connections) from the same file.
+    os.environ["BRIDGE_CONFIG"] = str(Path(config_path or os.environ["BRIDGE_CONFIG"]).resolve())
+    os.environ[LISTEN_HOST_ENV] = host
+    uvicorn.run("bridge.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 async def _check_redis_once(url: str, check: Any, client: Any) -> None:

@@ -187,3 +187,30 @@ def test_bridge_send_reads_json_lines(redis_url: str, tmp_path: Path) -> None:
         )
     assert result.returncode == 1  # one event was refused, and it says so
     assert "202: 3" in result.stdout and "400: 1" in result.stdout
+
+
+def test_serve_with_several_workers_stores_webhooks(redis_url: str, tmp_path: Path,
+                                                    r: redis.Redis) -> None:
+    config = write_config(tmp_path, redis_url)
+    port = free_port()
+    process = subprocess.Popen([*BRIDGE, "serve", "--config", str(config), "--port", str(port),
+                                "--workers", "2"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), timeout=20,
+                   what="two web processes")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            statuses = [crm.post(client, SECRET, crm.upsert("g", f"a-{i}", 1)).status_code
+                        for i in range(20)]
+        assert statuses == [202] * 20
+        assert r.scard("lb:members:g") == 20
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

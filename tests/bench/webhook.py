@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--fsync", default="always", choices=["always", "everysec"])
     parser.add_argument("--events", type=int, default=80_000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="bridge web processes (the baseline always runs one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -84,7 +86,8 @@ def main() -> None:
                               "--appendonly", "yes", "--appendfsync", args.fsync, "--save", "",
                               "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL),
             subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
-                              str(config), "--port", str(bridge_port)]),
+                              str(config), "--port", str(bridge_port),
+                              "--workers", str(args.workers)]),
             subprocess.Popen([sys.executable, "-m", "tests.bench.noop_app", str(noop_port)]),
         ]
         try:
@@ -104,7 +107,8 @@ def main() -> None:
     print(f"bridge webhook endpoint:  {bridge['rps']:8.0f} req/s  "
           f"p50 {bridge['p50_ms']:.2f} ms  p99 {bridge['p99_ms']:.2f} ms  answers {accepted}")
     print(f"ratio bridge/no-op: {bridge['rps'] / noop['rps']:.2f} (aim: >= 0.50); "
-          f"Redis appendfsync {args.fsync}; {args.connections} connections, {args.seconds}s each")
+          f"bridge web processes: {args.workers}; Redis appendfsync {args.fsync}; "
+          f"{args.connections} connections, {args.seconds}s each")
 
 
 if __name__ == "__main__":
