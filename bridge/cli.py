@@ -206,10 +206,11 @@ def _default_secret(config_path: str | None) -> str:
     raise click.UsageError("no secret: pass --secret, --config, or run `bridge dev` first")
 
 
-def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
-    """Run one operator action against the configured Redis; plain errors, no traceback."""
+def run_service(config_path: str | None, service: Callable[[Any, Settings], Any],
+                action: Callable[[Any], Any], errors: type[Exception]) -> Any:
+    """Build ``service(redis, settings)``, run one async action with it, close Redis; the
+    errors an operator can act on become one plain line instead of a traceback."""
     from bridge.connections import redis_client
-    from bridge.operations import OperationError, Operations
 
     settings = load(config_path)
     if not settings.redis_url:
@@ -218,14 +219,20 @@ def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
     async def go() -> Any:
         redis = redis_client(settings.redis_url)  # type: ignore[arg-type]
         try:
-            return await action(Operations(redis, settings))
+            return await action(service(redis, settings))
         finally:
             await redis.aclose()
 
     try:
         return asyncio.run(go())
-    except OperationError as exc:
+    except errors as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
+    from bridge.operations import OperationError, Operations
+
+    return run_service(config_path, Operations, action, OperationError)
 
 
 @main.command()

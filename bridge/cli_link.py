@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -27,28 +26,10 @@ target_option = click.option(
 def run_linking(config_path: str | None, action: Callable[[Any], Coroutine[Any, Any, Any]]
                 ) -> Any:
     """Run one linking action against the configured Redis and portal; plain errors."""
-    from bridge.connections import redis_client
+    from bridge.cli import run_service
     from bridge.linking import LinkError, Linking
-    from bridge.settings import ConfigError, load_settings
 
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not settings.redis_url:
-        raise click.ClickException("redis_url is required")
-
-    async def go() -> Any:
-        redis = redis_client(settings.redis_url)  # type: ignore[arg-type]
-        try:
-            return await action(Linking(redis, settings))
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(go())
-    except LinkError as exc:
-        raise click.ClickException(exc.message) from None
+    return run_service(config_path, Linking, action, LinkError)
 
 
 @click.group()

@@ -44,6 +44,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pings(port: int, host: str = "127.0.0.1") -> bool:
+    """Does a Redis-compatible server answer PING on this port?"""
+    try:
+        with socket.create_connection((host, port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGTERM this child when its parent dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
@@ -79,12 +89,7 @@ class EmbeddedRedis:
             time.sleep(0.05)
 
     def _ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return pings(self.port)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

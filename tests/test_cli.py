@@ -120,7 +120,7 @@ def test_a_redis_that_may_evict_is_refused(tmp_path: Path, command: str) -> None
                                "--maxmemory-policy", "allkeys-lru", "--dir", str(tmp_path)],
                               stdout=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _pings(port), what="redis")
+        wait_until(lambda: embedded.pings(port), what="redis")
         config = write_config(tmp_path, f"redis://127.0.0.1:{port}/0")
         result = subprocess.run([*BRIDGE, command, "--config", str(config)],
                                 capture_output=True, text=True, timeout=30)
@@ -130,13 +130,6 @@ def test_a_redis_that_may_evict_is_refused(tmp_path: Path, command: str) -> None
     finally:
         server.terminate()
         server.wait()
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
-    except redis.ConnectionError:
-        return False
 
 
 def test_worker_heartbeats_and_stops_cleanly_on_sigterm(redis_url: str, tmp_path: Path,

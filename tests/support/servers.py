@@ -15,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from bridge.embedded import server_binary
+from bridge.embedded import pings, server_binary
 
 
 def free_port() -> int:
@@ -55,15 +55,7 @@ class RedisServer:
             "--save", "", "--maxmemory-policy", "noeviction", "--loglevel", "warning",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._accepts, timeout=10, what=f"redis on port {self.port}")
-
-    def _accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        wait_until(lambda: pings(self.port), timeout=10, what=f"redis on port {self.port}")
 
     def stop(self, kill: bool = False) -> None:
         if self.process and self.process.poll() is None:
