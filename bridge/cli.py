@@ -72,7 +72,7 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
 
     import uvicorn
 
-    from bridge.app import LISTEN_HOST_ENV, create_app
+    from bridge.app import LISTEN_HOST_ENV, create_app, quiet_garbage_collector
     from bridge.connections import check_redis, redis_client
 
     settings = load(config_path)
@@ -82,7 +82,9 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
                               "http": "httptools", "log_level": "warning", "access_log": False}
     if workers == 1:
-        uvicorn.run(create_app(settings, listen_host=host), **common)
+        app = create_app(settings, listen_host=host)
+        quiet_garbage_collector()
+        uvicorn.run(app, **common)
         return
     # Each process builds its own app (and Redis connections) from the same file.
     os.environ["BRIDGE_CONFIG"] = str(Path(config_path or os.environ["BRIDGE_CONFIG"]).resolve())
