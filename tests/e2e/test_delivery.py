@@ -375,9 +375,10 @@ def test_8_sigkill_mid_flush_then_restart_delivers(redis_url: str, tmp_path: Pat
         victim = stack.start_worker()
         for i in range(3):
             stack.post(crm.upsert("crash", f"apt-{i}", 1))
-        stack.wait(lambda: stack.journal("rentix") or stack.journal("travtus"),
-                   what="the flush to start")
-        time.sleep(0.3)  # mid-flush: the first PUT is being answered slowly
+        client = redis.Redis.from_url(redis_url)
+        # Mid-flush: arq holds the job in progress while the first PUT is answered slowly.
+        stack.wait(lambda: client.exists("arq:in-progress:flush:crash"),
+                   what="the flush to be running")
         stack.kill(victim)
         killed_at = time.monotonic()
         stack.start_worker()
