@@ -77,18 +77,21 @@ class Ledger:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
+    async def _read_json_hash(self, key: str, refs: list[str] | None
+                              ) -> dict[str, dict[str, Any]]:
+        """Fields of a hash of JSON values: all of them, or just ``refs`` (absent ones left out)."""
+        if refs is None:
+            items = [(_s(r) or "", v) for r, v in (await self.redis.hgetall(key)).items()]
+        else:
+            items = list(zip(refs, await self.redis.hmget(key, refs), strict=True)) if refs else []
+        return {ref: data for ref, v in items if (data := _load(v))}
+
     # -- accepted state --
 
     async def accepted(self, target: str, group: str | None,
                        refs: list[str] | None = None) -> dict[str, Accepted]:
-        key = accepted_key(target, group)
-        if refs is None:
-            raw = await self.redis.hgetall(key)
-            items = [(_s(r), v) for r, v in raw.items()]
-        else:
-            values = await self.redis.hmget(key, refs) if refs else []
-            items = list(zip(refs, values, strict=True))
-        return {ref: Accepted(**data) for ref, v in items if (data := _load(v))}
+        records = await self._read_json_hash(accepted_key(target, group), refs)
+        return {ref: Accepted(**data) for ref, data in records.items()}
 
     async def record_accepted(self, target: str, ref: str, record: Accepted) -> None:
         await self.redis.hset(accepted_key(target, None), ref, orjson.dumps(asdict(record)))
@@ -113,13 +116,8 @@ class Ledger:
 
     async def quarantined(self, target: str, refs: list[str] | None = None
                           ) -> dict[str, Quarantined]:
-        key = f"{k.QUARANTINE}{target}"
-        if refs is None:
-            raw = await self.redis.hgetall(key)
-            items = [(_s(r), v) for r, v in raw.items()]
-        else:
-            items = list(zip(refs, await self.redis.hmget(key, refs), strict=True)) if refs else []
-        return {ref: Quarantined(**data) for ref, v in items if (data := _load(v))}
+        records = await self._read_json_hash(f"{k.QUARANTINE}{target}", refs)
+        return {ref: Quarantined(**data) for ref, data in records.items()}
 
     async def quarantine(self, target: str, ref: str, entry: Quarantined) -> None:
         await self.redis.hset(f"{k.QUARANTINE}{target}", ref, orjson.dumps(asdict(entry)))

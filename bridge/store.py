@@ -125,7 +125,6 @@ class EventStore:
         self,
         webhook_id: str,
         event: UpsertEvent | DeleteEvent | SnapshotEvent,
-        raw: bytes,
         now_ms: int,
     ) -> Stored:
         kind, items = _items(event)

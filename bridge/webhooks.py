@@ -127,7 +127,7 @@ class WebhookEndpoint:
                           f"{first.field}: {first.message}", field=first.field,
                           errors=[{"field": e.field, "message": e.message} for e in exc.errors])
         try:
-            stored = await self.store.put(webhook_id, event, body, int(now * 1000))
+            stored = await self.store.put(webhook_id, event, int(now * 1000))
         except (RedisError, OSError) as exc:
             log.warning("webhook %s not stored, Redis unavailable: %s", webhook_id, exc)
             return refuse(503, "storage_unavailable", "the event could not be stored; retry later")

@@ -48,13 +48,6 @@ class Gate:
     next_due: int | None = None
 
 
-@dataclass
-class Next:
-    """When a target wants the group flushed again (None: not for this target)."""
-
-    at_ms: int | None = None
-
-
 def earliest(*times: int | None) -> int | None:
     present = [t for t in times if t is not None]
     return min(present) if present else None
