@@ -71,13 +71,6 @@ def seed(sandbox: httpx.Client, *forms: dict[str, Any]) -> list[int]:
     return list(response.json()["ids"])
 
 
-def hand_made(address: str = "Chișinău, strada Columna 81, ap. 12", **form: Any) -> dict[str, Any]:
-    return {"announcementType": "rent", "propertyType": "residential",
-            "propertySecondaryType": "apartment", "announcementValue": 500,
-            "announcementCurrency": "EUR", "announcementPayPeriod": "monthly",
-            "propertyArea": 65, "propertyQuantitySize": "custom-value",
-            "propertyQuantitySizeValue": 3, "propertyFloorNumber": 3,
-            "propertyAddress": address, **form}
 
 
 def portal_listings(sandbox: httpx.Client) -> dict[int, dict[str, Any]]:
@@ -105,7 +98,7 @@ async def linking(settings: Settings) -> Linking:
 async def test_link_records_the_ref_and_unlink_forgets_it(
     settings: Settings, sandbox: httpx.Client, r: redis.Redis
 ) -> None:
-    [pid] = seed(sandbox, hand_made())
+    [pid] = seed(sandbox, crm.hand_made())
     lk = await linking(settings)
     result = await lk.link("rentix", pid, "apt-1")
     assert (result.changed, result.message) == (True, f"linked rentix listing #{pid} to apt-1")
@@ -123,7 +116,7 @@ async def test_link_records_the_ref_and_unlink_forgets_it(
 
 
 def test_cli_turns_each_link_error_into_what_to_do(config: Path, sandbox: httpx.Client) -> None:
-    a, b = seed(sandbox, hand_made(), hand_made("Chișinău, strada Columna 81, ap. 14"))
+    a, b = seed(sandbox, crm.hand_made(), crm.hand_made("Chișinău, strada Columna 81, ap. 14"))
     done = cli(config, "add", "--target", "rentix", str(a), "apt-1")
     assert done.returncode == 0 and done.stdout.strip() == f"linked rentix listing #{a} to apt-1"
 
@@ -155,7 +148,7 @@ def test_cli_turns_each_link_error_into_what_to_do(config: Path, sandbox: httpx.
 
 
 def test_web_api_links_unlinks_and_explains(settings: Settings, sandbox: httpx.Client) -> None:
-    a, b = seed(sandbox, hand_made(), hand_made("Chișinău, strada Columna 81, ap. 14"))
+    a, b = seed(sandbox, crm.hand_made(), crm.hand_made("Chișinău, strada Columna 81, ap. 14"))
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as api:
         added = api.post("/api/links", json={"target": "rentix", "portal_id": a,
                                              "external_ref": "apt-1"})
@@ -190,7 +183,7 @@ def test_web_api_links_unlinks_and_explains(settings: Settings, sandbox: httpx.C
 
 def test_web_api_sits_behind_the_dashboard_token(settings: Settings,
                                                  sandbox: httpx.Client) -> None:
-    [pid] = seed(sandbox, hand_made())
+    [pid] = seed(sandbox, crm.hand_made())
     guarded = settings.model_copy(update={"dashboard": DashboardSettings(token="s3cret")})
     with serve_app(create_app(guarded)) as url, httpx.Client(base_url=url) as api:
         body = {"target": "rentix", "portal_id": pid, "external_ref": "apt-1"}
@@ -268,7 +261,7 @@ async def test_scan_keeps_adoption_on_while_listings_are_ambiguous(
 ) -> None:
     settings = load_settings(write_config(tmp_path, redis_url, sandbox_url, adopt=True))
     # Twin flats at one price; the portal listing does not say which one it is.
-    [twin] = seed(sandbox, hand_made("Chișinău, strada Columna 81"))
+    [twin] = seed(sandbox, crm.hand_made("Chișinău, strada Columna 81"))
     post_crm(settings, [crm.listing("apt-12"), crm.listing("apt-14", address={
         **crm.listing("x")["address"], "line2": "ap. 14"})], groups=1)
     lk = await linking(settings)

@@ -25,13 +25,6 @@ from tests.support.stack import Stack, running_stack
 COLUMNA = {**crm.listing("x")["address"], "lat": None, "lng": None}
 
 
-def hand_made(address: str, **form: Any) -> dict[str, Any]:
-    return {"announcementType": "rent", "propertyType": "residential",
-            "propertySecondaryType": "apartment", "announcementValue": 500,
-            "announcementCurrency": "EUR", "announcementPayPeriod": "monthly",
-            "propertyArea": 65, "propertyQuantitySize": "custom-value",
-            "propertyQuantitySizeValue": 3, "propertyFloorNumber": 3,
-            "propertyAddress": address, **form}
 
 
 def crm_listing(ref: str, line1: str, line2: str, **fields: Any) -> dict[str, Any]:
@@ -86,7 +79,7 @@ def test_3_after_linking_the_next_crm_change_updates_the_hand_made_listing_in_pl
     redis_url: str, tmp_path: Path
 ) -> None:
     with stack_with_portal(redis_url, tmp_path, adopt=False) as (stack, portal):
-        [pid] = portal.seed(hand_made("Chișinău, str. Columna 81, ap. 12"))
+        [pid] = portal.seed(crm.hand_made("Chișinău, str. Columna 81, ap. 12"))
         linked = link_cli(stack, "add", "--target", "rentix", str(pid), "apt-1")
         assert linked.stdout.strip() == f"linked rentix listing #{pid} to apt-1"
 
@@ -107,10 +100,10 @@ def test_4_adoption_holds_creates_until_scan_apply_links_and_ends_it(
 ) -> None:
     with stack_with_portal(redis_url, tmp_path, adopt=True) as (stack, portal):
         a, b, c, d = portal.seed(
-            hand_made("Chișinău, strada Columna 81, ap. 12"),
-            hand_made("Chisinau, str. Columna 81, ap.14"),
-            hand_made("Chișinău, str. Ismail 10, ap. 3", externalId="apt-3"),  # linked by hand
-            hand_made("Chișinău, str. Tighina 5, ap. 2"),  # on the portal only
+            crm.hand_made("Chișinău, strada Columna 81, ap. 12"),
+            crm.hand_made("Chisinau, str. Columna 81, ap.14"),
+            crm.hand_made("Chișinău, str. Ismail 10, ap. 3", externalId="apt-3"),  # linked by hand
+            crm.hand_made("Chișinău, str. Tighina 5, ap. 2"),  # on the portal only
         )
         price = {"amount": 510, "currency": "EUR", "period": "monthly"}
         stack.post(crm.event("group.snapshot", "office", listings=[

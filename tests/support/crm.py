@@ -71,3 +71,14 @@ def post(client: httpx.Client, secret: str, payload: Any, msg_id: str | None = N
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     headers = signed_headers(secret, body, msg_id, **header_args)
     return client.post("/webhooks/crm", content=body, headers=headers)
+
+
+def hand_made(address: str = "Chișinău, strada Columna 81, ap. 12",
+              **form: Any) -> dict[str, Any]:
+    """A Rentix listing as an agent made it by hand on the portal (write fields, no externalId)."""
+    return {"announcementType": "rent", "propertyType": "residential",
+            "propertySecondaryType": "apartment", "announcementValue": 500,
+            "announcementCurrency": "EUR", "announcementPayPeriod": "monthly",
+            "propertyArea": 65, "propertyQuantitySize": "custom-value",
+            "propertyQuantitySizeValue": 3, "propertyFloorNumber": 3,
+            "propertyAddress": address, **form}
