@@ -14,14 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge import linking_api
 from bridge.connections import UnsafeRedis, check_redis, redis_client
-from bridge.dashboard import dashboard_routes
+from bridge.dashboard import dashboard_routes, links
+from bridge.ingest.signatures import Verifier
+from bridge.ingest.store import EventStore
+from bridge.ingest.webhook import WebhookEndpoint
 from bridge.responses import JSONResponse, error
 from bridge.settings import Settings, load_settings
-from bridge.signatures import Verifier
-from bridge.store import EventStore
-from bridge.webhooks import WebhookEndpoint
 
 log = logging.getLogger("bridge.app")
 
@@ -82,7 +81,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         Route("/webhooks/crm", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *linking_api.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
+        *links.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

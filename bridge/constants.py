@@ -41,7 +41,7 @@ Delivery (written by the worker, ``workers/``):
     lb:linked:{target}            set     refs known to be linked on a per-listing portal
                                           (by `bridge link`, a scan, or found while adopting)
     lb:adopt:{target}             hash    ref -> held create while the target is in adoption:
-                                          JSON {ref, group, since} (``bridge/linking.py``)
+                                          JSON {ref, group, since} (``bridge/delivery/adoption.py``)
     lb:adopted:{target}           string  when adoption of the target ended; absent: adopting
                                           if the target says ``adopt = true``
     lb:workers                    hash    worker id -> last heartbeat
@@ -73,6 +73,7 @@ HISTORY = PREFIX + "history"
 LATENCY = PREFIX + "latency"
 LINKED = PREFIX + "linked:"
 ADOPT = PREFIX + "adopt:"
+ADOPTED = PREFIX + "adopted:"
 WORKERS = PREFIX + "workers"
 
 HISTORY_MAXLEN = 5_000

@@ -1,10 +1,10 @@
-"""Address normalisation and parsing (bridge.addresses)."""
+"""Address normalisation and parsing (bridge.linking.addresses)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.addresses import (
+from bridge.linking.addresses import (
     ParsedAddress,
     building_match,
     city_match,

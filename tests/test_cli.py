@@ -15,9 +15,9 @@ import orjson
 import pytest
 import redis
 
-from bridge import embedded
 from bridge.app import create_app
-from bridge.embedded import EmbeddedRedis
+from bridge.dev import embedded
+from bridge.dev.embedded import EmbeddedRedis
 from tests.conftest import SECRET, make_settings
 from tests.support import crm
 from tests.support.servers import free_port, serve_app, wait_until

@@ -1,5 +1,6 @@
-"""External-ID linking (bridge.linking) against the sandbox over real HTTP: link and unlink with
-operator-facing messages, the web API, the matching scan on the seeded fixture, adoption state.
+"""External-ID linking (bridge.linking.service) against the sandbox over real HTTP: link and
+unlink with operator-facing messages, the web API, the matching scan on the seeded fixture,
+adoption state.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import redis
 from bridge import constants as k
 from bridge.app import create_app
 from bridge.connections import redis_client
-from bridge.linking import Linking
+from bridge.linking.service import Linking
 from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import DashboardSettings, Settings, load_settings

@@ -1,4 +1,5 @@
-"""The external-ID matcher (bridge.matching) on hand-written cases and on the seeded fixture."""
+"""The external-ID matcher (bridge.linking.matching) on hand-written cases and on the seeded
+fixture."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.matching import (
+from bridge.linking.matching import (
     MatchReport,
     match_listings,
     render_text,

@@ -14,7 +14,7 @@ import logging
 from arq.connections import ArqRedis
 
 from bridge import constants as k
-from bridge.ledger import now_ms
+from bridge.clock import now_ms
 
 log = logging.getLogger("workers.scheduler")
 

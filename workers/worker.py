@@ -1,4 +1,4 @@
-"""The arq worker: flush jobs, the due-group scheduler and a heartbeat."""
+"""The arq worker process: its settings, start-up and shut-down, the scheduler and a heartbeat."""
 
 from __future__ import annotations
 
@@ -14,31 +14,15 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.connections import check_redis
-from bridge.ledger import now_ms
-from bridge.portals import RentixAdapter, TravtusAdapter
-from bridge.settings import RentixTarget, Settings
-from workers.delivery import Delivery
+from bridge.delivery.flush import Delivery
+from bridge.portals import adapters_for
+from bridge.settings import Settings
+from workers.jobs import flush_group
 from workers.scheduler import Scheduler
 
 HEARTBEAT_S = 5
-
-
-async def flush_group(ctx: dict[str, Any], group: str) -> str:
-    delivery: Delivery = ctx["delivery"]
-    return await delivery.flush(group)
-
-
-def build_adapters(settings: Settings) -> dict[str, RentixAdapter | TravtusAdapter]:
-    adapters: dict[str, RentixAdapter | TravtusAdapter] = {}
-    for t in settings.targets:
-        if isinstance(t, RentixTarget):
-            adapters[t.name] = RentixAdapter(t.name, t.base_url, t.api_key,
-                                             deletion_behaviour=t.delete_behaviour)
-        else:
-            adapters[t.name] = TravtusAdapter(t.name, t.base_url, t.token_url, t.client_id,
-                                              t.client_secret)
-    return adapters
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
@@ -52,7 +36,7 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     await check_redis(ctx["redis"])
-    ctx["adapters"] = build_adapters(settings)
+    ctx["adapters"] = adapters_for(settings)
     ctx["delivery"] = Delivery(ctx["redis"], settings, ctx["adapters"])
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
     scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms)

@@ -6,7 +6,7 @@ from starlette.routing import BaseRoute, Mount, Route, request_response
 
 from bridge.dashboard import api, views
 from bridge.dashboard.auth import Protected, require_safe_exposure
-from bridge.metrics import metrics
+from bridge.dashboard.metrics import metrics
 from bridge.settings import Settings
 
 

@@ -1,5 +1,5 @@
 """The JSON API (documented in docs/api.md): the same reads and actions as the pages and the
-CLI, all through ``bridge.operations``. Bad input answers 400/404 and changes nothing."""
+CLI, all through ``bridge.ops.operations``. Bad input answers 400/404 and changes nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from bridge.operations import NotFound, OperationError, Operations
+from bridge.ops.operations import NotFound, OperationError, Operations
 from bridge.responses import JSONResponse, error
 
 Handler = Callable[[Request], Awaitable[Response]]

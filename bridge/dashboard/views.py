@@ -13,12 +13,12 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
+from bridge.clock import now_ms
 from bridge.dashboard import charts
 from bridge.dashboard.api import operations
-from bridge.ledger import now_ms
-from bridge.operations import NotFound
+from bridge.ops.operations import NotFound
 
-env = Environment(loader=PackageLoader("bridge", "templates"),
+env = Environment(loader=PackageLoader("bridge.dashboard", "templates"),
                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -100,7 +100,7 @@ async def problems(request: Request) -> Response:
 
 
 def router() -> Router:
-    static = StaticFiles(directory=str(files("bridge") / "static"))
+    static = StaticFiles(directory=str(files("bridge.dashboard") / "static"))
     return Router(routes=[
         Route("/", overview, methods=["GET"]),
         Route("/targets", targets, methods=["GET"]),

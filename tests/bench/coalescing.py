@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from bridge.embedded import free_port
-from bridge.generate import event_stream
-from bridge.sender import send_events
+from bridge.dev.embedded import free_port
+from bridge.dev.generate import event_stream
+from bridge.dev.sender import send_events
 from tests.conftest import SECRET
 from tests.support.servers import redis_server, wait_until
 from tests.support.stack import stack_config

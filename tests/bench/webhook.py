@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bridge.embedded import free_port, server_binary
-from bridge.generate import event_stream
-from bridge.signatures import sign
+from bridge.dev.embedded import free_port, server_binary
+from bridge.dev.generate import event_stream
+from bridge.ingest.signatures import sign
 from tests.conftest import SECRET
 from tests.support.servers import wait_until
 

@@ -12,7 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.app import create_app
-from bridge.ledger import Held, Ledger, Quarantined, now_ms
+from bridge.clock import now_ms
+from bridge.delivery.ledger import Held, Ledger, Quarantined
 from bridge.settings import Settings
 from tests.conftest import make_settings
 from tests.support.servers import serve_app

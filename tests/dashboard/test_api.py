@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import redis
 
-from bridge.ledger import Accepted, now_ms
+from bridge.clock import now_ms
+from bridge.delivery.ledger import Accepted
 from tests.conftest import SECRET
 from tests.dashboard.conftest import run, seed_problems
 from tests.support import crm

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.ledger import Attempt, Ledger, now_ms
+from bridge.clock import now_ms
+from bridge.delivery.ledger import Attempt, Ledger
 from tests.conftest import SECRET
 from tests.dashboard.conftest import run, seed_problems
 from tests.support import crm

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge.signatures import sign
+from bridge.ingest.signatures import sign
 
 _counter = itertools.count(1)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from bridge.embedded import pings, server_binary
+from bridge.dev.embedded import pings, server_binary
 
 
 def free_port() -> int:

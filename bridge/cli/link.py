@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from bridge.matching import DEFAULT_MIN_CONFIDENCE
+from bridge.linking.matching import DEFAULT_MIN_CONFIDENCE
 
-# Not imported from bridge.cli: that module registers this group, so importing it back here
-# would be circular under `python -m bridge.cli`.
+# Not imported from bridge.cli.commands: that module registers this group, so importing it back here
+# would be circular under `python -m bridge.cli.commands`.
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
     help="The TOML configuration file (or $BRIDGE_CONFIG).",
@@ -26,8 +26,8 @@ target_option = click.option(
 def run_linking(config_path: str | None, action: Callable[[Any], Coroutine[Any, Any, Any]]
                 ) -> Any:
     """Run one linking action against the configured Redis and portal; plain errors."""
-    from bridge.cli import run_service
-    from bridge.linking import LinkError, Linking
+    from bridge.cli.commands import run_service
+    from bridge.linking.service import LinkError, Linking
 
     return run_service(config_path, Linking, action, LinkError)
 

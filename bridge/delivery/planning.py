@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.flushes import DesiredListing
-from bridge.idempotency import digest, idempotency_key
-from bridge.ledger import Accepted, Quarantined
+from bridge.delivery.claims import DesiredListing
+from bridge.delivery.idempotency import digest, idempotency_key
+from bridge.delivery.ledger import Accepted, Quarantined
 from bridge.portals import Problem, RentixAdapter, TravtusAdapter
 from bridge.settings import GuardSettings
 

@@ -19,7 +19,7 @@ from typing import Any
 import click
 import httpx
 
-from bridge.embedded import EmbeddedRedis, die_with_parent, state_dir
+from bridge.dev.embedded import EmbeddedRedis, die_with_parent, state_dir
 from bridge.settings import Settings, load_settings
 
 

@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route, request_response
 
 from bridge.dashboard.auth import Protected
-from bridge.linking import LinkError, Linking
-from bridge.matching import DEFAULT_MIN_CONFIDENCE
+from bridge.linking.matching import DEFAULT_MIN_CONFIDENCE
+from bridge.linking.service import LinkError, Linking
 from bridge.responses import JSONResponse, error
 
 Handler = Callable[[Request, Linking], Awaitable[Any]]

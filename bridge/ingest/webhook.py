@@ -14,11 +14,11 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from bridge.events import InvalidEvent, parse_event
-from bridge.signatures import SignatureError, Verifier
-from bridge.store import EventStore
+from bridge.ingest.events import InvalidEvent, parse_event
+from bridge.ingest.signatures import SignatureError, Verifier
+from bridge.ingest.store import EventStore
 
-log = logging.getLogger("bridge.webhooks")
+log = logging.getLogger("bridge.ingest.webhook")
 
 RETRY_AFTER_S = "5"
 # The only request headers this endpoint reads; everything else is skipped unparsed.

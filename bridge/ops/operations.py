@@ -10,9 +10,10 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.flushes import mark_due
-from bridge.idempotency import digest
-from bridge.ledger import Accepted, Attempt, Ledger, Quarantined, now_ms
+from bridge.clock import now_ms
+from bridge.delivery.claims import mark_due
+from bridge.delivery.idempotency import digest
+from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
 from bridge.portals import rentix_mapping, travtus_mapping
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 

@@ -6,8 +6,8 @@ Hand-made Rentix listings have no ``externalId``; until one is linked to its CRM
 * :meth:`Linking.link` / :meth:`Linking.unlink` turn the portal's four link errors into
   messages that say what to do;
 * :meth:`Linking.scan` reads every portal listing, matches the unlinked ones against the CRM
-  listings the bridge knows (``bridge.matching``), writes the report, and with ``apply`` links
-  the confident matches (re-running it finds them linked and changes nothing);
+  listings the bridge knows (``bridge.linking.matching``), writes the report, and with
+  ``apply`` links the confident matches (re-running it finds them linked and changes nothing);
 * :class:`Adoption`: while a target with ``adopt = true`` is adopting, delivery sends it no
   creates (it holds them in ``lb:adopt:{target}``); ending adoption lets them flow.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,21 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.flushes import mark_due
-from bridge.ledger import now_ms
-from bridge.matching import (
+from bridge.clock import now_ms
+from bridge.delivery.adoption import Adoption
+from bridge.delivery.claims import mark_due
+from bridge.delivery.ratelimit import RateLimiter
+from bridge.linking.matching import (
     DEFAULT_MIN_CONFIDENCE,
     MatchReport,
     match_listings,
     render_text,
     write_csv,
 )
-from bridge.portals import Outcome, PortalError, RentixAdapter, Result
-from bridge.ratelimit import RateLimiter
+from bridge.portals import Outcome, PortalError, RentixAdapter, Result, adapter_for
 from bridge.settings import RentixTarget, Settings
 
 # lb:adopted:{target}: when adoption ended (documented in bridge.constants).
-ADOPTED = k.PREFIX + "adopted:"
 
 
 class LinkError(Exception):
@@ -60,16 +60,6 @@ class LinkResult:
     external_ref: str | None
     changed: bool  # False: it already was that way (nothing to link or unlink)
     message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class HeldCreate:
-    ref: str
-    group: str
-    since: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,60 +104,6 @@ def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Adoption:
-    """Adoption state in Redis; delivery asks it before sending a possible create."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    async def active(self, target: RentixTarget) -> bool:
-        return target.adopt and not await self.redis.exists(ADOPTED + target.name)
-
-    async def is_linked(self, target: str, ref: str) -> bool:
-        return bool(await self.redis.sismember(k.LINKED + target, ref))
-
-    async def mark_linked(self, target: str, refs: Iterable[str]) -> None:
-        refs = list(refs)
-        if refs:
-            await self.redis.sadd(k.LINKED + target, *refs)
-
-    async def unmark_linked(self, target: str, ref: str) -> None:
-        await self.redis.srem(k.LINKED + target, ref)
-
-    async def is_held(self, target: str, ref: str) -> bool:
-        return bool(await self.redis.hexists(k.ADOPT + target, ref))
-
-    async def hold(self, target: str, ref: str, group: str, at_ms: int) -> None:
-        entry = HeldCreate(ref, group, at_ms)
-        await self.redis.hset(k.ADOPT + target, ref, orjson.dumps(entry.as_dict()))
-
-    async def release(self, target: str, ref: str) -> str | None:
-        """Forget a held create (it is linked now); returns its group, to flush it."""
-        raw = await self.redis.hget(k.ADOPT + target, ref)
-        if raw is None:
-            return None
-        await self.redis.hdel(k.ADOPT + target, ref)
-        return str(orjson.loads(raw)["group"])
-
-    async def held(self, target: str) -> list[HeldCreate]:
-        raw = await self.redis.hgetall(k.ADOPT + target)
-        return sorted((HeldCreate(**orjson.loads(v)) for v in raw.values()), key=lambda h: h.ref)
-
-    async def ended_at(self, target: str) -> int | None:
-        value = _s(await self.redis.get(ADOPTED + target))
-        return int(value) if value else None
-
-    async def end(self, target: str) -> list[str]:
-        """End adoption: held creates flow (their groups are due now). Returns those groups."""
-        await self.redis.set(ADOPTED + target, now_ms())
-        held = await self.held(target)
-        await self.redis.delete(k.ADOPT + target)
-        groups = sorted({h.group for h in held})
-        # A flush in flight that still held a create keeps its group due (mark_due bumps seq).
-        await mark_due(self.redis, groups, now_ms())
-        return groups
-
-
 class Linking:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
@@ -197,8 +133,7 @@ class Linking:
 
     @contextlib.asynccontextmanager
     async def _adapter(self, target: RentixTarget) -> AsyncIterator[RentixAdapter]:
-        adapter = RentixAdapter(target.name, target.base_url, target.api_key,
-                                deletion_behaviour=target.delete_behaviour)
+        adapter = adapter_for(target)
         try:
             yield adapter
         finally:

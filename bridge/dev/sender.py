@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge.signatures import sign
+from bridge.ingest.signatures import sign
 
 
 @dataclass

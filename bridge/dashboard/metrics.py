@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.operations import Operations
+from bridge.ops.operations import Operations
 
 NS = "listing_bridge"
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from bridge.addresses import (
+from bridge.linking.addresses import (
     ParsedAddress,
     building_match,
     city_match,

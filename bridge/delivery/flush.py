@@ -16,10 +16,19 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from bridge.flushes import Claim, Flushes
-from bridge.ledger import Accepted, Attempt, Held, Ledger, Quarantined, now_ms
-from bridge.linking import Adoption
-from bridge.planning import Invalid, ListingWrite, SyncPlan, guard_reason, plan_listings, plan_sync
+from bridge.clock import now_ms
+from bridge.delivery.adoption import Adoption
+from bridge.delivery.claims import Claim, Flushes
+from bridge.delivery.ledger import Accepted, Attempt, Held, Ledger, Quarantined
+from bridge.delivery.planning import (
+    Invalid,
+    ListingWrite,
+    SyncPlan,
+    guard_reason,
+    plan_listings,
+    plan_sync,
+)
+from bridge.delivery.ratelimit import RateLimiter
 from bridge.portals import (
     Outcome,
     PortalError,
@@ -28,10 +37,9 @@ from bridge.portals import (
     Result,
     TravtusAdapter,
 )
-from bridge.ratelimit import RateLimiter
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
-log = logging.getLogger("workers.delivery")
+log = logging.getLogger("bridge.delivery.flush")
 
 # A wait for the shared rate limit shorter than this happens in the job; longer ones end the
 # target's turn and make the group due again then.

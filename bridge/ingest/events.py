@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from bridge.listing import Listing, ListingRef
+from bridge.ingest.listing import Listing, ListingRef
 
 Group = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
 

@@ -155,7 +155,7 @@ def sandbox(config_path: str | None, host: str, port: int, rentix_api_key: str,
 def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
         state_dir: Path | None) -> None:
     """Everything on one machine: embedded Redis, web, worker and the sandbox portals."""
-    from bridge.dev import run_dev
+    from bridge.dev.stack import run_dev
 
     sys.exit(run_dev(config_path, host, port, sandbox_port, state_dir))
 
@@ -177,8 +177,8 @@ def send(config_path: str | None, url: str, secret: str | None, file_: Any,
          generate: int | None, groups: int, listings_per_group: int, rate: float | None,
          concurrency: int, seed: int) -> None:
     """Sign and post events to a bridge: a file of JSON lines, or generated ones."""
-    from bridge.generate import event_stream
-    from bridge.sender import send_events
+    from bridge.dev.generate import event_stream
+    from bridge.dev.sender import send_events
 
     secret = secret or _default_secret(config_path)
     if (file_ is None) == (generate is None):
@@ -200,7 +200,7 @@ def send(config_path: str | None, url: str, secret: str | None, file_: Any,
 def _default_secret(config_path: str | None) -> str:
     if config_path:
         return load(config_path).webhook.secrets[0]
-    from bridge.dev import dev_secret_file
+    from bridge.dev.stack import dev_secret_file
 
     path = dev_secret_file()
     if path.exists():
@@ -232,7 +232,7 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
 
 
 def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
-    from bridge.operations import OperationError, Operations
+    from bridge.ops.operations import OperationError, Operations
 
     return run_service(config_path, Operations, action, OperationError)
 
@@ -244,7 +244,7 @@ def status(config_path: str | None, as_json: bool) -> None:
     """Queues, held syncs and quarantine, in the terminal."""
     import json
 
-    from bridge.operations import render_status
+    from bridge.ops.operations import render_status
 
     result = run_operation(config_path, lambda ops: ops.status())
     if as_json:
@@ -323,10 +323,7 @@ def target_resume(config_path: str | None, name: str) -> None:
     click.echo(f"{name} resumed; waiting changes flow now")
 
 
-from bridge.cli_link import link  # noqa: E402  (registered last: it is a separate module)
+from bridge.cli.link import link  # noqa: E402  (registered last: it is a separate module)
 
 main.add_command(link)
 
-
-if __name__ == "__main__":
-    main()

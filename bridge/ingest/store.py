@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
-from bridge.batching import ScriptBatcher
-from bridge.events import DeleteEvent, SnapshotEvent, UpsertEvent
+from bridge.ingest.events import DeleteEvent, SnapshotEvent, UpsertEvent
+from bridge.ingest.script_client import ScriptBatcher
 from bridge.settings import DebounceSettings, WebhookSettings
 
 INGEST = """

@@ -5,7 +5,6 @@ backoff, paused or rate-limited targets, and the history of attempts. Key layout
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,11 +12,8 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.flushes import mark_due
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+from bridge.clock import now_ms
+from bridge.delivery.claims import mark_due
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""The adoption gate's state: while a Rentix target adopts hand-made listings, a create for a
+ref it never accepted is held until the ref is linked (or adoption ends). Delivery asks it
+before sending a possible create; linking fills and ends it. Keys: ``bridge/constants.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.clock import now_ms
+from bridge.delivery.claims import mark_due
+from bridge.settings import RentixTarget
+
+ADOPTED = k.ADOPTED
+
+
+def _s(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class HeldCreate:
+    ref: str
+    group: str
+    since: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Adoption:
+    """Adoption state in Redis; delivery asks it before sending a possible create."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def active(self, target: RentixTarget) -> bool:
+        return target.adopt and not await self.redis.exists(ADOPTED + target.name)
+
+    async def is_linked(self, target: str, ref: str) -> bool:
+        return bool(await self.redis.sismember(k.LINKED + target, ref))
+
+    async def mark_linked(self, target: str, refs: Iterable[str]) -> None:
+        refs = list(refs)
+        if refs:
+            await self.redis.sadd(k.LINKED + target, *refs)
+
+    async def unmark_linked(self, target: str, ref: str) -> None:
+        await self.redis.srem(k.LINKED + target, ref)
+
+    async def is_held(self, target: str, ref: str) -> bool:
+        return bool(await self.redis.hexists(k.ADOPT + target, ref))
+
+    async def hold(self, target: str, ref: str, group: str, at_ms: int) -> None:
+        entry = HeldCreate(ref, group, at_ms)
+        await self.redis.hset(k.ADOPT + target, ref, orjson.dumps(entry.as_dict()))
+
+    async def release(self, target: str, ref: str) -> str | None:
+        """Forget a held create (it is linked now); returns its group, to flush it."""
+        raw = await self.redis.hget(k.ADOPT + target, ref)
+        if raw is None:
+            return None
+        await self.redis.hdel(k.ADOPT + target, ref)
+        return str(orjson.loads(raw)["group"])
+
+    async def held(self, target: str) -> list[HeldCreate]:
+        raw = await self.redis.hgetall(k.ADOPT + target)
+        return sorted((HeldCreate(**orjson.loads(v)) for v in raw.values()), key=lambda h: h.ref)
+
+    async def ended_at(self, target: str) -> int | None:
+        value = _s(await self.redis.get(ADOPTED + target))
+        return int(value) if value else None
+
+    async def end(self, target: str) -> list[str]:
+        """End adoption: held creates flow (their groups are due now). Returns those groups."""
+        await self.redis.set(ADOPTED + target, now_ms())
+        held = await self.held(target)
+        await self.redis.delete(k.ADOPT + target)
+        groups = sorted({h.group for h in held})
+        # A flush in flight that still held a create keeps its group due (mark_due bumps seq).
+        await mark_due(self.redis, groups, now_ms())
+        return groups
