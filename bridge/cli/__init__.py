@@ -1,5 +1,28 @@
-"""The ``bridge`` command line (contract section 5): one module per command family."""
+"""The ``bridge`` command line (contract section 5): one module per command family.
 
-from bridge.cli.commands import main
+``processes`` (serve, worker, sandbox), ``dev`` (dev, send), ``operate`` (status, held,
+quarantine, target) and ``link`` (external-ID linking); ``options`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from bridge.cli import dev, link, operate, processes
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool) -> None:
+    """listing-bridge: keeps property portals in step with the agency's CRM."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+for family in (processes, dev, operate):
+    family.register(main)
+main.add_command(link.link)
 
 __all__ = ["main"]

@@ -9,14 +9,9 @@ from typing import Any
 
 import click
 
+from bridge.cli.options import config_option, run_service
 from bridge.linking.matching import DEFAULT_MIN_CONFIDENCE
 
-# Not imported from bridge.cli.commands: that module registers this group, so importing it back here
-# would be circular under `python -m bridge.cli.commands`.
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
-    help="The TOML configuration file (or $BRIDGE_CONFIG).",
-)
 target_option = click.option(
     "--target", default=None,
     help="The Rentix target's name (may be left out when only one is configured).",
@@ -26,7 +21,6 @@ target_option = click.option(
 def run_linking(config_path: str | None, action: Callable[[Any], Coroutine[Any, Any, Any]]
                 ) -> Any:
     """Run one linking action against the configured Redis and portal; plain errors."""
-    from bridge.cli.commands import run_service
     from bridge.linking.service import LinkError, Linking
 
     return run_service(config_path, Linking, action, LinkError)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .faults import Faults
 from .idempotency import IdempotencyStore
@@ -14,8 +13,16 @@ from .rentix_store import RentixStore
 from .tokens import TokenStore
 from .travtus_store import TravtusStore
 
-if TYPE_CHECKING:
-    from .app import SandboxSettings
+
+@dataclass
+class SandboxSettings:
+    rentix_api_key: str = "sandbox"
+    travtus_client_id: str = "sandbox"
+    travtus_client_secret: str = "sandbox"
+    token_ttl: int = 3600  # Travtus token lifetime, seconds
+    publish_delay_s: float = 0.0  # Rentix publish job duration
+    rentix_per_minute: int = 300
+    rentix_bulk_per_minute: int = 30
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""``bridge dev`` (everything on one machine) and ``bridge send`` (sign and post events)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.cli.options import config_option, host_port, load, plain_errors
+
+
+def register(main: click.Group) -> None:
+    for command in (dev, send):
+        main.add_command(command)
+
+
+@click.command()
+@config_option
+@host_port(8000)
+@click.option("--sandbox-port", type=int, default=8001, show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the embedded Redis keeps its data (default: the user's state dir).")
+@plain_errors
+def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
+        state_dir: Path | None) -> None:
+    """Everything on one machine: embedded Redis, web, worker and the sandbox portals."""
+    from bridge.dev.stack import run_dev
+
+    sys.exit(run_dev(config_path, host, port, sandbox_port, state_dir))
+
+
+@click.command()
+@config_option
+@click.option("--url", default="http://127.0.0.1:8000/webhooks/crm", show_default=True,
+              help="The bridge's webhook URL.")
+@click.option("--secret", help="A whsec_ secret (default: the first one in --config, or the "
+              "one `bridge dev` printed).")
+@click.option("--file", "file_", type=click.File("rb"), help="Events as JSON lines ('-': stdin).")
+@click.option("--generate", type=int, help="Generate this many realistic events instead.")
+@click.option("--groups", type=int, default=5, show_default=True)
+@click.option("--listings-per-group", type=int, default=20, show_default=True)
+@click.option("--rate", type=float, help="Events per second (default: as fast as it can).")
+@click.option("--concurrency", type=int, default=16, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def send(config_path: str | None, url: str, secret: str | None, file_: Any,
+         generate: int | None, groups: int, listings_per_group: int, rate: float | None,
+         concurrency: int, seed: int) -> None:
+    """Sign and post events to a bridge: a file of JSON lines, or generated ones."""
+    from bridge.dev.generate import event_stream
+    from bridge.dev.sender import send_events
+
+    secret = secret or _default_secret(config_path)
+    if (file_ is None) == (generate is None):
+        raise click.UsageError("give exactly one of --file or --generate")
+    if file_ is not None:
+        lines = [line.strip() for line in file_ if line.strip()]
+        events: list[Any] = list(lines)
+    else:
+        events = list(event_stream(generate or 0, groups, listings_per_group, seed))
+    with click.progressbar(length=len(events), label="sending", file=sys.stderr) as bar:
+        report = asyncio.run(send_events(url, secret, events, concurrency=concurrency,
+                                         rate=rate, on_sent=lambda: bar.update(1)))
+    for line in report.lines():
+        click.echo(line)
+    if report.errors or any(s >= 400 for s in report.statuses):
+        sys.exit(1)
+
+
+def _default_secret(config_path: str | None) -> str:
+    if config_path:
+        return load(config_path).webhook.secrets[0]
+    from bridge.dev.stack import dev_secret_file
+
+    path = dev_secret_file()
+    if path.exists():
+        return path.read_text().strip()
+    raise click.UsageError("no secret: pass --secret, --config, or run `bridge dev` first")

@@ -1,0 +1,73 @@
+"""What every command shares: the --config option, --host/--port, loading settings, plain
+errors, and running one async action against Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from bridge.settings import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
+    help="The TOML configuration file (or $BRIDGE_CONFIG).",
+)
+
+
+def host_port(default_port: int) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        func = click.option("--port", type=int, default=default_port, show_default=True)(func)
+        return click.option("--host", default="127.0.0.1", show_default=True)(func)  # type: ignore[return-value]
+
+    return decorate
+
+
+def load(config_path: str | None) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def plain_errors(func: F) -> F:
+    """Turn the errors an operator can fix into one line instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bridge.connections import UnsafeRedis
+
+        try:
+            return func(*args, **kwargs)
+        except (UnsafeRedis, ConfigError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_service(config_path: str | None, service: Callable[[Any, Settings], Any],
+                action: Callable[[Any], Any], errors: type[Exception]) -> Any:
+    """Build ``service(redis, settings)``, run one async action with it, close Redis; the
+    errors an operator can act on become one plain line instead of a traceback."""
+    from bridge.connections import redis_client
+
+    settings = load(config_path)
+    if not settings.redis_url:
+        raise click.ClickException("redis_url is required")
+
+    async def go() -> Any:
+        redis = redis_client(settings.redis_url)  # type: ignore[arg-type]
+        try:
+            return await action(service(redis, settings))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except errors as exc:
+        raise click.ClickException(str(exc)) from None

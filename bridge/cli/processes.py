@@ -1,0 +1,101 @@
+"""The long-running processes: ``bridge serve``, ``bridge worker`` and ``bridge sandbox``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.cli.options import config_option, host_port, load, plain_errors
+
+
+def register(main: click.Group) -> None:
+    for command in (serve, worker, sandbox):
+        main.add_command(command)
+
+
+@click.command()
+@config_option
+@host_port(8000)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Web processes sharing the port (one per core is a good start).")
+@plain_errors
+def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
+    """The web process: webhook, dashboard, API, metrics."""
+    import os
+
+    import uvicorn
+
+    from bridge.app import LISTEN_HOST_ENV, create_app, quiet_garbage_collector
+    from bridge.connections import check_redis, redis_client
+
+    settings = load(config_path)
+    if not settings.redis_url:
+        raise click.ClickException("redis_url is required for `bridge serve`")
+    asyncio.run(_check_redis_once(settings.redis_url, check_redis, redis_client))
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
+                              "http": "httptools", "log_level": "warning", "access_log": False}
+    if workers == 1:
+        app = create_app(settings, listen_host=host)
+        quiet_garbage_collector()
+        uvicorn.run(app, **common)
+        return
+    # Each process builds its own app (and Redis connections) from the same file.
+    os.environ["BRIDGE_CONFIG"] = str(Path(config_path or os.environ["BRIDGE_CONFIG"]).resolve())
+    os.environ[LISTEN_HOST_ENV] = host
+    uvicorn.run("bridge.app:app_from_environment", factory=True, workers=workers, **common)
+
+
+async def _check_redis_once(url: str, check: Any, client: Any) -> None:
+    from redis.exceptions import RedisError
+
+    redis = client(url)
+    try:
+        await check(redis)
+    except (RedisError, OSError) as exc:
+        click.echo(f"warning: Redis at {url} is not reachable yet ({exc}); "
+                   "webhooks will answer 503 until it is", err=True)
+    finally:
+        await redis.aclose()
+
+
+@click.command()
+@config_option
+@plain_errors
+def worker(config_path: str | None) -> None:
+    """One arq worker process; run several for more throughput."""
+    from workers.worker import run_worker
+
+    settings = load(config_path)
+    if not settings.redis_url:
+        raise click.ClickException("redis_url is required for `bridge worker`")
+    run_worker(settings)
+
+
+@click.command()
+@config_option
+@host_port(8001)
+@click.option("--rentix-api-key", default="sandbox", show_default=True)
+@click.option("--travtus-client-id", default="sandbox", show_default=True)
+@click.option("--travtus-client-secret", default="sandbox", show_default=True)
+@click.option("--token-ttl", type=int, default=3600, show_default=True,
+              help="Travtus token lifetime, seconds.")
+@click.option("--rentix-per-minute", type=int, default=300, show_default=True,
+              help="Rentix rate limit (the documented 300/min by default).")
+def sandbox(config_path: str | None, host: str, port: int, rentix_api_key: str,
+            travtus_client_id: str, travtus_client_secret: str, token_ttl: int,
+            rentix_per_minute: int) -> None:
+    """The sandbox portals alone (Rentix under /rentix/api/v1, Travtus under /travtus)."""
+    import uvicorn
+
+    from bridge.sandbox.app import SandboxSettings, create_app
+
+    settings = SandboxSettings(
+        rentix_api_key=rentix_api_key, travtus_client_id=travtus_client_id,
+        travtus_client_secret=travtus_client_secret, token_ttl=token_ttl,
+        rentix_per_minute=rentix_per_minute,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                access_log=False)

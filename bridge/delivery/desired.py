@@ -1,0 +1,54 @@
+"""The desired state of listings as the webhook's ingest script leaves it in Redis, read back.
+
+``lb:listing:{ref}`` (see ``bridge/constants.py``) is written only by the ingest script; this is
+its one decoder, used by flush claims, the operator's views and linking. ``FIELDS`` is the order
+in which the claim script returns a listing's fields, so both sides agree on one list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Field names of the listing hash, in the order the claim script returns them.
+FIELDS = ("g", "v", "t", "d", "body", "at")
+
+
+@dataclass(frozen=True)
+class DesiredListing:
+    ref: str
+    group: str
+    version: int | None  # None when the CRM sends no versions
+    occurred_ms: int
+    deleted: bool
+    body: dict[str, Any] | None  # the canonical listing; None for a bare tombstone
+    received_ms: int
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_fields(ref: str, values: Sequence[bytes | str | None]) -> DesiredListing | None:
+    """One listing from its hash values in ``FIELDS`` order; None if the hash does not exist."""
+    group, version, occurred, deleted, body, received = (_text(v) for v in values)
+    if group is None and occurred is None:
+        return None
+    return DesiredListing(
+        ref=ref,
+        group=group or "",
+        version=None if version in (None, "-1") else int(version),
+        occurred_ms=int(float(occurred or 0)),
+        deleted=deleted != "0" if deleted is not None else True,
+        body=orjson.loads(body) if body else None,
+        received_ms=int(float(received or 0)),
+    )
+
+
+def decode_hash(ref: str, fields: Mapping[bytes | str, bytes | str]) -> DesiredListing | None:
+    """One listing from ``HGETALL lb:listing:{ref}``."""
+    by_name = {_text(name): value for name, value in fields.items()}
+    return decode_fields(ref, [by_name.get(name) for name in FIELDS])
