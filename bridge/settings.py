@@ -7,10 +7,12 @@ import binascii
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -120,7 +122,7 @@ class Settings(_Section):
         raise KeyError(name)
 
 
-def expand_env(value: Any, path: str = "", env: dict[str, str] | None = None) -> Any:
+def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` in strings with the environment's value; a missing one is an error."""
     env = os.environ if env is None else env
     if isinstance(value, dict):
@@ -141,7 +143,7 @@ def expand_env(value: Any, path: str = "", env: dict[str, str] | None = None) ->
     return value
 
 
-def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     loc = [part for part in error["loc"] if not (isinstance(part, str) and part in _KINDS)]
     key = ""
     for part in loc:
@@ -157,7 +159,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
 _KINDS = {"rentix", "travtus"}
 
 
-def _expectation(error: dict[str, Any]) -> str:
+def _expectation(error: ErrorDetails) -> str:
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     return message[0].lower() + message[1:] if message else "a valid value"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from bridge.ingest.listing import Listing, ListingRef
 
@@ -82,15 +83,15 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out or "(body)"
 
 
-def _where(error: dict[str, object]) -> str:
+def _where(error: ErrorDetails) -> str:
     if str(error["type"]).startswith("union_tag"):
         return "type"
     if error["type"] == "model_attributes_type" and not error["loc"]:
         return "(body)"
-    return _field(error["loc"])  # type: ignore[arg-type]
+    return _field(error["loc"])
 
 
-def _message(error: dict[str, object]) -> str:
+def _message(error: ErrorDetails) -> str:
     if error["type"] == "union_tag_invalid":
         return f"type must be one of: {', '.join(EVENT_TYPES)}"
     if error["type"] == "union_tag_not_found":
