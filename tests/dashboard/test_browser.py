@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET
-from tests.dashboard.cdp import Browser, find_chromium
 from tests.support import crm
+from tests.support.cdp import Browser, find_chromium
 from tests.support.stack import Stack, running_stack
 
 CHROMIUM = find_chromium()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from bridge.portals import RentixAdapter, TravtusAdapter
-from tests.portals.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 from tests.support.servers import serve_app
 
 API_KEY = CLIENT_ID = CLIENT_SECRET = "sandbox"

@@ -20,7 +20,7 @@ import pytest
 
 from bridge.portals import Outcome, RentixAdapter, TravtusAdapter
 from tests.portals.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.portals.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 from tests.support.servers import serve_app
 
 SHORT_TTL = 1  # seconds: the adapter refreshes such a token ttl/4 = 0.25 s before it expires

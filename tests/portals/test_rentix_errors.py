@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import pytest
 
 from bridge.portals import Outcome, RentixAdapter, Result
-from tests.portals.canonical import FULL
 from tests.portals.conftest import API_KEY
-from tests.portals.sandbox import Sandbox
+from tests.support.canonical import FULL
+from tests.support.sandbox import Sandbox
 from tests.support.servers import free_port
 
 Call = Callable[[RentixAdapter, Sandbox], Awaitable[Result]]

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from bridge.portals import Outcome, RentixAdapter
-from tests.portals.canonical import FULL, listing
-from tests.portals.sandbox import Sandbox, eventually
+from tests.support.canonical import FULL, listing
+from tests.support.sandbox import Sandbox, eventually
 
 
 async def test_upsert_creates_publishes_and_updates(rentix: RentixAdapter,

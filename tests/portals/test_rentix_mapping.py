@@ -8,7 +8,7 @@ import pytest
 
 from bridge.portals import PortalAdapter, RentixAdapter, build_adapter
 from bridge.portals.rentix_mapping import external_file_id
-from tests.portals.canonical import FULL, PHOTOS, listing
+from tests.support.canonical import FULL, PHOTOS, listing
 
 
 @pytest.fixture

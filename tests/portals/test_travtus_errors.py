@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from bridge.portals import Outcome, Result, TravtusAdapter
-from tests.portals.canonical import listing
 from tests.portals.conftest import CLIENT_ID
-from tests.portals.sandbox import Sandbox
+from tests.support.canonical import listing
+from tests.support.sandbox import Sandbox
 from tests.support.servers import free_port
 
 Call = Callable[[TravtusAdapter, Sandbox], Awaitable[Result]]

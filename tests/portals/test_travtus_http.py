@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from bridge.portals import Outcome, TravtusAdapter
-from tests.portals.canonical import FULL, listing
-from tests.portals.sandbox import Sandbox
+from tests.support.canonical import FULL, listing
+from tests.support.sandbox import Sandbox
 
 
 def group_of(travtus: TravtusAdapter, *refs: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bridge.portals import TravtusAdapter
-from tests.portals.canonical import FULL, PHOTOS, listing
+from tests.support.canonical import FULL, PHOTOS, listing
 
 TRAVTUS = TravtusAdapter("travtus", "http://127.0.0.1:9/travtus", "http://127.0.0.1:9/t",
                          "id", "secret")

@@ -25,8 +25,8 @@ from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import DashboardSettings, Settings, load_settings
 from tests.conftest import SECRET
-from tests.fixtures.linking import build_linking_fixture
 from tests.support import crm
+from tests.support.linking import build_linking_fixture
 from tests.support.servers import serve_app
 
 FAST = 100_000  # requests per minute: the sandbox and the bridge's limiter stay out of the way

@@ -19,7 +19,7 @@ from bridge.linking.matching import (
     write_csv,
     write_json,
 )
-from tests.fixtures.linking import build_linking_fixture
+from tests.support.linking import build_linking_fixture
 
 # Measured on the default seed: 145 of 160 true pairs linked, no false link (recall 0.906).
 # Across seeds 100-299 recall ranged 0.82-0.94 with zero false links.
