@@ -43,33 +43,35 @@ class Adoption:
         return target.adopt and not await self.redis.exists(ADOPTED + target.name)
 
     async def is_linked(self, target: str, ref: str) -> bool:
-        return bool(await self.redis.sismember(k.LINKED + target, ref))
+        return bool(await self.redis.sismember(k.LINKED + target, ref))  # type: ignore[misc]
 
     async def mark_linked(self, target: str, refs: Iterable[str]) -> None:
         refs = list(refs)
         if refs:
-            await self.redis.sadd(k.LINKED + target, *refs)
+            await self.redis.sadd(k.LINKED + target, *refs)  # type: ignore[misc]
 
     async def unmark_linked(self, target: str, ref: str) -> None:
-        await self.redis.srem(k.LINKED + target, ref)
+        await self.redis.srem(k.LINKED + target, ref)  # type: ignore[misc]
 
     async def is_held(self, target: str, ref: str) -> bool:
-        return bool(await self.redis.hexists(k.ADOPT + target, ref))
+        return bool(await self.redis.hexists(k.ADOPT + target, ref))  # type: ignore[misc]
 
     async def hold(self, target: str, ref: str, group: str, at_ms: int) -> None:
         entry = HeldCreate(ref, group, at_ms)
-        await self.redis.hset(k.ADOPT + target, ref, orjson.dumps(entry.as_dict()))
+        # Decoded: redis-py declares a str value; Redis stores the same bytes.
+        value = orjson.dumps(entry.as_dict()).decode()
+        await self.redis.hset(k.ADOPT + target, ref, value)  # type: ignore[misc]
 
     async def release(self, target: str, ref: str) -> str | None:
         """Forget a held create (it is linked now); returns its group, to flush it."""
-        raw = await self.redis.hget(k.ADOPT + target, ref)
+        raw = await self.redis.hget(k.ADOPT + target, ref)  # type: ignore[misc]
         if raw is None:
             return None
-        await self.redis.hdel(k.ADOPT + target, ref)
+        await self.redis.hdel(k.ADOPT + target, ref)  # type: ignore[misc]
         return str(orjson.loads(raw)["group"])
 
     async def held(self, target: str) -> list[HeldCreate]:
-        raw = await self.redis.hgetall(k.ADOPT + target)
+        raw = await self.redis.hgetall(k.ADOPT + target)  # type: ignore[misc]
         return sorted((HeldCreate(**orjson.loads(v)) for v in raw.values()), key=lambda h: h.ref)
 
     async def ended_at(self, target: str) -> int | None:

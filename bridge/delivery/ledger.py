@@ -77,9 +77,10 @@ class Ledger:
                               ) -> dict[str, dict[str, Any]]:
         """Fields of a hash of JSON values: all of them, or just ``refs`` (absent ones left out)."""
         if refs is None:
-            items = [(_s(r) or "", v) for r, v in (await self.redis.hgetall(key)).items()]
+            items = [(_text(r), v) for r, v in (await self.redis.hgetall(key)).items()]  # type: ignore[misc]
         else:
-            items = list(zip(refs, await self.redis.hmget(key, refs), strict=True)) if refs else []
+            values = await self.redis.hmget(key, refs) if refs else []  # type: ignore[misc]
+            items = list(zip(refs, values, strict=True))
         return {ref: data for ref, v in items if (data := _load(v))}
 
     # -- accepted state --
@@ -90,7 +91,7 @@ class Ledger:
         return {ref: Accepted(**data) for ref, data in records.items()}
 
     async def record_accepted(self, target: str, ref: str, record: Accepted) -> None:
-        await self.redis.hset(accepted_key(target, None), ref, orjson.dumps(asdict(record)))
+        await self.redis.hset(accepted_key(target, None), ref, _json(record))  # type: ignore[misc]
 
     async def record_sync(self, target: str, group: str, digest: str,
                           records: dict[str, Accepted]) -> None:
@@ -116,7 +117,7 @@ class Ledger:
         return {ref: Quarantined(**data) for ref, data in records.items()}
 
     async def quarantine(self, target: str, ref: str, entry: Quarantined) -> None:
-        await self.redis.hset(f"{k.QUARANTINE}{target}", ref, orjson.dumps(asdict(entry)))
+        await self.redis.hset(f"{k.QUARANTINE}{target}", ref, _json(entry))  # type: ignore[misc]
 
     async def retry_quarantined(self, target: str, refs: list[str]) -> None:
         """An operator asks for a fresh attempt: a new retry generation gives a new key."""
@@ -129,13 +130,13 @@ class Ledger:
     async def retries(self, target: str, refs: list[str]) -> dict[str, int]:
         if not refs:
             return {}
-        values = await self.redis.hmget(f"{k.RETRIES}{target}", refs)
+        values = await self.redis.hmget(f"{k.RETRIES}{target}", refs)  # type: ignore[misc]
         return {ref: int(v) for ref, v in zip(refs, values, strict=True) if v}
 
     async def release_quarantine(self, target: str, refs: list[str]) -> int:
         if not refs:
             return 0
-        return int(await self.redis.hdel(f"{k.QUARANTINE}{target}", *refs))
+        return int(await self.redis.hdel(f"{k.QUARANTINE}{target}", *refs))  # type: ignore[misc]
 
     async def discard_quarantine(self, target: str, refs: list[str]) -> int:
         """Keep skipping these versions, but take them off the problem list."""
@@ -148,14 +149,14 @@ class Ledger:
     # -- held syncs --
 
     async def held(self, target: str) -> dict[str, Held]:
-        raw = await self.redis.hgetall(f"{k.HELD}{target}")
-        return {_s(g): Held(**orjson.loads(v)) for g, v in raw.items()}
+        raw = await self.redis.hgetall(f"{k.HELD}{target}")  # type: ignore[misc]
+        return {_text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
 
     async def hold(self, target: str, group: str, entry: Held) -> None:
-        await self.redis.hset(f"{k.HELD}{target}", group, orjson.dumps(asdict(entry)))
+        await self.redis.hset(f"{k.HELD}{target}", group, _json(entry))  # type: ignore[misc]
 
     async def unhold(self, target: str, group: str) -> None:
-        await self.redis.hdel(f"{k.HELD}{target}", group)
+        await self.redis.hdel(f"{k.HELD}{target}", group)  # type: ignore[misc]
 
     async def release(self, target: str, group: str) -> Held | None:
         """The operator lets the held sync (exactly that content) go out."""
@@ -183,13 +184,13 @@ class Ledger:
     # -- backoff per target and group --
 
     async def backoff(self, target: str, group: str) -> tuple[int, int]:
-        attempts, not_before = await self.redis.hmget(f"{k.BACKOFF}{target}:{group}",
-                                                      ["attempts", "not_before"])
+        key = f"{k.BACKOFF}{target}:{group}"
+        attempts, not_before = await self.redis.hmget(key, ["attempts", "not_before"])  # type: ignore[misc]
         return int(attempts or 0), int(not_before or 0)
 
     async def set_backoff(self, target: str, group: str, attempts: int, not_before: int) -> None:
-        await self.redis.hset(f"{k.BACKOFF}{target}:{group}",
-                              mapping={"attempts": attempts, "not_before": not_before})
+        fields = {"attempts": attempts, "not_before": not_before}
+        await self.redis.hset(f"{k.BACKOFF}{target}:{group}", mapping=fields)  # type: ignore[misc]
 
     async def clear_backoff(self, target: str, group: str) -> None:
         await self.redis.delete(f"{k.BACKOFF}{target}:{group}")
@@ -197,25 +198,25 @@ class Ledger:
     # -- target state --
 
     async def target_state(self, target: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(f"{k.TARGET}{target}")
-        return {_s(f): _s(v) or "" for f, v in raw.items()}
+        raw = await self.redis.hgetall(f"{k.TARGET}{target}")  # type: ignore[misc]
+        return {_text(f): _text(v) for f, v in raw.items()}
 
     async def pause(self, target: str, reason: str) -> None:
-        await self.redis.hset(f"{k.TARGET}{target}", mapping={"paused": reason,
-                                                              "paused_at": now_ms()})
+        fields = {"paused": reason, "paused_at": now_ms()}
+        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
 
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
-        await self.redis.hdel(f"{k.TARGET}{target}", "paused", "paused_at", "blocked_until")
-        groups = [g for g in (_s(g) for g in await self.redis.smembers(k.GROUPS)) if g]
+        await self.redis.hdel(f"{k.TARGET}{target}", "paused", "paused_at", "blocked_until")  # type: ignore[misc]
+        groups = [g for g in (_text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
-        await self.redis.hset(f"{k.TARGET}{target}",
-                              mapping={"blocked_until": until_ms, "last_error": reason})
+        fields = {"blocked_until": until_ms, "last_error": reason}
+        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
 
     async def note(self, target: str, **fields: str | int) -> None:
-        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)
+        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
 
     # -- history and figures --
 
@@ -239,8 +240,19 @@ class Ledger:
 
     async def history(self, group: str | None = None, limit: int = 100) -> list[Attempt]:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
-        return [Attempt(**orjson.loads(v)) for v in await self.redis.lrange(key, 0, limit - 1)]
+        raw = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
+        return [Attempt(**orjson.loads(v)) for v in raw]
 
 
 def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _text(value: bytes | str) -> str:
+    """A hash field or member, never missing (unlike a looked-up value, see ``_s``)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(record: Accepted | Quarantined | Held) -> str:
+    # Decoded so the hash value has the type redis-py declares; Redis stores the same bytes.
+    return orjson.dumps(asdict(record)).decode()
