@@ -1,53 +1,106 @@
-"""Every Redis key the bridge uses, in one place.
+"""Every Redis key the bridge uses, in one place: the one written key layout.
 
-All keys start with ``lb:`` so the bridge can share a Redis with other programs (arq's own keys
-start with ``arq:``). ``{x}`` stands for a value. Times are Unix milliseconds unless named ``_s``.
+All keys start with ``lb:`` so the bridge can share a Redis with other programs; arq's own keys
+use arq's prefixes (``arq.constants``). ``{x}`` stands for a value. Times are Unix milliseconds
+unless named ``_s``. Lua scripts get these names spliced in (``bridge/scripts.py``) or as KEYS,
+never as literals. Keys without a TTL live until the code named under "lifetime" removes them.
 
-Ingest (written by the webhook's Lua script, ``bridge/store.py``):
+Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
 
-    lb:seen:{webhook_id}          string  accepted-at; TTL = webhook.dedupe_ttl_seconds
-    lb:listing:{ref}              hash    the bridge's desired state of one listing:
-                                          g (group), v (version, -1 when absent),
-                                          t (occurred_at), d ("1" when deleted),
-                                          body (canonical listing JSON), at (received)
-    lb:members:{group}            set     refs whose current group is {group}, tombstones too
-    lb:groups                     set     every group ever seen
-    lb:pending:{group}            hash    first (first unflushed change), last (latest change),
-                                          seq (change counter, never reset)
-    lb:due                        zset    group -> when its flush is due (debounce, retry or
-                                          a flush lease); the worker's scheduler polls it
-    lb:stats:{minute}             hash    per-minute counters (received, duplicate, stale, ...)
+    lb:seen:{webhook_id}          string  accepted-at; TTL webhook.dedupe_ttl_seconds
+    lb:listing:{ref}              hash    the desired state of one listing, decoded only by
+                                          ``bridge/delivery/desired.py``: g (group), v (version,
+                                          -1 when absent), t (occurred_at), d ("1" when
+                                          deleted), body (canonical listing JSON; absent on a
+                                          bare tombstone), at (received); lives forever
+                                          (a deletion leaves a tombstone)
+    lb:members:{group}            set     refs whose current group is {group}, tombstones too;
+                                          a ref leaves when its listing moves to another group
+    lb:groups                     set     every group ever seen; forever
+    lb:pending:{group}            hash    first (first unflushed change; cleared by a claim),
+                                          last (latest change), seq (change counter, never
+                                          reset; also bumped by mark_due); forever
+    lb:due                        zset    group -> when its flush is due (debounce, retry or a
+                                          flush lease); the scheduler polls it, a claim sets
+                                          the lease, a finish removes the group (delivery)
+    lb:stats:{minute}             hash    per-minute counters: received, duplicate, stale,
+                                          rejected:{reason}; delivery adds calls:{target} and
+                                          {outcome}:{target}; TTL STATS_TTL_S (2 h)
 
-Delivery (written by the worker, ``workers/``):
+Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
 
     lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
-                                          target last accepted for that listing
+                                          target last accepted for that listing; forever
     lb:accepted:{target}:{group}  hash    the same for a group-sync target: the group as the
-                                          portal holds it after the last accepted sync
-    lb:syncdigest:{target}:{group} string digest of the last sync the target accepted
+                                          portal holds it after the last accepted sync; replaced
+                                          by each accepted sync
+    lb:syncdigest:{target}:{group} string digest of the last sync the target accepted; forever
     lb:quarantine:{target}        hash    ref (or "(group):{group}") -> JSON {digest, group,
-                                          error_type, message, field, since, discarded}
+                                          error_type, message, field, since, discarded}: until
+                                          the target accepts that ref (or an operator retries)
+    lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions,
+                                          listings, since, unknown_on_portal}: until the sync
+                                          is sent, no longer needed, or discarded by an operator
+    lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again
+    lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);
+                                          paused, paused_at (operators); forever, fields cleared
+                                          by an operator's resume
+    lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers;
+                                          TTL just past that time
+    lb:history                    list    latest delivery attempts (JSON), newest first; capped
+                                          at HISTORY_MAXLEN
+    lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN
+    lb:latency                    list    recent webhook-to-acceptance latencies, ms; capped at
+                                          LATENCY_MAXLEN
+    lb:adopt:{target}             hash    ref -> JSON {ref, group, since}: a create held while
+                                          the target adopts (``bridge/delivery/adoption.py``);
+                                          until the ref is linked or adoption ends (linking)
+    lb:linked:{target}            set     refs known to be linked on a per-listing portal; found
+                                          while adopting, or written by linking; a ref leaves
+                                          when it is unlinked (linking)
+    lb:workers                    hash    worker id -> JSON heartbeat {at, pid, host}
+                                          (``workers/worker.py``); until the worker shuts down
+                                          (a killed worker's entry stays, its heartbeat stale)
+
+Linking (``bridge link``, its scan and adoption: ``bridge/linking/service.py``):
+
+    lb:linked:{target}            set     refs linked by ``bridge link`` or seen linked by a scan
+                                          (see Delivery)
+    lb:adopt:{target}             hash    a linked ref's held create is removed (its group made
+                                          due); ending adoption deletes the whole hash
+    lb:adopted:{target}           string  when adoption of the target ended (ADOPTED); absent:
+                                          adopting if the target says ``adopt = true``; forever
+    lb:pending:{group}, lb:due    seq bumped and the group made due (mark_due) when a held
+                                  create can go out
+
+Operators (the dashboard and CLI: ``bridge/ops/operations.py`` through the ledger):
+
+    lb:release:{target}:{group}   string  digest of a held sync an operator released for
+                                          sending; until that group's next accepted sync
+    lb:discarded:{target}:{group} string  digest of a held sync an operator refused: never sent
+                                          (new content is); forever
     lb:retries:{target}           hash    ref (or "(group):{group}") -> operator retries so far,
-                                          folded into the idempotency key
-    lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions, ...}
-    lb:release:{target}:{group}   string  digest an operator released for sending
-    lb:discarded:{target}:{group} string  digest an operator refused: never sent
-    lb:backoff:{target}:{group}   hash    attempts, not_before
-    lb:target:{target}            hash    paused (reason), blocked_until, last_error, ...
-    lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers
-    lb:history                    list    latest delivery attempts (capped), newest first
-    lb:history:{group}            list    the same for one group (capped)
-    lb:latency                    list    recent webhook-to-acceptance latencies, ms (capped)
-    lb:linked:{target}            set     refs known to be linked on a per-listing portal
-                                          (by `bridge link`, a scan, or found while adopting)
-    lb:adopt:{target}             hash    ref -> held create while the target is in adoption:
-                                          JSON {ref, group, since} (``bridge/delivery/adoption.py``)
-    lb:adopted:{target}           string  when adoption of the target ended; absent: adopting
-                                          if the target says ``adopt = true``
-    lb:workers                    hash    worker id -> last heartbeat
+                                          folded into the idempotency key; forever
+    lb:quarantine:{target}        hash    a retry removes the entry; a discard marks it
+                                          ``discarded`` (see Delivery)
+    lb:held:{target}              hash    a discard removes the group (see Delivery)
+    lb:target:{target}            hash    pause sets paused, paused_at; resume clears them and
+                                          blocked_until, and makes every group due
+    lb:pending:{group}, lb:due    "flush now", a release or a retry makes groups due
+                                  (mark_due: bumps seq so a running flush keeps them due)
+
+arq (written by arq itself; names from ``arq.constants``, derived below):
+
+    QUEUE                         zset    job id -> when to run: the bridge's flush jobs, one
+                                          per group at most (job id FLUSH_JOB_ID + group); the
+                                          name is arq's default queue name + ":listing-bridge"
+    IN_PROGRESS + job id          string  set while a worker runs that job; TTL the job timeout
+    arq's job, result and retry keys per job id, with arq's own TTLs (results are not kept)
 """
 
 from __future__ import annotations
+
+from arq.constants import default_queue_name, in_progress_key_prefix
 
 PREFIX = "lb:"
 
@@ -84,7 +137,9 @@ STATS_TTL_S = 2 * 3600
 # The quarantine entry of a whole group sync the portal refused without naming a listing.
 GROUP_QUARANTINE = "(group):"
 
-# arq job names and the queue the bridge's workers listen on.
-QUEUE = "arq:queue:listing-bridge"
+# arq job names and the queue the bridge's workers listen on. The queue's name must not change:
+# running deployments keep their queued jobs under it.
+QUEUE = default_queue_name + ":listing-bridge"
+IN_PROGRESS = in_progress_key_prefix  # + job id: arq's marker of a running job
 FLUSH_JOB = "flush_group"
 FLUSH_JOB_ID = "flush:"
