@@ -14,23 +14,27 @@ from redis.exceptions import RedisError
 
 from bridge import constants as k
 from bridge.ingest.events import DeleteEvent, SnapshotEvent, UpsertEvent
+from bridge.ingest.listing import Listing
 from bridge.ingest.script_client import ScriptBatcher
+from bridge.scripts import splice
 from bridge.settings import DebounceSettings, WebhookSettings
 
-INGEST = """
--- Settings are spliced in as constants: fewer arguments to pack on every call.
-local P, ttl, stats_ttl = '__PREFIX__', __TTL__, __STATS_TTL__
+_INGEST = """
+-- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
+local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
+local PENDING, DUE, STATS = __PENDING__, __DUE__, __STATS__
+local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
 local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local occurred = tonumber(ARGV[5])
-local stats = P .. 'stats:' .. math.floor(now / 60000)
+local stats = STATS .. math.floor(now / 60000)
 
 -- Count per minute; the first count of a minute sets the expiry.
 local function count(field)
   if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
 end
 
-if not redis.call('SET', P .. 'seen:' .. id, now, 'NX', 'EX', ttl) then
+if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
   count('duplicate')
   return {0, 0}
 end
@@ -38,7 +42,7 @@ count('received')
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 local function touch(g)
-  local pk = P .. 'pending:' .. g
+  local pk = PENDING .. g
   local first = tonumber(redis.call('HGET', pk, 'first'))
   if not first then
     first = now
@@ -46,8 +50,8 @@ local function touch(g)
   end
   redis.call('HSET', pk, 'last', now)
   redis.call('HINCRBY', pk, 'seq', 1)
-  redis.call('ZADD', P .. 'due', math.min(now + window, first + maxwait), g)
-  redis.call('SADD', P .. 'groups', g)
+  redis.call('ZADD', DUE, math.min(now + window, first + maxwait), g)
+  redis.call('SADD', GROUPS, g)
 end
 
 -- Is (v, t) newer than the stored (cv, ct)? Versions order when both have one (-1: none).
@@ -57,7 +61,7 @@ local function newer(v, t, cv, ct)
 end
 
 local function apply(ref, v, t, g, deleted, body)
-  local lk = P .. 'listing:' .. ref
+  local lk = LISTING .. ref
   local cur = redis.call('HMGET', lk, 'v', 't', 'g')
   local moved_from = nil
   if cur[2] then
@@ -71,10 +75,10 @@ local function apply(ref, v, t, g, deleted, body)
     redis.call('HSET', lk, 'v', v, 't', t, 'g', g, 'd', '0', 'body', body, 'at', now)
   end
   if moved_from then
-    redis.call('SREM', P .. 'members:' .. moved_from, ref)
+    redis.call('SREM', MEMBERS .. moved_from, ref)
     touch(moved_from)
   end
-  redis.call('SADD', P .. 'members:' .. g, ref)
+  redis.call('SADD', MEMBERS .. g, ref)
   touch(g)
   return 1
 end
@@ -87,9 +91,9 @@ if kind == 's' then
     applied = applied + apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
   end
   -- Listings of the group absent from the snapshot are deleted, unless changed since.
-  for _, ref in ipairs(redis.call('SMEMBERS', P .. 'members:' .. group)) do
+  for _, ref in ipairs(redis.call('SMEMBERS', MEMBERS .. group)) do
     if not present[ref] then
-      local lk = P .. 'listing:' .. ref
+      local lk = LISTING .. ref
       local cur = redis.call('HMGET', lk, 't', 'd')
       if cur[2] ~= '1' and tonumber(cur[1]) < occurred then
         redis.call('HSET', lk, 'd', '1', 't', occurred, 'at', now)
@@ -105,6 +109,14 @@ end
 
 return {1, applied}
 """
+
+# Settings are known only when the store is built; everything else is spliced in now, so a
+# misspelt name fails the import.
+_SETTINGS = ("TTL", "WINDOW", "MAXWAIT")
+INGEST = splice(_INGEST, {
+    "SEEN": k.SEEN, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "GROUPS": k.GROUPS,
+    "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
+}, later=_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -148,24 +160,18 @@ class EventStore:
 
 
 def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings) -> str:
-    values = {
-        "__PREFIX__": k.PREFIX, "__TTL__": webhook.dedupe_ttl_seconds,
-        "__WINDOW__": debounce.window_ms, "__MAXWAIT__": debounce.max_wait_ms,
-        "__STATS_TTL__": k.STATS_TTL_S,
-    }
-    script = INGEST
-    for name, value in values.items():
-        script = script.replace(name, str(value))
-    return script
+    return splice(INGEST, {"TTL": webhook.dedupe_ttl_seconds, "WINDOW": debounce.window_ms,
+                           "MAXWAIT": debounce.max_wait_ms})
 
 
-def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent) -> tuple[str, list[str | int]]:
+def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent
+           ) -> tuple[str, list[bytes | str | int]]:
     if isinstance(event, UpsertEvent):
         listing = event.listing
         return "u", [listing.external_ref, _version(listing.version), _json(listing)]
     if isinstance(event, DeleteEvent):
         return "d", [event.listing.external_ref, _version(event.listing.version), ""]
-    items: list[str | int] = []
+    items: list[bytes | str | int] = []
     for listing in event.listings:
         items += [listing.external_ref, _version(listing.version), _json(listing)]
     return "s", items
@@ -175,5 +181,5 @@ def _version(version: int | None) -> int:
     return -1 if version is None else version
 
 
-def _json(listing: object) -> str:
-    return listing.model_dump_json(exclude_unset=True)  # type: ignore[attr-defined]
+def _json(listing: Listing) -> str:
+    return listing.model_dump_json(exclude_unset=True)
