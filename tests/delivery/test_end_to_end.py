@@ -1,7 +1,4 @@
-"""Delivery end to end: signed webhook -> Redis -> arq worker process -> sandbox over HTTP.
-
-Each test names the numbered behaviour of the delivery issue it proves.
-"""
+"""Delivery end to end: signed webhook -> Redis -> arq worker process -> sandbox over HTTP."""
 
 from __future__ import annotations
 
@@ -49,9 +46,9 @@ def status(stack: Stack) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-# 1. Debounce per group ---------------------------------------------------------------------
+# Debounce per group ------------------------------------------------------------------------
 
-def test_1_continuous_changes_flush_at_least_every_max_wait_one_at_a_time(
+def test_continuous_changes_flush_at_least_every_max_wait_one_at_a_time(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path, workers=2,
@@ -80,7 +77,7 @@ def _at(request: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(request["at"].replace("Z", "+00:00")).timestamp()
 
 
-def test_1_quiet_group_waits_for_the_window(redis_url: str, tmp_path: Path) -> None:
+def test_a_quiet_group_waits_for_the_window(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path,
                        debounce={"window_ms": 800, "max_wait_ms": 5000}) as stack:
         sent = time.monotonic()
@@ -89,9 +86,9 @@ def test_1_quiet_group_waits_for_the_window(redis_url: str, tmp_path: Path) -> N
         assert time.monotonic() - sent >= 0.75  # not before the trailing window
 
 
-# 2. Coalescing --------------------------------------------------------------------------------
+# Coalescing -----------------------------------------------------------------------------------
 
-def test_2_200_updates_to_10_listings_become_1_sync_and_10_puts(
+def test_200_updates_to_10_listings_become_1_sync_and_10_puts(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path,
@@ -121,9 +118,9 @@ def test_2_200_updates_to_10_listings_become_1_sync_and_10_puts(
         assert len(stack.journal()) == before
 
 
-# 3. Level-triggered planning; targets progress independently --------------------------------
+# Level-triggered planning; targets progress independently -----------------------------------
 
-def test_3_one_portal_down_never_delays_the_other_and_nothing_stale_is_sent(
+def test_one_portal_down_never_delays_the_other_and_nothing_stale_is_sent(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path) as stack:
@@ -141,10 +138,9 @@ def test_3_one_portal_down_never_delays_the_other_and_nothing_stale_is_sent(
             or len(puts(stack, "apt-1")) >= 1
 
 
-# 4. Deletions and moves ---------------------------------------------------------------------
+# Deletions and moves ------------------------------------------------------------------------
 
-def test_4_deletion_hides_on_rentix_and_leaves_travtus_sync(redis_url: str,
-                                                            tmp_path: Path) -> None:
+def test_deletion_hides_on_rentix_and_leaves_travtus_sync(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         for i in range(6):
             stack.post(crm.upsert("del", f"apt-{i}", 1))
@@ -157,7 +153,7 @@ def test_4_deletion_hides_on_rentix_and_leaves_travtus_sync(redis_url: str,
         assert len(stack.rentix_listings()) == 6  # hidden, not deleted
 
 
-def test_4_a_listing_that_moves_leaves_one_sync_and_joins_the_other(
+def test_a_listing_that_moves_leaves_one_sync_and_joins_the_other(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path) as stack:
@@ -174,10 +170,11 @@ def test_4_a_listing_that_moves_leaves_one_sync_and_joins_the_other(
         assert len(puts(stack)) == rentix_puts  # same content: Rentix has no groups
 
 
-# 5. Idempotency -------------------------------------------------------------------------------
+# Idempotency ----------------------------------------------------------------------------------
 
-def test_5_same_content_same_key_after_retry_new_content_new_key(redis_url: str,
-                                                                 tmp_path: Path) -> None:
+def test_same_content_same_key_after_retry_new_content_new_key(
+    redis_url: str, tmp_path: Path
+) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         fault(stack, portal="rentix", method="PUT", path="/listings", status=500, count=2)
         stack.post(crm.upsert("idem", "apt-1", 1))
@@ -193,8 +190,9 @@ def test_5_same_content_same_key_after_retry_new_content_new_key(redis_url: str,
         assert puts(stack, "apt-1")[-1]["idempotency_key"] != attempts[0]["idempotency_key"]
 
 
-def test_5_returning_to_earlier_content_is_applied_not_replayed(redis_url: str,
-                                                                 tmp_path: Path) -> None:
+def test_returning_to_earlier_content_is_applied_not_replayed(
+    redis_url: str, tmp_path: Path
+) -> None:
     """A, then B, then A again: the third write must change the portal back, so it cannot
     reuse the first write's key (the portal would replay its stored answer and do nothing)."""
     price = {"currency": "EUR", "period": "monthly"}
@@ -210,9 +208,9 @@ def test_5_returning_to_earlier_content_is_applied_not_replayed(redis_url: str,
         assert len({s["idempotency_key"] for s in syncs(stack, "aba")}) == 3
 
 
-# 6. Failures ----------------------------------------------------------------------------------
+# Failures -------------------------------------------------------------------------------------
 
-def test_6_rentix_rate_limit_waits_for_the_reset(redis_url: str, tmp_path: Path) -> None:
+def test_rentix_rate_limit_waits_for_the_reset(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         stack.sandbox.post("/_sandbox/rate-limits", json={"rentix_per_minute": 3})
         for i in range(5):
@@ -230,8 +228,7 @@ def test_6_rentix_rate_limit_waits_for_the_reset(redis_url: str, tmp_path: Path)
         stack.wait(lambda: len(stack.travtus_listings("rl")) == 5, what="travtus unaffected")
 
 
-def test_6_a_429_holds_the_target_until_x_ratelimit_reset(redis_url: str,
-                                                          tmp_path: Path) -> None:
+def test_a_429_holds_the_target_until_x_ratelimit_reset(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         reset = int(time.time()) + 20
         fault(stack, portal="rentix", method="PUT", path="/listings", status=429, count=1,
@@ -246,7 +243,7 @@ def test_6_a_429_holds_the_target_until_x_ratelimit_reset(redis_url: str,
         assert int(client.hget("lb:target:rentix", "blocked_until") or 0) == reset * 1000
 
 
-def test_6_expired_token_is_refreshed_once(redis_url: str, tmp_path: Path) -> None:
+def test_an_expired_token_is_refreshed_once(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         stack.post(crm.upsert("tok", "apt-1", 1))
         stack.wait(lambda: stack.travtus_listings("tok"), what="first sync")
@@ -261,8 +258,7 @@ def test_6_expired_token_is_refreshed_once(redis_url: str, tmp_path: Path) -> No
         assert statuses == [200, 401, 200]
 
 
-def test_6_invalid_credentials_pause_the_target_until_resumed(redis_url: str,
-                                                              tmp_path: Path) -> None:
+def test_invalid_credentials_pause_the_target_until_resumed(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         stack.sandbox.post("/_sandbox/credentials", json={"rentix_api_key": "rotated"})
         stack.post(crm.upsert("cred", "apt-1", 1))
@@ -279,7 +275,7 @@ def test_6_invalid_credentials_pause_the_target_until_resumed(redis_url: str,
                    what="accumulated changes flow")
 
 
-def test_6_invalid_listing_is_quarantined_for_travtus_only_and_keeps_its_last_version(
+def test_an_invalid_listing_is_quarantined_for_travtus_only_and_keeps_its_last_version(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path) as stack:
@@ -299,9 +295,31 @@ def test_6_invalid_listing_is_quarantined_for_travtus_only_and_keeps_its_last_ve
             "propertySecondaryType"] == "house", what="rentix takes it")
 
 
-# 7. Guards against destructive syncs ---------------------------------------------------------
+def test_an_operator_retry_of_a_refused_listing_gets_a_fresh_key(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        refusal = {"statusCode": 400, "message": ["propertyArea must be a number"],
+                   "error": "Bad Request"}
+        fault(stack, portal="rentix", method="PUT", path="/listings", status=400, body=refusal,
+              count=1)
+        stack.post(crm.upsert("retry", "apt-1", 1))
+        stack.wait(lambda: status(stack)["targets"]["rentix"]["quarantined"].get("apt-1"),
+                   what="quarantined")
+        entry = status(stack)["targets"]["rentix"]["quarantined"]["apt-1"]
+        assert entry["error_type"] and entry["field"] == "propertyArea"
+        assert "apt-1" not in stack.rentix_listings()
+        result = cli(stack, "quarantine", "retry", "--target", "rentix", "apt-1")
+        assert result.returncode == 0, result.stderr
+        stack.wait(lambda: "apt-1" in stack.rentix_listings(), what="the retry lands")
+        first, second = puts(stack, "apt-1")
+        assert first["idempotency_key"] != second["idempotency_key"]
+        assert not status(stack)["targets"]["rentix"]["quarantined"]
 
-def test_7_mass_deletion_is_held_until_released(redis_url: str, tmp_path: Path) -> None:
+
+# Guards against destructive syncs ------------------------------------------------------------
+
+def test_a_mass_deletion_is_held_until_released(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         for i in range(10):
             stack.post(crm.upsert("mass", f"apt-{i}", 1))
@@ -322,7 +340,9 @@ def test_7_mass_deletion_is_held_until_released(redis_url: str, tmp_path: Path) 
                    what="released sync")
 
 
-def test_7_fraction_guard_and_discard(redis_url: str, tmp_path: Path) -> None:
+def test_deleting_too_large_a_fraction_is_held_and_a_discard_keeps_the_listings(
+    redis_url: str, tmp_path: Path
+) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         for i in range(4):
             stack.post(crm.upsert("frac", f"apt-{i}", 1))
@@ -340,7 +360,7 @@ def test_7_fraction_guard_and_discard(redis_url: str, tmp_path: Path) -> None:
         assert not status(stack)["targets"]["travtus"]["held"]
 
 
-def test_7_empty_sync_is_held(redis_url: str, tmp_path: Path) -> None:
+def test_a_sync_that_would_be_empty_is_held(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         stack.post(crm.upsert("empty", "apt-0", 1))
         stack.wait(lambda: stack.travtus_listings("empty"), what="first sync")
@@ -351,8 +371,9 @@ def test_7_empty_sync_is_held(redis_url: str, tmp_path: Path) -> None:
         assert stack.travtus_listings("empty")
 
 
-def test_7_first_sync_with_unknown_portal_listings_is_held(redis_url: str,
-                                                           tmp_path: Path) -> None:
+def test_a_first_sync_that_would_delete_listings_unknown_to_the_bridge_is_held(
+    redis_url: str, tmp_path: Path
+) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         seeded = stack.sandbox.post("/_sandbox/travtus/listings", json={
             "group": "legacy", "listings": [
@@ -367,9 +388,11 @@ def test_7_first_sync_with_unknown_portal_listings_is_held(redis_url: str,
         assert set(stack.travtus_listings("legacy")) == {"hand-1"}
 
 
-# 8. Crash safety ------------------------------------------------------------------------------
+# Crash safety ---------------------------------------------------------------------------------
 
-def test_8_sigkill_mid_flush_then_restart_delivers(redis_url: str, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_flush_is_recovered_with_the_same_keys(
+    redis_url: str, tmp_path: Path
+) -> None:
     with running_stack(redis_url, tmp_path, workers=0) as stack:
         fault(stack, portal="rentix", method="PUT", path="/listings", latency_ms=1500, count=1)
         victim = stack.start_worker()
@@ -392,8 +415,9 @@ def test_8_sigkill_mid_flush_then_restart_delivers(redis_url: str, tmp_path: Pat
         assert all(len(k) == 1 for k in keys.values())  # same content, same key
 
 
-def test_8_redis_restart_loses_nothing_accepted(redis_srv: RedisServer, redis_url: str,
-                                                tmp_path: Path) -> None:
+def test_a_redis_restart_loses_nothing_accepted(
+    redis_srv: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
     with running_stack(redis_url, tmp_path, workers=0,
                        debounce={"window_ms": 100, "max_wait_ms": 500}) as stack:
         for i in range(5):
@@ -404,9 +428,9 @@ def test_8_redis_restart_loses_nothing_accepted(redis_srv: RedisServer, redis_ur
                    and len(stack.rentix_listings()) == 5, timeout=20, what="delivery")
 
 
-# 9. History and `bridge status` --------------------------------------------------------------
+# History and `bridge status` -----------------------------------------------------------------
 
-def test_9_attempts_are_recorded_and_status_summarises(redis_url: str, tmp_path: Path) -> None:
+def test_attempts_are_recorded_and_status_summarises_them(redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         stack.post(crm.upsert("hist", "apt-1", 1))
         stack.wait(lambda: stack.travtus_listings("hist") and stack.rentix_listings(),
@@ -427,24 +451,3 @@ def test_9_attempts_are_recorded_and_status_summarises(redis_url: str, tmp_path:
 @pytest.fixture(autouse=True)
 def _fast_sandbox() -> SandboxSettings:
     return SandboxSettings()
-
-
-def test_6_operator_retry_of_a_refused_listing_gets_a_fresh_key(redis_url: str,
-                                                                tmp_path: Path) -> None:
-    with running_stack(redis_url, tmp_path) as stack:
-        refusal = {"statusCode": 400, "message": ["propertyArea must be a number"],
-                   "error": "Bad Request"}
-        fault(stack, portal="rentix", method="PUT", path="/listings", status=400, body=refusal,
-              count=1)
-        stack.post(crm.upsert("retry", "apt-1", 1))
-        stack.wait(lambda: status(stack)["targets"]["rentix"]["quarantined"].get("apt-1"),
-                   what="quarantined")
-        entry = status(stack)["targets"]["rentix"]["quarantined"]["apt-1"]
-        assert entry["error_type"] and entry["field"] == "propertyArea"
-        assert "apt-1" not in stack.rentix_listings()
-        result = cli(stack, "quarantine", "retry", "--target", "rentix", "apt-1")
-        assert result.returncode == 0, result.stderr
-        stack.wait(lambda: "apt-1" in stack.rentix_listings(), what="the retry lands")
-        first, second = puts(stack, "apt-1")
-        assert first["idempotency_key"] != second["idempotency_key"]
-        assert not status(stack)["targets"]["rentix"]["quarantined"]

@@ -1,8 +1,8 @@
 """External-ID linking end to end: sandbox and web on real uvicorn, `bridge worker` processes,
 `bridge link` commands; the sandbox's listings and journal are the witness.
 
-Numbers name the items of the linking issue. The Rentix target points at a sandbox of our own,
-so it can be configured with ``adopt = true``.
+The Rentix target points at a sandbox of our own, so it can be configured with
+``adopt = true``.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def link_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-# 3. After linking, the next change updates the hand-made listing in place -------------------
+# After linking, the next change updates the hand-made listing in place ----------------------
 
-def test_3_after_linking_the_next_crm_change_updates_the_hand_made_listing_in_place(
+def test_after_linking_the_next_crm_change_updates_the_hand_made_listing_in_place(
     redis_url: str, tmp_path: Path
 ) -> None:
     with stack_with_portal(redis_url, tmp_path, adopt=False) as (stack, portal):
@@ -93,9 +93,9 @@ def test_3_after_linking_the_next_crm_change_updates_the_hand_made_listing_in_pl
         assert listings[pid]["externalId"] == "apt-1"
 
 
-# 4. Adoption: no creates until the hand-made listings are linked; never a duplicate ---------
+# Adoption: no creates until the hand-made listings are linked; never a duplicate ------------
 
-def test_4_adoption_holds_creates_until_scan_apply_links_and_ends_it(
+def test_adoption_holds_creates_until_scan_apply_links_and_ends_it(
     redis_url: str, tmp_path: Path
 ) -> None:
     with stack_with_portal(redis_url, tmp_path, adopt=True) as (stack, portal):

@@ -94,7 +94,7 @@ async def linking(settings: Settings) -> Linking:
     return Linking(redis_client(settings.redis_url), settings)
 
 
-# 1. link and unlink --------------------------------------------------------------------------
+# link and unlink -----------------------------------------------------------------------------
 
 async def test_link_records_the_ref_and_unlink_forgets_it(
     settings: Settings, sandbox: httpx.Client, r: redis.Redis
@@ -196,7 +196,7 @@ def test_web_api_sits_behind_the_dashboard_token(settings: Settings,
         assert done.status_code == 200 and done.json()["changed"] is True
 
 
-# 2. the scan on the realistic fixture ------------------------------------------------------
+# the scan on the realistic fixture ---------------------------------------------------------
 
 def post_crm(settings: Settings, listings: list[dict[str, Any]], groups: int = 4) -> None:
     """The CRM's listings arrive as group snapshots through the signed webhook."""
@@ -255,7 +255,7 @@ def test_scan_on_the_fixture_links_confident_matches_only_and_twice_changes_noth
     assert portal_listings(sandbox) == on_portal
 
 
-# 3. adoption state ---------------------------------------------------------------------------
+# adoption state ------------------------------------------------------------------------------
 
 async def test_scan_keeps_adoption_on_while_listings_are_ambiguous(
     tmp_path: Path, redis_url: str, sandbox_url: str, sandbox: httpx.Client, r: redis.Redis
