@@ -23,7 +23,7 @@ config_option = click.option(
 def host_port(default_port: int) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         func = click.option("--port", type=int, default=default_port, show_default=True)(func)
-        return click.option("--host", default="127.0.0.1", show_default=True)(func)  # type: ignore[return-value]
+        return click.option("--host", default="127.0.0.1", show_default=True)(func)
 
     return decorate
 

@@ -90,7 +90,7 @@ def sandbox(config_path: str | None, host: str, port: int, rentix_api_key: str,
     """The sandbox portals alone (Rentix under /rentix/api/v1, Travtus under /travtus)."""
     import uvicorn
 
-    from bridge.sandbox.app import SandboxSettings, create_app
+    from bridge.sandbox import SandboxSettings, create_app
 
     settings = SandboxSettings(
         rentix_api_key=rentix_api_key, travtus_client_id=travtus_client_id,

@@ -631,8 +631,8 @@ def _judge(
 
 
 def match_listings(
-    portal_items: list[dict],
-    crm_listings: list[dict],
+    portal_items: list[dict[str, Any]],
+    crm_listings: list[dict[str, Any]],
     *,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     min_margin: float = DEFAULT_MIN_MARGIN,

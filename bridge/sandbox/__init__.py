@@ -3,6 +3,7 @@
 Independent by design: nothing here is shared with the bridge's own adapters.
 """
 
-from .app import SandboxSettings, create_app
+from .app import create_app
+from .state import SandboxSettings
 
 __all__ = ["SandboxSettings", "create_app"]

@@ -89,7 +89,7 @@ def validate(store: RentixStore, payload: Any) -> Answer:
 def link(store: RentixStore, listing_id: int | None, payload: Any) -> Answer:
     ext = payload.get("externalId") if isinstance(payload, dict) else None
     errors = rules.external_id_errors(ext)
-    if errors:
+    if errors or not isinstance(ext, str):  # the rules refuse anything but a string
         return error(400, errors)
     listing = store.get(listing_id) if listing_id is not None else None
     if listing is None:

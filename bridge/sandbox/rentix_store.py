@@ -59,9 +59,9 @@ class RentixStore:
     media_by_external: dict[str, Media] = field(default_factory=dict)
     created_count: int = 0
     _queue: list[tuple[float, int]] = field(default_factory=list)
-    _listing_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _job_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _media_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _listing_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _job_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _media_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- lookups ---------------------------------------------------------------------------------
 

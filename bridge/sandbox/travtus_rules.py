@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from typing import Any, TypeGuard
 
 from .travtus_store import Listing
 
@@ -68,7 +68,7 @@ SYNC_STATUS = {
 }
 
 
-def is_date(value: Any) -> bool:
+def is_date(value: Any) -> TypeGuard[str]:
     if not isinstance(value, str) or not _DATE.fullmatch(value):
         return False
     try:

@@ -35,10 +35,10 @@ class TravtusStore:
     listings: dict[str, Listing] = field(default_factory=dict)
     denied: set[str] = field(default_factory=set)  # group refs (or ids) refused access
     scheduled: dict[str, date] = field(default_factory=dict)
-    _identifiers: itertools.count = field(
+    _identifiers: itertools.count[int] = field(
         default_factory=lambda: itertools.count(FIRST_IDENTIFIER))
-    _group_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _unit_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _group_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _unit_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- groups ----------------------------------------------------------------------------------
 
