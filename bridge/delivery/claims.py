@@ -9,46 +9,52 @@ next attempt when a target still has work (retry, rate limit, time budget).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.scripts import splice
 
-CLAIM = """
-local P, g, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local pk = P .. 'pending:' .. g
+# Planning imports DesiredListing from here.
+__all__ = ["CLAIM", "FINISH", "Claim", "DesiredListing", "Flushes", "mark_due"]
+
+# Returns seq, first, then per member its ref and its listing fields in FIELDS order (nil for a
+# field the hash lacks: all of them when the member has no hash).
+CLAIM = splice("""
+local g, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local pk = __PENDING__ .. g
 local seq = redis.call('HGET', pk, 'seq') or '0'
 local first = redis.call('HGET', pk, 'first') or ''
 redis.call('HDEL', pk, 'first')
-redis.call('ZADD', P .. 'due', now + lease, g)
+redis.call('ZADD', __DUE__, now + lease, g)
 local out = {seq, first}
-for _, ref in ipairs(redis.call('SMEMBERS', P .. 'members:' .. g)) do
-  local h = redis.call('HMGET', P .. 'listing:' .. ref, 'd', 'body', 'at')
+for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
   out[#out + 1] = ref
-  out[#out + 1] = h[1] or '1'
-  out[#out + 1] = h[2] or ''
-  out[#out + 1] = h[3] or '0'
+  local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
+  for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
 end
 return out
-"""
+""", {"PENDING": k.PENDING, "DUE": k.DUE, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING,
+      "FIELDS": FIELDS})
 
-FINISH = """
-local P, g, claimed, next_due = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local seq = redis.call('HGET', P .. 'pending:' .. g, 'seq') or '0'
+FINISH = splice("""
+local g, claimed, next_due = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local seq = redis.call('HGET', __PENDING__ .. g, 'seq') or '0'
 if seq ~= claimed then
   -- Changes arrived during the flush and set their own due time; only bring it forward.
-  if next_due >= 0 then redis.call('ZADD', P .. 'due', 'LT', next_due, g) end
+  if next_due >= 0 then redis.call('ZADD', __DUE__, 'LT', next_due, g) end
   return 0
 end
 if next_due >= 0 then
-  redis.call('ZADD', P .. 'due', next_due, g)
+  redis.call('ZADD', __DUE__, next_due, g)
 else
-  redis.call('ZREM', P .. 'due', g)
+  redis.call('ZREM', __DUE__, g)
 end
 return 1
-"""
+""", {"PENDING": k.PENDING, "DUE": k.DUE})
 
 
 async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
@@ -60,14 +66,6 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
             pipe.hincrby(f"{k.PENDING}{group}", "seq", 1)
         pipe.zadd(k.DUE, dict.fromkeys(groups, at_ms), lt=True)
         await pipe.execute()
-
-
-@dataclass(frozen=True)
-class DesiredListing:
-    ref: str
-    deleted: bool
-    body: dict[str, object] | None  # the canonical listing; None for a bare tombstone
-    received_ms: int
 
 
 @dataclass(frozen=True)
@@ -85,25 +83,26 @@ class Flushes:
         self._lease_ms = lease_ms
 
     async def claim(self, group: str, now_ms: int) -> Claim:
-        raw = await self._claim(keys=[], args=[k.PREFIX, group, now_ms, self._lease_ms])
+        raw = await self._claim(keys=[], args=[group, now_ms, self._lease_ms])
         seq, first = _text(raw[0]), _text(raw[1])
-        listings = []
-        for i in range(2, len(raw), 4):
-            body = raw[i + 2]
-            listings.append(DesiredListing(
-                ref=_text(raw[i]),
-                deleted=_text(raw[i + 1]) == "1",
-                body=orjson.loads(body) if body else None,
-                received_ms=int(raw[i + 3]),
-            ))
+        step = 1 + len(FIELDS)
+        listings = [_listing(group, _text(raw[i]), raw[i + 1:i + step])
+                    for i in range(2, len(raw), step)]
         listings.sort(key=lambda listing: listing.ref)
         return Claim(group, seq, int(first) if first else None, listings)
 
     async def finish(self, claim: Claim, next_due_ms: int | None) -> bool:
         """True if the group had no new changes; False if they arrived during the flush."""
         due = -1 if next_due_ms is None else next_due_ms
-        return bool(await self._finish(keys=[], args=[k.PREFIX, claim.group, claim.seq, due]))
+        return bool(await self._finish(keys=[], args=[claim.group, claim.seq, due]))
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _listing(group: str, ref: str, values: Sequence[bytes | str | None]) -> DesiredListing:
+    # A member without a hash reads as a bare tombstone, as it always has.
+    return decode_fields(ref, values) or DesiredListing(
+        ref=ref, group=group, version=None, occurred_ms=0, deleted=True, body=None,
+        received_ms=0)
