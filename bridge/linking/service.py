@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.delivery import desired
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import mark_due
 from bridge.delivery.ratelimit import RateLimiter
@@ -264,7 +265,7 @@ class Linking:
 
     async def crm_listings(self) -> list[dict[str, Any]]:
         """Every live CRM listing the bridge knows (from events and snapshots)."""
-        groups = [_s(g) for g in await self.redis.smembers(k.GROUPS)]
+        groups = [_s(g) for g in await self.redis.smembers(k.GROUPS)]  # type: ignore[misc]
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.smembers(f"{k.MEMBERS}{group}")
@@ -272,9 +273,10 @@ class Linking:
         refs = sorted({str(_s(ref)) for refs in members for ref in refs})
         async with self.redis.pipeline(transaction=False) as pipe:
             for ref in refs:
-                pipe.hmget(f"{k.LISTING}{ref}", "d", "body")
+                pipe.hmget(f"{k.LISTING}{ref}", list(desired.FIELDS))
             rows = await pipe.execute()
-        return [orjson.loads(body) for deleted, body in rows if body and _s(deleted) != "1"]
+        found = (desired.decode_fields(ref, row) for ref, row in zip(refs, rows, strict=True))
+        return [x.body for x in found if x and not x.deleted and x.body]
 
     # -- adoption --
 
@@ -286,7 +288,7 @@ class Linking:
             "configured": t.adopt,
             "active": await self.adoption.active(t),
             "ended_at": await self.adoption.ended_at(t.name),
-            "linked": await self.redis.scard(k.LINKED + t.name),
+            "linked": await self.redis.scard(k.LINKED + t.name),  # type: ignore[misc]
             "held_creates": [h.as_dict() for h in held],
         }
 
