@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from bridge.settings import ConfigError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
@@ -35,11 +37,11 @@ def load(config_path: str | None) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def plain_errors(func: F) -> F:
+def plain_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors an operator can fix into one line instead of a traceback."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from bridge.connections import UnsafeRedis
 
         try:
@@ -47,7 +49,7 @@ def plain_errors(func: F) -> F:
         except (UnsafeRedis, ConfigError) as exc:
             raise click.ClickException(str(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def run_service(config_path: str | None, service: Callable[[Any, Settings], Any],
@@ -57,11 +59,12 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
     from bridge.connections import redis_client
 
     settings = load(config_path)
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         raise click.ClickException("redis_url is required")
 
     async def go() -> Any:
-        redis = redis_client(settings.redis_url)  # type: ignore[arg-type]
+        redis = redis_client(url)
         try:
             return await action(service(redis, settings))
         finally:
