@@ -18,7 +18,7 @@ Follow a webhook from the endpoint to the portal call by opening one package per
     sandbox/     both portal APIs in memory, written from their references alone
 
 Shared ground: ``settings`` (the TOML file), ``constants`` (every Redis key and its lifetime),
-``connections`` (Redis clients and start-up checks), ``clock``, ``responses``, and ``app`` (the
-web process). The arq worker process is the top-level package ``workers``, which imports
+``connections`` (Redis clients and start-up checks), ``scripts`` (splicing key names into Lua),
+``clock``, ``responses``, and ``app`` (the web process). The arq worker process is the top-level package ``workers``, which imports
 ``bridge`` and is never imported by it. The import rules are contracts in ``pyproject.toml``.
 """
