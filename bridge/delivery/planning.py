@@ -6,7 +6,7 @@ event gives the same plan, so nothing stale or repeated is ever sent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bridge.delivery.claims import DesiredListing
 from bridge.delivery.idempotency import digest, idempotency_key
@@ -40,6 +40,40 @@ class ListingPlan:
     invalid: list[Invalid] = field(default_factory=list)
 
 
+class ListingContent(Protocol):
+    """What a listing's payload depends on: a claimed listing, or one read for an operator."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def body(self) -> dict[str, Any] | None: ...
+
+
+def desired_payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
+                    ) -> dict[str, Any] | None:
+    """What a flush sends a target for this listing as it stands, before validation: the
+    mapped listing; for a deleted one on a per-listing portal, its deletion payload (sent only
+    if that target accepted the listing); None when nothing is sent (the portal's deletion
+    behaviour is "none", or a group sync leaves the listing out)."""
+    if isinstance(adapter, RentixAdapter):
+        if listing.deleted or listing.body is None:
+            return adapter.deletion_payload(listing.ref)
+        return adapter.map_listing(listing.body)
+    if listing.deleted or listing.body is None or not adapter.include_in_sync(listing.body):
+        return None
+    return adapter.map_listing(listing.body)
+
+
+def desired_digest(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
+                   ) -> str | None:
+    """The digest a target's accepted record has once it holds this listing as it stands:
+    the same comparison the planner makes to decide whether anything needs sending."""
+    payload = desired_payload(adapter, listing)
+    return digest(payload) if payload is not None else None
+
+
 def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredListing],
                   accepted: dict[str, Accepted], quarantined: dict[str, Quarantined],
                   retries: dict[str, int] | None = None) -> ListingPlan:
@@ -52,7 +86,8 @@ def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredList
         if listing.deleted or listing.body is None:
             write = _deletion(target, adapter, listing, accepted, retry)
         else:
-            payload = adapter.map_listing(listing.body)
+            payload = desired_payload(adapter, listing)
+            assert payload is not None  # a listing with a body always maps
             d = digest(payload)
             write = ListingWrite(listing.ref, "upsert", payload, d,
                                  _key(target, "upsert", listing.ref, d, accepted, retry),
@@ -72,7 +107,7 @@ def _deletion(target: str, adapter: RentixAdapter, listing: DesiredListing,
     # Only what this target accepted from us is ours to take down.
     if listing.ref not in accepted:
         return None
-    payload = adapter.deletion_payload(listing.ref)
+    payload = desired_payload(adapter, listing)
     if payload is None:
         return None
     operation: Operation = "delete" if payload.get("op") == "delete" else "hide"
@@ -127,9 +162,9 @@ def plan_sync(target: str, adapter: TravtusAdapter, group: str,
     fresh: list[str] = []
     received: dict[str, int] = {}
     for listing in desired:
-        if listing.deleted or listing.body is None or not adapter.include_in_sync(listing.body):
+        payload = desired_payload(adapter, listing)
+        if payload is None:  # deleted, or left out of the sync
             continue
-        payload = adapter.map_listing(listing.body)
         d = digest(payload)
         problems = adapter.validate(payload)
         if problems:
