@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from bridge.cli.options import config_option, run_service
+
+if TYPE_CHECKING:
+    from bridge.ops import Operations
+    from bridge.ops.models import Status
+
+T = TypeVar("T")
 
 
 def register(main: click.Group) -> None:
@@ -16,10 +22,15 @@ def register(main: click.Group) -> None:
         main.add_command(command)
 
 
-def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
-    from bridge.ops.operations import OperationError, Operations
+def run_operation(config_path: str | None, action: Callable[[Operations], Awaitable[T]]) -> T:
+    from bridge.ops import OperationError, Operations
 
-    return run_service(config_path, Operations, action, OperationError)
+    async def closing(ops: Operations) -> T:
+        async with ops:
+            return await action(ops)
+
+    result: T = run_service(config_path, Operations, closing, OperationError)
+    return result
 
 
 @click.command()
@@ -27,15 +38,35 @@ def run_operation(config_path: str | None, action: Callable[[Any], Any]) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(config_path: str | None, as_json: bool) -> None:
     """Queues, held syncs and quarantine, in the terminal."""
-    import json
-
-    from bridge.ops.operations import render_status
+    import orjson
 
     result = run_operation(config_path, lambda ops: ops.status())
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
+    if as_json:  # the same JSON as GET /api/status
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo("\n".join(render_status(result)))
+
+
+def render_status(status: Status) -> list[str]:
+    """The terminal summary of ``bridge status``."""
+    lines = [f"groups known: {status.groups}   flush jobs queued: {status.queued_jobs}   "
+             f"workers alive: {len(status.workers)}"]
+    waiting = [d for d in status.due if d.in_ms > 0]
+    lines.append(f"groups waiting: {len(waiting)}   due now: {len(status.due) - len(waiting)}")
+    for d in sorted(status.due, key=lambda d: d.in_ms)[:10]:
+        lines.append(f"  {d.group}: flush in {max(d.in_ms, 0) / 1000:.1f}s")
+    for name, target in status.targets.items():
+        lines.append(f"target {name} ({target.kind}): {target.state}"
+                     + (f"; last error: {target.last_error}" if target.last_error else ""))
+        for group, held in target.held.items():
+            lines.append(f"  HELD {group}: {held.reason}")
+            if held.deletions:
+                lines.append(f"    would delete: {', '.join(held.deletions[:20])}")
+        for ref, q in target.quarantined.items():
+            where = f" ({q.field})" if q.field else ""
+            lines.append(f"  QUARANTINED {ref} in {q.group}: {q.error_type}{where}: "
+                         f"{q.message}")
+    return lines
 
 
 @click.group()
@@ -51,7 +82,7 @@ def held_release(config_path: str | None, target: str, group: str) -> None:
     """Send the held sync of GROUP, deletions included."""
     entry = run_operation(config_path, lambda ops: ops.release(target, group))
     click.echo(f"released {group} on {target}; it will delete: "
-               f"{', '.join(entry['deletions']) or 'nothing'}")
+               f"{', '.join(entry.deletions) or 'nothing'}")
 
 
 @held.command("discard")

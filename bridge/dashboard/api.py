@@ -1,5 +1,6 @@
 """The JSON API (documented in docs/api.md): the same reads and actions as the pages and the
-CLI, all through ``bridge.ops.operations``. Bad input answers 400/404 and changes nothing."""
+CLI, all through ``bridge.ops``. Bad input answers 400/404 and changes nothing. The read models
+are dataclasses; orjson writes them as the documented JSON objects."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from bridge.ops.operations import NotFound, OperationError, Operations
+from bridge.ops import NotFound, OperationError, Operations
 from bridge.responses import JSONResponse, error
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -22,7 +23,14 @@ class BadRequest(Exception):
 
 
 def operations(request: Request) -> Operations:
-    return Operations(request.app.state.redis, request.app.state.settings)
+    """The app's one Operations, made on first use: the portal adapters its group view maps
+    listings with are built once per process, not on every poll (nothing is ever sent with
+    them, so no connection is left open)."""
+    state = request.app.state
+    ops: Operations | None = getattr(state, "operations", None)
+    if ops is None:
+        ops = state.operations = Operations(state.redis, state.settings)
+    return ops
 
 
 def answers_errors(handler: Handler) -> Handler:

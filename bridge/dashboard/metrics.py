@@ -8,7 +8,6 @@ gauges over the last hour rather than as counters that would fall when old minut
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -16,7 +15,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.ops.operations import Operations
+from bridge.dashboard.api import operations
+from bridge.ops.models import Overview, TargetView
 
 NS = "listing_bridge"
 
@@ -24,7 +24,7 @@ NS = "listing_bridge"
 class Snapshot(Collector):
     """Yields metric families from one snapshot of the dashboard's own reads."""
 
-    def __init__(self, overview: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    def __init__(self, overview: Overview, targets: list[TargetView]) -> None:
         self.overview = overview
         self.targets = targets
 
@@ -39,20 +39,20 @@ class Snapshot(Collector):
         return GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
 
     def _events(self) -> Iterator[Metric]:
-        totals = self.overview["totals"]
+        totals = self.overview.totals
         events = self._gauge("events_last_hour", "Webhook events in the last 60 minutes, by "
                              "kind (received, duplicate, stale)", ["kind"])
-        for kind, n in totals["events"].items():
+        for kind, n in totals.events.items():
             events.add_metric([kind], n)
         rejected = self._gauge("rejections_last_hour",
                                "Webhook requests refused in the last 60 minutes", ["reason"])
-        for reason, n in totals["rejected"].items():
+        for reason, n in totals.rejected.items():
             rejected.add_metric([reason], n)
         yield events
         yield rejected
 
     def _deliveries(self) -> Iterator[Metric]:
-        totals = self.overview["totals"]
+        totals = self.overview.totals
         deliveries = self._gauge("deliveries_last_hour", "Portal delivery attempts in the last "
                                  "60 minutes, by target and result (ok, retrying, failed)",
                                  ["target", "result"])
@@ -61,36 +61,37 @@ class Snapshot(Collector):
         per_event = self._gauge("portal_calls_per_event",
                                 "Portal calls per received event over the last 60 minutes",
                                 ["target"])
-        for target, by in totals["deliveries"].items():
+        for target, by in totals.deliveries.items():
             for result, n in by.items():
                 deliveries.add_metric([target, result], n)
-            calls.add_metric([target], totals["calls"][target])
-            ratio = self.overview["calls_per_event"][target]
+            calls.add_metric([target], totals.calls[target])
+            ratio = self.overview.calls_per_event[target]
             if ratio is not None:
                 per_event.add_metric([target], ratio)
         latency = self._gauge("delivery_latency_seconds", "Webhook-to-portal-acceptance "
                               "latency over the recent deliveries (up to 2000)", ["quantile"])
-        for q, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-            value = self.overview["latency_ms"][q]
+        quantiles = self.overview.latency_ms
+        for label, value in (("0.5", quantiles.p50), ("0.95", quantiles.p95),
+                             ("0.99", quantiles.p99)):
             if value is not None:
                 latency.add_metric([label], value / 1000)
         yield from (deliveries, calls, per_event, latency)
 
     def _now(self) -> Iterator[Metric]:
         o = self.overview
-        waiting = [w for w in o["waiting"] if w["in_ms"] > 0]
+        waiting = [w for w in o.waiting if w.in_ms > 0]
         yield self._one("groups_waiting", "Groups whose flush is scheduled later "
                         "(debounce or retry)", len(waiting))
-        overdue = [w for w in o["waiting"] if w["in_ms"] <= 0 and w["group"] not in o["flushing"]]
+        overdue = [w for w in o.waiting if w.in_ms <= 0 and w.group not in o.flushing]
         yield self._one("groups_overdue", "Groups due now but not being flushed", len(overdue))
-        yield self._one("flushes_running", "Group flushes in progress", len(o["flushing"]))
-        yield self._one("queue_depth", "Jobs in the arq queue", o["queue_depth"])
+        yield self._one("flushes_running", "Group flushes in progress", len(o.flushing))
+        yield self._one("queue_depth", "Jobs in the arq queue", o.queue_depth)
         yield self._one("workers_alive", "Workers with a recent heartbeat",
-                        sum(1 for w in o["workers"] if w["alive"]))
+                        sum(1 for w in o.workers if w.alive))
         age = self._gauge("worker_heartbeat_age_seconds", "Seconds since each worker's "
                           "last heartbeat", ["worker"])
-        for worker in o["workers"]:
-            age.add_metric([worker["id"]], worker["age_s"])
+        for worker in o.workers:
+            age.add_metric([worker.id], worker.age_s)
         yield age
 
     def _one(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -110,25 +111,25 @@ class Snapshot(Collector):
         }
         for t in self.targets:
             for state in ("active", "paused", "rate-limited"):
-                families["state"].add_metric([t["name"], state], int(t["state"] == state))
-            families["quarantined"].add_metric([t["name"]], t["quarantined"])
-            families["held"].add_metric([t["name"]], t["held"])
-            families["budget"].add_metric([t["name"]], t["rate_limit"]["available"])
+                families["state"].add_metric([t.name, state], int(t.state == state))
+            families["quarantined"].add_metric([t.name], t.quarantined)
+            families["held"].add_metric([t.name], t.held)
+            families["budget"].add_metric([t.name], t.rate_limit.available)
         yield from families.values()
 
     def _redis(self) -> Iterator[Metric]:
-        info = self.overview["redis"]
-        yield self._one("redis_used_memory_bytes", "Redis used_memory", info["used_memory"] or 0)
+        info = self.overview.redis
+        yield self._one("redis_used_memory_bytes", "Redis used_memory", info.used_memory or 0)
         yield self._one("redis_aof_enabled", "1 when Redis appends every write to its AOF",
-                        int(info["aof_enabled"] or 0))
-        healthy = info["aof_last_write_status"] in (None, "ok") and \
-            info["rdb_last_bgsave_status"] in (None, "ok")
+                        int(info.aof_enabled or 0))
+        healthy = info.aof_last_write_status in (None, "ok") and \
+            info.rdb_last_bgsave_status in (None, "ok")
         yield self._one("redis_persistence_ok", "1 when Redis's last AOF write and RDB save "
                         "succeeded", int(healthy))
 
 
 async def metrics(request: Request) -> Response:
-    ops = Operations(request.app.state.redis, request.app.state.settings)
+    ops = operations(request)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(await ops.overview(), await ops.targets()))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

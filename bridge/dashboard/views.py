@@ -16,7 +16,8 @@ from starlette.staticfiles import StaticFiles
 from bridge.clock import now_ms
 from bridge.dashboard import charts
 from bridge.dashboard.api import operations
-from bridge.ops.operations import NotFound
+from bridge.ops import NotFound
+from bridge.ops.models import GroupMatch
 
 env = Environment(loader=PackageLoader("bridge.dashboard", "templates"),
                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -59,7 +60,7 @@ async def render(request: Request, name: str, status_code: int = 200,
     template = env.get_template(name)
     problems = await operations(request).problems()
     context.update(request=request, page=name.removesuffix(".html"), now=now_ms(),
-                   problem_count=len(problems["quarantined"]) + len(problems["held"]))
+                   problem_count=problems.count)
     if request.headers.get("x-live") == "1":
         block = template.blocks["live"]
         html = "".join(block(template.new_context(context)))
@@ -81,7 +82,7 @@ async def targets(request: Request) -> Response:
 
 async def groups(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()
-    found = await operations(request).search_groups(query) if query else []
+    found: list[GroupMatch] = await operations(request).search_groups(query) if query else []
     return await render(request, "groups.html", query=query, found=found)
 
 

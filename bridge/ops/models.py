@@ -1,0 +1,272 @@
+"""The operator's read models: what ``bridge status``, the pages, the JSON API and /metrics show.
+
+Plain dataclasses. Their fields, in order, are the JSON documented in docs/api.md: the API hands
+them to orjson as they are (it serialises dataclasses, nested ones and the ledger's included),
+and the templates read their attributes. Per-minute figures stay mappings of name to list, as
+the charts draw any number of named series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from bridge.delivery.ledger import Accepted, Attempt, Held, Quarantined
+
+Series = dict[str, list[int]]  # name -> one count per minute, oldest first
+TargetState = Literal["active", "paused", "rate-limited"]
+ListingStatus = Literal["in step", "pending", "quarantined", "quarantined (discarded)",
+                        "pending removal", "absent"]
+
+
+# -- bridge status (and GET /api/status) --
+
+@dataclass(frozen=True)
+class DueGroup:
+    group: str
+    in_ms: int  # <= 0: due now
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker's last heartbeat as it wrote it (``workers/worker.py``)."""
+
+    at: int
+    pid: int | None
+    host: str | None
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    kind: str
+    state: str  # "active", "rate-limited" or "paused (<reason>)"
+    last_error: str
+    held: dict[str, Held]  # group -> held sync
+    quarantined: dict[str, Quarantined]  # ref -> entry, discarded ones left out
+
+
+@dataclass(frozen=True)
+class Status:
+    now: int
+    groups: int
+    due: list[DueGroup]
+    queued_jobs: int
+    targets: dict[str, TargetStatus]
+    workers: dict[str, Heartbeat]
+
+
+# -- GET /api/overview --
+
+@dataclass(frozen=True)
+class Totals:
+    events: dict[str, int]
+    rejected: dict[str, int]
+    deliveries: dict[str, dict[str, int]]  # target -> ok / retrying / failed -> count
+    calls: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The per-minute lists of ``lb:stats:{minute}`` over a window."""
+
+    events: Series  # received, duplicate, stale
+    rejected: Series  # by reason
+    deliveries: dict[str, Series]  # target -> ok / retrying / failed -> per minute
+    calls: Series  # by target
+
+
+@dataclass(frozen=True)
+class Latency:
+    samples: int
+    p50: int | None
+    p95: int | None
+    p99: int | None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    group: str
+    due_at: int
+    in_ms: int
+    reason: Literal["changes", "retry"]
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    at: int
+    pid: int | None
+    host: str | None
+    age_s: float
+    alive: bool
+
+
+@dataclass(frozen=True)
+class RedisInfo:
+    used_memory: int | None
+    used_memory_human: str | None
+    maxmemory: int | None
+    maxmemory_policy: str | None
+    aof_enabled: int | None
+    aof_last_write_status: str | None
+    rdb_last_bgsave_status: str | None
+    rdb_changes_since_last_save: int | None
+    rdb_last_save_time: int | None
+    loading: int | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: int
+    minutes: list[int]  # each minute's start, oldest first; the last one is still filling
+    events: Series
+    rejected: Series
+    deliveries: dict[str, Series]
+    calls: Series
+    totals: Totals
+    calls_per_event: dict[str, float | None]
+    latency_ms: Latency
+    waiting: list[Waiting]
+    flushing: list[str]
+    queue_depth: int
+    workers: list[Worker]
+    redis: RedisInfo
+    recent_failures: list[Attempt]
+
+
+# -- GET /api/targets --
+
+@dataclass(frozen=True)
+class RateBudget:
+    requests_per_minute: int
+    burst: int
+    available: int
+    next_in_ms: int
+
+
+@dataclass(frozen=True)
+class TargetView:
+    name: str
+    kind: str
+    state: TargetState
+    paused_reason: str | None
+    paused_at: int | None
+    blocked_until: int | None
+    last_error: str | None
+    last_error_at: int | None
+    token_expires_at: int | None  # Travtus, when a worker records it
+    rate_limit: RateBudget
+    quarantined: int
+    held: int
+
+
+# -- GET /api/problems --
+
+@dataclass(frozen=True)
+class HeldSync:
+    """A held sync with the target and group it belongs to."""
+
+    target: str
+    group: str
+    digest: str
+    reason: str
+    deletions: list[str]
+    listings: int
+    since: int
+    unknown_on_portal: list[str]
+
+    @classmethod
+    def of(cls, target: str, group: str, held: Held) -> HeldSync:
+        return cls(target=target, group=group, **asdict(held))
+
+
+@dataclass(frozen=True)
+class QuarantinedListing:
+    """A quarantine entry with the target and ref it belongs to."""
+
+    target: str
+    ref: str
+    digest: str
+    group: str
+    error_type: str
+    message: str
+    field: str | None
+    since: int
+    discarded: bool
+
+    @classmethod
+    def of(cls, target: str, ref: str, entry: Quarantined) -> QuarantinedListing:
+        return cls(target=target, ref=ref, **asdict(entry))
+
+
+@dataclass(frozen=True)
+class Problems:
+    quarantined: list[QuarantinedListing]  # oldest first
+    held: list[HeldSync]  # oldest first
+
+    @property
+    def count(self) -> int:
+        return len(self.quarantined) + len(self.held)
+
+
+# -- GET /api/groups?q= --
+
+@dataclass(frozen=True)
+class GroupMatch:
+    group: str
+    matched: Literal["ref", "group"]
+    ref: str | None  # the listing ref that matched
+    listings: int
+
+
+# -- GET /api/groups/{group} --
+
+@dataclass(frozen=True)
+class Pending:
+    first: int  # first change not yet taken by a flush
+    last: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class ListingState:
+    """Whether a target holds what the bridge would send it now."""
+
+    status: ListingStatus
+    desired_digest: str | None
+    accepted: Accepted | None
+
+
+@dataclass(frozen=True)
+class ListingView:
+    ref: str
+    version: int | None
+    deleted: bool
+    occurred_at: int
+    received_at: int
+    body: dict[str, Any] | None
+    targets: dict[str, ListingState]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    attempts: int
+    not_before: int
+
+
+@dataclass(frozen=True)
+class GroupTarget:
+    held: Held | None
+    backoff: Backoff | None  # while retrying
+    left_on_portal: list[str]  # what a group-sync target holds that the bridge no longer wants
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group: str
+    pending: Pending | None  # None when no change waits for a flush
+    due_in_ms: int | None
+    flushing: bool
+    listings: list[ListingView]
+    targets: dict[str, GroupTarget]
+    history: list[Attempt]

@@ -1,0 +1,382 @@
+"""The operator's read models (``bridge/ops/models.py``) built from what Redis holds.
+
+Whether a target holds what the bridge wants it to is decided by the planner's own code
+(``bridge.delivery.planning.desired_digest``, with the target's adapter for its mapping); a
+listing's desired state is read only through ``bridge.delivery.desired``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.clock import now_ms
+from bridge.delivery.desired import DesiredListing, decode_hash
+from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
+from bridge.delivery.planning import desired_digest
+from bridge.ops import figures
+from bridge.ops.actions import NotFound
+from bridge.ops.models import (
+    Backoff,
+    DueGroup,
+    GroupMatch,
+    GroupTarget,
+    GroupView,
+    Heartbeat,
+    HeldSync,
+    ListingState,
+    ListingStatus,
+    ListingView,
+    Overview,
+    Pending,
+    Problems,
+    QuarantinedListing,
+    RedisInfo,
+    Status,
+    TargetState,
+    TargetStatus,
+    TargetView,
+    Waiting,
+    Worker,
+)
+from bridge.portals import RentixAdapter, TravtusAdapter, adapter_for
+from bridge.settings import RentixTarget, Settings, TravtusTarget
+
+WORKER_STALE_S = 30  # three missed heartbeats (workers beat every 5 s)
+FLUSHING = in_progress_key_prefix + k.FLUSH_JOB_ID  # arq's key while a group's flush job runs
+
+Target = RentixTarget | TravtusTarget
+Adapter = RentixAdapter | TravtusAdapter
+
+
+class Reads:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.ledger = Ledger(redis)
+        self._adapters: dict[str, Adapter] = {}
+
+    def _adapter(self, target: Target) -> Adapter:
+        """Built on first use and kept: the reads only map listings with it (no portal call),
+        and building one (its HTTP client) costs tens of milliseconds."""
+        if target.name not in self._adapters:
+            self._adapters[target.name] = adapter_for(target)
+        return self._adapters[target.name]
+
+    async def aclose(self) -> None:
+        adapters, self._adapters = list(self._adapters.values()), {}
+        for adapter in adapters:
+            await adapter.aclose()
+
+    # -- bridge status --
+
+    async def status(self) -> Status:
+        now = now_ms()
+        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
+        return Status(
+            now=now,
+            groups=await self.redis.scard(k.GROUPS),  # type: ignore[misc]
+            due=[DueGroup(group=_text(g), in_ms=int(score) - now) for g, score in due],
+            queued_jobs=await self.redis.zcard(k.QUEUE),
+            targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
+            workers=await self._heartbeats(),
+        )
+
+    async def _target_status(self, target: Target, now: int) -> TargetStatus:
+        state = await self.ledger.target_state(target.name)
+        quarantined = await self.ledger.quarantined(target.name)
+        return TargetStatus(
+            kind=target.kind,
+            state=_described_state(state, now),
+            last_error=state.get("last_error", ""),
+            held=await self.ledger.held(target.name),
+            quarantined={r: q for r, q in quarantined.items() if not q.discarded},
+        )
+
+    async def _heartbeats(self) -> dict[str, Heartbeat]:
+        raw = await self.redis.hgetall(k.WORKERS)  # type: ignore[misc]
+        return {_text(worker): _heartbeat(value) for worker, value in raw.items()}
+
+    # -- the overview --
+
+    async def overview(self, minutes: int = 60) -> Overview:
+        """Per-minute figures of the last ``minutes`` (oldest first, the current one last),
+        what is waiting or running now, delivery latency, workers and Redis itself."""
+        now = now_ms()
+        current = now // 60_000
+        stamps = list(range(current - minutes + 1, current + 1))
+        series = figures.series(await self._stats(stamps),
+                                [t.name for t in self.settings.targets])
+        return Overview(
+            now=now,
+            minutes=[m * 60_000 for m in stamps],
+            events=series.events,
+            rejected=series.rejected,
+            deliveries=series.deliveries,
+            calls=series.calls,
+            totals=figures.totals(series),
+            calls_per_event=figures.calls_per_event(series),
+            latency_ms=figures.latency(await self._latencies()),
+            waiting=await self._waiting(now),
+            flushing=await self._flushing(),
+            queue_depth=await self.redis.zcard(k.QUEUE),
+            workers=await self._workers(now),
+            redis=await self._redis_info(),
+            recent_failures=await self._failures(10),
+        )
+
+    async def _stats(self, minutes: list[int]) -> list[dict[str, int]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hgetall(f"{k.STATS}{minute}")
+            rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
+        return [{_text(f): int(v) for f, v in row.items()} for row in rows]
+
+    async def _latencies(self) -> list[int]:
+        return [int(v) for v in await self.redis.lrange(k.LATENCY, 0, -1)]  # type: ignore[misc]
+
+    async def _waiting(self, now: int) -> list[Waiting]:
+        """Groups in ``lb:due``: why (changes in debounce, or a retry/lease) and when."""
+        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
+        groups = [_text(g) for g, _ in due]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.exists(f"{k.PENDING}{group}")
+            pending: list[int] = await pipe.execute()
+        return [Waiting(group=g, due_at=int(score), in_ms=int(score) - now,
+                        reason=_why_due(bool(has)))
+                for g, (_, score), has in zip(groups, due, pending, strict=True)]
+
+    async def _flushing(self) -> list[str]:
+        keys = self.redis.scan_iter(match=_glob_escape(FLUSHING) + "*", count=1000)
+        return sorted([_text(key)[len(FLUSHING):] async for key in keys])
+
+    async def _workers(self, now: int) -> list[Worker]:
+        workers = []
+        for worker, beat in (await self._heartbeats()).items():
+            age = (now - beat.at) / 1000
+            workers.append(Worker(id=worker, at=beat.at, pid=beat.pid, host=beat.host,
+                                  age_s=round(age, 1), alive=age < WORKER_STALE_S))
+        return sorted(workers, key=lambda w: w.id)
+
+    async def _redis_info(self) -> RedisInfo:
+        info: dict[str, Any] = {**await self.redis.info("memory"),
+                                **await self.redis.info("persistence")}
+        return RedisInfo(
+            used_memory=_info_int(info, "used_memory"),
+            used_memory_human=_info_text(info, "used_memory_human"),
+            maxmemory=_info_int(info, "maxmemory"),
+            maxmemory_policy=_info_text(info, "maxmemory_policy"),
+            aof_enabled=_info_int(info, "aof_enabled"),
+            aof_last_write_status=_info_text(info, "aof_last_write_status"),
+            rdb_last_bgsave_status=_info_text(info, "rdb_last_bgsave_status"),
+            rdb_changes_since_last_save=_info_int(info, "rdb_changes_since_last_save"),
+            rdb_last_save_time=_info_int(info, "rdb_last_save_time"),
+            loading=_info_int(info, "loading"),
+        )
+
+    async def _failures(self, limit: int) -> list[Attempt]:
+        return [a for a in await self.ledger.history(limit=200) if a.outcome != "ok"][:limit]
+
+    # -- targets --
+
+    async def targets(self) -> list[TargetView]:
+        now = now_ms()
+        return [await self._target_view(target, now) for target in self.settings.targets]
+
+    async def _target_view(self, target: Target, now: int) -> TargetView:
+        state = await self.ledger.target_state(target.name)
+        quarantined = await self.ledger.quarantined(target.name)
+        tat = await self.redis.get(f"{k.RATE_LIMIT}{target.name}")
+        expires = state.get("token_expires_at")
+        return TargetView(
+            name=target.name,
+            kind=target.kind,
+            state=_state(state, now),
+            paused_reason=state.get("paused") or None,
+            paused_at=_int(state.get("paused_at")),
+            blocked_until=_int(state.get("blocked_until")),
+            last_error=state.get("last_error") or None,
+            last_error_at=_int(state.get("last_error_at")),
+            # Travtus tokens live in the workers' memory; shown when a worker records them.
+            token_expires_at=_int(expires) if target.kind == "travtus" else None,
+            rate_limit=figures.budget(float(tat) if tat else None, target.requests_per_minute,
+                                      now),
+            quarantined=sum(1 for q in quarantined.values() if not q.discarded),
+            held=len(await self.ledger.held(target.name)),
+        )
+
+    # -- problems --
+
+    async def problems(self) -> Problems:
+        quarantined: list[QuarantinedListing] = []
+        held: list[HeldSync] = []
+        for target in self.settings.targets:
+            quarantined += [QuarantinedListing.of(target.name, ref, q) for ref, q in
+                            (await self.ledger.quarantined(target.name)).items()
+                            if not q.discarded]
+            held += [HeldSync.of(target.name, group, h)
+                     for group, h in (await self.ledger.held(target.name)).items()]
+        quarantined.sort(key=lambda q: (q.since, q.target, q.ref))
+        held.sort(key=lambda h: (h.since, h.target, h.group))
+        return Problems(quarantined=quarantined, held=held)
+
+    # -- groups --
+
+    async def search_groups(self, query: str, limit: int = 50) -> list[GroupMatch]:
+        """Groups named like ``query``, and the group of the listing whose external ref it is."""
+        query = query.strip()
+        if not query:
+            return []
+        found: dict[str, str | None] = {}  # group -> the listing ref that matched, if any
+        listing = (await self._listings([query])).get(query)
+        if listing is not None and listing.group:
+            found[listing.group] = query
+        async for group in self.redis.sscan_iter(k.GROUPS, match=f"*{_glob_escape(query)}*",
+                                                 count=1000):
+            found.setdefault(_text(group), None)
+            if len(found) >= limit:
+                break
+        ordered = sorted(found, key=lambda g: (g != query, g))
+        return [GroupMatch(group=g, matched="group" if found[g] is None else "ref", ref=found[g],
+                           listings=await self.redis.scard(f"{k.MEMBERS}{g}"))  # type: ignore[misc]
+                for g in ordered]
+
+    async def group(self, group: str, history: int = 50) -> GroupView:
+        if not await self.redis.sismember(k.GROUPS, group):  # type: ignore[misc]
+            raise NotFound(f"no group named {group!r} has been seen")
+        now = now_ms()
+        members = await self.redis.smembers(f"{k.MEMBERS}{group}")  # type: ignore[misc]
+        desired = await self._listings(sorted(_text(r) for r in members))
+        due = await self.redis.zscore(k.DUE, group)
+        targets: dict[str, GroupTarget] = {}
+        states: dict[str, dict[str, ListingState]] = {}
+        for target in self.settings.targets:
+            targets[target.name], states[target.name] = await self._group_target(
+                target, group, desired, now)
+        return GroupView(
+            group=group,
+            pending=await self._pending(group),
+            due_in_ms=int(due) - now if due is not None else None,
+            flushing=await self.redis.exists(f"{FLUSHING}{group}") > 0,
+            listings=[_listing_view(listing, {n: s[ref] for n, s in states.items()})
+                      for ref, listing in desired.items()],
+            targets=targets,
+            history=await self.ledger.history(group, history),
+        )
+
+    async def _listings(self, refs: list[str]) -> dict[str, DesiredListing]:
+        """The desired state of ``refs`` that exist, in the order given."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hgetall(f"{k.LISTING}{ref}")
+            rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
+        listings = (decode_hash(ref, row) for ref, row in zip(refs, rows, strict=True))
+        return {listing.ref: listing for listing in listings if listing is not None}
+
+    async def _pending(self, group: str) -> Pending | None:
+        """``first`` is cleared when a flush takes the changes; last/seq stay as counters."""
+        raw = await self.redis.hgetall(f"{k.PENDING}{group}")  # type: ignore[misc]
+        fields = {_text(f): int(v) for f, v in raw.items()}
+        if "first" not in fields:
+            return None
+        return Pending(first=fields["first"], last=fields.get("last", fields["first"]),
+                       seq=fields.get("seq", 0))
+
+    async def _group_target(self, target: Target, group: str,
+                            desired: dict[str, DesiredListing], now: int
+                            ) -> tuple[GroupTarget, dict[str, ListingState]]:
+        """The group on one target, and each listing's state there."""
+        per_listing = target.kind == "rentix"
+        refs = list(desired)
+        accepted = await self.ledger.accepted(target.name, None if per_listing else group,
+                                              refs if per_listing else None)
+        quarantined = await self.ledger.quarantined(target.name, refs)
+        held = (await self.ledger.held(target.name)).get(group)
+        attempts, not_before = await self.ledger.backoff(target.name, group)
+        adapter = self._adapter(target)
+        states = {ref: listing_state(adapter, listing, accepted.get(ref), quarantined.get(ref))
+                  for ref, listing in desired.items()}
+        view = GroupTarget(
+            held=held,
+            backoff=Backoff(attempts, not_before) if not_before > now else None,
+            # On a group-sync portal, what it holds that the bridge no longer wants there.
+            left_on_portal=[] if per_listing else sorted(set(accepted) - set(desired)),
+        )
+        return view, states
+
+
+def listing_state(adapter: Adapter, listing: DesiredListing, accepted: Accepted | None,
+                  quarantined: Quarantined | None) -> ListingState:
+    """Whether the target holds what a flush would send it now: the planner's digest of the
+    listing compared with the target's accepted record (or with a quarantined version)."""
+    want = desired_digest(adapter, listing)
+    status: ListingStatus
+    if want is None or ((listing.deleted or listing.body is None) and accepted is None):
+        # Nothing to send: only what a target accepted from the bridge is its to take down.
+        removal = accepted is not None and isinstance(adapter, TravtusAdapter)
+        status = "pending removal" if removal else "absent"
+    elif accepted is not None and accepted.digest == want:
+        status = "in step"
+    elif quarantined is not None and quarantined.digest == want:
+        status = "quarantined (discarded)" if quarantined.discarded else "quarantined"
+    else:
+        status = "pending"
+    return ListingState(status=status, desired_digest=want, accepted=accepted)
+
+
+def _listing_view(listing: DesiredListing, targets: dict[str, ListingState]) -> ListingView:
+    return ListingView(ref=listing.ref, version=listing.version, deleted=listing.deleted,
+                       occurred_at=listing.occurred_ms, received_at=listing.received_ms,
+                       body=listing.body, targets=targets)
+
+
+def _heartbeat(raw: bytes | str) -> Heartbeat:
+    beat = orjson.loads(raw)
+    return Heartbeat(at=int(beat.get("at", 0)), pid=beat.get("pid"), host=beat.get("host"))
+
+
+def _why_due(has_changes: bool) -> Literal["changes", "retry"]:
+    return "changes" if has_changes else "retry"
+
+
+def _state(state: dict[str, str], now: int) -> TargetState:
+    if state.get("paused"):
+        return "paused"
+    if int(state.get("blocked_until") or 0) > now:
+        return "rate-limited"
+    return "active"
+
+
+def _described_state(state: dict[str, str], now: int) -> str:
+    """The state as ``bridge status`` words it: a pause says why."""
+    name = _state(state, now)
+    return f"paused ({state['paused']})" if name == "paused" else name
+
+
+def _int(value: str | None) -> int | None:
+    return int(float(value)) if value else None
+
+
+def _info_int(info: dict[str, Any], name: str) -> int | None:
+    value = info.get(name)
+    return int(value) if value is not None else None
+
+
+def _info_text(info: dict[str, Any], name: str) -> str | None:
+    value = info.get(name)
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
