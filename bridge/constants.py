@@ -12,8 +12,15 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
                                           ``bridge/delivery/desired.py``: g (group), v (version,
                                           -1 when absent), t (occurred_at), d ("1" when
                                           deleted), body (canonical listing JSON; absent on a
-                                          bare tombstone), at (received); lives forever
-                                          (a deletion leaves a tombstone)
+                                          bare tombstone), at (received), c (cause of the
+                                          deletion: "deleted" for a listing.deleted event,
+                                          "snapshot" for absence from a group.snapshot; removed
+                                          when the listing is upserted again), f (snapshot
+                                          floor: the latest occurred_at of a group.snapshot
+                                          that left the listing out and deleted it or found it
+                                          deleted; an event from before it is stale whatever
+                                          its version; ingest only); names: LISTING_FIELDS;
+                                          lives forever (a deletion leaves a tombstone)
     lb:members:{group}            set     refs whose current group is {group}, tombstones too;
                                           a ref leaves when its listing moves to another group
     lb:groups                     set     every group ever seen; forever
@@ -111,6 +118,13 @@ GROUPS = PREFIX + "groups"
 PENDING = PREFIX + "pending:"
 DUE = PREFIX + "due"
 STATS = PREFIX + "stats:"
+
+# The fields of lb:listing:{ref}, in one order: the ingest script unpacks them by position and
+# the delivery side reads all but the last (the snapshot floor, which only ingest needs).
+LISTING_FIELDS = ("g", "v", "t", "d", "body", "at", "c", "f")
+# The values of its cause field "c": why the listing is deleted.
+CAUSE_DELETED = "deleted"  # a listing.deleted event
+CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
 
 ACCEPTED = PREFIX + "accepted:"
 SYNC_DIGEST = PREFIX + "syncdigest:"

@@ -1,8 +1,10 @@
 """Durable storage of accepted events: one Lua script, one round trip per webhook.
 
-The script dedupes by webhook id, orders each listing's changes (version, then occurred_at),
-folds the event into the desired state of its listings and groups, and marks the groups due for a
-flush (trailing debounce capped by max wait). Key layout: ``bridge/constants.py``.
+The script dedupes by webhook id, orders each listing's changes (version, then occurred_at; at
+equal times the later arrival wins; nothing from before a snapshot that deleted the listing
+counts), folds the event into the desired state of its listings and groups, records why a
+listing was deleted, and marks the groups due for a flush (trailing debounce capped by max
+wait). Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS = __PENDING__, __DUE__, __STATS__
+-- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
+local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
+local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
 local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
 local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -54,25 +59,30 @@ local function touch(g)
   redis.call('SADD', GROUPS, g)
 end
 
--- Is (v, t) newer than the stored (cv, ct)? Versions order when both have one (-1: none).
-local function newer(v, t, cv, ct)
+-- Is (v, t) not older than the stored (cv, ct)? Versions order when both have one and differ
+-- (-1: none); otherwise occurred_at does, and at equal times the later arrival wins.
+local function current(v, t, cv, ct)
   if v >= 0 and cv >= 0 and v ~= cv then return v > cv end
-  return t > ct
+  return t >= ct
 end
 
 local function apply(ref, v, t, g, deleted, body)
   local lk = LISTING .. ref
-  local cur = redis.call('HMGET', lk, 'v', 't', 'g')
+  local cur = redis.call('HMGET', lk, V, T, G, FLOOR, CAUSE)
   local moved_from = nil
   if cur[2] then
-    if not newer(v, t, tonumber(cur[1]), tonumber(cur[2])) then return 0 end
+    -- A snapshot that deleted the listing at its floor outranks any event from before it.
+    local floor = tonumber(cur[4])
+    if floor and t < floor then return 0 end
+    if not current(v, t, tonumber(cur[1]), tonumber(cur[2])) then return 0 end
     if deleted then g = cur[3] end  -- a deletion applies wherever the listing is
     if cur[3] ~= g then moved_from = cur[3] end
   end
   if deleted then
-    redis.call('HSET', lk, 'v', v, 't', t, 'g', g, 'd', '1', 'at', now)
+    redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now)
   else
-    redis.call('HSET', lk, 'v', v, 't', t, 'g', g, 'd', '0', 'body', body, 'at', now)
+    redis.call('HSET', lk, V, v, T, t, G, g, D, '0', BODY, body, AT, now)
+    if cur[5] then redis.call('HDEL', lk, CAUSE) end
   end
   if moved_from then
     redis.call('SREM', MEMBERS .. moved_from, ref)
@@ -90,13 +100,19 @@ if kind == 's' then
     present[ARGV[i]] = true
     applied = applied + apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
   end
-  -- Listings of the group absent from the snapshot are deleted, unless changed since.
+  -- Listings of the group absent from the snapshot are deleted, unless changed since (at the
+  -- same time the later arrival wins). The snapshot's time becomes the floor of each listing it
+  -- leaves deleted: no event from before it can bring the listing back, whatever its version.
   for _, ref in ipairs(redis.call('SMEMBERS', MEMBERS .. group)) do
     if not present[ref] then
       local lk = LISTING .. ref
-      local cur = redis.call('HMGET', lk, 't', 'd')
-      if cur[2] ~= '1' and tonumber(cur[1]) < occurred then
-        redis.call('HSET', lk, 'd', '1', 't', occurred, 'at', now)
+      local cur = redis.call('HMGET', lk, T, D, FLOOR)
+      if cur[2] == '1' then
+        if (tonumber(cur[3]) or -1) < occurred then redis.call('HSET', lk, FLOOR, occurred) end
+      elseif cur[1] and tonumber(cur[1]) <= occurred then
+        -- A live listing's floor is at most its time: this snapshot's time is the new max.
+        redis.call('HSET', lk, D, '1', T, occurred, CAUSE, CAUSE_SNAPSHOT, FLOOR, occurred,
+                   AT, now)
         applied = applied + 1
       end
     end
@@ -116,6 +132,8 @@ _SETTINGS = ("TTL", "WINDOW", "MAXWAIT")
 INGEST = splice(_INGEST, {
     "SEEN": k.SEEN, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "GROUPS": k.GROUPS,
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
+    "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
+    "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT,
 }, later=_SETTINGS)
 
 
