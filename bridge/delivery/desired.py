@@ -13,8 +13,11 @@ from typing import Any
 
 import orjson
 
-# Field names of the listing hash, in the order the claim script returns them.
-FIELDS = ("g", "v", "t", "d", "body", "at")
+from bridge import constants as k
+
+# Field names of the listing hash, in the order the claim script returns them: every field but
+# the snapshot floor, which only the ingest script reads.
+FIELDS = k.LISTING_FIELDS[:-1]
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class DesiredListing:
     deleted: bool
     body: dict[str, Any] | None  # the canonical listing; None for a bare tombstone
     received_ms: int
+    # Why it is deleted: constants.CAUSE_DELETED or CAUSE_SNAPSHOT; None while it is live (and
+    # for a tombstone written before causes were recorded).
+    cause: str | None = None
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -34,17 +40,19 @@ def _text(value: bytes | str | None) -> str | None:
 
 def decode_fields(ref: str, values: Sequence[bytes | str | None]) -> DesiredListing | None:
     """One listing from its hash values in ``FIELDS`` order; None if the hash does not exist."""
-    group, version, occurred, deleted, body, received = (_text(v) for v in values)
+    group, version, occurred, deleted, body, received, cause = (_text(v) for v in values)
     if group is None and occurred is None:
         return None
+    is_deleted = deleted != "0" if deleted is not None else True
     return DesiredListing(
         ref=ref,
         group=group or "",
         version=None if version in (None, "-1") else int(version),
         occurred_ms=int(float(occurred or 0)),
-        deleted=deleted != "0" if deleted is not None else True,
+        deleted=is_deleted,
         body=orjson.loads(body) if body else None,
         received_ms=int(float(received or 0)),
+        cause=cause if is_deleted else None,
     )
 
 

@@ -95,13 +95,14 @@ async def test_claim_returns_every_member_decoded_and_sorted_by_ref(
 
     assert claim.listings == [
         DesiredListing(ref="gone", group="g1", version=2, occurred_ms=T0 + 10, deleted=True,
-                       body={"ref": "gone", "rent": 500}, received_ms=T0 + 10),
+                       body={"ref": "gone", "rent": 500}, received_ms=T0 + 10,
+                       cause=k.CAUSE_DELETED),
         DesiredListing(ref="hashless", group="g1", version=None, occurred_ms=0, deleted=True,
                        body=None, received_ms=0),
         DesiredListing(ref="live", group="g1", version=3, occurred_ms=T0, deleted=False,
                        body={"ref": "live", "rent": 900}, received_ms=T0),
         DesiredListing(ref="never-seen", group="g1", version=None, occurred_ms=T0 + 20,
-                       deleted=True, body=None, received_ms=T0 + 20),
+                       deleted=True, body=None, received_ms=T0 + 20, cause=k.CAUSE_DELETED),
     ]
 
 
