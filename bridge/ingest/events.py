@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from bridge.ingest.listing import Listing, ListingRef
+from bridge.ingest.listing import NON_FINITE, Listing, ListingRef
 
 Group = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
 
@@ -88,7 +88,9 @@ def _where(error: ErrorDetails) -> str:
         return "type"
     if error["type"] == "model_attributes_type" and not error["loc"]:
         return "(body)"
-    return _field(error["loc"])
+    # A number deep inside ``extra`` carries its path below the field that was validated.
+    below: tuple[int | str, ...] = error.get("ctx", {}).get("extra_path", ())
+    return _field(error["loc"] + below)
 
 
 def _message(error: ErrorDetails) -> str:
@@ -96,6 +98,9 @@ def _message(error: ErrorDetails) -> str:
         return f"type must be one of: {', '.join(EVENT_TYPES)}"
     if error["type"] == "union_tag_not_found":
         return f"type is required, one of: {', '.join(EVENT_TYPES)}"
+    if error["type"] == NON_FINITE:
+        return ("Input should be a finite number (NaN, Infinity and numbers beyond ±1.7e308, "
+                "such as 1e400, are not)")
     message = str(error["msg"]).removeprefix("Value error, ")
     return message
 

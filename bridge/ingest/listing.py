@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 Text = Field(min_length=1, max_length=2000)
+
+# The error type of a non-finite number inside ``extra`` (pydantic's own for typed fields); its
+# context's ``extra_path`` is the path below ``extra`` (keys and list indices), which the event
+# parser adds to the field it names.
+NON_FINITE = "finite_number"
 
 
 class _Model(BaseModel):
     # Unknown fields are ignored rather than refused: a CRM that adds a field must not stop
     # every event. Known fields are typed strictly enough to catch real mistakes.
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # A number JSON cannot hold as a finite float (1e400, NaN, Infinity) is refused: it would be
+    # stored as null and reach the portals as a missing value.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class Price(_Model):
@@ -59,9 +68,41 @@ class Listing(_Model):
     furnished: bool | None = None
     extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @field_validator("extra")
+    @classmethod
+    def _finite_extra(cls, extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Raw fields are untyped, so the model's own check does not reach them.
+        if extra:
+            where = non_finite_at(extra)
+            if where is not None:
+                raise PydanticCustomError(NON_FINITE, "Input should be a finite number",
+                                          {"extra_path": tuple(reversed(where))})
+        return extra
+
 
 class ListingRef(_Model):
     """What a ``listing.deleted`` event must carry; other fields are optional and ignored."""
 
     external_ref: str = Field(min_length=1, max_length=255)
     version: int | None = Field(None, ge=0)
+
+
+def non_finite_at(value: Any) -> list[str | int] | None:
+    """The path to the first non-finite float in ``value``, innermost step first; None if none.
+
+    Built only on the way out of a find, so a clean value costs one type check per item.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else []
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        where = non_finite_at(item)
+        if where is not None:
+            where.append(key)
+            return where
+    return None
