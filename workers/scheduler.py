@@ -15,6 +15,7 @@ from arq.connections import ArqRedis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from workers.jobs import is_connection_failure
 
 log = logging.getLogger("workers.scheduler")
 
@@ -47,9 +48,19 @@ class Scheduler:
         return enqueued
 
     async def run(self) -> None:
+        redis_down = False
         while True:
             try:
                 await self.tick()
-            except Exception:  # a Redis blip must not end the scheduler
-                log.exception("scheduling due groups failed; trying again")
+            except Exception as exc:  # a Redis blip must not end the scheduler
+                if not is_connection_failure(exc):
+                    log.exception("scheduling due groups failed; trying again")
+                elif not redis_down:  # once per outage, not a traceback every tick
+                    log.info("scheduling paused: Redis unavailable (%s: %s)",
+                             type(exc).__name__, exc)
+                redis_down = is_connection_failure(exc)
+            else:
+                if redis_down:
+                    log.info("scheduling resumed: Redis is back")
+                redis_down = False
             await asyncio.sleep(self.interval)
