@@ -1,35 +1,62 @@
-"""The arq worker process: its settings, start-up and shut-down, the scheduler and a heartbeat."""
+"""The arq worker process: its settings, start-up and shut-down, the scheduler and a heartbeat.
+
+``run_worker`` supervises arq: when Redis goes away (a restart, a failover, a network blip) arq's
+worker stops with a connection error; the supervisor logs the outage once, releases that worker,
+waits with capped exponential backoff until Redis answers again and starts a fresh worker. A
+flush that was running is due again by itself (the delivery lease). A worker started while
+Redis is down waits the same way. Anything that is not a connection failure (an unsafe Redis, a
+bug) still stops the process. SIGTERM and SIGINT stop the current worker as arq would and end
+the process normally.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
+import signal
 import socket
+import time
 from typing import Any
 
 import orjson
 from arq import func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.connections import check_redis
+from bridge.connections import check_redis, redis_client
 from bridge.delivery.flush import Delivery
 from bridge.portals import adapters_for
 from bridge.settings import Settings
-from workers.jobs import flush_group
+from workers.jobs import CONNECTION_ERRORS, flush_group, is_connection_failure
 from workers.scheduler import Scheduler
 
+log = logging.getLogger("workers.worker")
+
 HEARTBEAT_S = 5
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 5.0
+# A worker that ran this long before failing had a working Redis: start the backoff afresh.
+STABLE_S = 30.0
+# How long a retiring worker's jobs get to record that they stopped, when Redis answers.
+RETIRE_S = 5.0
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]
     while True:
         beat = {"at": now_ms(), "pid": os.getpid(), "host": socket.gethostname()}
-        await redis.hset(k.WORKERS, ctx["worker_id"], orjson.dumps(beat))
+        try:
+            await redis.hset(k.WORKERS, ctx["worker_id"], orjson.dumps(beat))
+        except Exception as exc:  # a Redis blip must not end the heartbeat
+            if not is_connection_failure(exc):  # the supervisor reports outages
+                log.exception("recording the heartbeat failed; trying again")
         await asyncio.sleep(HEARTBEAT_S)
 
 
@@ -44,22 +71,27 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for task in ctx.get("tasks", []):
+    """Release what ``startup`` made; also runs when Redis is away, so Redis is best effort."""
+    for task in ctx.pop("tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if "worker_id" in ctx:
-        await ctx["redis"].hdel(k.WORKERS, ctx["worker_id"])
-    for adapter in ctx.get("adapters", {}).values():
+        with contextlib.suppress(*CONNECTION_ERRORS):  # a stale beat is overwritten on return
+            await ctx["redis"].hdel(k.WORKERS, ctx["worker_id"])
+    for adapter in ctx.pop("adapters", {}).values():
         await adapter.aclose()
 
 
-def create_worker(settings: Settings) -> Worker:
+def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     assert settings.redis_url
     delivery = settings.delivery
+    # No retries inside arq's create_pool: the supervisor waits for Redis itself, and says so.
+    redis_settings = dataclasses.replace(RedisSettings.from_dsn(settings.redis_url),
+                                         conn_retries=0)
     return Worker(
         functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000)],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=redis_settings,
         queue_name=k.QUEUE,
         max_jobs=delivery.max_jobs,
         job_timeout=delivery.job_timeout_s,
@@ -68,10 +100,133 @@ def create_worker(settings: Settings) -> Worker:
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings},
-        handle_signals=True,
+        handle_signals=handle_signals,
         health_check_interval=HEARTBEAT_S,
     )
 
 
+async def retire(worker: Worker) -> None:
+    """Stop an arq worker and release everything it holds (its job tasks, what ``startup``
+    made, its connection pool), whether or not Redis answers. arq's own ``close`` gives up at
+    its first Redis command, leaving the scheduler, the heartbeat and the pool behind."""
+    running = [t for t in worker.tasks.values() if not t.done()]
+    for task in running:
+        if not task.cancelling():  # a signal may have cancelled it already
+            task.cancel()  # arq re-queues a cancelled job (when Redis lets it)
+    if worker.main_task is not None:
+        worker.main_task.cancel()
+        await asyncio.wait([worker.main_task])
+    if running:
+        _, stuck = await asyncio.wait(running, timeout=RETIRE_S)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            await asyncio.wait(stuck, timeout=1)
+    for task in worker.tasks.values():
+        if task.done() and not task.cancelled():
+            task.exception()  # seen: these are the outage's errors, already reported
+    worker.tasks.clear()
+    pool = worker._pool  # None when Redis was away before the pool was made
+    if pool is None:
+        return
+    try:
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await pool.delete(worker.health_check_key)
+        await shutdown(worker.ctx)
+    finally:
+        await pool.aclose(close_connection_pool=True)
+        worker._pool = None
+
+
+class Supervisor:
+    """Runs one arq worker at a time and starts a fresh one after a Redis outage."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url
+        self.settings = settings
+        self.url = settings.redis_url
+        self.stopping = asyncio.Event()
+        self.worker: Worker | None = None
+        self.redis_down = False
+        self.delay = BACKOFF_FIRST_S
+
+    def stop(self, signum: signal.Signals) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.worker is not None:
+            self.worker.handle_sig(signum)  # logs, cancels its jobs and its main task
+
+    async def run(self) -> None:
+        probe = redis_client(self.url)
+        try:
+            while not self.stopping.is_set():
+                if await self._redis_answers(probe) and not self.stopping.is_set():
+                    started = time.monotonic()
+                    failure = await self._run_worker()
+                    if failure is None:
+                        return  # stopped by a signal
+                    self._went_away(failure)
+                    if time.monotonic() - started > STABLE_S:
+                        self.delay = BACKOFF_FIRST_S
+                await self._pause()
+        finally:
+            await probe.aclose()
+
+    async def _run_worker(self) -> BaseException | None:
+        """Run a fresh arq worker until a signal stops it (None) or Redis goes away (the
+        error); any other failure propagates, after the worker is released."""
+        worker = self.worker = create_worker(self.settings, handle_signals=False)
+        worker.main_task = asyncio.create_task(worker.main())
+        await asyncio.wait([worker.main_task])
+        failure = None if worker.main_task.cancelled() else worker.main_task.exception()
+        try:
+            await retire(worker)
+        finally:
+            self.worker = None
+        if failure is None or self.stopping.is_set():
+            return None
+        if not is_connection_failure(failure):
+            raise failure
+        return failure
+
+    async def _redis_answers(self, probe: Redis) -> bool:
+        try:
+            await probe.ping()
+        except Exception as exc:
+            if not is_connection_failure(exc):
+                raise
+            self._went_away(exc)
+            return False
+        if self.redis_down:
+            log.info("Redis at %s is back; worker resuming", self.url)
+            self.redis_down = False
+        return True
+
+    def _went_away(self, exc: BaseException) -> None:
+        if not self.redis_down:
+            log.warning("Redis at %s is unavailable (%s: %s); delivery paused until it "
+                        "answers (checking with backoff, at least every %.0f s)",
+                        self.url, type(exc).__name__, exc, BACKOFF_MAX_S)
+            self.redis_down = True
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):  # a signal ends the pause early
+            await asyncio.wait_for(self.stopping.wait(), self.delay)
+        self.delay = min(self.delay * 2, BACKOFF_MAX_S)
+
+
+async def supervise(settings: Settings) -> None:
+    supervisor = Supervisor(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, supervisor.stop, signum)
+    try:
+        await supervisor.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
 def run_worker(settings: Settings) -> None:
-    create_worker(settings).run()
+    asyncio.run(supervise(settings))
