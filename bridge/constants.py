@@ -126,6 +126,10 @@ LISTING_FIELDS = ("g", "v", "t", "d", "body", "at", "c", "f")
 CAUSE_DELETED = "deleted"  # a listing.deleted event
 CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
 
+LEASE = PREFIX + "lease:"
+FLUSHING = PREFIX + "flushing"
+FENCE = PREFIX + "fence"
+INTENT = PREFIX + "intent:"
 ACCEPTED = PREFIX + "accepted:"
 SYNC_DIGEST = PREFIX + "syncdigest:"
 QUARANTINE = PREFIX + "quarantine:"

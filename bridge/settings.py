@@ -72,6 +72,8 @@ class DeliverySettings(_Section):
     retry_base_s: float = Field(1.0, gt=0)
     retry_max_s: float = Field(300.0, gt=0)
     poll_interval_ms: int = Field(100, ge=10)
+    # A flush holds its group by a lease it renews; a worker that dies holds it this long.
+    lease_ms: int = Field(10_000, ge=1_000)
 
 
 class RentixTarget(_Section):

@@ -1,51 +1,110 @@
-"""Claiming and finishing a group's flush, atomically.
+"""Claiming a group's flush under a fenced, renewable lease, and finishing it, atomically.
 
-A claim takes the group's pending changes (clears ``first`` so new changes start a new debounce),
-puts a *lease* on the group in ``lb:due`` (now + job timeout + margin: if the worker dies, the
-group falls due again by itself), and returns a consistent snapshot of the group's desired state.
-A finish removes the group from ``lb:due`` only if nothing arrived meanwhile, or schedules the
-next attempt when a target still has work (retry, rate limit, time budget).
+A claim takes the group's pending changes (clears ``first`` so new changes start a new
+debounce), takes the group's *lease* (``lb:lease:{group}``: a short expiry holding a fencing
+token from ``lb:fence``, which never repeats) and returns a consistent snapshot of the group's
+desired state. While a lease is held no other flush of the group starts: a claim that finds one
+returns nothing and makes the group due when that lease would lapse, so a worker that dies
+mid-flush costs at most one lease (seconds), not a job timeout.
+
+The flush renews its lease while it runs (:class:`Lease`), and every write it makes after a
+portal call goes through :meth:`Lease.apply`: one script that applies the writes only if the
+token is still current. A worker frozen past its lease (SIGSTOP, a long GC, a VM pause) wakes to
+find its token stale and writes nothing; it also stops calling the portal, because the lease's
+local deadline has passed. Finishing is fenced the same way and removes the group from
+``lb:due`` only if nothing arrived meanwhile. Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
 from bridge.scripts import splice
+from bridge.settings import DebounceSettings
+
+log = logging.getLogger("bridge.delivery.claims")
 
 # Planning imports DesiredListing from here.
-__all__ = ["CLAIM", "FINISH", "Claim", "DesiredListing", "Flushes", "mark_due"]
+__all__ = ["CLAIM", "FENCED", "FINISH", "RENEW", "Claim", "Command", "DesiredListing",
+           "Flushes", "Lease", "LeaseLost", "mark_due"]
 
-# Returns seq, first, then per member its ref and its listing fields in FIELDS order (nil for a
-# field the hash lacks: all of them when the member has no hash).
+# Returns {0, pttl} when another flush holds the group; else the token, seq, first, then per
+# member its ref and its listing fields in FIELDS order (nil for a field the hash lacks).
 CLAIM = splice("""
 local g, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local lk = __LEASE__ .. g
+local held = redis.call('PTTL', lk)
+if held > 0 then
+  -- Another flush runs: come back when its lease would lapse (never sooner than planned).
+  redis.call('ZADD', __DUE__, 'GT', now + held, g)
+  return {0, held}
+end
+local token = redis.call('INCR', __FENCE__)
+redis.call('SET', lk, token, 'PX', lease)
 local pk = __PENDING__ .. g
 local seq = redis.call('HGET', pk, 'seq') or '0'
 local first = redis.call('HGET', pk, 'first') or ''
 redis.call('HDEL', pk, 'first')
-redis.call('ZADD', __DUE__, now + lease, g)
-local out = {seq, first}
+-- If this worker dies, the group falls due again when its lease lapses.
+redis.call('ZADD', __DUE__, 'GT', now + lease, g)
+redis.call('ZADD', __FLUSHING__, now + lease, g)
+local out = {token, seq, first}
 for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
   out[#out + 1] = ref
   local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
   for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
 end
 return out
-""", {"PENDING": k.PENDING, "DUE": k.DUE, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING,
-      "FIELDS": FIELDS})
+""", {"LEASE": k.LEASE, "FENCE": k.FENCE, "PENDING": k.PENDING, "DUE": k.DUE,
+      "FLUSHING": k.FLUSHING, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING, "FIELDS": FIELDS})
+
+RENEW = splice("""
+local g, token, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('GET', __LEASE__ .. g) ~= token then return 0 end
+redis.call('PEXPIRE', __LEASE__ .. g, lease)
+redis.call('ZADD', __DUE__, 'XX', 'GT', now + lease, g)
+redis.call('ZADD', __FLUSHING__, now + lease, g)
+return 1
+""", {"LEASE": k.LEASE, "DUE": k.DUE, "FLUSHING": k.FLUSHING})
+
+# The writes of a flush after a portal call: all of them if the token is current, else none.
+FENCED = splice("""
+local g, token = ARGV[1], ARGV[2]
+if redis.call('GET', __LEASE__ .. g) ~= token then return 0 end
+for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+return 1
+""", {"LEASE": k.LEASE})
 
 FINISH = splice("""
-local g, claimed, next_due = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local seq = redis.call('HGET', __PENDING__ .. g, 'seq') or '0'
+local g, token, claimed = ARGV[1], ARGV[2], ARGV[3]
+local next_due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
+local window, maxwait = tonumber(ARGV[6]), tonumber(ARGV[7])
+if redis.call('GET', __LEASE__ .. g) ~= token then return -1 end
+redis.call('DEL', __LEASE__ .. g)
+redis.call('ZREM', __FLUSHING__, g)
+local pk = __PENDING__ .. g
+local seq = redis.call('HGET', pk, 'seq') or '0'
 if seq ~= claimed then
-  -- Changes arrived during the flush and set their own due time; only bring it forward.
-  if next_due >= 0 then redis.call('ZADD', __DUE__, 'LT', next_due, g) end
+  -- Changes arrived during the flush: due when their debounce says (a bare seq bump, as an
+  -- operator's action makes, means now), or sooner if a target asked for that.
+  local times = redis.call('HMGET', pk, 'first', 'last')
+  local first, last = tonumber(times[1]), tonumber(times[2])
+  local due = now
+  if first then due = math.min((last or first) + window, first + maxwait) end
+  if next_due >= 0 then due = math.min(due, next_due) end
+  redis.call('ZADD', __DUE__, due, g)
   return 0
 end
 if next_due >= 0 then
@@ -54,7 +113,16 @@ else
   redis.call('ZREM', __DUE__, g)
 end
 return 1
-""", {"PENDING": k.PENDING, "DUE": k.DUE})
+""", {"LEASE": k.LEASE, "FLUSHING": k.FLUSHING, "PENDING": k.PENDING, "DUE": k.DUE})
+
+# A Redis command as the fenced script runs it: every argument a string.
+Command = tuple[str, ...]
+# Lua's unpack() takes at most a few thousand values: longer commands are split.
+MAX_COMMAND_ARGS = 1_000
+
+
+class LeaseLost(Exception):
+    """Another flush took the group: this one must stop calling portals and write nothing."""
 
 
 async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
@@ -71,30 +139,132 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
 @dataclass(frozen=True)
 class Claim:
     group: str
+    token: str
     seq: str
     first_pending_ms: int | None
     listings: list[DesiredListing]
 
 
-class Flushes:
-    def __init__(self, redis: Redis, lease_ms: int) -> None:
-        self._claim = redis.register_script(CLAIM)
-        self._finish = redis.register_script(FINISH)
-        self._lease_ms = lease_ms
+class Lease:
+    """A claimed group's lease while its flush runs: renewed in the background, checked before
+    every portal call, and the fence every write after a portal call goes through."""
 
-    async def claim(self, group: str, now_ms: int) -> Claim:
-        raw = await self._claim(keys=[], args=[group, now_ms, self._lease_ms])
-        seq, first = _text(raw[0]), _text(raw[1])
+    def __init__(self, flushes: Flushes, claim: Claim, lease_ms: int) -> None:
+        self._flushes = flushes
+        self.claim = claim
+        self.lease_ms = lease_ms
+        # Local deadline: the lease cannot outlive the last renewal sent plus its length.
+        self._valid_until = time.monotonic() + lease_ms / 1000
+        self._lost = False
+
+    @property
+    def group(self) -> str:
+        return self.claim.group
+
+    def ensure(self) -> None:
+        """Raise LeaseLost unless this flush may still call a portal. The margin covers the
+        time a call takes to leave once started."""
+        if self._lost or time.monotonic() > self._valid_until - 0.5:
+            self._lost = True
+            raise LeaseLost(f"the lease on group {self.group!r} lapsed")
+
+    async def renew(self) -> bool:
+        sent = time.monotonic()
+        ok = await self._flushes.renew(self.claim, self.lease_ms)
+        if ok and not self._lost:
+            self._valid_until = sent + self.lease_ms / 1000
+        else:
+            self._lost = True
+        return ok
+
+    async def keep(self) -> None:
+        """Renew every third of the lease until cancelled or lost."""
+        while not self._lost:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                if not await self.renew():
+                    log.warning("lost the lease on group %s; stopping its flush", self.group)
+                    return
+            except (RedisError, OSError) as exc:
+                # Keep trying: the local deadline stops portal calls if Redis stays away.
+                log.warning("could not renew the lease on group %s: %s", self.group, exc)
+
+    async def apply(self, commands: Sequence[Command]) -> None:
+        """Run ``commands`` atomically if this flush still holds the group; else LeaseLost."""
+        if not commands:
+            return
+        if not await self._flushes.fenced(self.claim, commands):
+            self._lost = True
+            raise LeaseLost(f"group {self.group!r} was claimed by another flush")
+
+
+class Flushes:
+    def __init__(self, redis: Redis, lease_ms: int, debounce: DebounceSettings) -> None:
+        self._window_ms = debounce.window_ms
+        self._max_wait_ms = debounce.max_wait_ms
+        self._claim = redis.register_script(CLAIM)
+        self._renew = redis.register_script(RENEW)
+        self._fenced = redis.register_script(FENCED)
+        self._finish = redis.register_script(FINISH)
+        self.lease_ms = lease_ms
+
+    async def claim(self, group: str, now_ms: int) -> Claim | None:
+        """The group's changes and desired state under a new lease; None while another flush
+        holds it."""
+        raw = await self._claim(keys=[], args=[group, now_ms, self.lease_ms])
+        if int(raw[0]) == 0:
+            return None
+        token, seq, first = _text(raw[0]), _text(raw[1]), _text(raw[2])
         step = 1 + len(FIELDS)
         listings = [_listing(group, _text(raw[i]), raw[i + 1:i + step])
-                    for i in range(2, len(raw), step)]
+                    for i in range(3, len(raw), step)]
         listings.sort(key=lambda listing: listing.ref)
-        return Claim(group, seq, int(first) if first else None, listings)
+        return Claim(group, token, seq, int(first) if first else None, listings)
+
+    @contextlib.asynccontextmanager
+    async def leased(self, claim: Claim) -> AsyncIterator[Lease]:
+        """The claim's lease, renewed in the background while the block runs."""
+        lease = Lease(self, claim, self.lease_ms)
+        keeper = asyncio.create_task(lease.keep())
+        try:
+            yield lease
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def renew(self, claim: Claim, lease_ms: int) -> bool:
+        return bool(await self._renew(keys=[], args=[claim.group, claim.token, now_ms(),
+                                                     lease_ms]))
+
+    async def fenced(self, claim: Claim, commands: Sequence[Command]) -> bool:
+        return bool(await self._fenced(keys=[], args=[
+            claim.group, claim.token, orjson.dumps(list(_split(commands)))]))
 
     async def finish(self, claim: Claim, next_due_ms: int | None) -> bool:
-        """True if the group had no new changes; False if they arrived during the flush."""
+        """True if the group had no new changes; False if they arrived during the flush.
+        Raises LeaseLost (and changes nothing) if another flush has taken the group."""
         due = -1 if next_due_ms is None else next_due_ms
-        return bool(await self._finish(keys=[], args=[claim.group, claim.seq, due]))
+        result = int(await self._finish(keys=[], args=[
+            claim.group, claim.token, claim.seq, due, now_ms(), self._window_ms,
+            self._max_wait_ms]))
+        if result < 0:
+            raise LeaseLost(f"group {claim.group!r} was claimed by another flush")
+        return bool(result)
+
+
+def _split(commands: Sequence[Command]) -> list[Command]:
+    """Commands with at most MAX_COMMAND_ARGS arguments; long HSET/HDEL/SADD are split."""
+    out: list[Command] = []
+    for command in commands:
+        name, key, *args = command
+        if len(args) <= MAX_COMMAND_ARGS:
+            out.append(command)
+            continue
+        step = MAX_COMMAND_ARGS if name.upper() != "HSET" else MAX_COMMAND_ARGS - 1
+        for i in range(0, len(args), step):
+            out.append((name, key, *args[i:i + step]))
+    return out
 
 
 def _text(value: bytes | str) -> str:

@@ -1,9 +1,14 @@
-"""One group's flush: claim its changes, then bring every target up to date, independently.
+"""One group's flush: claim its changes under a lease, then bring every target up to date,
+independently.
 
 Each target's outcome decides what happens next: accepted content is recorded (so it is never
 sent again), refused content is quarantined for that target alone, transient failures back off
 without holding a worker slot (the group is simply due again later), rate limits and invalid
 credentials hold the whole target, and destructive syncs are held for an operator.
+
+Every write after a portal call goes through the flush's lease (``claims.Lease``): if another
+flush has taken the group meanwhile (this worker froze, or lost Redis for longer than the lease),
+nothing is written and no further portal call is made.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery.adoption import Adoption
-from bridge.delivery.claims import Claim, Flushes
-from bridge.delivery.ledger import Accepted, Attempt, Held, Ledger, Quarantined
+from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
+from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.delivery.ledger import (
+    Accepted,
+    Attempt,
+    Deletion,
+    Held,
+    Ledger,
+    Quarantined,
+    sync_scope,
+)
 from bridge.delivery.planning import (
     Invalid,
     ListingWrite,
@@ -27,6 +42,7 @@ from bridge.delivery.planning import (
     guard_reason,
     plan_listings,
     plan_sync,
+    unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.portals import (
@@ -44,7 +60,7 @@ log = logging.getLogger("bridge.delivery.flush")
 # A wait for the shared rate limit shorter than this happens in the job; longer ones end the
 # target's turn and make the group due again then.
 MAX_INLINE_WAIT_MS = 2_000
-GROUP = "(group):"
+REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -62,217 +78,322 @@ def earliest(*times: int | None) -> int | None:
 
 
 class Delivery:
+    """What a worker needs to flush groups: built once, one :class:`GroupFlush` per flush."""
+
     def __init__(self, redis: Redis, settings: Settings,
                  adapters: dict[str, RentixAdapter | TravtusAdapter]) -> None:
+        self.redis = redis
         self.settings = settings
         self.adapters = adapters
         self.ledger = Ledger(redis)
         self.limiter = RateLimiter(redis)
-        self.flushes = Flushes(redis, lease_ms=(settings.delivery.job_timeout_s + 5) * 1000)
+        self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce)
         self.adoption = Adoption(redis)
 
     async def flush(self, group: str) -> str:
         claim = await self.flushes.claim(group, now_ms())
+        if claim is None:
+            return f"{group}: another flush holds it"
+        try:
+            async with self.flushes.leased(claim) as lease:
+                return await GroupFlush(self, claim, lease).run()
+        except LeaseLost as exc:
+            log.warning("flush of %s stopped: %s", group, exc)
+            return f"{group}: lease lost"
+
+
+class GroupFlush:
+    """One flush of one group, every target in turn, under one lease."""
+
+    def __init__(self, delivery: Delivery, claim: Claim, lease: Lease) -> None:
+        self.d = delivery
+        self.settings = delivery.settings
+        self.claim = claim
+        self.lease = lease
+        self.ledger = delivery.ledger.fenced(lease)
+
+    @property
+    def group(self) -> str:
+        return self.claim.group
+
+    async def run(self) -> str:
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.
         deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
-        turns = [self._target_turn(t, claim, deadline) for t in self.settings.targets]
-        results = await asyncio.gather(*turns, return_exceptions=True)
+        targets = self.settings.targets
+        results = await asyncio.gather(*[self._turn(t, deadline) for t in targets],
+                                       return_exceptions=True)
         next_due: int | None = None
-        for target, result in zip(self.settings.targets, results, strict=True):
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, LeaseLost):
+                raise result
             if isinstance(result, BaseException):
-                log.exception("flush of %s for %s failed", group, target.name, exc_info=result)
-                result = await self._backoff(target.name, group, f"bridge error: {result!r}")
+                log.exception("flush of %s for %s failed", self.group, target.name,
+                              exc_info=result)
+                result = await self._backoff(target.name, f"bridge error: {result!r}")
             next_due = earliest(next_due, result)
-        clean = await self.flushes.finish(claim, next_due)
-        return f"{group}: {'done' if clean and next_due is None else 'more to do'}"
+        clean = await self.d.flushes.finish(self.claim, next_due)
+        return f"{self.group}: {'done' if clean and next_due is None else 'more to do'}"
 
-    async def _target_turn(self, target: RentixTarget | TravtusTarget, claim: Claim,
-                           deadline: float) -> int | None:
+    async def _turn(self, target: RentixTarget | TravtusTarget, deadline: float) -> int | None:
         state = await self.ledger.target_state(target.name)
         if state.get("paused"):
             return None  # changes accumulate; resuming makes every group due
         blocked = int(state.get("blocked_until") or 0)
         if blocked > now_ms():
             return blocked
-        _, not_before = await self.ledger.backoff(target.name, claim.group)
+        _, not_before = await self.ledger.backoff(target.name, self.group)
         if not_before > now_ms():
             return not_before
-        adapter = self.adapters[target.name]
+        adapter = self.d.adapters[target.name]
         if isinstance(adapter, RentixAdapter):
             assert isinstance(target, RentixTarget)
-            return await self._per_listing(target, adapter, claim, deadline)
+            return await self._per_listing(target, adapter, deadline)
         assert isinstance(target, TravtusTarget)
-        return await self._group_sync(target, adapter, claim)
+        return await self._group_sync(target, adapter)
 
     # -- per-listing portals (Rentix) --
 
-    async def _per_listing(self, target: RentixTarget, adapter: RentixAdapter, claim: Claim,
+    async def _per_listing(self, target: RentixTarget, adapter: RentixAdapter,
                            deadline: float) -> int | None:
-        refs = [listing.ref for listing in claim.listings]
-        accepted = await self.ledger.accepted(target.name, None, refs)
-        quarantined = await self.ledger.quarantined(target.name, refs)
-        retries = await self.ledger.retries(target.name, refs)
-        plan = plan_listings(target.name, adapter, claim.listings, accepted, quarantined,
-                             retries)
-        await self._quarantine(target.name, claim.group, plan.invalid)
-        attempts, _ = await self.ledger.backoff(target.name, claim.group)
-        adopting = await self.adoption.active(target)
+        name = target.name
+        refs = [listing.ref for listing in self.claim.listings]
+        accepted = await self.ledger.accepted(name, None, refs)
+        quarantined = await self.ledger.quarantined(name, refs)
+        intents = await self.ledger.intents(name, refs)
+        plan = plan_listings(name, adapter, self.claim.listings, accepted, quarantined, intents)
+        await self._quarantine(name, plan.invalid)
+        attempts, _ = await self.ledger.backoff(name, self.group)
+        adopting = await self.d.adoption.active(target)
         for write in plan.writes:
             if time.monotonic() > deadline:
                 return now_ms()
             if (reset := _exhausted(adapter)) is not None:
                 # The portal says its window is spent: every worker waits for the reset.
-                await self.ledger.block_until(target.name, reset, "rate-limit window spent")
+                await self.ledger.block_until(name, reset, "rate-limit window spent")
                 return reset
             if adopting and write.ref not in accepted:
-                gate = await self._adoption_gate(target, adapter, claim.group, write.ref)
+                gate = await self._adoption_gate(target, adapter, write.ref)
                 if gate.stop:
                     return gate.next_due
                 if gate.hold:
                     continue
-            wait = await self._rate_slot(target.name, target.requests_per_minute)
+            wait = await self._rate_slot(name, target.requests_per_minute)
             if wait:
                 return wait
+            if write.new_intent:
+                await self.ledger.intend(name, {write.ref: write.intent})
             result = await self._send_listing(adapter, write)
-            await self._record(target.name, claim.group, write.operation, [write.ref],
-                               write.key, result, attempts + 1,
-                               [now_ms() - write.received_ms] if result.ok else [])
-            if result.ok:
-                await self.ledger.record_accepted(
-                    target.name, write.ref, Accepted(write.digest, write.payload, now_ms()))
-                await self.ledger.release_quarantine(target.name, [write.ref])
-                continue
-            if result.outcome in (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND):
-                problem = Invalid(write.ref, _problem(result), write.digest)
-                await self._quarantine(target.name, claim.group, [problem])
-                continue
-            return await self._setback(target.name, claim.group, result)
+            stop = await self._settle_listing(name, write, result, attempts)
+            if stop is not False:
+                return stop
         if attempts:
-            await self.ledger.clear_backoff(target.name, claim.group)
+            await self.ledger.clear_backoff(name, self.group)
         return None
 
-    async def _adoption_gate(self, target: RentixTarget, adapter: RentixAdapter, group: str,
+    async def _settle_listing(self, name: str, write: ListingWrite, result: Result,
+                              attempts: int) -> int | bool | None:
+        """Record one write's outcome; False to go on with the next write, else when the
+        group is due again (None: not for this target)."""
+        try:
+            await self._record(name, write.operation, [write.ref], write.key, result,
+                               attempts + 1, [now_ms() - write.received_ms] if result.ok else [])
+            if result.ok:
+                await self.ledger.record_accepted(
+                    name, write.ref, Accepted(write.digest, write.payload, now_ms()))
+                return False
+        except LeaseLost:
+            if result.ok:
+                await self._after_lost_write(name, write.ref, write.digest)
+            raise
+        if result.outcome in REFUSED:
+            await self._quarantine(name, [Invalid(write.ref, _problem(result), write.digest)])
+            return False
+        return await self._setback(name, result)
+
+    async def _adoption_gate(self, target: RentixTarget, adapter: RentixAdapter,
                              ref: str) -> Gate:
         """In adoption, a write for a ref this target never accepted creates a listing beside
         the hand-made one, unless Rentix already holds the ref: look it up once, then send
         (linked) or hold it until the ref is linked or adoption ends."""
-        if await self.adoption.is_linked(target.name, ref):
+        adoption = self.d.adoption
+        if await adoption.is_linked(target.name, ref):
             return Gate()
-        if await self.adoption.is_held(target.name, ref):
+        if await adoption.is_held(target.name, ref):
             return Gate(hold=True)
         wait = await self._rate_slot(target.name, target.requests_per_minute)
         if wait:
             return Gate(stop=True, next_due=wait)
+        self.lease.ensure()
         found = await adapter.get_by_external_id(ref)
+        self.lease.ensure()
         if found.ok:
-            await self.adoption.mark_linked(target.name, [ref])
+            await adoption.mark_linked(target.name, [ref])
             return Gate()
         if found.outcome is Outcome.NOT_FOUND:
-            await self.adoption.hold(target.name, ref, group, now_ms())
+            await adoption.hold(target.name, ref, self.group, now_ms())
             return Gate(hold=True)
-        return Gate(stop=True, next_due=await self._setback(target.name, group, found))
+        return Gate(stop=True, next_due=await self._setback(target.name, found))
 
     async def _send_listing(self, adapter: RentixAdapter, write: ListingWrite) -> Result:
+        self.lease.ensure()
         if write.operation == "delete":
             return await adapter.delete(write.ref, write.key)
         return await adapter.upsert(write.payload, write.key)
 
     # -- group-sync portals (Travtus) --
 
-    async def _group_sync(self, target: TravtusTarget, adapter: TravtusAdapter,
-                          claim: Claim) -> int | None:
-        name, group = target.name, claim.group
-        accepted = await self.ledger.accepted(name, group)
-        refs = [listing.ref for listing in claim.listings]
-        quarantined = await self.ledger.quarantined(name, [*refs, GROUP + group])
-        last = await self.ledger.sync_digest(name, group)
-        retry = (await self.ledger.retries(name, [GROUP + group])).get(GROUP + group, 0)
-        plan = plan_sync(name, adapter, group, claim.listings, accepted, quarantined, last,
-                         now_ms(), retry)
-        await self._quarantine(name, group, plan.invalid)
-        if plan.unchanged or _quarantined_sync(plan, quarantined.get(GROUP + group)):
+    async def _group_sync(self, target: TravtusTarget, adapter: TravtusAdapter) -> int | None:
+        name, group = target.name, self.group
+        plan, accepted, quarantined, last = await self._plan_sync(name, adapter)
+        await self._quarantine(name, plan.invalid)
+        if plan.unchanged or _quarantined_sync(plan, quarantined.get(sync_scope(group))):
             return None
-        if await self.ledger.discarded_digest(name, group) == plan.digest:
+        if await self._discarded(name, plan):
             return None
         if last is None and not plan.listings and not accepted:
             return None  # nothing to say about a group we have never synced
         if await self.ledger.released_digest(name, group) != plan.digest:
             try:
-                held = await self._guard(target, adapter, plan, accepted, set(refs), last)
+                held = await self._guard(adapter, plan, accepted, last)
             except PortalError as exc:
-                return await self._setback(name, group, exc.result)
+                return await self._setback(name, exc.result)
             if held:
                 await self.ledger.hold(name, group, held)
                 log.warning("holding %s sync of %s: %s", name, group, held.reason)
                 return None
-        await self.ledger.unhold(name, group)
         wait = await self._rate_slot(name, target.requests_per_minute)
         if wait:
             return wait
         attempts, _ = await self.ledger.backoff(name, group)
+        if plan.new_intent:
+            await self.ledger.intend(name, {sync_scope(group): plan.intent})
+        self.lease.ensure()
         result = await adapter.sync(group, plan.listings, plan.key)
         latencies = [now_ms() - plan.received_ms[r] for r in plan.fresh] if result.ok else []
-        await self._record(name, group, "sync", plan.refs, plan.key, result, attempts + 1,
-                           latencies)
+        try:
+            await self._record(name, "sync", plan.refs, plan.key, result, attempts + 1,
+                               latencies)
+            if result.ok:
+                await self.ledger.record_sync(name, group, plan.digest, plan.records,
+                                              plan.fresh)
+        except LeaseLost:
+            if result.ok:
+                await self._after_lost_write(name, sync_scope(group), plan.digest)
+            raise
         if result.ok:
-            await self.ledger.record_sync(name, group, plan.digest, plan.records)
-            await self.ledger.release_quarantine(name, [*plan.fresh, GROUP + group])
             if attempts:
                 await self.ledger.clear_backoff(name, group)
             return None
         return await self._sync_refused(name, plan, result)
 
-    async def _guard(self, target: TravtusTarget, adapter: TravtusAdapter, plan: SyncPlan,
-                     accepted: dict[str, Accepted], known: set[str],
-                     last: str | None) -> Held | None:
-        reason = guard_reason(plan, len(accepted), self.settings.guard)
-        deletions = plan.deletions
+    async def _plan_sync(self, name: str, adapter: TravtusAdapter
+                         ) -> tuple[SyncPlan, dict[str, Accepted], dict[str, Quarantined],
+                                    str | None]:
+        group = self.group
+        accepted = await self.ledger.accepted(name, group)
+        refs = [listing.ref for listing in self.claim.listings]
+        quarantined = await self.ledger.quarantined(name, [*refs, sync_scope(group)])
+        last = await self.ledger.sync_digest(name, group)
+        intent = (await self.ledger.intents(name, [sync_scope(group)])).get(sync_scope(group))
+        elsewhere = await self._elsewhere(set(accepted) - set(refs))
+        plan = plan_sync(adapter, group, self.claim.listings, accepted, quarantined, last,
+                         now_ms(), intent, elsewhere)
+        return plan, accepted, quarantined, last
+
+    async def _elsewhere(self, refs: set[str]) -> dict[str, DesiredListing]:
+        """The desired state of listings that left the group: where they went, if anywhere."""
+        if not refs:
+            return {}
+        redis = self.d.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            for ref in sorted(refs):
+                pipe.hmget(f"{k.LISTING}{ref}", list(FIELDS))
+            rows = await pipe.execute()
+        found = {ref: decode_fields(ref, row) for ref, row in zip(sorted(refs), rows,
+                                                                  strict=True)}
+        return {ref: listing for ref, listing in found.items() if listing is not None}
+
+    async def _discarded(self, name: str, plan: SyncPlan) -> bool:
+        """An operator discarded this very sync, and the group has not changed since. Once it
+        has, the discard is spent: the sync is judged afresh (and held again if need be)."""
+        marker = await self.ledger.discarded(name, self.group)
+        if marker is None:
+            return False
+        digest, seq = marker
+        if seq == self.claim.seq and digest == plan.digest:
+            return True
+        if seq != self.claim.seq:
+            await self.ledger.forget_discard(name, self.group)
+        return False
+
+    async def _guard(self, adapter: TravtusAdapter, plan: SyncPlan,
+                     accepted: dict[str, Accepted], last: str | None) -> Held | None:
+        deletions = list(plan.deletions)
+        reason = guard_reason(deletions, len(plan.listings), len(accepted),
+                              self.settings.guard)
         unknown: list[str] = []
         if reason is None and last is None:
-            # First sync: whatever the portal holds that the bridge never heard of would go.
+            # First sync: whatever the portal holds that the bridge never sent would go.
+            self.lease.ensure()
             on_portal = await adapter.find_all(plan.group)
+            known = {listing.ref for listing in self.claim.listings}
             unknown = sorted({str(item.get("external_ref")) for item in on_portal}
-                             - known - set(plan.records))
+                             - known - set(plan.records) - set(accepted))
             if unknown:
+                deletions += unknown_deletions(unknown)
                 reason = (f"first sync of the group, and the portal holds {len(unknown)} "
                           "listing(s) the bridge has never heard of; the sync would delete them")
-                deletions = sorted(set(deletions) | set(unknown))
         if reason is None:
             return None
-        return Held(plan.digest, reason, deletions, len(plan.listings), now_ms(), unknown)
+        return _held(plan, reason, deletions, unknown)
 
     async def _sync_refused(self, name: str, plan: SyncPlan, result: Result) -> int | None:
-        if result.outcome in (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND):
+        group = self.group
+        if result.outcome in REFUSED:
             ref = result.listing_ref
             if ref and ref in plan.records:
                 # Quarantine that listing and try again at once without it.
                 invalid = Invalid(ref, _problem(result), plan.records[ref].digest)
-                await self._quarantine(name, plan.group, [invalid])
+                await self._quarantine(name, [invalid], settled=[sync_scope(group)])
                 return now_ms()
-            invalid = Invalid(GROUP + plan.group, _problem(result), plan.digest)
-            await self._quarantine(name, plan.group, [invalid])
+            await self._quarantine(name, [Invalid(sync_scope(group), _problem(result),
+                                                  plan.digest)])
             return None
         if result.outcome is Outcome.CREDENTIALS_INVALID and result.error_type == \
                 "no_access_to_group":
-            held = Held(plan.digest, f"the portal refuses access to this group: {result.message}",
-                        [], len(plan.listings), now_ms())
-            await self.ledger.hold(name, plan.group, held)
+            reason = f"the portal refuses access to this group: {result.message}"
+            await self.ledger.hold(name, group, _held(plan, reason, [], []))
             return None
-        return await self._setback(name, plan.group, result)
+        return await self._setback(name, result)
 
     # -- shared --
+
+    async def _after_lost_write(self, name: str, scope: str, digest: str) -> None:
+        """This flush's write reached the portal but another flush owns the group now. If that
+        one has since recorded other content, the portal may hold ours instead: distrust the
+        record (unfenced: it can only cause the desired content to be sent again)."""
+        if scope.startswith(sync_scope("")):
+            current = await self.d.ledger.sync_digest(name, self.group)
+        else:
+            record = (await self.d.ledger.accepted(name, None, [scope])).get(scope)
+            current = record.digest if record else None
+        if current != digest:
+            log.warning("a write for %s reached %s after the lease on %s lapsed; "
+                        "it will be sent again", scope, name, self.group)
+            await self.d.ledger.distrust(name, scope)
+            await mark_due(self.d.redis, [self.group], now_ms())
 
     async def _rate_slot(self, target: str, per_minute: int) -> int | None:
         """Wait briefly for the shared rate limit, or return when to come back."""
         while True:
-            wait = await self.limiter.acquire(target, per_minute, now_ms())
+            wait = await self.d.limiter.acquire(target, per_minute, now_ms())
             if not wait:
                 return None
             if wait > MAX_INLINE_WAIT_MS:
                 return now_ms() + wait
             await asyncio.sleep(wait / 1000)
 
-    async def _setback(self, target: str, group: str, result: Result) -> int | None:
+    async def _setback(self, target: str, result: Result) -> int | None:
         reason = f"{result.outcome}: {result.error_type or result.status or ''} {result.message}"
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(target, reason.strip())
@@ -281,33 +402,41 @@ class Delivery:
         if result.outcome is Outcome.RATE_LIMITED:
             until = int(result.retry_at * 1000) if result.retry_at else None
             if until is None or until <= now_ms():
-                return await self._backoff(target, group, reason)
+                return await self._backoff(target, reason)
             await self.ledger.block_until(target, until, reason.strip())
             return until
-        return await self._backoff(target, group, reason)
+        return await self._backoff(target, reason)
 
-    async def _backoff(self, target: str, group: str, reason: str) -> int:
+    async def _backoff(self, target: str, reason: str) -> int:
         """Exponential backoff with full jitter; the group is simply due again then."""
-        attempts, _ = await self.ledger.backoff(target, group)
+        attempts, _ = await self.ledger.backoff(target, self.group)
         delivery = self.settings.delivery
         ceiling = min(delivery.retry_max_s, delivery.retry_base_s * 2 ** attempts)
         not_before = now_ms() + int(1000 * random.uniform(ceiling / 2, ceiling))
-        await self.ledger.set_backoff(target, group, attempts + 1, not_before)
-        await self.ledger.note(target, last_error=reason.strip(), last_error_at=now_ms())
+        await self.ledger.set_backoff(target, self.group, attempts + 1, not_before,
+                                      reason.strip())
         return not_before
 
-    async def _quarantine(self, target: str, group: str, invalid: list[Invalid]) -> None:
-        for item in invalid:
-            problem = item.problem
-            await self.ledger.quarantine(target, item.ref, Quarantined(
-                item.digest, group, problem.error_type, problem.message, problem.field, now_ms()))
+    async def _quarantine(self, target: str, invalid: list[Invalid],
+                          settled: list[str] | None = None) -> None:
+        entries = {item.ref: Quarantined(item.digest, self.group, item.problem.error_type,
+                                         item.problem.message, item.problem.field, now_ms())
+                   for item in invalid}
+        await self.ledger.quarantine(target, entries, settled or ())
 
-    async def _record(self, target: str, group: str, operation: str, refs: list[str], key: str,
+    async def _record(self, target: str, operation: str, refs: list[str], key: str,
                       result: Result, attempt: int, latencies: list[int]) -> None:
         error = "" if result.ok else f"{result.error_type or ''} {result.message}".strip()
-        entry = Attempt(now_ms(), target, group, operation, refs[:50], key, str(result.outcome),
-                        result.status, round(result.latency_ms, 1), attempt, error)
+        entry = Attempt(now_ms(), target, self.group, operation, refs[:50], key,
+                        str(result.outcome), result.status, round(result.latency_ms, 1),
+                        attempt, error)
         await self.ledger.record_attempt(entry, latencies)
+
+
+def _held(plan: SyncPlan, reason: str, deletions: list[Deletion], unknown: list[str]) -> Held:
+    return Held(plan.digest, reason, [d.ref for d in deletions], len(plan.listings), now_ms(),
+                unknown, [{"ref": d.ref, "cause": d.cause, "reason": d.reason}
+                          for d in deletions])
 
 
 def _exhausted(adapter: RentixAdapter) -> int | None:
@@ -324,4 +453,3 @@ def _problem(result: Result) -> Problem:
 
 def _quarantined_sync(plan: SyncPlan, entry: Quarantined | None) -> bool:
     return entry is not None and entry.digest == plan.digest
-

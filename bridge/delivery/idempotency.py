@@ -1,9 +1,20 @@
-"""Content digests and idempotency keys: the same content gives the same key after a retry or
-a crash, new content a new key."""
+"""Content digests and idempotency keys.
+
+A key names one *intent*: this content, for this listing (or group) on this target, written
+over what the target last accepted. The key is random, made when the intent is first planned
+and kept in ``lb:intent:{target}`` (:class:`Intent`) before the call goes out, so a retry of the
+same intent (a timeout, a crash before the answer was recorded) sends the same key and the
+portal applies it once, while any new intent (other content, or the same content again after
+the target accepted something else: A, B, A, B) gets a key never used before, even after Redis
+lost state. Keys derived from content alone repeat in exactly those cases, and the portal then
+replays its stored answer instead of applying the write.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,18 +25,30 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def idempotency_key(target: str, operation: str, scope: str, content_digest: str, *,
-                    previous: str | None = None, retry: int = 0) -> str:
-    """Derived from target, operation, what it applies to (listing or group) and content.
+def fresh_key() -> str:
+    """A key for a new intent: 160 random bits, never derived from anything that can repeat."""
+    return "lb-" + secrets.token_hex(20)
 
-    ``previous`` is the digest the target last accepted: the key names the transition, so going
-    back to earlier content (A, B, then A again) is a new write the portal must apply, not a
-    replay of the first. A retry after a failure or a crash has the same ``previous`` (nothing
-    new was accepted) and so the same key. ``retry`` counts explicit operator retries, each a
-    new intent.
-    """
-    parts = [target, operation, scope, content_digest, previous or ""]
-    if retry:
-        parts.append(f"retry-{retry}")
-    material = "\x1f".join(parts).encode()
-    return "lb-" + hashlib.sha256(material).hexdigest()[:40]
+
+@dataclass(frozen=True)
+class Intent:
+    """A write planned for one scope (a listing, or a group sync) and not yet settled.
+
+    ``digest`` is the content, ``base`` the digest the target had accepted when it was planned
+    (empty when nothing), ``key`` its idempotency key. While it stands, the portal may or may not
+    hold ``digest``; it goes once the portal's answer is recorded (accepted or refused)."""
+
+    digest: str
+    base: str
+    key: str
+
+    def matches(self, content: str, base: str | None) -> bool:
+        return self.digest == content and self.base == (base or "")
+
+
+def key_for(intent: Intent | None, content: str, base: str | None) -> tuple[str, bool]:
+    """The key of the write of ``content`` over ``base``: the standing intent's key when it is
+    the same write (a retry), else a fresh one. The flag says whether the key is new."""
+    if intent is not None and intent.matches(content, base):
+        return intent.key, False
+    return fresh_key(), True

@@ -1,19 +1,29 @@
-"""What each target last accepted, and the delivery state around it: quarantine, held syncs,
-backoff, paused or rate-limited targets, and the history of attempts. Key layout:
-``bridge/constants.py``. Shared by the worker (writes) and the web side (reads, operator acts).
+"""What each target last accepted, and the delivery state around it: standing intents (keys in
+flight), quarantine, held syncs, backoff, paused or rate-limited targets, and the history of
+attempts. Key layout: ``bridge/constants.py``.
+
+Shared by the worker (writes) and the web side (reads, operator actions). A flush builds its
+ledger over its :class:`~bridge.delivery.claims.Lease`: every write then takes effect only while
+that flush still holds the group (fenced), atomically. Operators write directly, and the actions
+that must match what the operator reviewed (release, discard) check it atomically in Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.claims import mark_due
+from bridge.delivery.claims import Command, mark_due
+from bridge.delivery.idempotency import Intent
+from bridge.scripts import splice
+
+Cause = Literal["explicit", "inferred"]
 
 
 @dataclass
@@ -34,6 +44,15 @@ class Quarantined:
     discarded: bool = False
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """One listing a group sync would delete, and why (contract §5: deletions by cause)."""
+
+    ref: str
+    cause: Cause
+    reason: str
+
+
 @dataclass
 class Held:
     digest: str
@@ -42,6 +61,7 @@ class Held:
     listings: int
     since: int
     unknown_on_portal: list[str] = field(default_factory=list)
+    causes: list[dict[str, str]] = field(default_factory=list)  # Deletion as dicts, by ref
 
 
 @dataclass
@@ -59,8 +79,45 @@ class Attempt:
     error: str = ""
 
 
+class Fence(Protocol):
+    """Where a flush's writes go: applied only while the flush holds its group."""
+
+    async def apply(self, commands: Sequence[Command]) -> None: ...
+
+
+class HeldChanged(Exception):
+    """The held sync is not the one the operator reviewed (its digest differs)."""
+
+    def __init__(self, current: Held) -> None:
+        super().__init__(f"the held sync changed; it is now {current.digest}")
+        self.current = current
+
+
+# Release or discard a held sync only if it is still the one the operator reviewed.
+# Returns {0} when nothing is held, {1, held} when another sync is held, {2, held} when done.
+PINNED = splice("""
+local target, group, digest, action, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local held = redis.call('HGET', __HELD__ .. target, group)
+if not held then return {0} end
+if cjson.decode(held)['digest'] ~= digest then return {1, held} end
+local marker = cjson.encode({digest = digest, seq = seq})
+if action == 'release' then
+  redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker)
+else
+  redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker)
+  redis.call('HDEL', __HELD__ .. target, group)
+end
+return {2, held}
+""", {"HELD": k.HELD, "RELEASE": k.RELEASE, "DISCARDED": k.DISCARDED})
+
+
 def _load(raw: bytes | str | None) -> dict[str, Any] | None:
     return orjson.loads(raw) if raw else None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(asdict(value) if hasattr(value, "__dataclass_fields__") else value
+                        ).decode()
 
 
 def accepted_key(target: str, group: str | None) -> str:
@@ -69,9 +126,29 @@ def accepted_key(target: str, group: str | None) -> str:
     return f"{k.ACCEPTED}{target}" if group is None else f"{k.ACCEPTED}{target}:{group}"
 
 
+def sync_scope(group: str) -> str:
+    """The intent and quarantine entry of a whole group sync."""
+    return k.GROUP_QUARANTINE + group
+
+
 class Ledger:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, fence: Fence | None = None) -> None:
         self.redis = redis
+        self.fence = fence
+        self._pinned = redis.register_script(PINNED)
+
+    def fenced(self, fence: Fence) -> Ledger:
+        """This ledger with every write going through ``fence``."""
+        return Ledger(self.redis, fence)
+
+    async def _write(self, *commands: Command) -> None:
+        if self.fence is not None:
+            await self.fence.apply(commands)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     async def _read_json_hash(self, key: str, refs: list[str] | None
                               ) -> dict[str, dict[str, Any]]:
@@ -91,23 +168,52 @@ class Ledger:
         return {ref: Accepted(**data) for ref, data in records.items()}
 
     async def record_accepted(self, target: str, ref: str, record: Accepted) -> None:
-        await self.redis.hset(accepted_key(target, None), ref, _json(record))  # type: ignore[misc]
+        """The target accepted this listing's write: it holds ``record`` now; the intent is
+        settled and any quarantine of the listing is over."""
+        await self._write(
+            ("HSET", accepted_key(target, None), ref, _json(record)),
+            ("HDEL", f"{k.INTENT}{target}", ref),
+            ("HDEL", f"{k.QUARANTINE}{target}", ref),
+        )
 
     async def record_sync(self, target: str, group: str, digest: str,
-                          records: dict[str, Accepted]) -> None:
-        """A group sync was accepted: the group on the portal is now exactly ``records``."""
+                          records: dict[str, Accepted], fresh: list[str]) -> None:
+        """A group sync was accepted: the group on the portal is now exactly ``records``; the
+        listings sent with their current content (``fresh``) are out of quarantine."""
         key = accepted_key(target, group)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            if records:
-                pipe.hset(key, mapping={r: orjson.dumps(asdict(a)) for r, a in records.items()})
-            pipe.set(f"{k.SYNC_DIGEST}{target}:{group}", digest)
-            pipe.delete(f"{k.RELEASE}{target}:{group}")
-            pipe.hdel(f"{k.HELD}{target}", group)
-            await pipe.execute()
+        commands: list[Command] = [("DEL", key)]
+        if records:
+            commands.append(("HSET", key, *[x for ref, record in records.items()
+                                             for x in (ref, _json(record))]))
+        commands += [
+            ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest),
+            ("DEL", f"{k.RELEASE}{target}:{group}"),
+            ("HDEL", f"{k.HELD}{target}", group),
+            ("HDEL", f"{k.INTENT}{target}", sync_scope(group)),
+            ("HDEL", f"{k.QUARANTINE}{target}", *fresh, sync_scope(group)),
+        ]
+        await self._write(*commands)
 
     async def sync_digest(self, target: str, group: str) -> str | None:
         return _s(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
+
+    # -- intents: the key of each write in flight --
+
+    async def intents(self, target: str, scopes: list[str]) -> dict[str, Intent]:
+        records = await self._read_json_hash(f"{k.INTENT}{target}", scopes)
+        return {scope: Intent(**data) for scope, data in records.items()}
+
+    async def intend(self, target: str, intents: dict[str, Intent]) -> None:
+        """Record new intents before their calls go out, so a retry finds their keys."""
+        if intents:
+            await self._write(("HSET", f"{k.INTENT}{target}",
+                               *[x for scope, i in intents.items() for x in (scope, _json(i))]))
+
+    async def distrust(self, target: str, scope: str) -> None:
+        """A write for ``scope`` may have reached the portal after another flush moved on: an
+        intent no content matches makes the next flush send the desired content again."""
+        await self._write(("HSET", f"{k.INTENT}{target}", scope,
+                           _json(Intent(digest="(unknown)", base="(unknown)", key=""))))
 
     # -- quarantine --
 
@@ -116,34 +222,32 @@ class Ledger:
         records = await self._read_json_hash(f"{k.QUARANTINE}{target}", refs)
         return {ref: Quarantined(**data) for ref, data in records.items()}
 
-    async def quarantine(self, target: str, ref: str, entry: Quarantined) -> None:
-        await self.redis.hset(f"{k.QUARANTINE}{target}", ref, _json(entry))  # type: ignore[misc]
+    async def quarantine(self, target: str, entries: dict[str, Quarantined],
+                         settled: Sequence[str] = ()) -> None:
+        """The target refused these writes: nothing changed there, so their intents (and the
+        ``settled`` ones, such as the refused sync's) are over; each entry stays quarantined
+        until its content changes or an operator retries."""
+        if entries:
+            await self._write(
+                ("HSET", f"{k.QUARANTINE}{target}",
+                 *[x for ref, entry in entries.items() for x in (ref, _json(entry))]),
+                ("HDEL", f"{k.INTENT}{target}", *entries, *settled),
+            )
 
     async def retry_quarantined(self, target: str, refs: list[str]) -> None:
-        """An operator asks for a fresh attempt: a new retry generation gives a new key."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(f"{k.QUARANTINE}{target}", *refs)
-            for ref in refs:
-                pipe.hincrby(f"{k.RETRIES}{target}", ref, 1)
-            await pipe.execute()
-
-    async def retries(self, target: str, refs: list[str]) -> dict[str, int]:
-        if not refs:
-            return {}
-        values = await self.redis.hmget(f"{k.RETRIES}{target}", refs)  # type: ignore[misc]
-        return {ref: int(v) for ref, v in zip(refs, values, strict=True) if v}
-
-    async def release_quarantine(self, target: str, refs: list[str]) -> int:
-        if not refs:
-            return 0
-        return int(await self.redis.hdel(f"{k.QUARANTINE}{target}", *refs))  # type: ignore[misc]
+        """An operator asks for a fresh attempt: a new intent, so a new key (the portal would
+        replay its stored refusal for the old one)."""
+        await self._write(("HDEL", f"{k.QUARANTINE}{target}", *refs),
+                          ("HDEL", f"{k.INTENT}{target}", *refs))
 
     async def discard_quarantine(self, target: str, refs: list[str]) -> int:
         """Keep skipping these versions, but take them off the problem list."""
         entries = await self.quarantined(target, refs)
-        for ref, entry in entries.items():
+        for entry in entries.values():
             entry.discarded = True
-            await self.quarantine(target, ref, entry)
+        if entries:
+            await self._write(("HSET", f"{k.QUARANTINE}{target}",
+                               *[x for ref, e in entries.items() for x in (ref, _json(e))]))
         return len(entries)
 
     # -- held syncs --
@@ -153,33 +257,46 @@ class Ledger:
         return {_text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
 
     async def hold(self, target: str, group: str, entry: Held) -> None:
-        await self.redis.hset(f"{k.HELD}{target}", group, _json(entry))  # type: ignore[misc]
+        """Hold a sync for an operator. A release given for an earlier held sync no longer
+        applies: the operator must review this one."""
+        await self._write(("HSET", f"{k.HELD}{target}", group, _json(entry)),
+                          ("DEL", f"{k.RELEASE}{target}:{group}"))
 
     async def unhold(self, target: str, group: str) -> None:
-        await self.redis.hdel(f"{k.HELD}{target}", group)  # type: ignore[misc]
+        await self._write(("HDEL", f"{k.HELD}{target}", group))
 
-    async def release(self, target: str, group: str) -> Held | None:
-        """The operator lets the held sync (exactly that content) go out."""
-        entry = (await self.held(target)).get(group)
-        if entry:
-            await self.redis.set(f"{k.RELEASE}{target}:{group}", entry.digest)
-        return entry
+    async def release(self, target: str, group: str, digest: str) -> Held | None:
+        """The operator lets the held sync they reviewed (``digest``) go out. None when nothing
+        is held; HeldChanged when another sync is held now."""
+        return await self._pinned_action("release", target, group, digest)
+
+    async def discard(self, target: str, group: str, digest: str) -> Held | None:
+        """The operator refuses the held sync they reviewed: that content is not sent until the
+        group changes (then it is judged afresh)."""
+        return await self._pinned_action("discard", target, group, digest)
+
+    async def _pinned_action(self, action: str, target: str, group: str, digest: str
+                             ) -> Held | None:
+        seq = _s(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
+        answer = await self._pinned(keys=[], args=[target, group, digest, action, seq])
+        if int(answer[0]) == 0:
+            return None
+        held = Held(**orjson.loads(answer[1]))
+        if int(answer[0]) == 1:
+            raise HeldChanged(held)
+        return held
 
     async def released_digest(self, target: str, group: str) -> str | None:
-        return _s(await self.redis.get(f"{k.RELEASE}{target}:{group}"))
+        marker = _load(await self.redis.get(f"{k.RELEASE}{target}:{group}"))
+        return str(marker["digest"]) if marker else None
 
-    async def discard(self, target: str, group: str) -> Held | None:
-        """The operator refuses the held sync: that content is never sent (new content is)."""
-        entry = (await self.held(target)).get(group)
-        if entry:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{k.DISCARDED}{target}:{group}", entry.digest)
-                pipe.hdel(f"{k.HELD}{target}", group)
-                await pipe.execute()
-        return entry
+    async def discarded(self, target: str, group: str) -> tuple[str, str] | None:
+        """The digest an operator discarded and the group's change counter at that moment."""
+        marker = _load(await self.redis.get(f"{k.DISCARDED}{target}:{group}"))
+        return (str(marker["digest"]), str(marker["seq"])) if marker else None
 
-    async def discarded_digest(self, target: str, group: str) -> str | None:
-        return _s(await self.redis.get(f"{k.DISCARDED}{target}:{group}"))
+    async def forget_discard(self, target: str, group: str) -> None:
+        await self._write(("DEL", f"{k.DISCARDED}{target}:{group}"))
 
     # -- backoff per target and group --
 
@@ -188,12 +305,17 @@ class Ledger:
         attempts, not_before = await self.redis.hmget(key, ["attempts", "not_before"])  # type: ignore[misc]
         return int(attempts or 0), int(not_before or 0)
 
-    async def set_backoff(self, target: str, group: str, attempts: int, not_before: int) -> None:
-        fields = {"attempts": attempts, "not_before": not_before}
-        await self.redis.hset(f"{k.BACKOFF}{target}:{group}", mapping=fields)  # type: ignore[misc]
+    async def set_backoff(self, target: str, group: str, attempts: int, not_before: int,
+                          reason: str) -> None:
+        await self._write(
+            ("HSET", f"{k.BACKOFF}{target}:{group}", "attempts", str(attempts),
+             "not_before", str(not_before)),
+            ("HSET", f"{k.TARGET}{target}", "last_error", reason, "last_error_at",
+             str(now_ms())),
+        )
 
     async def clear_backoff(self, target: str, group: str) -> None:
-        await self.redis.delete(f"{k.BACKOFF}{target}:{group}")
+        await self._write(("DEL", f"{k.BACKOFF}{target}:{group}"))
 
     # -- target state --
 
@@ -202,41 +324,44 @@ class Ledger:
         return {_text(f): _text(v) for f, v in raw.items()}
 
     async def pause(self, target: str, reason: str) -> None:
-        fields = {"paused": reason, "paused_at": now_ms()}
-        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
+        await self._write(("HSET", f"{k.TARGET}{target}", "paused", reason,
+                           "paused_at", str(now_ms())))
 
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
-        await self.redis.hdel(f"{k.TARGET}{target}", "paused", "paused_at", "blocked_until")  # type: ignore[misc]
+        await self._write(("HDEL", f"{k.TARGET}{target}", "paused", "paused_at",
+                           "blocked_until"))
         groups = [g for g in (_text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
-        fields = {"blocked_until": until_ms, "last_error": reason}
-        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
+        await self._write(("HSET", f"{k.TARGET}{target}", "blocked_until", str(until_ms),
+                           "last_error", reason))
 
     async def note(self, target: str, **fields: str | int) -> None:
-        await self.redis.hset(f"{k.TARGET}{target}", mapping=fields)  # type: ignore[misc]
+        if fields:
+            await self._write(("HSET", f"{k.TARGET}{target}",
+                               *[str(x) for item in fields.items() for x in item]))
 
     # -- history and figures --
 
     async def record_attempt(self, entry: Attempt, latencies_ms: list[int]) -> None:
-        data = orjson.dumps(asdict(entry))
-        minute = entry.at // 60_000
-        stats = f"{k.STATS}{minute}"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(k.HISTORY, data)
-            pipe.ltrim(k.HISTORY, 0, k.HISTORY_MAXLEN - 1)
-            group_key = f"{k.HISTORY}:{entry.group}"
-            pipe.lpush(group_key, data)
-            pipe.ltrim(group_key, 0, k.GROUP_HISTORY_MAXLEN - 1)
-            pipe.hincrby(stats, f"calls:{entry.target}", 1)
-            pipe.hincrby(stats, f"{entry.outcome}:{entry.target}", 1)
-            pipe.expire(stats, k.STATS_TTL_S)
-            if latencies_ms:
-                pipe.lpush(k.LATENCY, *latencies_ms)
-                pipe.ltrim(k.LATENCY, 0, k.LATENCY_MAXLEN - 1)
-            await pipe.execute()
+        data = _json(entry)
+        stats = f"{k.STATS}{entry.at // 60_000}"
+        group_key = f"{k.HISTORY}:{entry.group}"
+        commands: list[Command] = [
+            ("LPUSH", k.HISTORY, data),
+            ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
+            ("LPUSH", group_key, data),
+            ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
+            ("HINCRBY", stats, f"calls:{entry.target}", "1"),
+            ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
+            ("EXPIRE", stats, str(k.STATS_TTL_S)),
+        ]
+        if latencies_ms:
+            commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
+                         ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]
+        await self._write(*commands)
 
     async def history(self, group: str | None = None, limit: int = 100) -> list[Attempt]:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
@@ -249,10 +374,4 @@ def _s(value: bytes | str | None) -> str | None:
 
 
 def _text(value: bytes | str) -> str:
-    """A hash field or member, never missing (unlike a looked-up value, see ``_s``)."""
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _json(record: Accepted | Quarantined | Held) -> str:
-    # Decoded so the hash value has the type redis-py declares; Redis stores the same bytes.
-    return orjson.dumps(asdict(record)).decode()

@@ -1,6 +1,11 @@
 """Level-triggered planning: compare a group's desired state with what each target last
-accepted, and work out what to send. Pure functions, no I/O: a retry, a crash or a duplicate
-event gives the same plan, so nothing stale or repeated is ever sent.
+accepted, and work out what to send. No I/O: the flush reads the ledger and passes it in, so a
+retry, a crash or a duplicate event gives the same plan, and nothing stale is ever sent.
+
+Each write carries the key of its intent (``bridge/delivery/idempotency.py``): the standing
+intent's key when the same write is still in flight, a fresh key otherwise. A standing intent
+for other content also means the portal may hold that content, so the listing is written again
+even when the ledger says the portal has the desired content already.
 """
 
 from __future__ import annotations
@@ -9,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bridge.delivery.claims import DesiredListing
-from bridge.delivery.idempotency import digest, idempotency_key
-from bridge.delivery.ledger import Accepted, Quarantined
+from bridge.delivery.idempotency import Intent, digest, key_for
+from bridge.delivery.ledger import Accepted, Deletion, Quarantined, sync_scope
 from bridge.portals import Problem, RentixAdapter, TravtusAdapter
 from bridge.settings import GuardSettings
 
@@ -32,6 +37,12 @@ class ListingWrite:
     digest: str
     key: str
     received_ms: int
+    base: str = ""  # the digest the target had accepted when this write was planned
+    new_intent: bool = True  # its key is fresh: record the intent before sending
+
+    @property
+    def intent(self) -> Intent:
+        return Intent(self.digest, self.base, self.key)
 
 
 @dataclass
@@ -76,56 +87,50 @@ def desired_digest(adapter: RentixAdapter | TravtusAdapter, listing: ListingCont
 
 def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredListing],
                   accepted: dict[str, Accepted], quarantined: dict[str, Quarantined],
-                  retries: dict[str, int] | None = None) -> ListingPlan:
-    """One write per listing whose content differs from what the target last accepted.
-    ``retries`` counts operator retries per ref: each one is a new intent, so a new key."""
+                  intents: dict[str, Intent] | None = None) -> ListingPlan:
+    """One write per listing whose content differs from what the target holds: what it last
+    accepted, unless a standing intent says it may hold something else."""
     plan = ListingPlan()
-    retries = retries or {}
+    intents = intents or {}
     for listing in desired:
-        retry = retries.get(listing.ref, 0)
-        if listing.deleted or listing.body is None:
-            write = _deletion(target, adapter, listing, accepted, retry)
-        else:
-            payload = desired_payload(adapter, listing)
-            assert payload is not None  # a listing with a body always maps
-            d = digest(payload)
-            write = ListingWrite(listing.ref, "upsert", payload, d,
-                                 _key(target, "upsert", listing.ref, d, accepted, retry),
-                                 listing.received_ms)
-            if (problems := adapter.validate(payload)) and not _same(write, accepted):
-                if not _quarantined(listing.ref, d, quarantined):
-                    plan.invalid.append(Invalid(listing.ref, problems[0], d))
-                continue
-        if write and not _same(write, accepted) and not _quarantined(
-                listing.ref, write.digest, quarantined):
+        intent = intents.get(listing.ref)
+        payload = desired_payload(adapter, listing)
+        if payload is None:
+            continue  # nothing to send: deletions are "none" for this target
+        write = _write(listing, payload, accepted.get(listing.ref), intent)
+        if write is None or _holds(write, accepted, intent):
+            continue
+        if write.operation == "upsert" and (problems := adapter.validate(payload)):
+            if not _quarantined(listing.ref, write.digest, quarantined):
+                plan.invalid.append(Invalid(listing.ref, problems[0], write.digest))
+            continue
+        if not _quarantined(listing.ref, write.digest, quarantined):
             plan.writes.append(write)
     return plan
 
 
-def _deletion(target: str, adapter: RentixAdapter, listing: DesiredListing,
-              accepted: dict[str, Accepted], retry: int) -> ListingWrite | None:
-    # Only what this target accepted from us is ours to take down.
-    if listing.ref not in accepted:
-        return None
-    payload = desired_payload(adapter, listing)
-    if payload is None:
-        return None
-    operation: Operation = "delete" if payload.get("op") == "delete" else "hide"
+def _write(listing: DesiredListing, payload: dict[str, Any], accepted: Accepted | None,
+           intent: Intent | None) -> ListingWrite | None:
+    if listing.deleted or listing.body is None:
+        # Only what this target accepted from us (or may hold: a write in doubt) is ours to
+        # take down.
+        if accepted is None and intent is None:
+            return None
+        operation: Operation = "delete" if payload.get("op") == "delete" else "hide"
+    else:
+        operation = "upsert"
     d = digest(payload)
-    return ListingWrite(listing.ref, operation, payload, d,
-                        _key(target, operation, listing.ref, d, accepted, retry),
-                        listing.received_ms)
+    base = accepted.digest if accepted else ""
+    key, new = key_for(intent, d, base)
+    return ListingWrite(listing.ref, operation, payload, d, key, listing.received_ms, base, new)
 
 
-def _key(target: str, operation: str, ref: str, content: str,
-         accepted: dict[str, Accepted], retry: int) -> str:
-    previous = accepted[ref].digest if ref in accepted else None
-    return idempotency_key(target, operation, ref, content, previous=previous, retry=retry)
-
-
-def _same(write: ListingWrite, accepted: dict[str, Accepted]) -> bool:
+def _holds(write: ListingWrite, accepted: dict[str, Accepted], intent: Intent | None) -> bool:
+    """Does the target hold this content already? Its record says so, and no write of other
+    content is in doubt."""
     previous = accepted.get(write.ref)
-    return previous is not None and previous.digest == write.digest
+    return (previous is not None and previous.digest == write.digest
+            and (intent is None or intent.digest == write.digest))
 
 
 def _quarantined(ref: str, content: str, quarantined: dict[str, Quarantined]) -> bool:
@@ -140,23 +145,35 @@ class SyncPlan:
     records: dict[str, Accepted]
     digest: str
     key: str
-    deletions: list[str]
+    deletions: list[Deletion]
     invalid: list[Invalid]
     fresh: list[str]  # refs sent with their current content (not a kept older version)
     received_ms: dict[str, int]
     unchanged: bool
+    base: str = ""
+    new_intent: bool = True
 
     @property
     def refs(self) -> list[str]:
         return sorted(self.records)
 
+    @property
+    def deleted_refs(self) -> list[str]:
+        return [d.ref for d in self.deletions]
 
-def plan_sync(target: str, adapter: TravtusAdapter, group: str,
-              desired: list[DesiredListing], accepted: dict[str, Accepted],
-              quarantined: dict[str, Quarantined], last_digest: str | None,
-              now_ms: int, retry: int = 0) -> SyncPlan:
+    @property
+    def intent(self) -> Intent:
+        return Intent(self.digest, self.base, self.key)
+
+
+def plan_sync(adapter: TravtusAdapter, group: str, desired: list[DesiredListing],
+              accepted: dict[str, Accepted], quarantined: dict[str, Quarantined],
+              last_digest: str | None, now_ms: int, intent: Intent | None = None,
+              elsewhere: dict[str, DesiredListing] | None = None) -> SyncPlan:
     """The group's complete state for a sync. A listing this portal refuses keeps its last
-    accepted version in the sync, so a bad edit never deletes it."""
+    accepted version in the sync, so a bad edit never deletes it. ``elsewhere`` holds the
+    desired state of accepted listings that are no longer members of the group (moved away),
+    to tell why the sync deletes them."""
     records: dict[str, Accepted] = {}
     invalid: list[Invalid] = []
     fresh: list[str] = []
@@ -178,30 +195,66 @@ def plan_sync(target: str, adapter: TravtusAdapter, group: str,
         received[listing.ref] = listing.received_ms
     ordered = [records[ref] for ref in sorted(records)]
     sync_digest = digest([r.digest for r in ordered] + [group])
+    key, new = key_for(intent, sync_digest, last_digest)
+    members = {listing.ref: listing for listing in desired}
     return SyncPlan(
         group=group,
         listings=[r.payload for r in ordered if r.payload is not None],
         records=records,
         digest=sync_digest,
-        key=idempotency_key(target, "sync", group, sync_digest, previous=last_digest,
-                            retry=retry),
-        deletions=sorted(set(accepted) - set(records)),
+        key=key,
+        deletions=[deletion_cause(ref, group, members.get(ref), (elsewhere or {}).get(ref))
+                   for ref in sorted(set(accepted) - set(records))],
         invalid=invalid,
         fresh=fresh,
         received_ms=received,
-        unchanged=sync_digest == last_digest,
+        unchanged=sync_digest == last_digest and (intent is None or intent.digest == sync_digest),
+        base=last_digest or "",
+        new_intent=new,
     )
 
 
-def guard_reason(plan: SyncPlan, accepted_count: int, guard: GuardSettings) -> str | None:
-    """Why this sync must be held for an operator, or None. A sync deletes what it leaves out."""
-    if not plan.listings:
+def deletion_cause(ref: str, group: str, member: DesiredListing | None,
+                   elsewhere: DesiredListing | None) -> Deletion:
+    """Why a group sync deletes ``ref``: *explicit* when the CRM asked for it (deleted, moved
+    to another group, hidden), *inferred* when the bridge concluded it (absent from a snapshot,
+    or no longer known at all)."""
+    if member is None:
+        if elsewhere is not None and elsewhere.group and elsewhere.group != group:
+            return Deletion(ref, "explicit", f"moved to group {elsewhere.group}")
+        return Deletion(ref, "inferred", "the bridge no longer holds this listing")
+    if member.deleted:
+        if member.cause == "snapshot":
+            return Deletion(ref, "inferred", "absent from the group's latest snapshot")
+        return Deletion(ref, "explicit", "deleted in the CRM")
+    return Deletion(ref, "explicit", "hidden in the CRM")
+
+
+def unknown_deletions(refs: list[str]) -> list[Deletion]:
+    """Listings on the portal that the bridge never sent there: a sync would delete them."""
+    return [Deletion(ref, "inferred", "on the portal, never sent there by the bridge")
+            for ref in refs]
+
+
+def guard_reason(deletions: list[Deletion], listings: int, accepted_count: int,
+                 guard: GuardSettings) -> str | None:
+    """Why a sync must be held for an operator, or None. A sync deletes what it leaves out.
+    Every deletion counts toward max_delete_count (a storm of deletes is still held); only
+    inferred ones toward max_delete_fraction; an empty sync is always held."""
+    if not listings:
         return "the sync would be empty: it would delete every listing of the group"
-    deletions = len(plan.deletions)
-    if deletions > guard.max_delete_count:
-        return (f"it would delete {deletions} listings, more than guard.max_delete_count "
+    total = len(deletions)
+    if total > guard.max_delete_count:
+        return (f"it would delete {total} listings, more than guard.max_delete_count "
                 f"= {guard.max_delete_count}")
-    if accepted_count and deletions / accepted_count > guard.max_delete_fraction:
-        return (f"it would delete {deletions} of the group's {accepted_count} listings, more "
-                f"than guard.max_delete_fraction = {guard.max_delete_fraction}")
+    inferred = sum(1 for d in deletions if d.cause == "inferred")
+    if accepted_count and inferred / accepted_count > guard.max_delete_fraction:
+        return (f"it would delete {inferred} of the group's {accepted_count} listings that the "
+                f"CRM did not ask to delete, more than guard.max_delete_fraction "
+                f"= {guard.max_delete_fraction}")
     return None
+
+
+__all__ = ["Invalid", "ListingPlan", "ListingWrite", "SyncPlan", "deletion_cause",
+           "desired_digest", "desired_payload", "guard_reason", "plan_listings", "plan_sync",
+           "sync_scope", "unknown_deletions"]
