@@ -74,13 +74,36 @@ def held() -> None:
     """Syncs held by a guard: see what they would delete, then release or discard them."""
 
 
+digest_option = click.option(
+    "--digest", default=None,
+    help="The digest of the held sync you reviewed (`bridge status` shows it); without it the "
+         "held sync is shown and you are asked to confirm.")
+
+
+def reviewed_digest(config_path: str | None, target: str, group: str, digest: str | None,
+                    verb: str) -> str:
+    """The digest the operator names, or the one they confirm after seeing the held sync."""
+    if digest:
+        return digest
+    held = run_operation(config_path, lambda ops: ops.held_sync(target, group))
+    click.echo(f"held sync of {group} on {target} (digest {held.digest}): {held.reason}")
+    click.echo(f"it keeps {held.listings} listing(s) and would delete "
+               f"{len(held.deletions)}: {', '.join(held.deletions) or 'none'}")
+    for cause in held.causes:
+        click.echo(f"  {cause['ref']}: {cause['cause']} ({cause['reason']})")
+    click.confirm(f"{verb} this sync?", abort=True)
+    return held.digest
+
+
 @held.command("release")
 @config_option
 @click.option("--target", required=True)
+@digest_option
 @click.argument("group")
-def held_release(config_path: str | None, target: str, group: str) -> None:
-    """Send the held sync of GROUP, deletions included."""
-    entry = run_operation(config_path, lambda ops: ops.release(target, group))
+def held_release(config_path: str | None, target: str, group: str, digest: str | None) -> None:
+    """Send the held sync of GROUP that you reviewed, deletions included."""
+    digest = reviewed_digest(config_path, target, group, digest, "Release")
+    entry = run_operation(config_path, lambda ops: ops.release(target, group, digest))
     click.echo(f"released {group} on {target}; it will delete: "
                f"{', '.join(entry.deletions) or 'nothing'}")
 
@@ -88,10 +111,13 @@ def held_release(config_path: str | None, target: str, group: str) -> None:
 @held.command("discard")
 @config_option
 @click.option("--target", required=True)
+@digest_option
 @click.argument("group")
-def held_discard(config_path: str | None, target: str, group: str) -> None:
-    """Never send the held sync of GROUP (a later change is judged afresh)."""
-    run_operation(config_path, lambda ops: ops.discard(target, group))
+def held_discard(config_path: str | None, target: str, group: str, digest: str | None) -> None:
+    """Do not send the held sync of GROUP that you reviewed (once the group changes, its sync
+    is judged afresh)."""
+    digest = reviewed_digest(config_path, target, group, digest, "Discard")
+    run_operation(config_path, lambda ops: ops.discard(target, group, digest))
     click.echo(f"discarded the held sync of {group} on {target}")
 
 

@@ -5,6 +5,7 @@ are dataclasses; orjson writes them as the documented JSON objects."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from bridge.ops import NotFound, OperationError, Operations
+from bridge.ops import HeldSyncChanged, NotFound, OperationError, Operations
 from bridge.responses import JSONResponse, error
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -43,6 +44,8 @@ def answers_errors(handler: Handler) -> Handler:
             return error(400, "invalid_request", str(exc))
         except NotFound as exc:
             return error(404, "not_found", str(exc))
+        except HeldSyncChanged as exc:
+            return error(409, "held_sync_changed", str(exc), held=asdict(exc.current))
         except OperationError as exc:
             return error(400, "not_possible", str(exc))
 
@@ -154,7 +157,8 @@ async def resume(request: Request) -> Response:
 async def held_release(request: Request) -> Response:
     body = await json_body(request)
     held = await operations(request).release(text_field(body, "target"),
-                                             text_field(body, "group"))
+                                             text_field(body, "group"),
+                                             text_field(body, "digest"))
     return JSONResponse({"released": held})
 
 
@@ -162,7 +166,8 @@ async def held_release(request: Request) -> Response:
 async def held_discard(request: Request) -> Response:
     body = await json_body(request)
     held = await operations(request).discard(text_field(body, "target"),
-                                             text_field(body, "group"))
+                                             text_field(body, "group"),
+                                             text_field(body, "digest"))
     return JSONResponse({"discarded": held})
 
 

@@ -13,11 +13,11 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
-from bridge.ops.actions import Actions, NotFound, OperationError
+from bridge.ops.actions import Actions, HeldSyncChanged, NotFound, OperationError
 from bridge.ops.reads import Reads
 from bridge.settings import Settings
 
-__all__ = ["NotFound", "OperationError", "Operations"]
+__all__ = ["HeldSyncChanged", "NotFound", "OperationError", "Operations"]
 
 
 class Operations(Actions, Reads):

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from bridge.clock import now_ms
 from bridge.delivery.claims import mark_due
-from bridge.delivery.ledger import Held, Ledger
+from bridge.delivery.ledger import Held, HeldChanged, Ledger
 from bridge.settings import Settings
 
 
@@ -18,6 +18,18 @@ class OperationError(Exception):
 
 class NotFound(OperationError):
     """The target, group, held sync or quarantined listing named does not exist."""
+
+
+class HeldSyncChanged(OperationError):
+    """The held sync is no longer the one the operator reviewed: nothing was done."""
+
+    def __init__(self, target: str, group: str, reviewed: str, current: Held) -> None:
+        super().__init__(
+            f"the held sync of group {group!r} on {target} has changed since you reviewed it "
+            f"(you named {reviewed}, it is now {current.digest}); nothing was done. It now "
+            f"would delete {len(current.deletions)} listing(s): "
+            f"{', '.join(current.deletions[:20]) or 'none'}. Review it and name its digest.")
+        self.current = current
 
 
 def known_target(settings: Settings, name: str) -> str:
@@ -41,17 +53,31 @@ class Actions:
 
     # -- held syncs --
 
-    async def release(self, target: str, group: str) -> Held:
-        """Send exactly the held content, deletions included, at once."""
-        held = await self.ledger.release(self._target(target), group)
+    async def held_sync(self, target: str, group: str) -> Held:
+        held = (await self.ledger.held(self._target(target))).get(group)
+        if held is None:
+            raise NotFound(f"no held sync for group {group!r} on {target}")
+        return held
+
+    async def release(self, target: str, group: str, digest: str) -> Held:
+        """Send exactly the held content the operator reviewed (``digest``), deletions
+        included, at once; if another sync is held now, nothing happens (HeldSyncChanged)."""
+        try:
+            held = await self.ledger.release(self._target(target), group, digest)
+        except HeldChanged as exc:
+            raise HeldSyncChanged(target, group, digest, exc.current) from None
         if held is None:
             raise NotFound(f"no held sync for group {group!r} on {target}")
         await self.make_due(group)
         return held
 
-    async def discard(self, target: str, group: str) -> Held:
-        """Never send the held content; a later change is judged afresh."""
-        held = await self.ledger.discard(self._target(target), group)
+    async def discard(self, target: str, group: str, digest: str) -> Held:
+        """Do not send the held content the operator reviewed; once the group changes, its
+        sync is judged afresh."""
+        try:
+            held = await self.ledger.discard(self._target(target), group, digest)
+        except HeldChanged as exc:
+            raise HeldSyncChanged(target, group, digest, exc.current) from None
         if held is None:
             raise NotFound(f"no held sync for group {group!r} on {target}")
         return held

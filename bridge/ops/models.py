@@ -174,6 +174,7 @@ class HeldSync:
     listings: int
     since: int
     unknown_on_portal: list[str]
+    causes: list[dict[str, str]]  # per deletion: ref, cause (explicit/inferred), reason
 
     @classmethod
     def of(cls, target: str, group: str, held: Held) -> HeldSync:

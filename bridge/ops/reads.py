@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from bridge import constants as k
@@ -47,7 +46,6 @@ from bridge.portals import RentixAdapter, TravtusAdapter, adapter_for
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
 WORKER_STALE_S = 30  # three missed heartbeats (workers beat every 5 s)
-FLUSHING = in_progress_key_prefix + k.FLUSH_JOB_ID  # arq's key while a group's flush job runs
 
 Target = RentixTarget | TravtusTarget
 Adapter = RentixAdapter | TravtusAdapter
@@ -152,8 +150,9 @@ class Reads:
                 for g, (_, score), has in zip(groups, due, pending, strict=True)]
 
     async def _flushing(self) -> list[str]:
-        keys = self.redis.scan_iter(match=_glob_escape(FLUSHING) + "*", count=1000)
-        return sorted([_text(key)[len(FLUSHING):] async for key in keys])
+        """Groups whose flush holds a live lease (``lb:flushing``: no keyspace scan)."""
+        groups = await self.redis.zrangebyscore(k.FLUSHING, now_ms(), "+inf")
+        return sorted(_text(group) for group in groups)
 
     async def _workers(self, now: int) -> list[Worker]:
         workers = []
@@ -262,7 +261,7 @@ class Reads:
             group=group,
             pending=await self._pending(group),
             due_in_ms=int(due) - now if due is not None else None,
-            flushing=await self.redis.exists(f"{FLUSHING}{group}") > 0,
+            flushing=(await self.redis.zscore(k.FLUSHING, group) or 0) > now,
             listings=[_listing_view(listing, {n: s[ref] for n, s in states.items()})
                       for ref, listing in desired.items()],
             targets=targets,

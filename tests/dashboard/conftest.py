@@ -50,10 +50,9 @@ def seed_problems(redis_url: str) -> None:
         await ledger.redis.sadd("lb:groups", "mass", "bad")
         await ledger.hold("travtus", "mass", Held("d-mass", "max_delete_count: 2 > 1",
                                                   ["apt-8", "apt-9"], 2, at))
-        for ref in ("apt-1", "apt-2"):
-            await ledger.quarantine("travtus", ref, Quarantined(
-                f"d-{ref}", "bad", "invalid_unit_type", "unit_type is not allowed", "unit_type",
-                at))
+        await ledger.quarantine("travtus", {ref: Quarantined(
+            f"d-{ref}", "bad", "invalid_unit_type", "unit_type is not allowed", "unit_type", at)
+            for ref in ("apt-1", "apt-2")})
 
     run(redis_url, seed)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import redis
 
 from bridge.clock import now_ms
@@ -65,9 +66,11 @@ def test_problems_release_discard_retry(client: httpx.Client, redis_url: str,
     problems = client.get("/api/problems").json()
     assert problems["held"][0]["deletions"] == ["apt-8", "apt-9"]
     assert {q["ref"] for q in problems["quarantined"]} == {"apt-1", "apt-2"}
-    released = post(client, "/api/held/release", {"target": "travtus", "group": "mass"})
+    released = post(client, "/api/held/release",
+                    {"target": "travtus", "group": "mass", "digest": "d-mass"})
     assert released.status_code == 200 and released.json()["released"]["digest"] == "d-mass"
-    assert r.get("lb:release:travtus:mass") == "d-mass" and r.zscore("lb:due", "mass")
+    marker = orjson.loads(r.get("lb:release:travtus:mass") or "{}")
+    assert marker["digest"] == "d-mass" and r.zscore("lb:due", "mass")
     answer = post(client, "/api/quarantine/retry",
                   {"items": [{"target": "travtus", "ref": "apt-1"}]})
     assert answer.json() == {"retried": 1}
@@ -76,8 +79,30 @@ def test_problems_release_discard_retry(client: httpx.Client, redis_url: str,
                   {"items": [{"target": "travtus", "ref": "apt-2"}]})
     assert answer.json() == {"discarded": 1}
     assert client.get("/api/problems").json()["quarantined"] == []
-    discarded = post(client, "/api/held/discard", {"target": "travtus", "group": "mass"})
+    discarded = post(client, "/api/held/discard",
+                     {"target": "travtus", "group": "mass", "digest": "d-mass"})
     assert discarded.status_code == 200 and client.get("/api/problems").json()["held"] == []
+
+
+def test_a_release_or_discard_of_a_sync_other_than_the_one_held_changes_nothing(
+    client: httpx.Client, redis_url: str, r: redis.Redis
+) -> None:
+    seed_problems(redis_url)
+    before = snapshot(r)
+    for action in ("release", "discard"):
+        # The operator reviewed an earlier held sync; another one is held now.
+        answer = post(client, f"/api/held/{action}",
+                      {"target": "travtus", "group": "mass", "digest": "d-reviewed-earlier"})
+        assert answer.status_code == 409, answer.text
+        body = answer.json()["error"]
+        assert body["type"] == "held_sync_changed"
+        assert body["held"]["digest"] == "d-mass"
+        assert body["held"]["deletions"] == ["apt-8", "apt-9"]
+        assert "d-reviewed-earlier" in body["message"] and "d-mass" in body["message"]
+        # Naming no digest at all is a plain bad request.
+        missing = post(client, f"/api/held/{action}", {"target": "travtus", "group": "mass"})
+        assert missing.status_code == 400 and "digest" in missing.json()["error"]["message"]
+    assert snapshot(r) == before
 
 
 def test_pause_and_resume(client: httpx.Client) -> None:
@@ -100,8 +125,10 @@ def test_bad_input_answers_an_error_and_changes_nothing(client: httpx.Client, re
     before = snapshot(r)
     cases = [
         ("POST", "/api/held/release", {"target": "travtus"}, 400),
-        ("POST", "/api/held/release", {"target": "nope", "group": "mass"}, 404),
-        ("POST", "/api/held/release", {"target": "travtus", "group": "other"}, 404),
+        ("POST", "/api/held/release", {"target": "travtus", "group": "mass"}, 400),
+        ("POST", "/api/held/release", {"target": "nope", "group": "mass", "digest": "d"}, 404),
+        ("POST", "/api/held/release", {"target": "travtus", "group": "other", "digest": "d"},
+         404),
         ("POST", "/api/quarantine/retry", {"items": [{"target": "travtus", "ref": "apt-1"},
                                                       {"target": "travtus", "ref": "zzz"}]},
          404),

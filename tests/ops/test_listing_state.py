@@ -50,7 +50,7 @@ def test_a_rentix_listing_is_in_step_once_the_planners_write_is_accepted() -> No
 
 def test_a_travtus_listing_is_in_step_once_the_planners_sync_is_accepted() -> None:
     apt = live("apt-1")
-    plan = plan_sync("travtus", TRAVTUS, "g", [apt], {}, {}, None, NOW)
+    plan = plan_sync(TRAVTUS, "g", [apt], {}, {}, None, NOW)
     assert listing_state(TRAVTUS, apt, None, None).status == "pending"
     assert listing_state(TRAVTUS, apt, plan.records["apt-1"], None).status == "in step"
 

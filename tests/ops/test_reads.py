@@ -5,7 +5,6 @@ the documented shape (docs/api.md), a group's listings compared by the planner's
 from __future__ import annotations
 
 import orjson
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from bridge import constants as k
@@ -48,15 +47,19 @@ async def test_group_view_compares_each_listing_with_what_each_target_accepted(
     assert keys(view.targets["travtus"]) == ["held", "backoff", "left_on_portal"]
 
 
-async def test_a_running_flush_is_found_under_arqs_in_progress_key(
+async def test_a_running_flush_is_found_by_its_live_lease_and_a_lapsed_one_is_not(
     ops: Operations, ingest: Ingest, redis: Redis
 ) -> None:
     await ingest(crm.upsert("g1", "apt-1", 1))
-    await redis.set(f"{in_progress_key_prefix}{k.FLUSH_JOB_ID}g1", "1")
+    await ingest(crm.upsert("g2", "apt-2", 1))
+    # What a claim records: the group's lease expiry; g2's worker died long ago.
+    await redis.zadd(k.FLUSHING, {"g1": now_ms() + 10_000, "g2": now_ms() - 10_000})
     assert (await ops.group("g1")).flushing
+    assert not (await ops.group("g2")).flushing
     overview = await ops.overview(5)
     assert isinstance(overview, Overview) and overview.flushing == ["g1"]
-    assert [(w.group, w.reason) for w in overview.waiting] == [("g1", "changes")]
+    assert [(w.group, w.reason) for w in overview.waiting] == [("g1", "changes"),
+                                                               ("g2", "changes")]
     assert keys(overview) == [
         "now", "minutes", "events", "rejected", "deliveries", "calls", "totals",
         "calls_per_event", "latency_ms", "waiting", "flushing", "queue_depth", "workers",
@@ -83,13 +86,13 @@ async def test_problems_targets_and_status_show_held_and_quarantined_work(
     at = now_ms()
     await ops.ledger.hold("travtus", "mass", Held("d-mass", "it would delete 2 listings",
                                                   ["apt-8", "apt-9"], 2, at))
-    await ops.ledger.quarantine("rentix", "apt-1", Quarantined(
-        "d-1", "bad", "validation_failed", "needs 3 photos", "files", at))
+    await ops.ledger.quarantine("rentix", {"apt-1": Quarantined(
+        "d-1", "bad", "validation_failed", "needs 3 photos", "files", at)})
     await ops.pause("rentix", "portal maintenance")
     problems = await ops.problems()
     assert isinstance(problems, Problems) and problems.count == 2
     assert keys(problems.held[0]) == ["target", "group", "digest", "reason", "deletions",
-                                      "listings", "since", "unknown_on_portal"]
+                                      "listings", "since", "unknown_on_portal", "causes"]
     assert keys(problems.quarantined[0]) == ["target", "ref", "digest", "group", "error_type",
                                              "message", "field", "since", "discarded"]
     targets = {t.name: t for t in await ops.targets()}
