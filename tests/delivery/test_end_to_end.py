@@ -333,31 +333,77 @@ def test_a_mass_deletion_is_held_until_released(redis_url: str, tmp_path: Path) 
         assert held["deletions"] == [f"apt-{i}" for i in range(2, 10)]
         assert "max_delete_count" in held["reason"]
         assert len(stack.travtus_listings("mass")) == 10  # nothing deleted meanwhile
-        result = cli(stack, "held", "release", "--target", "travtus", "mass")
+        assert {c["cause"] for c in held["causes"]} == {"inferred"}
+        # Without --digest the CLI shows the held sync and asks; no answer, nothing sent.
+        unanswered = cli(stack, "held", "release", "--target", "travtus", "mass")
+        assert unanswered.returncode != 0 and held["digest"] in unanswered.stdout
+        assert len(stack.travtus_listings("mass")) == 10
+        result = cli(stack, "held", "release", "--target", "travtus", "mass",
+                     "--digest", held["digest"])
         assert result.returncode == 0, result.stderr
         assert "apt-9" in result.stdout
         stack.wait(lambda: set(stack.travtus_listings("mass")) == {"apt-0", "apt-1"},
                    what="released sync")
 
 
-def test_deleting_too_large_a_fraction_is_held_and_a_discard_keeps_the_listings(
+def test_inferring_too_large_a_fraction_of_deletions_is_held_and_a_discard_keeps_them(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         for i in range(4):
             stack.post(crm.upsert("frac", f"apt-{i}", 1))
         stack.wait(lambda: len(stack.travtus_listings("frac")) == 4, what="first sync")
-        for i in (0, 1):
-            stack.post(crm.event("listing.deleted", "frac",
-                                 listing={"external_ref": f"apt-{i}", "version": 2}))
+        # A snapshot without apt-0 and apt-1: deletions the bridge infers, 2 of 4 > 0.2.
+        stack.post(crm.event("group.snapshot", "frac", occurred_at="2027-01-01T00:00:00Z",
+                             listings=[crm.listing("apt-2", 2), crm.listing("apt-3", 2)]))
         stack.wait(lambda: status(stack)["targets"]["travtus"]["held"].get("frac"),
                    what="held")
-        assert "max_delete_fraction" in status(stack)["targets"]["travtus"]["held"]["frac"][
-            "reason"]
-        assert cli(stack, "held", "discard", "--target", "travtus", "frac").returncode == 0
+        held = status(stack)["targets"]["travtus"]["held"]["frac"]
+        assert "max_delete_fraction" in held["reason"]
+        assert {c["ref"]: c["cause"] for c in held["causes"]} == {
+            "apt-0": "inferred", "apt-1": "inferred"}
+        result = cli(stack, "held", "discard", "--target", "travtus", "frac",
+                     "--digest", held["digest"])
+        assert result.returncode == 0, result.stderr
         time.sleep(0.5)
         assert len(stack.travtus_listings("frac")) == 4
         assert not status(stack)["targets"]["travtus"]["held"]
+
+
+def test_explicit_deletions_in_a_small_group_are_not_held_by_the_fraction_guard(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        for i in range(6):
+            stack.post(crm.upsert("small", f"apt-{i}", 1))
+        stack.wait(lambda: len(stack.travtus_listings("small")) == 6, what="first sync")
+        # One deletion and one move out: 2 of 6 > 0.2, but both are what the CRM asked for.
+        stack.post(crm.event("listing.deleted", "small",
+                             listing={"external_ref": "apt-0", "version": 2}))
+        stack.post(crm.upsert("other", "apt-1", 2))
+        stack.wait(lambda: set(stack.travtus_listings("small")) == {
+            f"apt-{i}" for i in range(2, 6)}, what="the sync with both deletions")
+        stack.wait(lambda: set(stack.travtus_listings("other")) == {"apt-1"},
+                   what="the moved listing in its new group")
+        assert not status(stack)["targets"]["travtus"]["held"]
+
+
+def test_a_storm_of_explicit_deletions_is_still_held_by_the_count_guard(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        for i in range(10):
+            stack.post(crm.upsert("storm", f"apt-{i}", 1))
+        stack.wait(lambda: len(stack.travtus_listings("storm")) == 10, what="first sync")
+        for i in range(7):
+            stack.post(crm.event("listing.deleted", "storm",
+                                 listing={"external_ref": f"apt-{i}", "version": 2}))
+        stack.wait(lambda: status(stack)["targets"]["travtus"]["held"].get("storm"),
+                   what="held")
+        held = status(stack)["targets"]["travtus"]["held"]["storm"]
+        assert "max_delete_count" in held["reason"]
+        assert {c["cause"] for c in held["causes"]} == {"explicit"}
+        assert len(stack.travtus_listings("storm")) == 10
 
 
 def test_a_sync_that_would_be_empty_is_held(redis_url: str, tmp_path: Path) -> None:
@@ -399,9 +445,8 @@ def test_a_worker_killed_mid_flush_is_recovered_with_the_same_keys(
         for i in range(3):
             stack.post(crm.upsert("crash", f"apt-{i}", 1))
         client = redis.Redis.from_url(redis_url)
-        # Mid-flush: arq holds the job in progress while the first PUT is answered slowly.
-        stack.wait(lambda: client.exists("arq:in-progress:flush:crash"),
-                   what="the flush to be running")
+        # Mid-flush: the flush holds the group's lease while the first PUT is answered slowly.
+        stack.wait(lambda: client.exists("lb:lease:crash"), what="the flush to be running")
         stack.kill(victim)
         killed_at = time.monotonic()
         stack.start_worker()
