@@ -1,9 +1,9 @@
 """Turns due groups into arq flush jobs. Every worker runs one; any number may run at once.
 
 Taking a due group bumps its score a little, atomically, so the other workers' schedulers do not
-enqueue it again meanwhile; the flush's claim then sets the real lease. The arq job id is
-``flush:{group}``: arq refuses a second job with that id while one is queued or running, so a
-group is never flushed by two workers at once.
+enqueue it again meanwhile. Job ids are arq's own: what keeps a group to one flush at a time is
+the flush's lease (``bridge/delivery/claims.py``), not the job id, so a job left behind by a
+killed worker never blocks the next flush of its group.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ class Scheduler:
         enqueued = 0
         for raw in groups:
             group = raw.decode() if isinstance(raw, bytes) else raw
-            job = await self.redis.enqueue_job(k.FLUSH_JOB, group, _job_id=k.FLUSH_JOB_ID + group,
-                                               _queue_name=k.QUEUE)
+            job = await self.redis.enqueue_job(k.FLUSH_JOB, group, _queue_name=k.QUEUE)
             enqueued += job is not None
         return enqueued
 
@@ -57,7 +56,7 @@ class Scheduler:
                     log.exception("scheduling due groups failed; trying again")
                 elif not redis_down:  # once per outage, not a traceback every tick
                     log.info("scheduling paused: Redis unavailable (%s: %s)",
-                             type(exc).__name__, exc)
+                             type(exc).__name__, str(exc))
                 redis_down = is_connection_failure(exc)
             else:
                 if redis_down:
