@@ -204,10 +204,10 @@ class Supervisor:
         return True
 
     def _went_away(self, exc: BaseException) -> None:
-        if not self.redis_down:
+        if not self.redis_down:  # str(exc): a kept log record must not pin the old worker
             log.warning("Redis at %s is unavailable (%s: %s); delivery paused until it "
                         "answers (checking with backoff, at least every %.0f s)",
-                        self.url, type(exc).__name__, exc, BACKOFF_MAX_S)
+                        self.url, type(exc).__name__, str(exc), BACKOFF_MAX_S)
             self.redis_down = True
 
     async def _pause(self) -> None:
