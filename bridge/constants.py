@@ -27,15 +27,29 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
     lb:pending:{group}            hash    first (first unflushed change; cleared by a claim),
                                           last (latest change), seq (change counter, never
                                           reset; also bumped by mark_due); forever
-    lb:due                        zset    group -> when its flush is due (debounce, retry or a
-                                          flush lease); the scheduler polls it, a claim sets
-                                          the lease, a finish removes the group (delivery)
+    lb:due                        zset    group -> when its flush is due (debounce, retry, or
+                                          when a running flush's lease would lapse); the
+                                          scheduler polls it; a finish removes the group
+                                          (delivery)
     lb:stats:{minute}             hash    per-minute counters: received, duplicate, stale,
                                           rejected:{reason}; delivery adds calls:{target} and
                                           {outcome}:{target}; TTL STATS_TTL_S (2 h)
 
 Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
 
+    lb:fence                      string  counter: INCR gives each claim a fencing token that
+                                          never repeats; forever
+    lb:lease:{group}              string  the token of the flush holding the group; PX
+                                          delivery.lease_ms, renewed while the flush runs,
+                                          deleted by its finish (``claims.py``); every write of
+                                          a flush after a portal call checks it, atomically
+    lb:flushing                   zset    group -> when its running flush's lease lapses (set
+                                          by claim and renew, removed by finish): what the
+                                          dashboard shows as running, without a keyspace scan
+    lb:intent:{target}            hash    ref (or "(group):{group}") -> JSON {digest, base, key}:
+                                          the write in flight and its idempotency key, recorded
+                                          before the call; removed once the portal's answer is
+                                          recorded (accepted or refused) or an operator retries
     lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
                                           target last accepted for that listing; forever
     lb:accepted:{target}:{group}  hash    the same for a group-sync target: the group as the
@@ -46,8 +60,8 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           error_type, message, field, since, discarded}: until
                                           the target accepts that ref (or an operator retries)
     lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions,
-                                          listings, since, unknown_on_portal}: until the sync
-                                          is sent, no longer needed, or discarded by an operator
+                                          listings, since, unknown_on_portal, causes}: until
+                                          the sync is sent, no longer needed, or discarded
     lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again
     lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);
                                           paused, paused_at (operators); forever, fields cleared
@@ -80,16 +94,16 @@ Linking (``bridge link``, its scan and adoption: ``bridge/linking/service.py``):
     lb:pending:{group}, lb:due    seq bumped and the group made due (mark_due) when a held
                                   create can go out
 
-Operators (the dashboard and CLI: ``bridge/ops/operations.py`` through the ledger):
+Operators (the dashboard and CLI: ``bridge/ops/actions.py`` through the ledger):
 
-    lb:release:{target}:{group}   string  digest of a held sync an operator released for
-                                          sending; until that group's next accepted sync
-    lb:discarded:{target}:{group} string  digest of a held sync an operator refused: never sent
-                                          (new content is); forever
-    lb:retries:{target}           hash    ref (or "(group):{group}") -> operator retries so far,
-                                          folded into the idempotency key; forever
-    lb:quarantine:{target}        hash    a retry removes the entry; a discard marks it
-                                          ``discarded`` (see Delivery)
+    lb:release:{target}:{group}   string  JSON {digest, seq}: the held sync an operator
+                                          reviewed and released (checked atomically against the
+                                          held digest); until the group's next accepted sync or
+                                          the next hold
+    lb:discarded:{target}:{group} string  JSON {digest, seq}: the held sync an operator refused;
+                                          spent (deleted by a flush) once the group's seq moves
+    lb:quarantine:{target}        hash    a retry removes the entry and its intent (a new key
+                                          next time); a discard marks it ``discarded``
     lb:held:{target}              hash    a discard removes the group (see Delivery)
     lb:target:{target}            hash    pause sets paused, paused_at; resume clears them and
                                           blocked_until, and makes every group due
@@ -98,8 +112,8 @@ Operators (the dashboard and CLI: ``bridge/ops/operations.py`` through the ledge
 
 arq (written by arq itself; names from ``arq.constants``, derived below):
 
-    QUEUE                         zset    job id -> when to run: the bridge's flush jobs, one
-                                          per group at most (job id FLUSH_JOB_ID + group); the
+    QUEUE                         zset    job id -> when to run: the bridge's flush jobs (arq's
+                                          own ids; the lease, not the id, guards a group); the
                                           name is arq's default queue name + ":listing-bridge"
     IN_PROGRESS + job id          string  set while a worker runs that job; TTL the job timeout
     arq's job, result and retry keys per job id, with arq's own TTLs (results are not kept)
@@ -133,7 +147,6 @@ INTENT = PREFIX + "intent:"
 ACCEPTED = PREFIX + "accepted:"
 SYNC_DIGEST = PREFIX + "syncdigest:"
 QUARANTINE = PREFIX + "quarantine:"
-RETRIES = PREFIX + "retries:"
 HELD = PREFIX + "held:"
 RELEASE = PREFIX + "release:"
 DISCARDED = PREFIX + "discarded:"
@@ -160,4 +173,3 @@ GROUP_QUARANTINE = "(group):"
 QUEUE = default_queue_name + ":listing-bridge"
 IN_PROGRESS = in_progress_key_prefix  # + job id: arq's marker of a running job
 FLUSH_JOB = "flush_group"
-FLUSH_JOB_ID = "flush:"

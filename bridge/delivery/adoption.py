@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.claims import mark_due
+from bridge.delivery.claims import Command, mark_due
+from bridge.delivery.ledger import Fence
 from bridge.settings import RentixTarget
 
 ADOPTED = k.ADOPTED
@@ -34,10 +35,24 @@ class HeldCreate:
 
 
 class Adoption:
-    """Adoption state in Redis; delivery asks it before sending a possible create."""
+    """Adoption state in Redis; delivery asks it before sending a possible create. A flush
+    writes through its lease (``fenced``), like its ledger writes."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, fence: Fence | None = None) -> None:
         self.redis = redis
+        self.fence = fence
+
+    def fenced(self, fence: Fence) -> Adoption:
+        return Adoption(self.redis, fence)
+
+    async def _write(self, *commands: Command) -> None:
+        if self.fence is not None:
+            await self.fence.apply(commands)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     async def active(self, target: RentixTarget) -> bool:
         return target.adopt and not await self.redis.exists(ADOPTED + target.name)
@@ -48,7 +63,7 @@ class Adoption:
     async def mark_linked(self, target: str, refs: Iterable[str]) -> None:
         refs = list(refs)
         if refs:
-            await self.redis.sadd(k.LINKED + target, *refs)  # type: ignore[misc]
+            await self._write(("SADD", k.LINKED + target, *refs))
 
     async def unmark_linked(self, target: str, ref: str) -> None:
         await self.redis.srem(k.LINKED + target, ref)  # type: ignore[misc]
@@ -58,9 +73,7 @@ class Adoption:
 
     async def hold(self, target: str, ref: str, group: str, at_ms: int) -> None:
         entry = HeldCreate(ref, group, at_ms)
-        # Decoded: redis-py declares a str value; Redis stores the same bytes.
-        value = orjson.dumps(entry.as_dict()).decode()
-        await self.redis.hset(k.ADOPT + target, ref, value)  # type: ignore[misc]
+        await self._write(("HSET", k.ADOPT + target, ref, orjson.dumps(entry.as_dict()).decode()))
 
     async def release(self, target: str, ref: str) -> str | None:
         """Forget a held create (it is linked now); returns its group, to flush it."""

@@ -111,6 +111,7 @@ class GroupFlush:
         self.claim = claim
         self.lease = lease
         self.ledger = delivery.ledger.fenced(lease)
+        self.adoption = delivery.adoption.fenced(lease)
 
     @property
     def group(self) -> str:
@@ -163,7 +164,7 @@ class GroupFlush:
         plan = plan_listings(name, adapter, self.claim.listings, accepted, quarantined, intents)
         await self._quarantine(name, plan.invalid)
         attempts, _ = await self.ledger.backoff(name, self.group)
-        adopting = await self.d.adoption.active(target)
+        adopting = await self.adoption.active(target)
         for write in plan.writes:
             if time.monotonic() > deadline:
                 return now_ms()
@@ -215,7 +216,7 @@ class GroupFlush:
         """In adoption, a write for a ref this target never accepted creates a listing beside
         the hand-made one, unless Rentix already holds the ref: look it up once, then send
         (linked) or hold it until the ref is linked or adoption ends."""
-        adoption = self.d.adoption
+        adoption = self.adoption
         if await adoption.is_linked(target.name, ref):
             return Gate()
         if await adoption.is_held(target.name, ref):
