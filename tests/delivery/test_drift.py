@@ -153,3 +153,56 @@ def _agree(stack: Stack, client: redis.Redis, ref: str, price: int) -> bool:
             and on_portal.get("announcementValue") == price
             and rent(stack, "freeze", ref) == price
             and not client.hexists("lb:intent:rentix", ref))
+
+
+def _held(stack: Stack, group: str) -> dict[str, Any] | None:
+    answer = stack.bridge.get("/api/problems").json()
+    return next((h for h in answer["held"] if h["group"] == group), None)
+
+
+def test_a_release_names_the_reviewed_sync_and_a_changed_one_sends_nothing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        for i in range(20):
+            stack.post(crm.upsert("pin", f"apt-{i}", 1))
+        stack.wait(lambda: len(stack.travtus_listings("pin")) == 20, what="first sync")
+        stack.post(crm.event("group.snapshot", "pin", occurred_at="2027-01-01T00:00:00Z",
+                             listings=[crm.listing(f"apt-{i}", 2) for i in range(14)]))
+        stack.wait(lambda: _held(stack, "pin"), what="the sync deleting 6 held")
+        reviewed = _held(stack, "pin")
+        assert reviewed is not None and len(reviewed["deletions"]) == 6
+        # Before the operator clicks, an empty snapshot replaces what is held.
+        stack.post(crm.event("group.snapshot", "pin", occurred_at="2027-01-02T00:00:00Z",
+                             listings=[]))
+        stack.wait(lambda: (_held(stack, "pin") or {}).get("digest") != reviewed["digest"],
+                   what="the new held sync")
+        answer = stack.bridge.post("/api/held/release", json={
+            "target": "travtus", "group": "pin", "digest": reviewed["digest"]})
+        assert answer.status_code == 409
+        assert sorted(answer.json()["error"]["held"]["deletions"]) == sorted(
+            f"apt-{i}" for i in range(20))
+        time.sleep(1.0)  # a wrongly released sync would reach the portal by now
+        assert len(stack.travtus_listings("pin")) == 20
+
+
+def test_a_discard_is_spent_once_the_group_changes(redis_url: str, tmp_path: Path) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        stack.post(crm.upsert("spent", "apt-0", 1))
+        stack.wait(lambda: stack.travtus_listings("spent"), what="first sync")
+        stack.post(crm.upsert("spent", "apt-0", 2, status="hidden"))  # an empty sync: held
+        stack.wait(lambda: _held(stack, "spent"), what="the empty sync held")
+        held = _held(stack, "spent")
+        assert held is not None
+        answer = stack.bridge.post("/api/held/discard", json={
+            "target": "travtus", "group": "spent", "digest": held["digest"]})
+        assert answer.status_code == 200, answer.text
+        stack.post(crm.upsert("spent", "apt-0", 3))  # shown again: synced as usual
+        stack.wait(lambda: stack.travtus_listings("spent").get("apt-0", {}).get(
+            "number_of_bathrooms") is not None and not _held(stack, "spent"),
+            what="the listing back")
+        # Hidden again: the same empty digest as the discarded one, but a new decision.
+        stack.post(crm.upsert("spent", "apt-0", 4, status="hidden"))
+        stack.wait(lambda: _held(stack, "spent"), what="the new empty sync held again")
+        assert (_held(stack, "spent") or {})["digest"] == held["digest"]
+        assert stack.travtus_listings("spent")
