@@ -7,6 +7,8 @@ targeted ``# type: ignore[misc]``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from redis.asyncio import Redis
 
 # With any other policy a full Redis silently evicts keys: accepted events, dedupe markers,
@@ -16,6 +18,19 @@ SAFE_POLICY = "noeviction"
 
 class UnsafeRedis(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Durability:
+    """What the webhook waits for after its script calls before it may answer 202, as the
+    start-up check found the server: ``wait_aof`` follows them with ``WAITAOF 1 replicas``
+    (group-committed); otherwise ``replicas`` > 0 follows them with ``WAIT replicas``; neither
+    when the script's answer already means fsynced (``appendfsync always``) or durability is
+    "none"."""
+
+    wait_aof: bool = False
+    replicas: int = 0
+    timeout_ms: int = 2_000
 
 
 def redis_client(url: str) -> Redis:
