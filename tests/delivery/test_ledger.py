@@ -349,6 +349,23 @@ async def test_a_fenced_ledger_applies_all_of_a_writes_commands_together(
     assert await ledger.quarantined("rentix") == {}
 
 
+async def test_a_fenced_ledger_records_an_accepted_sync_of_a_large_group_whole(
+    ledger: Ledger,
+) -> None:
+    # 600 listings make one HSET of 1,200 arguments, which the fence splits for Lua's unpack().
+    flushes = Flushes(ledger.redis, lease_ms=10_000, debounce=DebounceSettings())
+    claim = await flushes.claim("g", now_ms())
+    assert claim is not None
+    fenced = ledger.fenced(Lease(flushes, claim, flushes.lease_ms))
+    await ledger.record_sync("travtus", "g", "s1", {"apt-0": record("d0")}, ["apt-0"])
+    records = {f"apt-{i}": record(f"d{i}") for i in range(600)}
+
+    await fenced.record_sync("travtus", "g", "s2", records, list(records))
+
+    assert await ledger.accepted("travtus", "g") == records
+    assert await ledger.sync_digest("travtus", "g") == "s2"
+
+
 # -- backoff and target state --
 
 async def test_backoff_per_target_and_group(ledger: Ledger) -> None:
