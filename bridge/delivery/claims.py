@@ -214,7 +214,7 @@ class Flushes:
         raw = await self._claim(keys=[], args=[group, now_ms, self.lease_ms])
         if int(raw[0]) == 0:
             return None
-        token, seq, first = _text(raw[0]), _text(raw[1]), _text(raw[2])
+        token, seq, first = str(raw[0]), _text(raw[1]), _text(raw[2])  # INCR: an integer
         step = 1 + len(FIELDS)
         listings = [_listing(group, _text(raw[i]), raw[i + 1:i + step])
                     for i in range(3, len(raw), step)]
@@ -261,9 +261,9 @@ def _split(commands: Sequence[Command]) -> list[Command]:
         if len(args) <= MAX_COMMAND_ARGS:
             out.append(command)
             continue
-        step = MAX_COMMAND_ARGS if name.upper() != "HSET" else MAX_COMMAND_ARGS - 1
-        for i in range(0, len(args), step):
-            out.append((name, key, *args[i:i + step]))
+        # An even step keeps HSET's field/value pairs together.
+        for i in range(0, len(args), MAX_COMMAND_ARGS):
+            out.append((name, key, *args[i:i + MAX_COMMAND_ARGS]))
     return out
 
 
