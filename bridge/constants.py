@@ -46,6 +46,13 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:flushing                   zset    group -> when its running flush's lease lapses (set
                                           by claim and renew, removed by finish): what the
                                           dashboard shows as running, without a keyspace scan
+    lb:epoch                      string  random id of the current epoch: a new one whenever
+                                          Redis may have lost state (``witness.py``); forever
+    lb:witness                    hash    run_id: the server identity the epoch was checked
+                                          against; forever
+    lb:verified:{target}          hash    group -> the epoch in which a group-sync target's
+                                          group was last read from or synced to the portal;
+                                          another epoch means: read the portal before syncing
     lb:intent:{target}            hash    ref (or "(group):{group}") -> JSON {digest, base, key}:
                                           the write in flight and its idempotency key, recorded
                                           before the call; removed once the portal's answer is
@@ -143,6 +150,9 @@ CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
 LEASE = PREFIX + "lease:"
 FLUSHING = PREFIX + "flushing"
 FENCE = PREFIX + "fence"
+EPOCH = PREFIX + "epoch"
+WITNESS = PREFIX + "witness"
+VERIFIED = PREFIX + "verified:"
 INTENT = PREFIX + "intent:"
 ACCEPTED = PREFIX + "accepted:"
 SYNC_DIGEST = PREFIX + "syncdigest:"

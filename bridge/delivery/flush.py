@@ -39,12 +39,14 @@ from bridge.delivery.planning import (
     Invalid,
     ListingWrite,
     SyncPlan,
+    deletion_cause,
     guard_reason,
     plan_listings,
     plan_sync,
     unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.witness import Witness
 from bridge.portals import (
     Outcome,
     PortalError,
@@ -89,11 +91,14 @@ class Delivery:
         self.limiter = RateLimiter(redis)
         self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce)
         self.adoption = Adoption(redis)
+        self.witness = Witness(redis)
 
     async def flush(self, group: str) -> str:
         claim = await self.flushes.claim(group, now_ms())
         if claim is None:
             return f"{group}: another flush holds it"
+        if not self.witness.saw_token(claim.token):
+            await self.witness.state_lost("the fencing counter went back")
         try:
             async with self.flushes.leased(claim) as lease:
                 return await GroupFlush(self, claim, lease).run()
@@ -118,6 +123,7 @@ class GroupFlush:
         return self.claim.group
 
     async def run(self) -> str:
+        self.epoch = await self.d.witness.epoch()
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.
         deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
         targets = self.settings.targets
@@ -255,7 +261,7 @@ class GroupFlush:
             return None  # nothing to say about a group we have never synced
         if await self.ledger.released_digest(name, group) != plan.digest:
             try:
-                held = await self._guard(adapter, plan, accepted, last)
+                held = await self._guard(name, adapter, plan, accepted, last)
             except PortalError as exc:
                 return await self._setback(name, exc.result)
             if held:
@@ -276,7 +282,7 @@ class GroupFlush:
                                latencies)
             if result.ok:
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh)
+                                              plan.fresh, self.epoch)
         except LeaseLost:
             if result.ok:
                 await self._after_lost_write(name, sync_scope(group), plan.digest)
@@ -327,23 +333,35 @@ class GroupFlush:
             await self.ledger.forget_discard(name, self.group)
         return False
 
-    async def _guard(self, adapter: TravtusAdapter, plan: SyncPlan,
+    async def _guard(self, name: str, adapter: TravtusAdapter, plan: SyncPlan,
                      accepted: dict[str, Accepted], last: str | None) -> Held | None:
+        """Hold a sync that would delete too much. The portal is read first whenever the sync
+        deletes anything, on the group's first sync, and whenever Redis may have lost state
+        since the group was last checked (another epoch): what it holds that the bridge does
+        not know would be deleted too, and counts as inferred."""
         deletions = list(plan.deletions)
-        reason = guard_reason(deletions, len(plan.listings), len(accepted),
-                              self.settings.guard)
         unknown: list[str] = []
-        if reason is None and last is None:
-            # First sync: whatever the portal holds that the bridge never sent would go.
+        verified = await self.ledger.verified(name, plan.group)
+        if deletions or last is None or verified != self.epoch:
             self.lease.ensure()
             on_portal = await adapter.find_all(plan.group)
+            self.lease.ensure()
             known = {listing.ref for listing in self.claim.listings}
-            unknown = sorted({str(item.get("external_ref")) for item in on_portal}
-                             - known - set(plan.records) - set(accepted))
-            if unknown:
-                deletions += unknown_deletions(unknown)
-                reason = (f"first sync of the group, and the portal holds {len(unknown)} "
-                          "listing(s) the bridge has never heard of; the sync would delete them")
+            portal_refs = {str(item.get("external_ref")) for item in on_portal}
+            unknown = sorted(portal_refs - known - set(plan.records) - set(accepted))
+            deletions += unknown_deletions(unknown)
+            members = {listing.ref: listing for listing in self.claim.listings}
+            deleted_refs = {d.ref for d in deletions}
+            # Known listings the portal holds that the sync leaves out, the ledger unaware.
+            deletions += [deletion_cause(ref, plan.group, members[ref], None)
+                          for ref in sorted(portal_refs & set(members) - set(plan.records)
+                                            - deleted_refs)]
+        reason = guard_reason(deletions, len(plan.listings), len(accepted) or len(deletions),
+                              self.settings.guard)
+        if reason is None and unknown:
+            first = "first sync of the group, and " if last is None else ""
+            reason = (f"{first}the portal holds {len(unknown)} listing(s) the bridge has never "
+                      "heard of; the sync would delete them")
         if reason is None:
             return None
         return _held(plan, reason, deletions, unknown)

@@ -177,9 +177,11 @@ class Ledger:
         )
 
     async def record_sync(self, target: str, group: str, digest: str,
-                          records: dict[str, Accepted], fresh: list[str]) -> None:
-        """A group sync was accepted: the group on the portal is now exactly ``records``; the
-        listings sent with their current content (``fresh``) are out of quarantine."""
+                          records: dict[str, Accepted], fresh: list[str],
+                          epoch: str | None = None) -> None:
+        """A group sync was accepted: the group on the portal is now exactly ``records`` (so
+        verified in ``epoch``); the listings sent with their current content (``fresh``) are
+        out of quarantine."""
         key = accepted_key(target, group)
         commands: list[Command] = [("DEL", key)]
         if records:
@@ -192,7 +194,13 @@ class Ledger:
             ("HDEL", f"{k.INTENT}{target}", sync_scope(group)),
             ("HDEL", f"{k.QUARANTINE}{target}", *fresh, sync_scope(group)),
         ]
+        if epoch is not None:
+            commands.append(("HSET", f"{k.VERIFIED}{target}", group, epoch))
         await self._write(*commands)
+
+    async def verified(self, target: str, group: str) -> str | None:
+        """The epoch in which the group was last checked against the portal (or synced)."""
+        return _s(await self.redis.hget(f"{k.VERIFIED}{target}", group))  # type: ignore[misc]
 
     async def sync_digest(self, target: str, group: str) -> str | None:
         return _s(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
