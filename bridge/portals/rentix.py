@@ -9,9 +9,10 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge.portals import rentix_mapping, rentix_validation
+from bridge.portals import rentix_mapping, rentix_readback, rentix_validation
 from bridge.portals.base import OwnedClient
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
+from bridge.portals.readback import FieldDifference, Pace, paced, unexpected_page
 from bridge.portals.rentix_errors import classify
 from bridge.portals.transport import merge_headers, send
 
@@ -72,18 +73,39 @@ class RentixAdapter:
                          ) -> dict[str, Any] | None:
         return rentix_mapping.deletion_payload(external_ref, behaviour or self.deletion_behaviour)
 
+    # -- read-back comparison (no I/O) --
+
+    def held_by_portal(self, payload: dict[str, Any], item: dict[str, Any] | None
+                       ) -> list[FieldDifference]:
+        """The fields of our payload (map_listing / deletion_payload output) that the read
+        model `item` does not hold as sent; [] when Rentix holds our content. None: absent."""
+        return rentix_readback.held_by_portal(payload, item)
+
+    def portal_ref(self, item: dict[str, Any]) -> str | None:
+        """The item's `externalId`; None when the listing is not linked."""
+        return rentix_readback.portal_ref(item)
+
+    def is_hidden(self, item: dict[str, Any]) -> bool:
+        return rentix_readback.is_hidden(item)
+
+    def portal_state(self, item: dict[str, Any]) -> str | None:
+        """The item's status (`formData.announcementStatus`): active, pending_active, ..."""
+        return rentix_readback.state(item)
+
     # -- raw call path: every method below goes through here --
 
     async def request(self, method: str, path: str, *, json: Any = None,
                       content: bytes | None = None, params: dict[str, Any] | None = None,
                       headers: dict[str, str | None] | None = None,
                       idempotency_key: str | None = None,
-                      listing_ref: str | None = None) -> Result:
-        """One authenticated call, classified. `headers` override the defaults; None removes one."""
+                      listing_ref: str | None = None, pace: Pace | None = None) -> Result:
+        """One authenticated call, classified. `headers` override the defaults; None removes one.
+        `pace` is awaited just before the request goes out (the caller's rate limiting)."""
         hdrs = {"Authorization": f"ApiKey {self.api_key}", "Accept": "application/json"}
         if idempotency_key:
             hdrs["Idempotency-Key"] = idempotency_key
         hdrs = merge_headers(hdrs, headers)
+        await paced(pace)
         sent = await send(self._client.http, method, self.base_url + path, headers=hdrs,
                           json=json, content=content, params=params,
                           http_timeout=self._client.timeout)
@@ -120,26 +142,33 @@ class RentixAdapter:
     async def get_listing(self, listing_id: int) -> Result:
         return await self.request("GET", f"/listings/{int(listing_id)}")
 
-    async def get_by_external_id(self, external_id: str) -> Result:
+    async def get_by_external_id(self, external_id: str, *, pace: Pace | None = None) -> Result:
+        """GET /listings/external/:externalId: OK with the read model, or NOT_FOUND
+        (`listing_not_found`) when no listing is linked to it."""
         return await self.request("GET", f"/listings/external/{quote(external_id, safe='')}",
-                                  listing_ref=external_id)
+                                  listing_ref=external_id, pace=pace)
 
-    async def list_page(self, limit: int = PAGE_SIZE, offset: int = 0) -> Result:
-        return await self.request("GET", "/listings", params={"limit": limit, "offset": offset})
+    async def list_page(self, limit: int = PAGE_SIZE, offset: int = 0, *,
+                        pace: Pace | None = None) -> Result:
+        return await self.request("GET", "/listings", params={"limit": limit, "offset": offset},
+                                  pace=pace)
 
-    async def iter_listings(self, page_size: int = PAGE_SIZE) -> AsyncIterator[dict[str, Any]]:
-        """Every listing, page by page; raises PortalError if a page fails."""
+    async def iter_listings(self, page_size: int = PAGE_SIZE, *, pace: Pace | None = None
+                            ) -> AsyncIterator[dict[str, Any]]:
+        """Every listing of the agency, page by page (`limit`/`offset`, ordered by id), `pace`
+        awaited before each page. Raises PortalError with the classified Result if a page fails
+        or answers something that is not a page (so a broken answer never reads as the end)."""
         offset = 0
         while True:
-            result = await self.list_page(page_size, offset)
+            result = await self.list_page(page_size, offset, pace=pace)
             if not result.ok:
                 raise PortalError(result)
-            items = (result.body or {}).get("items") or []
+            items, total = _page(result)
             for item in items:
                 yield item
             offset += len(items)
-            total = (result.body or {}).get("total")
-            if len(items) < page_size or (isinstance(total, int) and offset >= total):
+            # `total`, when given, decides; else a short page is the last one.
+            if not items or (offset >= total if total is not None else len(items) < page_size):
                 return
 
     async def link(self, listing_id: int, external_id: str,
@@ -168,6 +197,16 @@ class RentixAdapter:
         result = await self.bulk([op], idempotency_key)
         result.listing_ref = ref if isinstance(ref, str) else None
         return _single_item(result)
+
+
+def _page(result: Result) -> tuple[list[dict[str, Any]], int | None]:
+    """A `GET /listings` answer's items and total, or PortalError if it is not a page."""
+    body = result.body
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise PortalError(unexpected_page(result, "a page of listings ({\"items\": [...]})"))
+    total = body.get("total") if isinstance(body, dict) else None
+    return items, total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def _single_item(result: Result) -> Result:

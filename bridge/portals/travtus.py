@@ -7,9 +7,10 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge.portals import travtus_mapping, travtus_validation
+from bridge.portals import travtus_mapping, travtus_readback, travtus_validation
 from bridge.portals.base import OwnedClient
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
+from bridge.portals.readback import FieldDifference, Pace, paced, unexpected_page
 from bridge.portals.transport import merge_headers, send
 from bridge.portals.travtus_errors import classify
 from bridge.portals.travtus_token import TokenCache, TokenError
@@ -48,24 +49,40 @@ class TravtusAdapter:
     def validate(self, payload: dict[str, Any]) -> list[Problem]:
         return travtus_validation.validate(payload)
 
+    # -- read-back comparison (no I/O) --
+
+    def held_by_portal(self, payload: dict[str, Any], item: dict[str, Any] | None
+                       ) -> list[FieldDifference]:
+        """The fields of our sync listing (map_listing output) that the find view's `item`
+        does not hold as sent; [] when Travtus holds our content. None: not found."""
+        return travtus_readback.held_by_portal(payload, item)
+
+    def portal_ref(self, item: dict[str, Any]) -> str | None:
+        """The find item's `external_ref`."""
+        return travtus_readback.portal_ref(item)
+
     # -- raw call path --
 
     async def request(self, method: str, path: str, *, json: Any = None,
                       headers: dict[str, str | None] | None = None,
                       idempotency_key: str | None = None,
-                      authorize: bool = True) -> Result:
+                      authorize: bool = True, pace: Pace | None = None) -> Result:
         """One call with the shared bearer token; on `expired_token` the token is replaced and
-        the call retried exactly once. `authorize=False` sends no token (tests)."""
+        the call retried exactly once. `authorize=False` sends no token (tests). `pace` is
+        awaited before each request to the API (the retry too; not the token endpoint, which
+        Travtus limits apart)."""
         try:
             token = await self.tokens.get() if authorize else None
         except TokenError as exc:
             return exc.result
+        await paced(pace)
         result = await self._once(method, path, json, headers, idempotency_key, token)
         if token and result.error_type == "expired_token":
             try:
                 token = await self.tokens.replace(token)
             except TokenError as exc:
                 return exc.result
+            await paced(pace)
             result = await self._once(method, path, json, headers, idempotency_key, token)
         if token and result.error_type == "invalid_authorization":
             self.tokens.forget(token)  # e.g. rotated credentials: fetch anew next time
@@ -100,32 +117,36 @@ class TravtusAdapter:
         return _attribute(result, listings)
 
     async def find_page(self, group_ref: str, after_id: str = FIRST_AFTER_ID, *,
-                        external_ref: str | None = None, identifier: str | None = None
-                        ) -> Result:
+                        external_ref: str | None = None, identifier: str | None = None,
+                        pace: Pace | None = None) -> Result:
         body: dict[str, Any] = {"group_external_ref": group_ref, "after-id": after_id}
         if external_ref is not None:
             body["external_ref"] = external_ref
         if identifier is not None:
             body["identifier"] = identifier
-        return await self.request("POST", "/listings/find/", json=body)
+        return await self.request("POST", "/listings/find/", json=body, pace=pace)
 
-    async def find_all(self, group_ref: str) -> list[dict[str, Any]]:
-        """Every active listing of the group; raises PortalError if a page fails."""
+    async def find_all(self, group_ref: str, *, pace: Pace | None = None
+                       ) -> list[dict[str, Any]]:
+        """Every active listing of the group, following `last_id` to the last page, `pace`
+        awaited before each request. Travtus's typed `not_found` is an empty group (or no
+        more); anything else that is not a page raises PortalError with the classified Result."""
         found: list[dict[str, Any]] = []
         after = FIRST_AFTER_ID
         while True:
-            result = await self.find_page(group_ref, after)
+            result = await self.find_page(group_ref, after, pace=pace)
             # Travtus's typed answer for "nothing (more)"; an untyped 404 (wrong base URL,
             # gateway) must not pass for an empty group.
             if result.error_type == "not_found":
                 return found
             if not result.ok:
                 raise PortalError(result)
-            body = result.body if isinstance(result.body, dict) else {}
-            found.extend(body.get("listings") or [])
-            last = body.get("last_id", LAST_PAGE)
-            if last in (LAST_PAGE, None) or str(last) == after:
+            listings, last = _page(result)
+            found.extend(listings)
+            if last == LAST_PAGE:
                 return found
+            if last <= int(after):  # a cursor that does not advance would loop for ever
+                raise PortalError(unexpected_page(result, f"a last_id after {after}"))
             after = str(last)
 
     async def create_listing(self, group_id: str, listing: dict[str, Any],
@@ -139,6 +160,21 @@ class TravtusAdapter:
         body = {"inactive_date": inactive_date} if inactive_date else None
         return await self.request("DELETE", f"/listings/{quote(str(listing_id), safe='')}/",
                                   json=body, idempotency_key=idempotency_key)
+
+
+def _page(result: Result) -> tuple[list[dict[str, Any]], int]:
+    """A find answer's listings and `last_id`, or PortalError if it is not a page: a broken
+    answer must never read as the end of the group."""
+    body = result.body
+    listings = body.get("listings") if isinstance(body, dict) else None
+    last = body.get("last_id") if isinstance(body, dict) else None
+    if isinstance(last, str) and last.lstrip("-").isdigit():
+        last = int(last)
+    if (not isinstance(listings, list) or not all(isinstance(x, dict) for x in listings)
+            or not isinstance(last, int) or isinstance(last, bool)):
+        expected = 'a page of listings ({"listings": [...], "last_id": <int>})'
+        raise PortalError(unexpected_page(result, expected))
+    return listings, last
 
 
 def _attribute(result: Result, listings: list[dict[str, Any]]) -> Result:
