@@ -76,6 +76,20 @@ class DeliverySettings(_Section):
     lease_ms: int = Field(10_000, ge=1_000)
 
 
+class RedisSettings(_Section):
+    # "fsync": a 202 means the event is fsynced to the AOF (and on ``min_replicas`` replicas);
+    # a Redis configured so that it cannot promise that is refused at start. "none":
+    # acknowledge on write, for development only.
+    durability: Literal["fsync", "none"] = "fsync"
+    min_replicas: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _replicas_need_fsync(self) -> RedisSettings:
+        if self.durability == "none" and self.min_replicas:
+            raise ValueError('min_replicas applies only with durability = "fsync"')
+        return self
+
+
 class RentixTarget(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: Literal["rentix"]
@@ -101,12 +115,26 @@ Target = Annotated[RentixTarget | TravtusTarget, Field(discriminator="kind")]
 
 class Settings(_Section):
     redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    redis: RedisSettings = RedisSettings()
     webhook: WebhookSettings
     debounce: DebounceSettings = DebounceSettings()
     targets: list[Target] = []
     guard: GuardSettings = GuardSettings()
     dashboard: DashboardSettings = DashboardSettings()
     delivery: DeliverySettings = DeliverySettings()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        # Read as every process will read it: a URL redis-py cannot parse fails here, at load.
+        from redis.asyncio.connection import parse_url
+
+        if url is not None:
+            try:
+                parse_url(url)
+            except ValueError as exc:
+                raise ValueError(f"a Redis URL redis-py can read ({exc})") from None
+        return url
 
     @field_validator("targets")
     @classmethod

@@ -84,6 +84,18 @@ def test_missing_environment_variable_is_named(tmp_path: Path,
          ["targets[0].token_url: missing", "targets[0].client_id: missing"]),
         ({"webhook": {"secrets": [SECRET]}, "guard": {"max_delete_fraction": 2}},
          ["guard.max_delete_fraction", "found 2", "less than or equal to 1"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis": {"durability": "fast"}},
+         ["redis.durability", "'fast'", "'fsync' or 'none'"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis": {"min_replicas": -1}},
+         ["redis.min_replicas", "found -1", "greater than or equal to 0"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis": {"min_replicas": "two"}},
+         ["redis.min_replicas", "'two'", "valid integer"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis": {"durability": "none", "min_replicas": 1}},
+         ["redis", 'min_replicas applies only with durability = "fsync"']),
+        ({"webhook": {"secrets": [SECRET]}, "redis": {"fsync": True}},
+         ["redis.fsync: unknown setting"]),
+        ({"webhook": {"secrets": [SECRET]}, "redis_url": "redis://h:6379/0?db=two"},
+         ["redis_url", "Invalid value for 'db'"]),
     ],
 )
 def test_bad_settings_name_key_value_and_expectation(data: dict[str, object],
@@ -94,6 +106,22 @@ def test_bad_settings_name_key_value_and_expectation(data: dict[str, object],
     assert message.startswith("bridge.toml: ")
     for part in expected:
         assert part in message, message
+
+
+def test_redis_durability_defaults_to_fsync_without_replicas() -> None:
+    settings = parse_settings({"webhook": {"secrets": [SECRET]}})
+    assert settings.redis.durability == "fsync" and settings.redis.min_replicas == 0
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/0",
+    "rediss://bridge:p%40ss%3Aword@redis.example:6380/1?ssl_ca_certs=/etc/ca.pem",
+    "unix:///run/redis/redis.sock?db=2",
+])
+def test_redis_url_forms_of_the_contract_load(url: str) -> None:
+    settings = parse_settings({"webhook": {"secrets": [SECRET]}, "redis_url": url,
+                               "redis": {"durability": "fsync", "min_replicas": 1}})
+    assert settings.redis_url == url and settings.redis.min_replicas == 1
 
 
 def test_duplicate_target_names_are_refused() -> None:
