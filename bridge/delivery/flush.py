@@ -358,10 +358,11 @@ class GroupFlush:
                                             - deleted_refs)]
         reason = guard_reason(deletions, len(plan.listings), len(accepted) or len(deletions),
                               self.settings.guard)
-        if reason is None and unknown:
+        if unknown:  # never deleted without an operator, whatever the guard settings
             first = "first sync of the group, and " if last is None else ""
             reason = (f"{first}the portal holds {len(unknown)} listing(s) the bridge has never "
-                      "heard of; the sync would delete them")
+                      "heard of; the sync would delete them"
+                      + (f" (and {reason})" if reason else ""))
         if reason is None:
             return None
         return _held(plan, reason, deletions, unknown)
