@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from bridge.delivery.claims import DesiredListing
+from bridge.delivery.desired import DesiredListing
 from bridge.delivery.idempotency import Intent, digest, key_for
 from bridge.delivery.ledger import Accepted, Deletion, Quarantined, sync_scope
 from bridge.portals import Problem, RentixAdapter, TravtusAdapter
