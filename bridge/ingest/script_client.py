@@ -6,10 +6,24 @@ command (argument encoding, bookkeeping); this path packs one RESP command with 
 lets hiredis parse the replies, which is what makes the webhook fast. Everything else in the
 bridge uses redis-py.
 
+The URL means what it means to redis-py (its own parser reads it): ``redis://`` (host, port,
+``/db`` or ``?db=``), ``rediss://`` (TLS, with redis-py's ``ssl_*`` query options and defaults),
+``unix:///path?db=N``, and ``user:password@`` (ACL) with %xx escapes decoded.
+
+Durability: the app's ``prepare`` check runs on every new connection before any script call goes
+out on it; its ``Durability`` says what a call waits for after its script ran: ``WAITAOF`` (or
+``WAIT`` for replicas) on the same connection, group-committed: one covers every script call
+written before it, and at most one is in flight (the server blocks this client until it
+answers, so calls written meanwhile run after it and wait for the next). A call is answered only
+once its script reply and the wait covering it are both in; a wait that falls short fails the
+calls it covers (the webhook answers 503, never 202).
+
 Failure rules: if the connection drops or a round trip passes its deadline, every call in flight
 fails (the webhook answers 503, the CRM retries, dedupe makes that safe) and the next call
-reconnects. A ``NOSCRIPT`` reply (Redis restarted and forgot the script) means that call never
-ran: the script is loaded again and the call retried.
+reconnects. A failed connect (refused, unknown host, TLS, credentials) or a failed ``prepare``
+fails every call waiting for that connection at once, with a ``StorageUnavailable`` naming the
+cause; the next call tries again. A ``NOSCRIPT`` reply (Redis restarted and forgot the script)
+means that call never ran: the script is loaded again and the call retried.
 """
 
 from __future__ import annotations
@@ -17,12 +31,36 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-from typing import Any
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import hiredis
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from bridge.connections import Durability
+
+Prepare = Callable[[], Awaitable[Durability]]
+
+# How long a TLS handshake may take before we ask, on a second connection, whether the port
+# speaks plain text: a plain Redis reads a ClientHello as an unfinished command and never answers.
+TLS_PROBE_AFTER_S = 0.2
+# First bytes of a TLS record (alert, handshake): what a TLS port sends back to plain text.
+TLS_RECORDS = (b"\x15", b"\x16")
+REFUSED_CREDENTIALS = ("WRONGPASS", "ERR invalid password", "ERR AUTH", "ERR Client sent AUTH")
+
+
+class StorageUnavailable(RedisConnectionError):
+    """Redis cannot take the webhook's writes now; the message names the cause."""
+
+
+class NotDurable(StorageUnavailable):
+    """The script ran but Redis did not confirm it durable in time: the call must not succeed."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -42,82 +80,259 @@ def pack(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-class _Connection(asyncio.Protocol):
-    """One pipelined connection: replies are matched to waiters in order."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect, as redis-py reads the URL."""
 
-    def __init__(self) -> None:
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None  # a unix socket
+    tls: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"unix socket {self.path}" if self.path else f"{self.host}:{self.port}"
+
+    def setup(self) -> list[bytes]:
+        """Commands for a new connection; the PING makes a server that wants credentials say
+        so now rather than on the first script call."""
+        commands = []
+        if self.username or self.password:
+            # As redis-py: AUTH user password with a user, AUTH password without.
+            credentials = ((self.username, self.password or "") if self.username
+                           else (self.password or "",))
+            commands.append(pack(b"AUTH", *credentials))
+        if self.db:
+            commands.append(pack(b"SELECT", self.db))
+        commands.append(pack(b"PING"))
+        return commands
+
+
+def endpoint(url: str) -> Endpoint:
+    """Read ``url`` with redis-py's own parser; ValueError for anything it cannot mean."""
+    scheme = urlparse(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"redis_url must be a redis://, rediss:// or unix:// URL, "
+                         f"not {scheme or 'schemeless'}://")
+    options = cast(dict[str, Any], parse_url(url))
+    username, password = options.get("username"), options.get("password")
+    db = int(options.get("db", 0))
+    if scheme == "unix":
+        if not options.get("path"):
+            raise ValueError("a unix:// redis_url needs the socket's path: unix:///path?db=N")
+        return Endpoint(path=options["path"], username=username, password=password, db=db)
+    tls = _tls_context(options) if scheme == "rediss" else None
+    return Endpoint(host=options.get("host", "localhost"), port=options.get("port", 6379),
+                    tls=tls, username=username, password=password, db=db)
+
+
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The context redis-py's SSLConnection builds from the URL's ssl_* options (its defaults
+    included), made now so a wrong option fails at start, not on the first webhook."""
+    tls_options = {name: value for name, value in options.items() if name.startswith("ssl_")}
+    try:
+        context: ssl.SSLContext = SSLConnection(**tls_options).ssl_context.get()
+    except (TypeError, OSError, RedisError) as exc:
+        raise ValueError(f"redis_url's TLS options cannot be used: {exc}") from exc
+    return context
+
+
+def barrier_command(durability: Durability | None) -> bytes | None:
+    """What follows script calls before they may be answered; None: nothing."""
+    if durability is None:
+        return None
+    if durability.wait_aof:
+        return pack(b"WAITAOF", 1, durability.replicas, durability.timeout_ms)
+    if durability.replicas > 0:
+        return pack(b"WAIT", durability.replicas, durability.timeout_ms)
+    return None
+
+
+class _Connection(asyncio.Protocol):
+    """One pipelined connection: replies are matched to waiters in order. With a barrier (the
+    durability wait), script replies are held until the barrier written after them answers."""
+
+    def __init__(self, where: str, tls: bool) -> None:
+        self.where = where
+        self.tls = tls
         self.reader = hiredis.Reader(replyError=ResponseError)
-        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # None stands for a barrier's reply.
+        self.waiters: collections.deque[asyncio.Future[Any] | None] = collections.deque()
         self.transport: Any = None  # asyncio's or uvloop's transport
         self.lost = False
+        self.ready = False  # set up (AUTH, SELECT) and checked (prepare)
+        self.barrier: bytes | None = None
+        self.durability = Durability()
+        self.held: list[tuple[asyncio.Future[Any], Any]] = []
+        self.unbarriered = False  # script calls written since the last barrier went out
+        self.barrier_out = False  # a barrier is written and not yet answered
+        self.barrier_soon = False  # a barrier is scheduled for the end of this loop turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(reply)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                waiter = self.waiters.popleft()
+                if waiter is None:
+                    self.settle(reply)
+                elif self.barrier is not None:
+                    self.held.append((waiter, reply))
+                elif not waiter.done():
+                    waiter.set_result(reply)
+        except hiredis.ProtocolError:
+            self.fail(StorageUnavailable(self._not_resp(data)))
+            self.close()
+
+    def _not_resp(self, data: bytes) -> str:
+        if not self.ready and data[:1] in TLS_RECORDS:
+            return (f"Redis at {self.where} answered in TLS, not plain text: use rediss:// in "
+                    "redis_url")
+        return (f"Redis at {self.where} answered with something other than the Redis "
+                "protocol: is redis_url's port a Redis server?")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if self.ready:
+            message = f"connection to Redis at {self.where} lost: {exc or 'closed'}"
+        else:
+            message = f"Redis at {self.where} closed the connection before answering"
+            if exc is not None:
+                message += f" ({exc})"
+            if not self.tls:
+                message += "; if it accepts only TLS, use rediss:// in redis_url"
+        self.fail(StorageUnavailable(message))
 
     def fail(self, exc: Exception) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
+        held, self.held = self.held, []
+        for waiter, _ in held:
             if not waiter.done():
                 waiter.set_exception(exc)
+        while self.waiters:
+            pending = self.waiters.popleft()
+            if pending is not None and not pending.done():
+                pending.set_exception(exc)
 
     def send(self, payload: bytes, waiters: list[asyncio.Future[Any]]) -> None:
         """Write commands; their replies resolve ``waiters``, in order."""
         assert self.transport is not None
         self.waiters.extend(waiters)
         self.transport.write(payload)
+        if self.barrier is not None:
+            self._barrier_due()
+
+    def send_one(self, payload: bytes, waiter: asyncio.Future[Any]) -> None:
+        self.waiters.append(waiter)
+        self.transport.write(payload)
+        if self.barrier is not None:
+            self._barrier_due()
+
+    def start(self, durability: Durability | None) -> None:
+        """Ready for script calls, each followed by what ``durability`` asks for."""
+        self.barrier = barrier_command(durability)
+        self.durability = durability or Durability()
+        self.ready = True
+
+    def _barrier_due(self) -> None:
+        # Calls written in this loop turn share the barrier sent at its end; if one is in
+        # flight, the next goes out when it answers.
+        self.unbarriered = True
+        if not self.barrier_out and not self.barrier_soon:
+            self.barrier_soon = True
+            asyncio.get_running_loop().call_soon(self._send_barrier)
+
+    def _send_barrier(self) -> None:
+        self.barrier_soon = False
+        if self.lost or self.barrier_out or not self.unbarriered or self.barrier is None:
+            return
+        self.unbarriered = False
+        self.barrier_out = True
+        self.waiters.append(None)
+        self.transport.write(self.barrier)
+
+    def settle(self, reply: Any) -> None:
+        """The barrier answered: every held reply was written before it."""
+        self.barrier_out = False
+        held, self.held = self.held, []
+        shortfall = self._shortfall(reply)
+        for waiter, result in held:
+            if waiter.done():
+                continue
+            if shortfall is None:
+                waiter.set_result(result)
+            else:
+                waiter.set_exception(shortfall)
+        if self.unbarriered:
+            self._send_barrier()
+
+    def _shortfall(self, reply: Any) -> StorageUnavailable | None:
+        wanted = self.durability
+        if isinstance(reply, ResponseError):
+            return StorageUnavailable(f"Redis at {self.where} refused the durability wait "
+                                      f"after the webhook's script: {reply}")
+        if isinstance(reply, list):  # WAITAOF: [local fsyncs, replicas that fsynced]
+            local, replicas = int(reply[0]), int(reply[1])
+        else:  # WAIT: replicas that hold the writes
+            local, replicas = 1, int(reply)
+        if local >= 1 and replicas >= wanted.replicas:
+            return None
+        missing = [] if local >= 1 else ["not fsynced to its AOF"]
+        if replicas < wanted.replicas:
+            missing.append(f"held by {replicas} of {wanted.replicas} replicas")
+        return NotDurable(f"Redis at {self.where} did not confirm the event durable within "
+                          f"{wanted.timeout_ms} ms: {', '.join(missing)}")
 
     def close(self) -> None:
+        self.lost = True  # nothing more may be written: replies would never come
         if self.transport is not None:
             self.transport.close()
 
 
 class ScriptBatcher:
     def __init__(self, url: str, source: str, timeout_s: float = 5.0,
-                 connect_timeout_s: float = 2.0) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "unix"):
-            raise ValueError("the webhook's Redis connection supports redis:// and unix:// URLs")
-        self._url = parsed
+                 connect_timeout_s: float = 2.0, prepare: Prepare | None = None) -> None:
+        """``prepare`` runs on every new connection before a script call goes out on it; what
+        it returns says what each call waits for, and if it raises, the calls waiting for that
+        connection fail with its error."""
+        self._endpoint = endpoint(url)
         self._source = source.encode()
         self._sha = hashlib.sha1(self._source).hexdigest().encode()
         self._timeout = timeout_s
         self._connect_timeout = connect_timeout_s
-        self._conn: _Connection | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._prepare = prepare
+        self._conn: _Connection | None = None  # only ever a ready connection
+        self._connector: asyncio.Task[None] | None = None
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
-        self._scheduled = False
 
     async def call(self, args: list[bytes | str | int]) -> Any:
-        """Run the script with ``args``; raises ConnectionError, TimeoutError or ResponseError."""
+        """Run the script with ``args``; raises ConnectionError (StorageUnavailable when the
+        cause is known), TimeoutError or ResponseError."""
         reply = await self._call(pack(b"EVALSHA", self._sha, b"0", *args))
-        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-            await self._call(pack(b"SCRIPT", b"LOAD", self._source))
-            reply = await self._call(pack(b"EVALSHA", self._sha, b"0", *args))
         if isinstance(reply, ResponseError):
-            raise NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply
+            if str(reply).startswith("NOSCRIPT"):
+                await self._call(pack(b"SCRIPT", b"LOAD", self._source))
+                reply = await self._call(pack(b"EVALSHA", self._sha, b"0", *args))
+            if isinstance(reply, ResponseError):
+                raise self._script_error(reply)
         return reply
 
     async def _call(self, command: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((command, future))
-        if self._conn is not None and not self._conn.lost:
-            # Write at once: Redis runs this script while we parse the next request. Calls
-            # made before a connection exists queue up and go out together once it does.
-            self._flush_now()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            # Write at once: Redis runs this script while we parse the next request.
+            conn.send_one(command, future)
+        else:
+            # Calls made while there is no ready connection queue up and go out together
+            # once there is, in order.
+            self._pending.append((command, future))
+            if self._connector is None:
+                self._connector = asyncio.ensure_future(self._connect_and_flush())
         async with asyncio.timeout(self._timeout):
             try:
                 return await future
@@ -125,69 +340,179 @@ class ScriptBatcher:
                 self._drop()  # replies may still come, out of step with waiters: start afresh
                 raise
 
-    def _flush_now(self) -> None:
-        batch, self._pending = self._pending, []
-        assert self._conn is not None
-        self._conn.send(b"".join(command for command, _ in batch), [f for _, f in batch])
-
-    def _flush_soon(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._flush(batch))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    async def _flush(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+    async def _connect_and_flush(self) -> None:
         try:
-            conn = await self._connection()
-        except (OSError, TimeoutError) as exc:
-            error = RedisConnectionError(f"cannot connect to Redis: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        conn.send(b"".join(command for command, _ in batch), [future for _, future in batch])
+            conn = await self._ready_connection()
+        except Exception as exc:
+            self._fail_pending(_unavailable(exc))
+        else:
+            self._conn = conn
+            batch, self._pending = self._pending, []
+            if batch:
+                conn.send(b"".join(command for command, _ in batch), [f for _, f in batch])
+        finally:
+            self._connector = None
 
-    async def _connection(self) -> _Connection:
-        if self._conn is not None and not self._conn.lost:
-            return self._conn
-        self._connecting = self._connecting or asyncio.Lock()
-        async with self._connecting:
-            if self._conn is None or self._conn.lost:
-                self._conn = await self._connect()
-        return self._conn
+    def _fail_pending(self, exc: Exception) -> None:
+        batch, self._pending = self._pending, []
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
-    async def _connect(self) -> _Connection:
+    async def _ready_connection(self) -> _Connection:
+        conn = await self._open()
+        try:
+            durability = None
+            if self._prepare is not None:
+                async with asyncio.timeout(self._timeout):
+                    durability = await self._prepare()
+            if conn.lost:
+                raise StorageUnavailable(f"connection to Redis at {conn.where} lost while its "
+                                         "durability settings were checked")
+        except BaseException:
+            conn.close()
+            raise
+        conn.start(durability)
+        return conn
+
+    async def _open(self) -> _Connection:
+        """A connection, authenticated and on its database, or StorageUnavailable naming why
+        not."""
+        where = self._endpoint.where
+        conn = _Connection(where, tls=self._endpoint.tls is not None)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._transport(conn)
+        except TimeoutError as exc:
+            doing = "TLS handshake with" if conn.tls else "connect to"
+            raise StorageUnavailable(f"{doing} Redis at {where} did not finish within "
+                                     f"{self._connect_timeout:g} s") from exc
+        except OSError as exc:
+            raise StorageUnavailable(self._describe(exc)) from exc
+        try:
+            await self._set_up(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _transport(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        url = self._url
-        async with asyncio.timeout(self._connect_timeout):
-            if url.scheme == "unix":
-                _, conn = await loop.create_unix_connection(_Connection, url.path)
-            else:
-                _, conn = await loop.create_connection(
-                    _Connection, url.hostname or "127.0.0.1", url.port or 6379)
-        setup = []
-        if url.password:
-            user = url.username or "default"
-            setup.append(pack(b"AUTH", user, url.password))
-        database = (url.path or "/0").lstrip("/") or "0"
-        if url.scheme == "redis" and database != "0":
-            setup.append(pack(b"SELECT", database))
-        if setup:
-            replies = [loop.create_future() for _ in setup]
-            conn.send(b"".join(setup), replies)
+        ep = self._endpoint
+        if ep.path is not None:
+            await loop.create_unix_connection(lambda: conn, ep.path)
+        elif ep.tls is None:
+            await loop.create_connection(lambda: conn, ep.host, ep.port)
+        else:
+            handshake = asyncio.ensure_future(loop.create_connection(
+                lambda: conn, ep.host, ep.port, ssl=ep.tls, server_hostname=ep.host))
+            try:
+                done, _ = await asyncio.wait({handshake}, timeout=TLS_PROBE_AFTER_S)
+                if not done and await speaks_plain_text(ep.host, ep.port):
+                    raise StorageUnavailable(
+                        f"TLS handshake with Redis at {ep.where} failed: the port speaks plain "
+                        "text; use redis:// in redis_url, or the server's TLS port")
+                await handshake
+            finally:
+                handshake.cancel()  # a no-op once it is done; else closes the half-open socket
+
+    async def _set_up(self, conn: _Connection) -> None:
+        setup = self._endpoint.setup()
+        replies: list[asyncio.Future[Any]] = [
+            asyncio.get_running_loop().create_future() for _ in setup]
+        conn.send(b"".join(setup), replies)
+        try:
             async with asyncio.timeout(self._connect_timeout):
                 for reply in replies:
                     if isinstance(result := await reply, ResponseError):
-                        conn.close()
-                        raise RedisConnectionError(f"Redis refused the connection: {result}")
-        return conn
+                        raise StorageUnavailable(refusal(str(result), self._endpoint) or
+                                                 f"Redis at {conn.where} refused the "
+                                                 f"connection: {result}")
+        except TimeoutError as exc:
+            raise StorageUnavailable(
+                f"Redis at {conn.where} accepted the connection but did not answer within "
+                f"{self._connect_timeout:g} s") from exc
+
+    def _describe(self, exc: OSError) -> str:
+        where = self._endpoint.where
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (f"TLS handshake with Redis at {where} failed: certificate verify failed "
+                    f"({exc.verify_message}); does ssl_ca_certs in redis_url name the CA that "
+                    "signed the server's certificate?")
+        if isinstance(exc, ssl.SSLError):
+            return (f"TLS handshake with Redis at {where} failed: {exc.reason or exc}; does the "
+                    "port speak TLS?")
+        if isinstance(exc, socket.gaierror):
+            return (f"cannot connect to Redis at {where}: unknown host "
+                    f"{self._endpoint.host!r} ({exc.strerror})")
+        if isinstance(exc, ConnectionRefusedError):
+            return (f"cannot connect to Redis at {where}: connection refused (is it running and "
+                    "listening there?)")
+        if isinstance(exc, FileNotFoundError):
+            return f"cannot connect to Redis at {where}: no such socket"
+        if self._endpoint.tls is not None and isinstance(exc, ConnectionResetError):
+            return (f"TLS handshake with Redis at {where} failed: the server closed the "
+                    "connection; does the port speak TLS?")
+        return f"cannot connect to Redis at {where}: {exc.strerror or exc}"
+
+    def _script_error(self, reply: ResponseError) -> Exception:
+        text = str(reply)
+        if text.startswith("NOSCRIPT"):
+            return NoScriptError(text)
+        cause = refusal(text, self._endpoint)
+        return reply if cause is None else StorageUnavailable(cause)
 
     def _drop(self) -> None:
         if self._conn is not None:
-            self._conn.fail(TimeoutError("Redis did not answer in time"))
+            self._conn.fail(TimeoutError(
+                f"Redis at {self._conn.where} did not answer within {self._timeout:g} s"))
             self._conn.close()
             self._conn = None
 
     async def aclose(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
+        self._fail_pending(StorageUnavailable("the webhook's Redis client is closed"))
         self._drop()
+
+
+def _unavailable(exc: Exception) -> Exception:
+    """A connect or ``prepare`` failure as the calls waiting for it see it: Redis and socket
+    errors as they are (the webhook answers 503), anything else as StorageUnavailable."""
+    if isinstance(exc, (RedisError, OSError)):
+        return exc
+    error = StorageUnavailable(f"Redis is not ready for the webhook: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def refusal(error: str, ep: Endpoint) -> str | None:
+    """The cause in words when Redis refuses the URL's credentials, user or database; None for
+    any other error."""
+    if error.startswith(REFUSED_CREDENTIALS):
+        return f"Redis refused the credentials in redis_url ({error})"
+    if error.startswith("NOAUTH"):
+        return f"Redis requires credentials (user:password@ in redis_url): {error}"
+    if error.startswith("NOPERM"):
+        return f"the Redis user in redis_url lacks a permission the webhook needs: {error}"
+    if error.startswith("ERR DB index"):
+        return f"Redis refused database {ep.db} from redis_url: {error}"
+    return None
+
+
+async def speaks_plain_text(host: str, port: int) -> bool:
+    """Does ``host:port`` answer an inline PING in plain RESP? (Asked when a TLS handshake
+    hangs: a plain port waits for the rest of a command that never comes.)"""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        first = await reader.read(1)
+    except OSError:
+        return False
+    finally:
+        writer.close()
+    return first in (b"+", b"-")

@@ -120,6 +120,9 @@ async def test_a_connect_to_a_closed_port_fails_fast() -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_only_redis_and_unix_urls_are_accepted() -> None:
-    with pytest.raises(ValueError, match="redis:// and unix://"):
-        ScriptBatcher("rediss://127.0.0.1:6380/0", SCRIPT)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6380/0", "valkeys://127.0.0.1:6380/0",
+                                 "127.0.0.1:6379"])
+def test_only_redis_rediss_and_unix_urls_are_accepted(url: str) -> None:
+    # rediss:// (TLS) is accepted since the client speaks TLS: test_script_client_connections.
+    with pytest.raises(ValueError, match=r"redis://, rediss:// or unix://"):
+        ScriptBatcher(url, SCRIPT)
