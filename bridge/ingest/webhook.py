@@ -1,7 +1,8 @@
 """``POST /webhooks/crm``: verify, validate, store in one Redis round trip, answer.
 
 Everything else (planning, delivery) is the worker's. A ``202`` is sent only after Redis holds
-the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After``.
+the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After``, and the cause
+(in the script client's words: credentials, TLS, durability...) is logged once, not per request.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class WebhookEndpoint:
         self.verifier = verifier
         self.store = store
         self.max_body_bytes = max_body_bytes
+        self._unavailable: str | None = None  # the cause last logged while events are refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -129,8 +131,21 @@ class WebhookEndpoint:
         try:
             stored = await self.store.put(webhook_id, event, int(now * 1000))
         except (RedisError, OSError) as exc:
-            log.warning("webhook %s not stored, Redis unavailable: %s", webhook_id, exc)
+            self._refused(webhook_id, exc)
             return refuse(503, "storage_unavailable", "the event could not be stored; retry later")
+        if self._unavailable is not None:
+            self._unavailable = None
+            log.info("Redis stores events again (webhook %s)", webhook_id)
         if stored.duplicate:
             return Answer(200, {"duplicate": True, "id": webhook_id})
         return Answer(202, {"accepted": True, "id": webhook_id})
+
+    def _refused(self, webhook_id: str, exc: BaseException) -> None:
+        """Log why events are answered 503: once per cause, every request at debug level."""
+        cause = str(exc) or type(exc).__name__
+        if cause == self._unavailable:
+            log.debug("webhook %s not stored: %s", webhook_id, cause)
+            return
+        self._unavailable = cause
+        log.warning("webhooks are answered 503 until Redis can store them: %s (first: webhook %s)",
+                    cause, webhook_id)
