@@ -75,6 +75,9 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           by an operator's resume
     lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers;
                                           TTL just past that time
+    lb:ratelimit:{target}:reads   string  the same for reads (reconcile's read-back) alone, at
+                                          reconcile.read_share of the target's rate; a read
+                                          takes from both buckets; TTL just past that time
     lb:history                    list    latest delivery attempts (JSON), newest first; capped
                                           at HISTORY_MAXLEN
     lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN
@@ -163,6 +166,7 @@ DISCARDED = PREFIX + "discarded:"
 BACKOFF = PREFIX + "backoff:"
 TARGET = PREFIX + "target:"
 RATE_LIMIT = PREFIX + "ratelimit:"
+READS = ":reads"  # lb:ratelimit:{target}:reads
 HISTORY = PREFIX + "history"
 LATENCY = PREFIX + "latency"
 LINKED = PREFIX + "linked:"

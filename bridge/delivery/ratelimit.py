@@ -1,33 +1,86 @@
-"""A per-target request rate shared by every worker: GCRA in one Lua script."""
+"""A per-target request rate shared by every worker: GCRA in one Lua script.
+
+Reads (reconciliation's read-back) take from the same per-target bucket as writes, so together
+they never exceed the target's budget, and also from a bucket of their own at `read_share` of
+that rate, so they can never take more than their share of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.clock import now_ms
 
-# GCRA: keep the "theoretical arrival time"; a request is allowed when it is not more than the
-# burst tolerance ahead of now. Returns 0 (allowed, recorded) or how many ms to wait.
+# GCRA: keep each bucket's "theoretical arrival time"; a request is allowed when it is not more
+# than the bucket's burst tolerance ahead of now. With several buckets it must fit all of them,
+# and only then is it recorded in all (atomically: a refusal takes nothing from any bucket).
+# ARGV: now, then (interval, tolerance) per key. Returns 0 (allowed, recorded) or the ms to
+# wait for the slowest bucket.
 ACQUIRE = """
-local key, now = KEYS[1], tonumber(ARGV[1])
-local interval, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = math.max(tonumber(redis.call('GET', key) or now), now)
-if tat - burst > now then return math.ceil(tat - burst - now) end
-redis.call('SET', key, tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+local now, wait, tats = tonumber(ARGV[1]), 0, {}
+for i, key in ipairs(KEYS) do
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  tats[i] = tat
+  if tat - burst > now then wait = math.max(wait, math.ceil(tat - burst - now)) end
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  local tat = tats[i] + tonumber(ARGV[2 * i])
+  redis.call('SET', key, tat, 'PX', math.ceil(tat - now) + 1000)
+end
 return 0
 """
+
+DEFAULT_BURST = 5
+
+# Awaited before each read request (bridge.portals.readback.Pace has the same shape).
+Pace = Callable[[], Awaitable[None]]
 
 
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._acquire = redis.register_script(ACQUIRE)
 
-    async def acquire(self, target: str, per_minute: int, now_ms: int, burst: int = 5) -> int:
+    async def acquire(self, target: str, per_minute: int, now_ms: int,
+                      burst: int = DEFAULT_BURST) -> int:
         """0 if a request to ``target`` may go now, else the milliseconds to wait."""
-        interval = 60_000 / per_minute
-        tolerance = math.floor(interval * (burst - 1))
-        wait = await self._acquire(keys=[f"{k.RATE_LIMIT}{target}"],
-                                   args=[now_ms, interval, tolerance])
+        return await self._take([(f"{k.RATE_LIMIT}{target}", per_minute)], now_ms, burst)
+
+    async def acquire_read(self, target: str, per_minute: int, read_share: float, now_ms: int,
+                           burst: int = DEFAULT_BURST) -> int:
+        """0 if a read from ``target`` may go now, else the milliseconds to wait: the read
+        bucket (``read_share * per_minute``) is checked first, then the target's shared one;
+        the read is counted in both or, when either refuses, in neither."""
+        if not 0 < read_share <= 1:
+            raise ValueError(f"read_share must be in (0, 1], got {read_share!r}")
+        buckets = [(f"{k.RATE_LIMIT}{target}{k.READS}", per_minute * read_share),
+                   (f"{k.RATE_LIMIT}{target}", per_minute)]
+        return await self._take(buckets, now_ms, burst)
+
+    async def _take(self, buckets: list[tuple[str, float]], now_ms: int, burst: int) -> int:
+        args: list[float] = [now_ms]
+        for _, per_minute in buckets:
+            interval = 60_000 / per_minute
+            args += [interval, math.floor(interval * (burst - 1))]
+        wait = await self._acquire(keys=[key for key, _ in buckets], args=args)
         return int(wait)
+
+
+def read_pace(limiter: RateLimiter, target: str, per_minute: int, read_share: float, *,
+              clock: Callable[[], int] = now_ms,
+              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Pace:
+    """A `pace` for the adapters' reads (``iter_listings(pace=...)``, ``find_all(group,
+    pace=...)``, ``get_by_external_id(ref, pace=...)``): each call returns once a read from
+    ``target`` is allowed, sleeping as long as the limiter says in between."""
+
+    async def pace() -> None:
+        while wait := await limiter.acquire_read(target, per_minute, read_share, clock()):
+            await sleep(wait / 1000)
+
+    return pace
