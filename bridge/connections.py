@@ -1,4 +1,10 @@
-"""Redis connections, and the start-up check that the server will not drop our data.
+"""Redis connections, and the check that the server keeps what a 202 promises.
+
+Every process opens Redis from the one ``redis_url`` with redis-py's URL rules (redis://,
+rediss:// with its ssl_* options, unix:///path?db=N, ACL user and %xx-encoded password).
+``check_redis`` refuses a server that could drop accepted events (eviction; no AOF, or an fsync
+policy the webhook cannot wait out) and says what the webhook must wait for after its script
+calls: a ``Durability``. ``RedisCheck`` runs it for one client and remembers why it last failed.
 
 Typing note: redis-py annotates its asyncio commands as ``Awaitable[T] | T`` (shared with the
 sync client, redis/redis-py#2399), which mypy rejects on ``await``; each such line carries a
@@ -7,17 +13,44 @@ targeted ``# type: ignore[misc]``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.settings import RedisSettings
+
+log = logging.getLogger("bridge.connections")
 
 # With any other policy a full Redis silently evicts keys: accepted events, dedupe markers,
 # delivery state. The bridge would rather refuse to start.
 SAFE_POLICY = "noeviction"
 
+FIX = ('Set appendonly yes and appendfsync always (or everysec on Redis >= 7.2 / Valkey >= 8), '
+       'or set [redis] durability = "none" for development.')
 
-class UnsafeRedis(Exception):
-    pass
+# TLS failures that come from the set-up (certificates, protocol), not from a server going away
+# mid-handshake: those end as EOF or a reset, and heal by waiting.
+_TRANSIENT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+class UnsafeRedis(RedisError):
+    """A Redis the bridge will not use: it cannot keep what a 202 promises, or it refuses the
+    bridge (credentials, TLS, permissions). Waiting does not help; the message says what to
+    change. A RedisError, so a webhook that meets it answers 503 like any storage failure."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,8 @@ class Durability:
 
 
 def redis_client(url: str) -> Redis:
+    """redis-py's client for ``url``; options in the URL's query (ssl_ca_certs, db, timeouts,
+    ...) win over these defaults."""
     # Short timeouts: the webhook must answer 503 quickly when Redis is away, not hang.
     client: Redis = Redis.from_url(  # from_url is unannotated in redis-py
         url,
@@ -45,8 +80,50 @@ def redis_client(url: str) -> Redis:
     return client
 
 
-async def check_redis(redis: Redis) -> None:
-    """Refuse a server whose eviction policy could silently drop the bridge's data."""
+def address(redis: Redis) -> str:
+    """Where ``redis`` connects, without credentials, for messages."""
+    pool = redis.connection_pool
+    return _where(pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection))
+
+
+def url_address(url: str) -> str:
+    """Where ``url`` points, without credentials, for messages."""
+    kwargs: dict[str, object] = dict(parse_url(url))
+    return _where(kwargs, url.startswith("rediss:"))
+
+
+def _where(kwargs: Mapping[str, object], tls: bool) -> str:
+    db = kwargs.get("db", 0)
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={db}"
+    scheme = "rediss" if tls else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+async def check_redis(redis: Redis, settings: RedisSettings) -> Durability:
+    """Refuse (UnsafeRedis) a server that could lose accepted events or that refuses the
+    bridge; otherwise say what a 202 must wait for. An outage raises redis-py's error."""
+    at = address(redis)
+    if settings.durability == "none":
+        _warn_once(f'[redis] durability = "none": Redis at {at} acknowledges webhooks before '
+                   "they are on disk; a Redis crash can lose acknowledged webhooks. For "
+                   "development only.")
+    try:
+        await _refuse_eviction(redis, at)
+        if settings.durability == "none":
+            return Durability()
+        durability = await _fsync_durability(redis, at, settings.min_replicas)
+        if settings.min_replicas:
+            await _report_replicas(redis, at, settings.min_replicas)
+        return durability
+    except Exception as exc:
+        refused = refusal(exc, at)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+async def _refuse_eviction(redis: Redis, at: str) -> None:
     info = await redis.info("memory")
     policy = str(info.get("maxmemory_policy", "unknown"))
     if policy != SAFE_POLICY:
@@ -55,3 +132,160 @@ async def check_redis(redis: Redis) -> None:
             f"accepted events and delivery state. Set maxmemory-policy to {SAFE_POLICY!r} "
             "(redis.conf, or CONFIG SET maxmemory-policy noeviction) and start again."
         )
+
+
+async def _fsync_durability(redis: Redis, at: str, replicas: int) -> Durability:
+    try:
+        config = await redis.config_get("append*")
+    except ResponseError:  # CONFIG renamed or forbidden, as managed services do
+        return await _durability_without_config(redis, at, replicas)
+    appendonly, fsync = config.get("appendonly"), config.get("appendfsync")
+    if appendonly != "yes":
+        raise UnsafeRedis(f"Redis at {at} has appendonly {appendonly}: a crash loses "
+                          f"acknowledged webhooks. {FIX}")
+    if fsync == "always":  # the script's answer comes after the fsync
+        return Durability(replicas=replicas)
+    if fsync == "everysec":
+        if await has_waitaof(redis):
+            return Durability(wait_aof=True, replicas=replicas)
+        raise UnsafeRedis(f"Redis at {at} has appendfsync everysec and no WAITAOF to wait for "
+                          "the fsync (it came with Redis 7.2 and Valkey 8, and an ACL may forbid "
+                          f"it): a crash loses webhooks acknowledged in the last second. {FIX}")
+    raise UnsafeRedis(f"Redis at {at} has appendfsync {fsync}: the AOF reaches the disk when the "
+                      f"operating system decides, so a crash loses acknowledged webhooks. {FIX}")
+
+
+async def _durability_without_config(redis: Redis, at: str, replicas: int) -> Durability:
+    info = await redis.info("persistence")
+    if not int(info.get("aof_enabled", 0)):
+        raise UnsafeRedis(f"Redis at {at} has the AOF off (INFO persistence aof_enabled:0): a "
+                          f"crash loses acknowledged webhooks. {FIX}")
+    if await has_waitaof(redis):  # waits for the fsync whatever the policy is
+        return Durability(wait_aof=True, replicas=replicas)
+    raise UnsafeRedis(f"Redis at {at} does not allow CONFIG GET, so its appendfsync policy could "
+                      "not be read, and it has no WAITAOF (Redis >= 7.2, Valkey >= 8) to wait for "
+                      "the fsync instead. Allow the bridge's user CONFIG GET (with appendfsync "
+                      'always), use a server with WAITAOF, or set [redis] durability = "none" '
+                      "for development.")
+
+
+async def has_waitaof(redis: Redis) -> bool:
+    """Can the bridge run WAITAOF here? Asking for nothing returns at once where it can."""
+    try:
+        await redis.execute_command("WAITAOF", 0, 0, 0)  # type: ignore[no-untyped-call]
+    except ResponseError:  # an unknown command, or one the bridge's user may not run
+        return False
+    return True
+
+
+async def _report_replicas(redis: Redis, at: str, wanted: int) -> None:
+    info = await redis.info("replication")
+    connected = int(info.get("connected_slaves", 0))
+    if connected < wanted:
+        _warn_once(f"Redis at {at} has {connected} connected replica(s) and [redis] "
+                   f"min_replicas is {wanted}: webhooks answer 503 until {wanted} replica(s) "
+                   "hold each event.")
+
+
+def refusal(exc: BaseException, at: str) -> UnsafeRedis | None:
+    """The failures waiting does not mend, as one plain line; None for an outage."""
+    if isinstance(exc, UnsafeRedis):
+        return exc
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return UnsafeRedis(f"Redis at {at} refused the bridge's credentials ({exc}). Check the "
+                           "user and password in redis_url (%-encode characters such as @ : / "
+                           "in them).")
+    if isinstance(exc, NoPermissionError):
+        return UnsafeRedis(f"Redis at {at} does not let the bridge's user run a command it needs "
+                           f"({exc}). Grant that user +@all on its keys, or at least the "
+                           "commands named.")
+    tls = _tls_error(exc)
+    if tls is not None:
+        return UnsafeRedis(f"TLS to Redis at {at} failed: {tls}. Check that the rediss:// URL "
+                           "names the server's TLS port and that ssl_ca_certs (or the system's "
+                           "trust store) holds the CA that signed its certificate.")
+    return None
+
+
+def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
+    # redis-py wraps the ssl module's error in its ConnectionError (as the implicit context).
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ssl.SSLError):
+            return None if isinstance(exc, _TRANSIENT_TLS) else exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def plain(exc: BaseException) -> str:
+    """An outage's error as a short phrase (redis-py's messages already name the address)."""
+    return str(exc) or type(exc).__name__
+
+
+class RedisCheck:
+    """``check_redis`` for one client, remembering how it last went: ``problem`` says why the
+    webhook answers 503 until a check passes (None once one has). Its call is the webhook's
+    ``prepare``: run on every (re)connect of its script client."""
+
+    def __init__(self, redis: Redis, settings: RedisSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.problem: str | None = f"Redis at {address(redis)} has not been checked yet"
+
+    async def __call__(self) -> Durability:
+        try:
+            durability = await check_redis(self.redis, self.settings)
+        except (RedisError, OSError) as exc:
+            self.problem = (str(exc) if isinstance(exc, UnsafeRedis) else
+                            f"Redis at {address(self.redis)} is not reachable: {plain(exc)}")
+            raise
+        self.problem = None
+        return durability
+
+    async def at_start(self) -> None:
+        """Raise UnsafeRedis for what waiting does not mend: an unsafe server, refused
+        credentials, failed TLS (also a handshake that stalls: a rediss:// URL naming a plain
+        port). An outage is only recorded in ``problem``; the caller goes on without Redis."""
+        try:
+            await self()
+        except UnsafeRedis:
+            raise
+        except (RedisError, OSError) as exc:
+            if await _tls_stalls(self.redis, exc):
+                at = address(self.redis)
+                raise UnsafeRedis(
+                    f"TLS to Redis at {at} failed: the server accepts connections but did not "
+                    "complete a TLS handshake. Check that the rediss:// URL names the server's "
+                    "TLS port (tls-port), not its plain one."
+                ) from None
+
+
+async def _tls_stalls(redis: Redis, exc: BaseException) -> bool:
+    """A rediss:// connection that timed out although the port accepts TCP at once: a TLS
+    client talking to a plain port, which waits for a newline that never comes."""
+    pool = redis.connection_pool
+    if not (isinstance(exc, (RedisTimeoutError, TimeoutError))
+            and issubclass(pool.connection_class, SSLConnection)):
+        return False
+    kwargs = pool.connection_kwargs
+    try:
+        async with asyncio.timeout(1):
+            _, writer = await asyncio.open_connection(kwargs.get("host", "localhost"),
+                                                      kwargs.get("port", 6379))
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Each check runs on every reconnect; its warnings are worth saying once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
