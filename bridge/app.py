@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.connections import UnsafeRedis, check_redis, redis_client
+from bridge.connections import RedisCheck, redis_client
 from bridge.dashboard import dashboard_routes, links
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
@@ -49,19 +49,19 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
     if not settings.redis_url:
         raise ValueError("redis_url is required to serve")
     redis = redis_client(settings.redis_url)
+    # The webhook's script client runs the check on every (re)connect and waits for what it
+    # returns; until a check passes, webhooks answer 503 and /readyz says why.
+    check = RedisCheck(redis, settings.redis)
     store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce)
     verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
     webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            await check_redis(redis)
-        except UnsafeRedis:
-            raise
-        except (RedisError, OSError) as exc:
-            # Start anyway: webhooks answer 503 until Redis is back, and /readyz says so.
-            log.warning("Redis is not reachable at start-up (%s); answering 503 meanwhile", exc)
+        await check.at_start()  # refuses what waiting does not mend; stops the server
+        if check.problem is not None:
+            log.warning("%s; webhooks answer 503 until it is reachable and passes the start-up "
+                        "check", check.problem)
         yield
         await store.aclose()
         await redis.aclose()
@@ -71,10 +71,12 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
 
     async def readyz(request: Request) -> Response:
         try:
+            if check.problem is not None:
+                await check()  # not passed yet (or failed on a reconnect): ask again
             await redis.ping()
         except (RedisError, OSError) as exc:
-            return error(503, "storage_unavailable", f"Redis is not reachable: {exc}",
-                         headers={"Retry-After": "5"})
+            reason = check.problem or f"Redis is not reachable: {exc}"
+            return error(503, "storage_unavailable", reason, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
     routes = [

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 
 import orjson
 from arq import func
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -44,6 +43,8 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
 # A worker that ran this long before failing had a working Redis: start the backoff afresh.
 STABLE_S = 30.0
+# arq's own default for connecting.
+CONNECT_TIMEOUT_S = 1.0
 # How long a retiring worker's jobs get to record that they stopped, when Redis answers.
 RETIRE_S = 5.0
 
@@ -62,7 +63,7 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    await check_redis(ctx["redis"])
+    await check_redis(ctx["redis"], settings.redis)  # UnsafeRedis stops the process
     ctx["adapters"] = adapters_for(settings)
     ctx["delivery"] = Delivery(ctx["redis"], settings, ctx["adapters"])
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
@@ -83,15 +84,22 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await adapter.aclose()
 
 
+def arq_pool(url: str) -> ArqRedis:
+    """arq's Redis client for ``redis_url``, read by redis-py's own URL rules like every other
+    client of the bridge (arq's ``RedisSettings.from_dsn`` drops unix://...?db=N and the ssl_*
+    options). Made without connecting: arq's create_pool and its retries are not used, the
+    supervisor waits for Redis itself, and says so."""
+    pool: ArqRedis = ArqRedis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    pool.default_queue_name = k.QUEUE
+    return pool
+
+
 def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     assert settings.redis_url
     delivery = settings.delivery
-    # No retries inside arq's create_pool: the supervisor waits for Redis itself, and says so.
-    redis_settings = dataclasses.replace(RedisSettings.from_dsn(settings.redis_url),
-                                         conn_retries=0)
     return Worker(
         functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000)],
-        redis_settings=redis_settings,
+        redis_pool=arq_pool(settings.redis_url),
         queue_name=k.QUEUE,
         max_jobs=delivery.max_jobs,
         job_timeout=delivery.job_timeout_s,

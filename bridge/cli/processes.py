@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from bridge.cli.options import config_option, host_port, load, plain_errors
+from bridge.settings import Settings
 
 
 def register(main: click.Group) -> None:
@@ -29,12 +30,14 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from bridge.app import LISTEN_HOST_ENV, create_app, quiet_garbage_collector
-    from bridge.connections import check_redis, redis_client
 
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge serve`")
-    asyncio.run(_check_redis_once(settings.redis_url, check_redis, redis_client))
+    problem = asyncio.run(_check_at_start(settings))
+    if problem:
+        click.echo(f"warning: {problem}; webhooks will answer 503 until it is reachable and "
+                   "passes the start-up check", err=True)
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
                               "http": "httptools", "log_level": "warning", "access_log": False}
     if workers == 1:
@@ -48,15 +51,18 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     uvicorn.run("bridge.app:app_from_environment", factory=True, workers=workers, **common)
 
 
-async def _check_redis_once(url: str, check: Any, client: Any) -> None:
-    from redis.exceptions import RedisError
+async def _check_at_start(settings: Settings) -> str | None:
+    """The start-up check, before anything listens: raises UnsafeRedis (one plain line, exit
+    non-zero) for a Redis that cannot keep what a 202 promises or that refuses the bridge
+    (credentials, TLS); returns why Redis is not usable yet when it is only away."""
+    from bridge.connections import RedisCheck, redis_client
 
-    redis = client(url)
+    assert settings.redis_url
+    redis = redis_client(settings.redis_url)
     try:
-        await check(redis)
-    except (RedisError, OSError) as exc:
-        click.echo(f"warning: Redis at {url} is not reachable yet ({exc}); "
-                   "webhooks will answer 503 until it is", err=True)
+        check = RedisCheck(redis, settings.redis)
+        await check.at_start()
+        return check.problem
     finally:
         await redis.aclose()
 
@@ -66,12 +72,24 @@ async def _check_redis_once(url: str, check: Any, client: Any) -> None:
 @plain_errors
 def worker(config_path: str | None) -> None:
     """One arq worker process; run several for more throughput."""
+    from bridge.connections import UnsafeRedis, refusal, url_address
     from workers.worker import run_worker
 
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge worker`")
-    run_worker(settings)
+    problem = asyncio.run(_check_at_start(settings))
+    if problem:
+        click.echo(f"warning: {problem}; the worker waits for it", err=True)
+    try:
+        run_worker(settings)
+    except UnsafeRedis:
+        raise
+    except Exception as exc:  # credentials or TLS refused once Redis came back: no traceback
+        refused = refusal(exc, url_address(settings.redis_url))
+        if refused is None:
+            raise
+        raise refused from None
 
 
 @click.command()
