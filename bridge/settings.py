@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import tomllib
@@ -60,6 +61,41 @@ class DebounceSettings(_Section):
 class GuardSettings(_Section):
     max_delete_count: int = Field(5, ge=0)
     max_delete_fraction: float = Field(0.2, ge=0, le=1)
+
+
+class ReconcileSettings(_Section):
+    # Every group of every target is compared with its portal once per interval (0: off).
+    interval_s: int = 86_400
+    # The most of a target's requests_per_minute that reading back may take.
+    read_share: float = 0.2
+
+    @field_validator("interval_s", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> int:
+        number = _number(value)
+        if number is None or number < 0 or number != int(number):
+            raise ValueError("a whole number of seconds, 0 or more (0 turns reconciliation off)")
+        return int(number)
+
+    @field_validator("read_share", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> float:
+        number = _number(value)
+        if number is None or not 0 < number <= 1:
+            raise ValueError("a number greater than 0 and at most 1 (the share of the target's "
+                             "requests_per_minute that reading back may take)")
+        return number
+
+
+def _number(value: Any) -> float | None:
+    """A TOML number, or a string holding one (``${VAR}``); never a boolean; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value) if isinstance(value, int | float | str) else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 class DashboardSettings(_Section):
@@ -120,6 +156,7 @@ class Settings(_Section):
     debounce: DebounceSettings = DebounceSettings()
     targets: list[Target] = []
     guard: GuardSettings = GuardSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     dashboard: DashboardSettings = DashboardSettings()
     delivery: DeliverySettings = DeliverySettings()
 

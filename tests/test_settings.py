@@ -137,3 +137,48 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "redis_url = "))
     with pytest.raises(ConfigError, match="BRIDGE_CONFIG"):
         load_settings(None)
+
+
+# [reconcile] (contract section 5) -------------------------------------------------------------
+
+
+def test_reconcile_defaults_to_daily_with_a_fifth_of_the_budget() -> None:
+    settings = parse_settings({"webhook": {"secrets": [SECRET]}})
+    assert settings.reconcile.interval_s == 86_400 and settings.reconcile.read_share == 0.2
+
+
+def test_reconcile_section_of_the_contract_loads(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("READ_SHARE", "0.5")
+    text = (f'[webhook]\nsecrets = ["{SECRET}"]\n'
+            '[reconcile]\ninterval_s = 0\nread_share = "${READ_SHARE}"\n')
+    settings = load_settings(write(tmp_path, text))
+    assert settings.reconcile.interval_s == 0  # off
+    assert settings.reconcile.read_share == 0.5
+    whole = parse_settings({"webhook": {"secrets": [SECRET]}, "reconcile": {"read_share": 1}})
+    assert whole.reconcile.read_share == 1.0
+
+
+SHARE_EXPECTED = "expected a number greater than 0 and at most 1"
+INTERVAL_EXPECTED = "expected a whole number of seconds, 0 or more (0 turns reconciliation off)"
+
+
+@pytest.mark.parametrize(("reconcile", "expected"), [
+    ({"read_share": 0}, f"reconcile.read_share: found 0; {SHARE_EXPECTED}"),
+    ({"read_share": -0.2}, f"reconcile.read_share: found -0.2; {SHARE_EXPECTED}"),
+    ({"read_share": 1.5}, f"reconcile.read_share: found 1.5; {SHARE_EXPECTED}"),
+    ({"read_share": float("nan")}, f"reconcile.read_share: found nan; {SHARE_EXPECTED}"),
+    ({"read_share": True}, f"reconcile.read_share: found True; {SHARE_EXPECTED}"),
+    ({"read_share": "most"}, f"reconcile.read_share: found 'most'; {SHARE_EXPECTED}"),
+    ({"interval_s": -1}, f"reconcile.interval_s: found -1; {INTERVAL_EXPECTED}"),
+    ({"interval_s": 1.5}, f"reconcile.interval_s: found 1.5; {INTERVAL_EXPECTED}"),
+    ({"interval_s": "daily"}, f"reconcile.interval_s: found 'daily'; {INTERVAL_EXPECTED}"),
+    ({"interval_s": False}, f"reconcile.interval_s: found False; {INTERVAL_EXPECTED}"),
+    ({"interval": 60}, "reconcile.interval: unknown setting (found 60); check its spelling"),
+])
+def test_bad_reconcile_settings_name_the_field_the_value_and_the_range(
+        reconcile: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"webhook": {"secrets": [SECRET]}, "reconcile": reconcile},
+                       "bridge.toml")
+    assert str(err.value).startswith(f"bridge.toml: {expected}"), str(err.value)
