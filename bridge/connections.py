@@ -192,18 +192,18 @@ def refusal(exc: BaseException, at: str) -> UnsafeRedis | None:
     if isinstance(exc, UnsafeRedis):
         return exc
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
-        return UnsafeRedis(f"Redis at {at} refused the bridge's credentials ({exc}). Check the "
-                           "user and password in redis_url (%-encode characters such as @ : / "
-                           "in them).")
+        return UnsafeRedis(f"Redis at {at} refused the bridge's credentials ({plain(exc)}). "
+                           "Check the user and password in redis_url (%-encode characters such "
+                           "as @ : / in them).")
     if isinstance(exc, NoPermissionError):
         return UnsafeRedis(f"Redis at {at} does not let the bridge's user run a command it needs "
-                           f"({exc}). Grant that user +@all on its keys, or at least the "
+                           f"({plain(exc)}). Grant that user +@all on its keys, or at least the "
                            "commands named.")
     tls = _tls_error(exc)
     if tls is not None:
-        return UnsafeRedis(f"TLS to Redis at {at} failed: {tls}. Check that the rediss:// URL "
-                           "names the server's TLS port and that ssl_ca_certs (or the system's "
-                           "trust store) holds the CA that signed its certificate.")
+        return UnsafeRedis(f"TLS to Redis at {at} failed: {plain(tls)}. Check that the "
+                           "rediss:// URL names the server's TLS port and that ssl_ca_certs (or "
+                           "the system's trust store) holds the CA that signed its certificate.")
     return None
 
 
@@ -219,8 +219,8 @@ def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
 
 
 def plain(exc: BaseException) -> str:
-    """An outage's error as a short phrase (redis-py's messages already name the address)."""
-    return str(exc) or type(exc).__name__
+    """An error as a phrase to quote inside a sentence."""
+    return str(exc).rstrip(". ") or type(exc).__name__
 
 
 class RedisCheck:

@@ -55,8 +55,9 @@ def plain_errors(func: Callable[P, R]) -> Callable[P, R]:
 def run_service(config_path: str | None, service: Callable[[Any, Settings], Any],
                 action: Callable[[Any], Any], errors: type[Exception]) -> Any:
     """Build ``service(redis, settings)``, run one async action with it, close Redis; the
-    errors an operator can act on become one plain line instead of a traceback."""
-    from bridge.connections import redis_client
+    errors an operator can act on become one plain line instead of a traceback. The client is
+    redis-py's from ``redis_url`` with every option of the URL, as the other processes make."""
+    from bridge.connections import redis_client, refusal, url_address
 
     settings = load(config_path)
     url = settings.redis_url
@@ -74,3 +75,8 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
         return asyncio.run(go())
     except errors as exc:
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # credentials or TLS refused: one line naming the cause
+        refused = refusal(exc, url_address(url))
+        if refused is None:
+            raise
+        raise click.ClickException(str(refused)) from None

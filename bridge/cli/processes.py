@@ -34,10 +34,7 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge serve`")
-    problem = asyncio.run(_check_at_start(settings))
-    if problem:
-        click.echo(f"warning: {problem}; webhooks will answer 503 until it is reachable and "
-                   "passes the start-up check", err=True)
+    asyncio.run(_check_at_start(settings))  # an absent Redis: the app says so and waits
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
                               "http": "httptools", "log_level": "warning", "access_log": False}
     if workers == 1:
@@ -51,10 +48,10 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
     uvicorn.run("bridge.app:app_from_environment", factory=True, workers=workers, **common)
 
 
-async def _check_at_start(settings: Settings) -> str | None:
+async def _check_at_start(settings: Settings) -> None:
     """The start-up check, before anything listens: raises UnsafeRedis (one plain line, exit
     non-zero) for a Redis that cannot keep what a 202 promises or that refuses the bridge
-    (credentials, TLS); returns why Redis is not usable yet when it is only away."""
+    (credentials, TLS); a Redis that is only away is the process's own to wait for."""
     from bridge.connections import RedisCheck, redis_client
 
     assert settings.redis_url
@@ -62,7 +59,6 @@ async def _check_at_start(settings: Settings) -> str | None:
     try:
         check = RedisCheck(redis, settings.redis)
         await check.at_start()
-        return check.problem
     finally:
         await redis.aclose()
 
@@ -78,9 +74,7 @@ def worker(config_path: str | None) -> None:
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge worker`")
-    problem = asyncio.run(_check_at_start(settings))
-    if problem:
-        click.echo(f"warning: {problem}; the worker waits for it", err=True)
+    asyncio.run(_check_at_start(settings))  # an absent Redis: the supervisor says so and waits
     try:
         run_worker(settings)
     except UnsafeRedis:

@@ -20,7 +20,7 @@ import click
 import httpx
 
 from bridge.dev.embedded import EmbeddedRedis, die_with_parent, state_dir
-from bridge.settings import Settings, load_settings
+from bridge.settings import RedisSettings, Settings, load_settings
 
 
 def dev_secret_file(directory: Path | None = None) -> Path:
@@ -41,8 +41,12 @@ def dev_config(settings: Settings | None, redis_url: str, secret: str, sandbox: 
     if settings is not None and settings.targets:
         lines = [f'redis_url = "{redis_url}"']
         return _with_user_sections(settings, lines)
+    # The embedded server runs with AOF always, which the default durability check accepts; a
+    # user's own Redis keeps the user's [redis] section.
+    redis = settings.redis if settings is not None else RedisSettings()
     return "\n".join([
         f'redis_url = "{redis_url}"',
+        "[redis]", f'durability = "{redis.durability}"', f"min_replicas = {redis.min_replicas}",
         "[webhook]", f'secrets = ["{secret}"]',
         "[debounce]", "window_ms = 1000", "max_wait_ms = 10000",
         "[[targets]]", 'name = "rentix"', 'kind = "rentix"',
