@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.portals.readback import Pace
 
 # GCRA: keep each bucket's "theoretical arrival time"; a request is allowed when it is not more
 # than the bucket's burst tolerance ahead of now. With several buckets it must fit all of them,
@@ -38,9 +39,6 @@ return 0
 """
 
 DEFAULT_BURST = 5
-
-# Awaited before each read request (bridge.portals.readback.Pace has the same shape).
-Pace = Callable[[], Awaitable[None]]
 
 
 class RateLimiter:

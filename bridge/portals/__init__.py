@@ -6,14 +6,16 @@ from typing import TYPE_CHECKING, Any, overload
 
 from bridge.portals.base import PortalAdapter
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result
+from bridge.portals.readback import FieldDifference, Pace
 from bridge.portals.rentix import RentixAdapter
 from bridge.portals.travtus import TravtusAdapter
 
 if TYPE_CHECKING:
     from bridge.settings import RentixTarget, Settings, TravtusTarget
 
-__all__ = ["Outcome", "PortalAdapter", "PortalError", "Problem", "RentixAdapter", "Result",
-           "TravtusAdapter", "adapter_for", "adapters_for", "build_adapter"]
+__all__ = ["FieldDifference", "Outcome", "Pace", "PortalAdapter", "PortalError", "Problem",
+           "RentixAdapter", "Result", "TravtusAdapter", "adapter_for", "adapters_for",
+           "build_adapter"]
 
 ADAPTERS: dict[str, type[RentixAdapter] | type[TravtusAdapter]] = {
     "rentix": RentixAdapter,

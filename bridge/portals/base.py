@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import httpx
 
 from bridge.portals.outcomes import Problem
+from bridge.portals.readback import FieldDifference
 
 Kind = Literal["rentix", "travtus"]
 
@@ -23,6 +24,11 @@ class PortalAdapter(Protocol):
     def map_listing(self, canonical: dict[str, Any]) -> dict[str, Any]: ...
 
     def validate(self, payload: dict[str, Any]) -> list[Problem]: ...
+
+    def held_by_portal(self, payload: dict[str, Any], item: dict[str, Any] | None
+                       ) -> list[FieldDifference]: ...
+
+    def portal_ref(self, item: dict[str, Any]) -> str | None: ...
 
     async def aclose(self) -> None: ...
 
