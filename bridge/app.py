@@ -52,7 +52,8 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
     # The webhook's script client runs the check on every (re)connect and waits for what it
     # returns; until a check passes, webhooks answer 503 and /readyz says why.
     check = RedisCheck(redis, settings.redis)
-    store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce)
+    store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce,
+                       prepare=check)
     verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
     webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
 

@@ -14,7 +14,6 @@ targeted ``# type: ignore[misc]``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Mapping
@@ -255,15 +254,15 @@ class RedisCheck:
             if await _tls_stalls(self.redis, exc):
                 at = address(self.redis)
                 raise UnsafeRedis(
-                    f"TLS to Redis at {at} failed: the server accepts connections but did not "
+                    f"TLS to Redis at {at} failed: the port answers in plain text and did not "
                     "complete a TLS handshake. Check that the rediss:// URL names the server's "
                     "TLS port (tls-port), not its plain one."
                 ) from None
 
 
 async def _tls_stalls(redis: Redis, exc: BaseException) -> bool:
-    """A rediss:// connection that timed out although the port accepts TCP at once: a TLS
-    client talking to a plain port, which waits for a newline that never comes."""
+    """A rediss:// connection that timed out on a port that answers a plain PING: a TLS client
+    talking to a plain port, which waits for the end of a command that never comes."""
     pool = redis.connection_pool
     if not (isinstance(exc, (RedisTimeoutError, TimeoutError))
             and issubclass(pool.connection_class, SSLConnection)):
@@ -271,14 +270,16 @@ async def _tls_stalls(redis: Redis, exc: BaseException) -> bool:
     kwargs = pool.connection_kwargs
     try:
         async with asyncio.timeout(1):
-            _, writer = await asyncio.open_connection(kwargs.get("host", "localhost"),
-                                                      kwargs.get("port", 6379))
+            reader, writer = await asyncio.open_connection(kwargs.get("host", "localhost"),
+                                                           kwargs.get("port", 6379))
+            try:
+                writer.write(b"PING\r\n")
+                first = await reader.read(1)
+            finally:
+                writer.close()
     except (OSError, TimeoutError):
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    return first in (b"+", b"-")
 
 
 _warned: set[str] = set()

@@ -9,12 +9,14 @@ wait). Key layout: ``bridge/constants.py``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge.connections import Durability
 from bridge.ingest.events import DeleteEvent, SnapshotEvent, UpsertEvent
 from bridge.ingest.listing import Listing
 from bridge.ingest.script_client import ScriptBatcher
@@ -147,9 +149,12 @@ class EventStore:
     """Writes accepted events to Redis; the worker side reads the state they fold into."""
 
     def __init__(self, redis: Redis, url: str, webhook: WebhookSettings,
-                 debounce: DebounceSettings) -> None:
+                 debounce: DebounceSettings,
+                 prepare: Callable[[], Awaitable[Durability]] | None = None) -> None:
+        """``prepare`` runs on every (re)connect of the script client and says what a stored
+        event must wait for (``bridge.connections.RedisCheck``)."""
         self._redis = redis
-        self._script = ScriptBatcher(url, ingest_script(webhook, debounce))
+        self._script = ScriptBatcher(url, ingest_script(webhook, debounce), prepare=prepare)
 
     async def put(
         self,
