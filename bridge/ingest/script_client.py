@@ -15,8 +15,9 @@ out on it; its ``Durability`` says what a call waits for after its script ran: `
 ``WAIT`` for replicas) on the same connection, group-committed: one covers every script call
 written before it, and at most one is in flight (the server blocks this client until it
 answers, so calls written meanwhile run after it and wait for the next). A call is answered only
-once its script reply and the wait covering it are both in; a wait that falls short fails the
-calls it covers (the webhook answers 503, never 202).
+once its script reply and the wait covering it are both in; a wait that falls short fails every
+call in flight (the webhook answers 503, never 202) and the next call reconnects, so ``prepare``
+looks at the server again.
 
 Failure rules: if the connection drops or a round trip passes its deadline, every call in flight
 fails (the webhook answers 503, the CRM retries, dedupe makes that safe) and the next call
@@ -258,15 +259,17 @@ class _Connection(asyncio.Protocol):
     def settle(self, reply: Any) -> None:
         """The barrier answered: every held reply was written before it."""
         self.barrier_out = False
-        held, self.held = self.held, []
         shortfall = self._shortfall(reply)
+        if shortfall is not None:
+            # Every call in flight fails, and the next one reconnects: ``prepare`` then looks
+            # at the server again (appendfsync or replicas may have changed) and says why.
+            self.fail(shortfall)
+            self.close()
+            return
+        held, self.held = self.held, []
         for waiter, result in held:
-            if waiter.done():
-                continue
-            if shortfall is None:
+            if not waiter.done():
                 waiter.set_result(result)
-            else:
-                waiter.set_exception(shortfall)
         if self.unbarriered:
             self._send_barrier()
 

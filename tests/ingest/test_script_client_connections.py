@@ -193,8 +193,15 @@ def test_a_url_that_cannot_be_used_is_refused_at_construction(tmp_path: Path) ->
 
 async def test_with_wait_aof_a_call_fails_when_no_fsync_comes_and_succeeds_once_it_does() -> None:
     wait = Durability(wait_aof=True, replicas=0, timeout_ms=1000)
+    checks = 0
+
+    async def prepare() -> Durability:
+        nonlocal checks
+        checks += 1
+        return wait
+
     with server(valkey_binary(), aof="everysec") as srv, srv.client() as admin:
-        async with batcher(srv.url, prepare=durability(wait)) as client:
+        async with batcher(srv.url, prepare=prepare) as client:
             assert await client.call(["a"]) == [b"a", 1]
             assert command_calls(admin, "waitaof") >= 1
 
@@ -205,11 +212,13 @@ async def test_with_wait_aof_a_call_fails_when_no_fsync_comes_and_succeeds_once_
                 await client.call(["b"])
             assert 0.9 < time.monotonic() - started < 2.5  # the WAITAOF timeout, not 5 s
             assert isinstance(failure.value, RedisConnectionError)  # the webhook answers 503
+            assert checks == 1
 
             admin.config_set("appendfsync", "everysec")
             wait_for_fsync_policy(admin, "everysec")
             # "b" ran, unconfirmed (the CRM's retry would be a deduped duplicate, now fsynced).
             assert await client.call(["c"]) == [b"c", 3]
+            assert checks == 2  # a shortfall has the server checked again
         assert calls_of(srv) == ["a", "b", "c"]
 
 
