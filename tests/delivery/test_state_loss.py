@@ -65,15 +65,20 @@ class KeysRestore:
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
 
-    def take(self) -> dict[bytes, bytes]:
-        return {key: self.client.dump(key) for key in self.client.scan_iter("lb:*")}
+    def take(self) -> dict[bytes, tuple[bytes, int]]:
+        backup = {}
+        for key in self.client.scan_iter("lb:*"):
+            value, ttl = self.client.dump(key), self.client.pttl(key)
+            if value is not None:  # a key that expired meanwhile is simply not in the backup
+                backup[key] = (value, max(ttl, 0))
+        return backup
 
-    def put_back(self, backup: dict[bytes, bytes]) -> None:
+    def put_back(self, backup: dict[bytes, tuple[bytes, int]]) -> None:
         pipe = self.client.pipeline(transaction=True)
         for key in self.client.scan_iter("lb:*"):
             pipe.delete(key)
-        for key, value in backup.items():
-            pipe.restore(key, 0, value, replace=True)
+        for key, (value, ttl) in backup.items():
+            pipe.restore(key, ttl, value, replace=True)
         pipe.execute()
 
 
