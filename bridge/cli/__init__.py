@@ -1,7 +1,8 @@
 """The ``bridge`` command line (contract section 5): one module per command family.
 
 ``processes`` (serve, worker, sandbox), ``dev`` (dev, send), ``operate`` (status, held,
-quarantine, target) and ``link`` (external-ID linking); ``options`` holds what they share.
+quarantine, target), ``reconcile`` and ``link`` (external-ID linking); ``options`` holds what
+they share.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 import click
 
-from bridge.cli import dev, link, operate, processes
+from bridge.cli import dev, link, operate, processes, reconcile
 
 
 @click.group()
@@ -21,7 +22,7 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for family in (processes, dev, operate):
+for family in (processes, dev, operate, reconcile):
     family.register(main)
 main.add_command(link.link)
 

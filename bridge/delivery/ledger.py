@@ -198,6 +198,10 @@ class Ledger:
             commands.append(("HSET", f"{k.VERIFIED}{target}", group, epoch))
         await self._write(*commands)
 
+    async def unverify(self, target: str, group: str) -> None:
+        """The group's next sync must read the portal first (it holds something unknown)."""
+        await self._write(("HDEL", f"{k.VERIFIED}{target}", group))
+
     async def verified(self, target: str, group: str) -> str | None:
         """The epoch in which the group was last checked against the portal (or synced)."""
         return _s(await self.redis.hget(f"{k.VERIFIED}{target}", group))  # type: ignore[misc]
