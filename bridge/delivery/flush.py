@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -171,6 +172,9 @@ class GroupFlush:
         await self._quarantine(name, plan.invalid)
         attempts, _ = await self.ledger.backoff(name, self.group)
         adopting = await self.adoption.active(target)
+        # Redis may have lost state since this group was last checked: before creating what
+        # the ledger does not know, ask the portal whether it holds it already.
+        verified = await self.ledger.verified(name, self.group) == self.epoch
         for write in plan.writes:
             if time.monotonic() > deadline:
                 return now_ms()
@@ -187,6 +191,15 @@ class GroupFlush:
             wait = await self._rate_slot(name, target.requests_per_minute)
             if wait:
                 return wait
+            if not verified and write.ref not in accepted and write.new_intent:
+                held = await self._already_held(adapter, write)
+                if held is None:
+                    return await self._backoff(name, "could not read the portal back")
+                if held:
+                    continue
+                wait = await self._rate_slot(name, target.requests_per_minute)
+                if wait:
+                    return wait
             if write.new_intent:
                 await self.ledger.intend(name, {write.ref: write.intent})
             result = await self._send_listing(adapter, write)
@@ -195,7 +208,27 @@ class GroupFlush:
                 return stop
         if attempts:
             await self.ledger.clear_backoff(name, self.group)
+        if not verified:
+            await self.ledger.mark_verified(name, self.group, self.epoch)
         return None
+
+    async def _already_held(self, adapter: RentixAdapter, write: ListingWrite) -> bool | None:
+        """Does the portal hold this write's content already? Then the ledger learns it and
+        nothing is sent. None when the portal could not be read."""
+        self.lease.ensure()
+        found = await adapter.get_by_external_id(write.ref)
+        self.lease.ensure()
+        if found.outcome is Outcome.NOT_FOUND:
+            if write.operation == "upsert":
+                return False
+        elif not found.ok or not isinstance(found.body, dict):
+            return None
+        elif adapter.held_by_portal(write.payload, found.body):
+            return False
+        # Held as desired, or nothing there to hide or delete.
+        await self.ledger.record_accepted(adapter.name, write.ref,
+                                          Accepted(write.digest, write.payload, now_ms()))
+        return True
 
     async def _settle_listing(self, name: str, write: ListingWrite, result: Result,
                               attempts: int) -> int | bool | None:
@@ -261,12 +294,18 @@ class GroupFlush:
             return None  # nothing to say about a group we have never synced
         if await self.ledger.released_digest(name, group) != plan.digest:
             try:
-                held = await self._guard(name, adapter, plan, accepted, last)
+                held, on_portal = await self._guard(name, adapter, plan, accepted, last)
             except PortalError as exc:
                 return await self._setback(name, exc.result)
             if held:
                 await self.ledger.hold(name, group, held)
                 log.warning("holding %s sync of %s: %s", name, group, held.reason)
+                return None
+            if on_portal is not None and _holds_exactly(adapter, plan, on_portal):
+                # The portal already holds the group as desired (say, after Redis lost its
+                # data): the ledger learns it, and nothing is written.
+                await self.ledger.record_sync(name, group, plan.digest, plan.records,
+                                              plan.fresh, self.epoch)
                 return None
         wait = await self._rate_slot(name, target.requests_per_minute)
         if wait:
@@ -334,13 +373,15 @@ class GroupFlush:
         return False
 
     async def _guard(self, name: str, adapter: TravtusAdapter, plan: SyncPlan,
-                     accepted: dict[str, Accepted], last: str | None) -> Held | None:
+                     accepted: dict[str, Accepted], last: str | None
+                     ) -> tuple[Held | None, list[dict[str, Any]] | None]:
         """Hold a sync that would delete too much. The portal is read first whenever the sync
         deletes anything, on the group's first sync, and whenever Redis may have lost state
         since the group was last checked (another epoch): what it holds that the bridge does
         not know would be deleted too, and counts as inferred."""
         deletions = list(plan.deletions)
         unknown: list[str] = []
+        on_portal: list[dict[str, Any]] | None = None
         verified = await self.ledger.verified(name, plan.group)
         if deletions or last is None or verified != self.epoch:
             self.lease.ensure()
@@ -364,8 +405,8 @@ class GroupFlush:
                       "heard of; the sync would delete them"
                       + (f" (and {reason})" if reason else ""))
         if reason is None:
-            return None
-        return _held(plan, reason, deletions, unknown)
+            return None, on_portal
+        return _held(plan, reason, deletions, unknown), on_portal
 
     async def _sync_refused(self, name: str, plan: SyncPlan, result: Result) -> int | None:
         group = self.group
@@ -457,6 +498,18 @@ def _held(plan: SyncPlan, reason: str, deletions: list[Deletion], unknown: list[
     return Held(plan.digest, reason, [d.ref for d in deletions], len(plan.listings), now_ms(),
                 unknown, [{"ref": d.ref, "cause": d.cause, "reason": d.reason}
                           for d in deletions])
+
+
+def _holds_exactly(adapter: TravtusAdapter, plan: SyncPlan, on_portal: list[dict[str, Any]]
+                   ) -> bool:
+    """The portal's group is exactly what the sync would make it: every listing as planned,
+    nothing else."""
+    items = {adapter.portal_ref(item): item for item in on_portal}
+    if set(items) != set(plan.records):
+        return False
+    return all(record.payload is not None and not adapter.held_by_portal(record.payload,
+                                                                         items[ref])
+               for ref, record in plan.records.items())
 
 
 def _exhausted(adapter: RentixAdapter) -> int | None:

@@ -198,6 +198,10 @@ class Ledger:
             commands.append(("HSET", f"{k.VERIFIED}{target}", group, epoch))
         await self._write(*commands)
 
+    async def mark_verified(self, target: str, group: str, epoch: str) -> None:
+        """The group was checked against the portal (or written whole) in ``epoch``."""
+        await self._write(("HSET", f"{k.VERIFIED}{target}", group, epoch))
+
     async def unverify(self, target: str, group: str) -> None:
         """The group's next sync must read the portal first (it holds something unknown)."""
         await self._write(("HDEL", f"{k.VERIFIED}{target}", group))
