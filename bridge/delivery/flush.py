@@ -174,7 +174,8 @@ class GroupFlush:
         adopting = await self.adoption.active(target)
         # Redis may have lost state since this group was last checked: before creating what
         # the ledger does not know, ask the portal whether it holds it already.
-        verified = await self.ledger.verified(name, self.group) == self.epoch
+        verified = (not self.d.witness.lost
+                    or await self.ledger.verified(name, self.group) == self.epoch)
         for write in plan.writes:
             if time.monotonic() > deadline:
                 return now_ms()
@@ -193,8 +194,8 @@ class GroupFlush:
                 return wait
             if not verified and write.ref not in accepted and write.new_intent:
                 held = await self._already_held(adapter, write)
-                if held is None:
-                    return await self._backoff(name, "could not read the portal back")
+                if isinstance(held, Result):
+                    return await self._setback(name, held)
                 if held:
                     continue
                 wait = await self._rate_slot(name, target.requests_per_minute)
@@ -212,9 +213,9 @@ class GroupFlush:
             await self.ledger.mark_verified(name, self.group, self.epoch)
         return None
 
-    async def _already_held(self, adapter: RentixAdapter, write: ListingWrite) -> bool | None:
+    async def _already_held(self, adapter: RentixAdapter, write: ListingWrite) -> bool | Result:
         """Does the portal hold this write's content already? Then the ledger learns it and
-        nothing is sent. None when the portal could not be read."""
+        nothing is sent. The failed read's result when the portal could not be read."""
         self.lease.ensure()
         found = await adapter.get_by_external_id(write.ref)
         self.lease.ensure()
@@ -222,7 +223,7 @@ class GroupFlush:
             if write.operation == "upsert":
                 return False
         elif not found.ok or not isinstance(found.body, dict):
-            return None
+            return found
         elif adapter.held_by_portal(write.payload, found.body):
             return False
         # Held as desired, or nothing there to hide or delete.

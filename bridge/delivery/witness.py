@@ -37,6 +37,8 @@ class Witness:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._max_token = 0
+        # Did the current epoch begin with evidence of lost state (not a first start)?
+        self.lost = False
 
     async def epoch(self) -> str:
         """The current epoch, checking the server's identity first (one round trip: a flush
@@ -44,15 +46,20 @@ class Witness:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.info("server")
             pipe.get(k.EPOCH)
-            pipe.hget(k.WITNESS, "run_id")
-            info, raw_epoch, raw_seen = await pipe.execute()
+            pipe.hmget(k.WITNESS, ["run_id", "cause"])
+            info, raw_epoch, (raw_seen, raw_cause) = await pipe.execute()
         run_id = str(info.get("run_id", ""))
         epoch, seen = _text(raw_epoch), _text(raw_seen)
-        if epoch is None or seen != run_id:
-            why = ("no epoch on record" if epoch is None else
-                   f"the server's run_id changed from {seen} to {run_id}")
-            epoch = await self.state_lost(why)
+        if epoch is None:
+            # A first start, or a Redis that lost everything: nothing tells them apart here.
+            epoch = await self.state_lost("no epoch on record", lost=False)
             await self.redis.hset(k.WITNESS, "run_id", run_id)  # type: ignore[misc]
+        elif seen != run_id:
+            epoch = await self.state_lost(f"the server's run_id changed from {seen} to "
+                                          f"{run_id}")
+            await self.redis.hset(k.WITNESS, "run_id", run_id)  # type: ignore[misc]
+        else:
+            self.lost = _text(raw_cause) == "lost"
         return epoch
 
     def saw_token(self, token: str) -> bool:
@@ -64,10 +71,16 @@ class Witness:
         self._max_token = value
         return True
 
-    async def state_lost(self, why: str) -> str:
-        """Start a new epoch: every group is checked against its portal before its next sync."""
+    async def state_lost(self, why: str, lost: bool = True) -> str:
+        """Start a new epoch: every group is checked against its portal before its next sync
+        (and, when ``lost``, before anything the ledger does not know is created)."""
         epoch = secrets.token_hex(8)
-        await self.redis.set(k.EPOCH, epoch)
-        log.warning("Redis may have lost state (%s): every group will be checked against its "
-                    "portal before its next sync", why)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(k.EPOCH, epoch)
+            pipe.hset(k.WITNESS, "cause", "lost" if lost else "first")
+            await pipe.execute()
+        if lost:
+            log.warning("Redis may have lost state (%s): every group will be checked against "
+                        "its portal before its next sync", why)
+        self.lost = lost
         return epoch
