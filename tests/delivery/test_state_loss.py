@@ -98,3 +98,41 @@ def test_keys_restored_under_a_running_worker_delete_nothing_and_hold_the_sync(
 ) -> None:
     with running_stack(redis_url, tmp_path) as stack:
         _sixteen_then_ten(stack, KeysRestore(redis_url))
+
+
+def test_after_redis_loses_everything_snapshots_rebuild_the_ledger_writing_only_what_changed(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path) as stack:
+        for group in ("east", "west"):
+            for i in range(3):
+                stack.post(crm.upsert(group, f"{group}-{i}", 1))
+        stack.wait(lambda: all(len(stack.travtus_listings(g)) == 3 for g in ("east", "west"))
+                   and len(stack.rentix_listings()) == 6, what="first delivery")
+        stack.wait(lambda: not redis.Redis.from_url(redis_url).zcard("lb:due"),
+                   what="every flush finished")
+        redis.Redis.from_url(redis_url).flushdb()  # Redis lost everything; workers run on
+        before = len(stack.journal())
+        # The CRM sends each group whole; one listing changed meanwhile.
+        for group in ("east", "west"):
+            listings = [crm.listing(f"{group}-{i}", 2) for i in range(3)]
+            if group == "east":
+                listings[0] = crm.listing("east-0", 2, price={"amount": 777, "currency": "EUR",
+                                                              "period": "monthly"})
+            stack.post(crm.event("group.snapshot", group, occurred_at="2027-01-01T00:00:00Z",
+                                 listings=listings))
+        stack.wait(lambda: stack.rentix_listings()["east-0"]["formData"][
+            "announcementValue"] == 777 and stack.travtus_listings("east")["east-0"][
+            "lease_terms"][0]["rent"] == 777, what="the changed listing on both portals")
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        stack.wait(lambda: client.hlen("lb:accepted:rentix") == 6
+                   and client.hlen("lb:accepted:travtus:west") == 3, timeout=20,
+                   what="the ledger rebuilt from what the portals confirm")
+        writes = [r for r in stack.journal()[before:] if r["method"] in ("PUT", "DELETE")
+                  or r["path"].endswith(("/sync/", "/bulk"))]
+        assert [(r["portal"], r["body"].get("externalId") or r["body"].get(
+            "group_external_ref")) for r in writes] in (
+            [("rentix", "east-0"), ("travtus", "east")], [("travtus", "east"),
+                                                          ("rentix", "east-0")])
+        assert all(len(stack.travtus_listings(g)) == 3 for g in ("east", "west"))
+        assert len(stack.rentix_listings()) == 6
