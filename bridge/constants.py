@@ -120,10 +120,53 @@ Operators (the dashboard and CLI: ``bridge/ops/actions.py`` through the ledger):
     lb:pending:{group}, lb:due    "flush now", a release or a retry makes groups due
                                   (mark_due: bumps seq so a running flush keeps them due)
 
+Reconciliation, the workers' periodic pass (``workers/scheduler.py`` takes checks when due,
+``workers/jobs.py`` runs them, ``bridge/reconcile/records.py`` writes what they found). A
+"group" below is a CRM group, or "" for the whole of a per-listing portal (read page by page for
+listings no CRM listing is linked to):
+
+    lb:reconcile:due:{target}     zset    group -> when its next check on {target} is due: spread
+                                          over [reconcile] interval_s by a hash of target and
+                                          group; added by every worker's scheduler for groups
+                                          of lb:groups it lacks, moved on by each check (the
+                                          next slot) or failure (backoff); a taken group is
+                                          moved RECONCILE_RETAKE_MS on, so a lost check comes
+                                          back; left behind when {target} leaves the
+                                          configuration (delete it by hand)
+    lb:reconcile:running:{target} zset    group -> when its check's lock lapses: the checks
+                                          running on {target} (at most RECONCILE_PER_TARGET);
+                                          added when taken, renewed by the check, removed when
+                                          it ends or lapses
+    lb:reconcile:lock:{target}:{group} string the token of the one check of that group
+                                          running; PX RECONCILE_LOCK_MS, renewed while it runs;
+                                          deleted when it ends; a check records only while it
+                                          holds it
+    lb:reconcile:checks:{target}  hash    group -> JSON of its last check {at, found, repaired
+                                          (kind -> count), unknown ([{ref, detail}], at most
+                                          RECONCILE_UNKNOWN_KEPT), unknown_count}; forever
+    lb:reconcile:failed:{target}  hash    group -> JSON {attempts, error, at}: its checks fail
+                                          (the portal, or Redis mid-check); removed by its next
+                                          check that succeeds
+    lb:reconcile:pass:{target}    hash    the pass under way: started, checks, found:{kind},
+                                          repaired:{kind}; the last full one (every group
+                                          checked since it started): last_started,
+                                          last_finished, last_checks, last_found:{kind},
+                                          last_repaired:{kind}; unknown: listings unknown to
+                                          the bridge in the groups' last checks; forever
+    lb:reconcile:pass:{target}:groups set groups checked in the pass under way; deleted when
+                                          the pass is full
+    lb:reconcile:unknown:{target} zset    group -> when its last check found listings unknown
+                                          to the bridge; removed when a check finds none;
+                                          capped at the RECONCILE_UNKNOWN_GROUPS newest
+    lb:reconcile:found:{target}   zset    group -> when its last check found anything; removed
+                                          when a check finds nothing; capped at the
+                                          RECONCILE_FOUND_GROUPS newest
+
 arq (written by arq itself; names from ``arq.constants``, derived below):
 
-    QUEUE                         zset    job id -> when to run: the bridge's flush jobs (arq's
-                                          own ids; the lease, not the id, guards a group); the
+    QUEUE                         zset    job id -> when to run: the bridge's flush jobs and
+                                          reconciliation checks (arq's own ids; the lease or
+                                          the check's lock, not the id, guards a group); the
                                           name is arq's default queue name + ":listing-bridge"
     IN_PROGRESS + job id          string  set while a worker runs that job; TTL the job timeout
     arq's job, result and retry keys per job id, with arq's own TTLs (results are not kept)
@@ -174,10 +217,31 @@ ADOPT = PREFIX + "adopt:"
 ADOPTED = PREFIX + "adopted:"
 WORKERS = PREFIX + "workers"
 
+RECONCILE_DUE = PREFIX + "reconcile:due:"
+RECONCILE_RUNNING = PREFIX + "reconcile:running:"
+RECONCILE_LOCK = PREFIX + "reconcile:lock:"
+RECONCILE_CHECKS = PREFIX + "reconcile:checks:"
+RECONCILE_FAILED = PREFIX + "reconcile:failed:"
+RECONCILE_PASS = PREFIX + "reconcile:pass:"
+RECONCILE_PASS_GROUPS = ":groups"  # lb:reconcile:pass:{target}:groups
+RECONCILE_UNKNOWN = PREFIX + "reconcile:unknown:"
+RECONCILE_FOUND = PREFIX + "reconcile:found:"
+
 HISTORY_MAXLEN = 5_000
 GROUP_HISTORY_MAXLEN = 200
 LATENCY_MAXLEN = 2_000
 STATS_TTL_S = 2 * 3600
+
+# The periodic reconciliation: a taken check comes back this much later unless it reschedules
+# itself first; its lock lapses this long after its last renewal; at most this many checks run
+# on one target at once (reads share one budget, so more would only wait, holding job slots).
+RECONCILE_RETAKE_MS = 60_000
+RECONCILE_LOCK_MS = 30_000
+RECONCILE_PER_TARGET = 2
+# What the records keep: unknown listings per group check, and groups listed per target.
+RECONCILE_UNKNOWN_KEPT = 50
+RECONCILE_UNKNOWN_GROUPS = 1_000
+RECONCILE_FOUND_GROUPS = 1_000
 
 # The quarantine entry of a whole group sync the portal refused without naming a listing.
 GROUP_QUARANTINE = "(group):"
@@ -187,3 +251,4 @@ GROUP_QUARANTINE = "(group):"
 QUEUE = default_queue_name + ":listing-bridge"
 IN_PROGRESS = in_progress_key_prefix  # + job id: arq's marker of a running job
 FLUSH_JOB = "flush_group"
+RECONCILE_JOB = "reconcile_group"

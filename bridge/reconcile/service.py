@@ -71,11 +71,13 @@ class Report:
 
 class Reconciler:
     def __init__(self, redis: Redis, settings: Settings,
-                 adapters: dict[str, RentixAdapter | TravtusAdapter]) -> None:
+                 adapters: dict[str, RentixAdapter | TravtusAdapter],
+                 delivery: Delivery | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.adapters = adapters
-        self.delivery = Delivery(redis, settings, adapters)
+        # A worker passes its own: one witness of the fencing tokens per process.
+        self.delivery = delivery or Delivery(redis, settings, adapters)
 
     # -- what there is to reconcile --
 
@@ -153,6 +155,13 @@ class Reconciler:
         if await self._needs_repair(spec, check, repair):
             await self._repair(spec, check, repair, report)
         return check, report.repaired
+
+    async def check_portal(self, spec: RentixTarget) -> GroupCheck:
+        """The periodic pass's check of a per-listing portal as a whole (group ""): every
+        listing read by pages; those no CRM listing the bridge knows is linked to, unknown."""
+        report = Report()
+        await self._agency(spec, _Counter(self._pace(spec)), report)
+        return GroupCheck(spec.name, "", findings=report.findings)
 
     async def _needs_repair(self, spec: RentixTarget | TravtusTarget, check: GroupCheck,
                             repair: Collection[Kind]) -> bool:

@@ -1,0 +1,366 @@
+"""What the workers' periodic pass found, kept for the operator, and the lock of each check.
+
+Each check of a group on a target runs under that group's *check lock* (``lb:reconcile:lock:
+{target}:{group}``, a token with a short expiry, renewed while it runs), so one group is never
+checked twice at once on one target. Its outcome is written by one script, only while the
+lock is still its own: the group's last check, the totals of the pass under way (a pass is full
+once every group, and the whole portal on a per-listing target, has been checked since it
+began: its totals then become the last full pass's), the groups whose last check found
+something or listings unknown to the bridge, and when the group is next due. A failure is
+written the same way, with its backoff. Key layout: ``bridge/constants.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.clock import now_ms
+from bridge.reconcile.compare import KINDS, Finding, GroupCheck
+from bridge.reconcile.schedule import BACKOFF_FIRST_MS, BACKOFF_MAX_MS
+from bridge.scripts import splice
+
+log = logging.getLogger("bridge.reconcile.records")
+
+Counts = dict[str, int]  # kind -> count, every kind present
+
+ACQUIRE = """
+local lock, running, token = KEYS[1], KEYS[2], ARGV[1]
+local group, now, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return 0 end
+redis.call('ZADD', running, now + ttl, group)
+return 1
+"""
+
+RENEW = """
+local lock, running, token = KEYS[1], KEYS[2], ARGV[1]
+local group, now, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('GET', lock) ~= token then return 0 end
+redis.call('PEXPIRE', lock, ttl)
+redis.call('ZADD', running, now + ttl, group)
+return 1
+"""
+
+RELEASE = """
+local lock, running, token, group = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+if redis.call('GET', lock) ~= token then return 0 end
+redis.call('DEL', lock)
+redis.call('ZREM', running, group)
+return 1
+"""
+
+# Returns 0 (the lock is not this check's: nothing written), 1, or 2 when the pass is full.
+RECORD = splice("""
+local lock, due, running, checks, pass, passed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6]
+local unknown, found, failed, groups = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local token, group, now, next_due = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local record, unknown_count, extra = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local kinds = {__KINDS__}
+if redis.call('GET', lock) ~= token then return 0 end
+local old = redis.call('HGET', checks, group)
+local before = 0
+if old then before = tonumber(cjson.decode(old)['unknown_count']) or 0 end
+redis.call('HSET', checks, group, record)
+redis.call('HINCRBY', pass, 'unknown', unknown_count - before)
+if unknown_count > 0 then
+  redis.call('ZADD', unknown, now, group)
+  redis.call('ZREMRANGEBYRANK', unknown, 0, -(__UNKNOWN_GROUPS__ + 1))
+else
+  redis.call('ZREM', unknown, group)
+end
+local any = 0
+for i, kind in ipairs(kinds) do
+  local n, fixed = tonumber(ARGV[7 + i]), tonumber(ARGV[7 + #kinds + i])
+  any = any + n
+  redis.call('HINCRBY', pass, 'found:' .. kind, n)
+  redis.call('HINCRBY', pass, 'repaired:' .. kind, fixed)
+end
+if any > 0 then
+  redis.call('ZADD', found, now, group)
+  redis.call('ZREMRANGEBYRANK', found, 0, -(__FOUND_GROUPS__ + 1))
+else
+  redis.call('ZREM', found, group)
+end
+redis.call('HDEL', failed, group)
+redis.call('HSETNX', pass, 'started', now)
+redis.call('HINCRBY', pass, 'checks', 1)
+redis.call('SADD', passed, group)
+local full = 0
+if redis.call('SCARD', passed) >= redis.call('SCARD', groups) + extra then
+  -- Every group checked since the pass began: it becomes the last full pass.
+  local last = {'last_started', redis.call('HGET', pass, 'started'), 'last_finished', now,
+                'last_checks', redis.call('HGET', pass, 'checks')}
+  local spent = {'started', 'checks'}
+  for _, kind in ipairs(kinds) do
+    for _, what in ipairs({'found:', 'repaired:'}) do
+      last[#last + 1] = 'last_' .. what .. kind
+      last[#last + 1] = redis.call('HGET', pass, what .. kind) or '0'
+      spent[#spent + 1] = what .. kind
+    end
+  end
+  redis.call('HSET', pass, unpack(last))
+  redis.call('HDEL', pass, unpack(spent))
+  redis.call('DEL', passed)
+  full = 1
+end
+redis.call('ZADD', due, next_due, group)
+redis.call('DEL', lock)
+redis.call('ZREM', running, group)
+return 1 + full
+""", {"KINDS": KINDS, "UNKNOWN_GROUPS": k.RECONCILE_UNKNOWN_GROUPS,
+      "FOUND_GROUPS": k.RECONCILE_FOUND_GROUPS})
+
+# Returns 0 (the lock is not this check's), else the delay before the group's next try.
+FAIL = splice("""
+local lock, due, running, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, group, now, interval = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('GET', lock) ~= token then return 0 end
+local old = redis.call('HGET', failed, group)
+local attempts = 1
+if old then attempts = (tonumber(cjson.decode(old)['attempts']) or 0) + 1 end
+local delay = math.min(interval, __FIRST__ * 2 ^ math.min(attempts - 1, 20), __MAX__)
+redis.call('HSET', failed, group, cjson.encode({attempts = attempts, error = ARGV[5], at = now}))
+redis.call('ZADD', due, now + delay, group)
+redis.call('DEL', lock)
+redis.call('ZREM', running, group)
+return delay
+""", {"FIRST": BACKOFF_FIRST_MS, "MAX": BACKOFF_MAX_MS})
+
+
+# -- what the records hold, as the reads return it --
+
+@dataclass(frozen=True)
+class UnknownListing:
+    """A listing on the portal that the bridge never sent there and nothing links it to."""
+
+    group: str  # "" when found by reading the whole portal (no group holds it)
+    ref: str
+    detail: str
+    seen_at: int  # the check that last found it
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """A group's last check."""
+
+    group: str
+    at: int
+    found: Counts
+    repaired: Counts
+    unknown_count: int
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """A pass over every group of a target: the last full one, or the one under way."""
+
+    started: int | None
+    finished: int | None  # None while under way
+    checks: int
+    found: Counts
+    repaired: Counts
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    group: str
+    attempts: int
+    error: str
+    at: int
+
+
+@dataclass(frozen=True)
+class PassState:
+    last: PassRecord | None
+    current: PassRecord
+    checked: int  # groups checked in the pass under way
+    unknown: int  # unknown listings in the groups' last checks
+
+
+def counts(findings: list[Finding]) -> Counts:
+    return {kind: sum(1 for f in findings if f.kind == kind) for kind in KINDS}
+
+
+class Records:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._acquire = redis.register_script(ACQUIRE)
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
+        self._record = redis.register_script(RECORD)
+        self._fail = redis.register_script(FAIL)
+
+    # -- the check's lock --
+
+    async def acquire(self, target: str, group: str) -> str | None:
+        """The lock's token, or None while another check of the group runs."""
+        token = secrets.token_hex(8)
+        taken = await self._acquire(keys=_lock_keys(target, group),
+                                    args=[token, group, now_ms(), k.RECONCILE_LOCK_MS])
+        return token if taken else None
+
+    async def release(self, target: str, group: str, token: str) -> None:
+        await self._release(keys=_lock_keys(target, group), args=[token, group])
+
+    @contextlib.asynccontextmanager
+    async def locked(self, target: str, group: str, token: str) -> AsyncIterator[None]:
+        """Renew the lock while the check runs, and release it after (if still held)."""
+        renewing = asyncio.create_task(self._keep(target, group, token))
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            with contextlib.suppress(Exception):  # Redis away: the lock lapses by itself
+                await self.release(target, group, token)
+
+    async def _keep(self, target: str, group: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(k.RECONCILE_LOCK_MS / 3000)
+            try:
+                held = await self._renew(keys=_lock_keys(target, group),
+                                         args=[token, group, now_ms(), k.RECONCILE_LOCK_MS])
+            except Exception as exc:  # a blip: the next renewal may still be in time
+                log.debug("renewing the check lock of %s on %s failed: %s", group, target, exc)
+                continue
+            if not held:
+                log.warning("the check of %s on %s lost its lock: its findings will not be "
+                            "recorded", group, target)
+                return
+
+    # -- outcomes --
+
+    async def record(self, token: str, check: GroupCheck, repaired: list[Finding],
+                     next_due: int, whole_portal: bool) -> int:
+        """Write one check's outcome; 0 if the lock is no longer this check's (nothing
+        written), 2 if it completed the target's pass."""
+        target, group = check.target, check.group
+        unknown = [f for f in check.findings if f.kind == "unknown"]
+        found, fixed = counts(check.findings), counts(repaired)
+        now = now_ms()
+        record = {"at": now, "found": found, "repaired": fixed,
+                  "unknown": [{"ref": f.ref, "detail": f.detail}
+                              for f in unknown[:k.RECONCILE_UNKNOWN_KEPT]],
+                  "unknown_count": len(unknown)}
+        keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
+                f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_CHECKS}{target}",
+                f"{k.RECONCILE_PASS}{target}",
+                f"{k.RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}",
+                f"{k.RECONCILE_UNKNOWN}{target}", f"{k.RECONCILE_FOUND}{target}",
+                f"{k.RECONCILE_FAILED}{target}", k.GROUPS]
+        args: list[Any] = [token, group, now, next_due, orjson.dumps(record), len(unknown),
+                           int(whole_portal)]
+        args += [found[kind] for kind in KINDS] + [fixed[kind] for kind in KINDS]
+        return int(await self._record(keys=keys, args=args))
+
+    async def failed(self, token: str, target: str, group: str, error: str,
+                     interval_ms: int) -> int:
+        """Write a failed check; the delay before its next try (0: the lock was lost)."""
+        keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
+                f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_FAILED}{target}"]
+        return int(await self._fail(keys=keys, args=[token, group, now_ms(), interval_ms,
+                                                      error[:500]]))
+
+    # -- reads --
+
+    async def passes(self, target: str) -> PassState:
+        raw = await self.redis.hgetall(f"{k.RECONCILE_PASS}{target}")  # type: ignore[misc]
+        fields = {_text(f): int(v) for f, v in raw.items()}
+        checked = await self.redis.scard(  # type: ignore[misc]
+            f"{k.RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}")
+        last = None
+        if "last_finished" in fields:
+            last = PassRecord(started=fields.get("last_started"),
+                              finished=fields["last_finished"],
+                              checks=fields.get("last_checks", 0),
+                              found=_counts(fields, "last_found:"),
+                              repaired=_counts(fields, "last_repaired:"))
+        current = PassRecord(started=fields.get("started"), finished=None,
+                             checks=fields.get("checks", 0), found=_counts(fields, "found:"),
+                             repaired=_counts(fields, "repaired:"))
+        return PassState(last=last, current=current, checked=int(checked),
+                         unknown=max(fields.get("unknown", 0), 0))
+
+    async def last_checks(self, target: str, groups: list[str]) -> dict[str, CheckRecord]:
+        """The last check of each of ``groups`` that has one."""
+        records = await self._checks(target, groups)
+        return {g: _check(g, r) for g, r in records.items()}
+
+    async def latest(self, target: str, limit: int) -> list[CheckRecord]:
+        """The groups whose last check found something, newest first."""
+        groups = await self._newest(f"{k.RECONCILE_FOUND}{target}", limit)
+        records = await self._checks(target, groups)
+        return [_check(g, records[g]) for g in groups if g in records]
+
+    async def unknown(self, target: str, limit: int) -> list[UnknownListing]:
+        """Unknown listings of the groups' last checks, the newest checks first."""
+        groups = await self._newest(f"{k.RECONCILE_UNKNOWN}{target}", limit)
+        records = await self._checks(target, groups)
+        found: list[UnknownListing] = []
+        for group in groups:
+            record = records.get(group, {})
+            for item in record.get("unknown", []):
+                found.append(UnknownListing(group=group, ref=str(item.get("ref", "")),
+                                            detail=str(item.get("detail", "")),
+                                            seen_at=int(record.get("at", 0))))
+                if len(found) >= limit:
+                    return found
+        return found
+
+    async def failures(self, target: str, limit: int) -> tuple[int, list[FailedCheck]]:
+        """How many groups' checks are failing, and some of them, latest first."""
+        key = f"{k.RECONCILE_FAILED}{target}"
+        total = int(await self.redis.hlen(key))  # type: ignore[misc]
+        _, raw = await self.redis.hscan(key, 0, count=max(limit, 10))
+        failed = []
+        for group, value in raw.items():
+            entry = orjson.loads(value)
+            failed.append(FailedCheck(group=_text(group), attempts=int(entry.get("attempts", 0)),
+                                      error=str(entry.get("error", "")),
+                                      at=int(entry.get("at", 0))))
+        failed.sort(key=lambda f: (-f.at, f.group))
+        return total, failed[:limit]
+
+    async def _newest(self, key: str, limit: int) -> list[str]:
+        return [_text(g) for g in await self.redis.zrevrange(key, 0, limit - 1)]
+
+    async def _checks(self, target: str, groups: list[str]) -> dict[str, dict[str, Any]]:
+        if not groups:
+            return {}
+        raw = await self.redis.hmget(f"{k.RECONCILE_CHECKS}{target}", groups)  # type: ignore[misc]
+        return {g: orjson.loads(v) for g, v in zip(groups, raw, strict=True) if v is not None}
+
+
+def _lock(target: str, group: str) -> str:
+    return f"{k.RECONCILE_LOCK}{target}:{group}"
+
+
+def _lock_keys(target: str, group: str) -> list[str]:
+    return [_lock(target, group), f"{k.RECONCILE_RUNNING}{target}"]
+
+
+def _counts(fields: dict[str, int], prefix: str) -> Counts:
+    return {kind: fields.get(prefix + kind, 0) for kind in KINDS}
+
+
+def _check(group: str, record: dict[str, Any]) -> CheckRecord:
+    return CheckRecord(group=group, at=int(record.get("at", 0)),
+                       found={kind: int(record.get("found", {}).get(kind, 0)) for kind in KINDS},
+                       repaired={kind: int(record.get("repaired", {}).get(kind, 0))
+                                 for kind in KINDS},
+                       unknown_count=int(record.get("unknown_count", 0)))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,69 @@
+"""When each group's periodic check on each target falls due: spread evenly over the interval.
+
+Every (target, group) has a fixed *phase*, a hash of its name modulo ``[reconcile] interval_s``,
+and is checked at the times congruent to it: so 100,000 groups scheduled at once, or one at a
+time as they appear, are spread over the interval alike, each checked once per interval. The
+schedulers' Lua scripts compute the same slots (``SLOT_LUA``) as :func:`slot_ms` here.
+
+A per-listing portal (Rentix) has one more check per pass, under the group ``WHOLE_PORTAL``:
+its listings read page by page, for those no CRM listing is linked to (no group holds them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from bridge.settings import RentixTarget, TravtusTarget
+
+WHOLE_PORTAL = ""  # not a group name: the CRM's groups are never empty
+
+# A group seen for the first time is checked no sooner than this (its first delivery has only
+# just gone out), and never later than one interval after that.
+GRACE_MAX_MS = 600_000
+
+# After a failed check: the first retry, doubling to at most this, and never beyond a pass.
+BACKOFF_FIRST_MS = 30_000
+BACKOFF_MAX_MS = 3_600_000
+
+# The first 12 hex digits of the SHA-1 (48 bits) are exact in Lua's numbers (doubles).
+SLOT_LUA = """
+local function slot(name, interval, after)
+  local phase = tonumber(string.sub(redis.sha1hex(name), 1, 12), 16) % interval
+  return after + ((phase - after) % interval)
+end
+"""
+
+
+def name(target: str, group: str) -> str:
+    """What the phase is a hash of (target names never hold ':')."""
+    return f"{target}:{group}"
+
+
+def phase_ms(target: str, group: str, interval_ms: int) -> int:
+    digest = hashlib.sha1(name(target, group).encode(), usedforsecurity=False).hexdigest()
+    return int(digest[:12], 16) % interval_ms
+
+
+def slot_ms(target: str, group: str, interval_ms: int, after_ms: int) -> int:
+    """The first time at or after ``after_ms`` at which the group's check is due."""
+    return after_ms + (phase_ms(target, group, interval_ms) - after_ms) % interval_ms
+
+
+def grace_ms(interval_ms: int) -> int:
+    return min(interval_ms, GRACE_MAX_MS)
+
+
+def first_due_ms(target: str, group: str, interval_ms: int, now: int) -> int:
+    """When a group not yet scheduled is first checked."""
+    return slot_ms(target, group, interval_ms, now + grace_ms(interval_ms))
+
+
+def next_due_ms(target: str, group: str, interval_ms: int, now: int) -> int:
+    """After a check: its next slot (the previous due time plus the interval, unless the check
+    ran late by more than an interval)."""
+    return slot_ms(target, group, interval_ms, now + 1)
+
+
+def whole_portal(spec: RentixTarget | TravtusTarget) -> bool:
+    """Whether a pass of ``spec`` also reads the portal as a whole (for unknown listings)."""
+    return isinstance(spec, RentixTarget)
