@@ -1,15 +1,30 @@
-"""The arq jobs a worker runs: one flush of one group (``bridge.delivery.flush``)."""
+"""The arq jobs a worker runs: one flush of one group (``bridge.delivery.flush``), and one
+periodic check of one group on one target (``bridge.reconcile``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from arq.worker import Retry
+from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, AuthorizationError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.delivery.flush import Delivery
+from bridge.portals import PortalError
+from bridge.reconcile import schedule
+from bridge.reconcile.compare import Finding, GroupCheck, Kind
+from bridge.reconcile.records import Records, counts
+from bridge.reconcile.service import Reconciler
+from bridge.settings import RentixTarget, Settings, TravtusTarget
+
+log = logging.getLogger("workers.jobs")
 
 # What "Redis is not there" looks like; waiting helps only with these. (TimeoutError and
 # ConnectionRefusedError are OSErrors; BusyLoadingError, a Redis replaying its AOF, is a
@@ -20,6 +35,13 @@ NOT_TRANSIENT: tuple[type[BaseException], ...] = (AuthenticationError, Authoriza
 
 # An interrupted flush runs again this soon, if Redis is back by then.
 INTERRUPTED_RETRY_S = 1.0
+
+# What the periodic pass repairs by itself; stale and unknown listings are only reported.
+REPAIR: tuple[Kind, ...] = ("missing", "drift")
+# How long a check waits for its group's pending changes to go out first (a listing the bridge
+# has not sent yet is not drift), and how often it looks.
+QUIET_WAIT_S = 30.0
+QUIET_POLL_S = 0.2
 
 
 def is_connection_failure(exc: BaseException) -> bool:
@@ -38,3 +60,96 @@ async def flush_group(ctx: dict[str, Any], group: str) -> str:
         # Lost Redis mid-flush: arq keeps the job and runs it again (one log line, no
         # traceback); if Redis is still away, the worker's supervisor takes over.
         raise Retry(defer=INTERRUPTED_RETRY_S) from exc
+
+
+class PausedTarget(Exception):
+    """An operator paused the target: it is neither read nor repaired until resumed."""
+
+
+async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: int) -> str:
+    """Check ``group`` on ``target`` against the desired state and repair missing and drifted
+    listings (under the group's lease); record what was found and when the group is next due.
+    ``ticket`` is the due score the scheduler took it with: a job whose group was taken again,
+    or checked, since then does nothing."""
+    settings: Settings = ctx["settings"]
+    interval_ms = settings.reconcile.interval_s * 1000
+    if not interval_ms:
+        return "reconciliation is off"
+    try:
+        spec = settings.target(target)
+    except KeyError:
+        return f"{target}: not a configured target"
+    records: Records = ctx["reconcile_records"]
+    where = f"{group or '(whole portal)'} on {target}"
+    token = await records.acquire(target, group)
+    if token is None:
+        return f"{where}: another check runs"
+    try:
+        async with records.locked(target, group, token):
+            if await _taken_since(ctx["redis"], target, group, ticket):
+                return f"{where}: taken again since"
+            try:
+                check, repaired = await _check(ctx, spec, group)
+            except Exception as exc:
+                if is_connection_failure(exc):
+                    raise
+                if not isinstance(exc, PortalError):
+                    log.exception("checking %s failed", where)
+                delay = await records.failed(token, target, group, _describe(exc), interval_ms)
+                log.info("checking %s failed (%s); next try in %.0f s", where, exc, delay / 1000)
+                return f"{where}: failed, next try in {delay / 1000:.0f} s"
+            next_due = schedule.next_due_ms(target, group, interval_ms, now_ms())
+            await records.record(token, check, repaired, next_due, schedule.whole_portal(spec))
+    except Exception as exc:
+        if not is_connection_failure(exc):
+            raise
+        # Redis went away mid-check: the group comes back when its take lapses; the worker's
+        # supervisor reports the outage.
+        return f"{where}: interrupted ({type(exc).__name__})"
+    return _summary(where, check.findings, repaired)
+
+
+async def _check(ctx: dict[str, Any], spec: RentixTarget | TravtusTarget, group: str
+                 ) -> tuple[GroupCheck, list[Finding]]:
+    reconciler: Reconciler = ctx["reconciler"]
+    state = await reconciler.delivery.ledger.target_state(spec.name)
+    if state.get("paused"):
+        raise PausedTarget(f"the target is paused ({state['paused']})")
+    if group == schedule.WHOLE_PORTAL:
+        assert isinstance(spec, RentixTarget)
+        return await reconciler.check_portal(spec), []
+    await _quiet(ctx["redis"], group)
+    return await reconciler.check_and_repair(spec, group, REPAIR)
+
+
+async def _taken_since(redis: Redis, target: str, group: str, ticket: int) -> bool:
+    due = await redis.zscore(f"{k.RECONCILE_DUE}{target}", group)
+    return due is None or int(due) != ticket
+
+
+async def _quiet(redis: Redis, group: str) -> None:
+    """Wait, a little, until no change of the group waits for a flush and none runs."""
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while time.monotonic() < deadline:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(f"{k.PENDING}{group}", "first")
+            pipe.exists(f"{k.LEASE}{group}")
+            pending, flushing = await pipe.execute()
+        if not pending and not flushing:
+            return
+        await asyncio.sleep(QUIET_POLL_S)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, (PortalError, PausedTarget)) else \
+        f"{type(exc).__name__}: {exc}"
+
+
+def _summary(where: str, findings: list[Finding], repaired: list[Finding]) -> str:
+    found, fixed = counts(findings), counts(repaired)
+    if not findings:
+        return f"{where}: in step"
+    text = ", ".join(f"{n} {kind}" for kind, n in found.items() if n)
+    mended = ", ".join(f"{n} {kind}" for kind, n in fixed.items() if n) or "nothing"
+    log.info("checked %s: found %s; repaired %s", where, text, mended)
+    return f"{where}: found {text}; repaired {mended}"

@@ -1,20 +1,27 @@
-"""Turns due groups into arq flush jobs. Every worker runs one; any number may run at once.
+"""Turns due work into arq jobs: due groups into flushes (``Scheduler``) and due reconciliation
+checks into ``reconcile_group`` jobs (``ReconcileScheduler``). Every worker runs both; any
+number may run at once.
 
 Taking a due group bumps its score a little, atomically, so the other workers' schedulers do not
 enqueue it again meanwhile. Job ids are arq's own: what keeps a group to one flush at a time is
 the flush's lease (``bridge/delivery/claims.py``), not the job id, so a job left behind by a
-killed worker never blocks the next flush of its group.
+killed worker never blocks the next flush of its group. A check is kept to one at a time the
+same way, by its lock (``bridge/reconcile/records.py``) and the ticket it is taken with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from abc import ABC, abstractmethod
 
 from arq.connections import ArqRedis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.reconcile import schedule
+from bridge.settings import Settings
 from workers.jobs import is_connection_failure
 
 log = logging.getLogger("workers.scheduler")
@@ -29,11 +36,91 @@ return groups
 # If an enqueued flush never claims the group (it waits behind a running one), try again then.
 RETRY_MS = 1_000
 
+# One step of a sweep over lb:groups: each group a target's schedule lacks gets its first slot;
+# one scheduled far beyond any slot of the current interval (the interval was shortened) gets
+# a slot within it. Returns the next cursor ("0": the sweep is done) and how many were added.
+TOP_UP = schedule.SLOT_LUA + """
+local cursor, count, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local interval, grace, retake = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local reply = redis.call('SSCAN', KEYS[1], cursor, 'COUNT', count)
+local late = now + 2 * interval + retake
+local added = 0
+for _, g in ipairs(reply[2]) do
+  for i = 2, #KEYS do
+    local target = ARGV[5 + i]
+    local due = redis.call('ZSCORE', KEYS[i], g)
+    if not due or tonumber(due) > late then
+      redis.call('ZADD', KEYS[i], slot(target .. ':' .. g, interval, now + grace), g)
+      added = added + 1
+    end
+  end
+end
+return {reply[1], added}
+"""
 
-class Scheduler:
+# A target's due checks, as many as may start: not one already running (lb:reconcile:running),
+# at most `cap` running at once. Each taken group is moved `retake` on (a lost job comes back)
+# and counted as running until its job takes the lock; returned with that score, its ticket.
+TAKE_CHECKS = """
+local due, running = KEYS[1], KEYS[2]
+local now, retake, start, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', running, '-inf', now)
+local busy = redis.call('ZCARD', running)
+if busy >= cap then return {} end
+local taken = {}
+for _, g in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, cap)) do
+  if busy < cap and not redis.call('ZSCORE', running, g) then
+    busy = busy + 1
+    redis.call('ZADD', due, 'XX', now + retake, g)
+    redis.call('ZADD', running, now + start, g)
+    taken[#taken + 1] = g
+    taken[#taken + 1] = tostring(now + retake)
+  end
+end
+return taken
+"""
+
+# A sweep over lb:groups starts at most this often (and at least once per interval).
+SWEEP_S = 60.0
+SWEEP_BATCH = 500
+
+
+class Polling(ABC):
+    """A loop that ticks every ``every_s`` seconds and rides out Redis outages."""
+
+    what = "scheduling"
+    every_s: float
+
+    @abstractmethod
+    async def tick(self) -> int:
+        """Enqueue what is due; how many jobs were enqueued."""
+
+    async def run(self) -> None:
+        redis_down = False
+        while True:
+            try:
+                await self.tick()
+            except Exception as exc:  # a Redis blip must not end the scheduler
+                if not is_connection_failure(exc):
+                    log.exception("%s failed; trying again", self.what)
+                elif not redis_down:  # once per outage, not a traceback every tick
+                    log.info("%s paused: Redis unavailable (%s: %s)", self.what,
+                             type(exc).__name__, str(exc))
+                redis_down = is_connection_failure(exc)
+            else:
+                if redis_down:
+                    log.info("%s resumed: Redis is back", self.what)
+                redis_down = False
+            await asyncio.sleep(self.every_s)
+
+
+class Scheduler(Polling):
+    what = "scheduling due groups"
+
     def __init__(self, redis: ArqRedis, interval_ms: int, batch: int = 200) -> None:
         self.redis = redis
-        self.interval = interval_ms / 1000
+        self.every_s = interval_ms / 1000
         self.batch = batch
         self._take = redis.register_script(TAKE_DUE)
 
@@ -46,20 +133,80 @@ class Scheduler:
             enqueued += job is not None
         return enqueued
 
-    async def run(self) -> None:
-        redis_down = False
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:  # a Redis blip must not end the scheduler
-                if not is_connection_failure(exc):
-                    log.exception("scheduling due groups failed; trying again")
-                elif not redis_down:  # once per outage, not a traceback every tick
-                    log.info("scheduling paused: Redis unavailable (%s: %s)",
-                             type(exc).__name__, str(exc))
-                redis_down = is_connection_failure(exc)
-            else:
-                if redis_down:
-                    log.info("scheduling resumed: Redis is back")
-                redis_down = False
-            await asyncio.sleep(self.interval)
+
+class ReconcileScheduler(Polling):
+    """Keeps every group scheduled for a check on every target (``lb:reconcile:due:{target}``,
+    see ``bridge/reconcile/schedule.py``) and turns the due checks into ``reconcile_group``
+    jobs. Groups that appear are scheduled by the next sweep over ``lb:groups``: one SSCAN step
+    of ``sweep_batch`` groups a tick, a new sweep at most every ``SWEEP_S``."""
+
+    what = "scheduling reconciliation"
+
+    def __init__(self, redis: ArqRedis, settings: Settings, every_s: float = 1.0,
+                 sweep_batch: int = SWEEP_BATCH) -> None:
+        assert settings.reconcile.interval_s > 0
+        self.redis = redis
+        self.targets = list(settings.targets)
+        self.interval_ms = settings.reconcile.interval_s * 1000
+        self.every_s = every_s
+        self.sweep_batch = sweep_batch
+        self.sweep_every_s = min(SWEEP_S, settings.reconcile.interval_s)
+        self._cursor: str | None = None  # None: between sweeps
+        self._next_sweep = 0.0
+        self._top_up = redis.register_script(TOP_UP)
+        self._take = redis.register_script(TAKE_CHECKS)
+
+    async def tick(self) -> int:
+        if self.targets:
+            await self.top_up()
+        enqueued = 0
+        for spec in self.targets:
+            enqueued += await self.take(spec.name)
+        return enqueued
+
+    async def top_up(self) -> int:
+        """One step of the sweep under way, or the start of the next one when it is time;
+        how many (target, group) checks were scheduled."""
+        added = 0
+        if self._cursor is None:
+            if time.monotonic() < self._next_sweep:
+                return 0
+            self._cursor = "0"
+            added += await self._whole_portals()
+        cursor, more = await self._top_up(
+            keys=[k.GROUPS, *(f"{k.RECONCILE_DUE}{t.name}" for t in self.targets)],
+            args=[self._cursor, self.sweep_batch, now_ms(), self.interval_ms,
+                  schedule.grace_ms(self.interval_ms), k.RECONCILE_RETAKE_MS,
+                  *(t.name for t in self.targets)])
+        cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        if cursor == "0":
+            self._cursor = None
+            self._next_sweep = time.monotonic() + self.sweep_every_s
+        else:
+            self._cursor = cursor
+        return added + int(more)
+
+    async def _whole_portals(self) -> int:
+        """The whole-portal check of each per-listing target, if not scheduled yet."""
+        added = 0
+        now = now_ms()
+        for spec in self.targets:
+            if schedule.whole_portal(spec):
+                due = schedule.first_due_ms(spec.name, schedule.WHOLE_PORTAL, self.interval_ms,
+                                            now)
+                added += await self.redis.zadd(f"{k.RECONCILE_DUE}{spec.name}",
+                                               {schedule.WHOLE_PORTAL: due}, nx=True)
+        return added
+
+    async def take(self, target: str) -> int:
+        taken = await self._take(
+            keys=[f"{k.RECONCILE_DUE}{target}", f"{k.RECONCILE_RUNNING}{target}"],
+            args=[now_ms(), k.RECONCILE_RETAKE_MS, k.RECONCILE_LOCK_MS,
+                  k.RECONCILE_PER_TARGET])
+        enqueued = 0
+        for raw_group, raw_ticket in zip(taken[::2], taken[1::2], strict=True):
+            group = raw_group.decode() if isinstance(raw_group, bytes) else raw_group
+            job = await self.redis.enqueue_job(k.RECONCILE_JOB, target, group,
+                                               int(float(raw_ticket)), _queue_name=k.QUEUE)
+            enqueued += job is not None
+        return enqueued

@@ -31,9 +31,11 @@ from bridge.clock import now_ms
 from bridge.connections import check_redis, redis_client
 from bridge.delivery.flush import Delivery
 from bridge.portals import adapters_for
+from bridge.reconcile.records import Records
+from bridge.reconcile.service import Reconciler
 from bridge.settings import Settings
-from workers.jobs import CONNECTION_ERRORS, flush_group, is_connection_failure
-from workers.scheduler import Scheduler
+from workers.jobs import CONNECTION_ERRORS, flush_group, is_connection_failure, reconcile_group
+from workers.scheduler import ReconcileScheduler, Scheduler
 
 log = logging.getLogger("workers.worker")
 
@@ -47,6 +49,9 @@ STABLE_S = 30.0
 CONNECT_TIMEOUT_S = 1.0
 # How long a retiring worker's jobs get to record that they stopped, when Redis answers.
 RETIRE_S = 5.0
+# A check reads at its share of the target's rate (a large group on a slow portal takes
+# minutes); it holds its group's check lock, renewed, all the while.
+RECONCILE_TIMEOUT_S = 3_600
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
@@ -67,8 +72,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["adapters"] = adapters_for(settings)
     ctx["delivery"] = Delivery(ctx["redis"], settings, ctx["adapters"])
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
+    ctx["reconciler"] = Reconciler(ctx["redis"], settings, ctx["adapters"], ctx["delivery"])
+    ctx["reconcile_records"] = Records(ctx["redis"])
     scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms)
     ctx["tasks"] = [asyncio.create_task(scheduler.run()), asyncio.create_task(heartbeat(ctx))]
+    if settings.reconcile.interval_s:  # 0: no periodic reconciliation at all
+        reconciling = ReconcileScheduler(ctx["redis"], settings)
+        ctx["tasks"].append(asyncio.create_task(reconciling.run()))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -98,7 +108,9 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     assert settings.redis_url
     delivery = settings.delivery
     return Worker(
-        functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000)],
+        functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000),
+                   func(reconcile_group, name=k.RECONCILE_JOB, max_tries=3,
+                        timeout=RECONCILE_TIMEOUT_S)],
         redis_pool=arq_pool(settings.redis_url),
         queue_name=k.QUEUE,
         max_jobs=delivery.max_jobs,
