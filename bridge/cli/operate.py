@@ -12,7 +12,7 @@ from bridge.cli.options import config_option, run_service
 
 if TYPE_CHECKING:
     from bridge.ops import Operations
-    from bridge.ops.models import Status
+    from bridge.ops.models import Drift, Status
 
 T = TypeVar("T")
 
@@ -66,7 +66,43 @@ def render_status(status: Status) -> list[str]:
             where = f" ({q.field})" if q.field else ""
             lines.append(f"  QUARANTINED {ref} in {q.group}: {q.error_type}{where}: "
                          f"{q.message}")
+        lines += render_drift(target.drift, status.now)
     return lines
+
+
+def render_drift(drift: Drift, now: int, shown: int = 10) -> list[str]:
+    """A target's periodic reconciliation: its last full pass and what it found."""
+    from bridge.reconcile.compare import KINDS
+
+    if not drift.interval_s:
+        return ["  reconcile: off ([reconcile] interval_s = 0)"]
+    last = drift.last_pass
+    if last is None or last.finished is None:
+        lines = [f"  reconcile: no full pass yet ({drift.checked} of {drift.groups} checked)"]
+    else:
+        found = ", ".join(f"{last.found[k]} {k}" for k in KINDS if last.found[k]) or "nothing"
+        mended = ", ".join(f"{last.repaired[k]} {k}" for k in KINDS if last.repaired[k])
+        lines = [f"  reconcile: last full pass {_since(now - last.finished)} ago: found {found}"
+                 + (f"; repaired {mended}" if mended else "")]
+    if drift.unknown_listings:
+        lines.append(f"  UNKNOWN {drift.unknown_listings} listing(s) on the portal, never sent "
+                     "there by the bridge (never touched):")
+        lines += [f"    {u.ref} ({u.group or 'whole portal'}): {u.detail}"
+                  for u in drift.unknown[:shown]]
+    if drift.failing:
+        lines.append(f"  CHECKS FAILING for {drift.failing} group(s)"
+                     + "".join(f"; {f.group or 'whole portal'}: {f.error} ({f.attempts}x)"
+                               for f in drift.failures[:3]))
+    return lines
+
+
+def _since(ms: int) -> str:
+    seconds = max(ms, 0) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @click.group()

@@ -130,6 +130,11 @@ async def problems(request: Request) -> Response:
 
 
 @answers_errors
+async def drift(request: Request) -> Response:
+    return JSONResponse({"drift": await operations(request).drift()})
+
+
+@answers_errors
 async def status(request: Request) -> Response:
     return JSONResponse(await operations(request).status())
 
@@ -198,6 +203,7 @@ def router() -> Router:
         Route("/groups", groups, methods=["GET"]),
         Route("/groups/{group:path}", group, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
+        Route("/drift", drift, methods=["GET"]),
         Route("/held/release", held_release, methods=["POST"]),
         Route("/held/discard", held_discard, methods=["POST"]),
         Route("/quarantine/retry", quarantine_retry, methods=["POST"]),

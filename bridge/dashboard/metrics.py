@@ -15,8 +15,10 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.clock import now_ms
 from bridge.dashboard.api import operations
 from bridge.ops.models import Overview, TargetView
+from bridge.reconcile.compare import KINDS
 
 NS = "listing_bridge"
 
@@ -33,6 +35,7 @@ class Snapshot(Collector):
         yield from self._deliveries()
         yield from self._now()
         yield from self._targets()
+        yield from self._drift()
         yield from self._redis()
 
     def _gauge(self, name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -115,6 +118,38 @@ class Snapshot(Collector):
             families["quarantined"].add_metric([t.name], t.quarantined)
             families["held"].add_metric([t.name], t.held)
             families["budget"].add_metric([t.name], t.rate_limit.available)
+        yield from families.values()
+
+    def _drift(self) -> Iterator[Metric]:
+        """The periodic reconciliation, per target: its last full pass, what the groups' last
+        checks found unknown, and the checks failing."""
+        families = {
+            "found": self._gauge("drift_found_last_pass", "Listings the last full reconciliation "
+                                 "pass found out of step with the desired state, by kind",
+                                 ["target", "kind"]),
+            "repaired": self._gauge("drift_repaired_last_pass", "Listings the last full "
+                                    "reconciliation pass repaired, by kind", ["target", "kind"]),
+            "unknown": self._gauge("unknown_listings", "Listings on the portal the bridge never "
+                                   "sent there and nothing links to (groups' last checks)",
+                                   ["target"]),
+            "age": self._gauge("reconcile_last_pass_age_seconds", "Seconds since the last full "
+                               "reconciliation pass finished (absent before the first)",
+                               ["target"]),
+            "failing": self._gauge("reconcile_failing_checks", "Groups whose reconciliation "
+                                   "checks fail (retried with backoff)", ["target"]),
+        }
+        now = now_ms()
+        for t in self.targets:
+            drift, last = t.drift, t.drift.last_pass
+            for kind in KINDS:
+                families["found"].add_metric([t.name, kind], last.found[kind] if last else 0)
+                if kind != "unknown":  # unknown listings are never touched
+                    families["repaired"].add_metric([t.name, kind],
+                                                    last.repaired[kind] if last else 0)
+            families["unknown"].add_metric([t.name], drift.unknown_listings)
+            if last is not None and last.finished is not None:
+                families["age"].add_metric([t.name], max(now - last.finished, 0) / 1000)
+            families["failing"].add_metric([t.name], drift.failing)
         yield from families.values()
 
     def _redis(self) -> Iterator[Metric]:

@@ -12,11 +12,32 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from bridge.delivery.ledger import Accepted, Attempt, Held, Quarantined
+from bridge.reconcile.records import CheckRecord, FailedCheck, PassRecord, UnknownListing
 
 Series = dict[str, list[int]]  # name -> one count per minute, oldest first
 TargetState = Literal["active", "paused", "rate-limited"]
 ListingStatus = Literal["in step", "pending", "quarantined", "quarantined (discarded)",
                         "pending removal", "absent"]
+
+
+# -- GET /api/drift (and in each target's status and view) --
+
+@dataclass(frozen=True)
+class Drift:
+    """What a target's periodic reconciliation found (``bridge/reconcile/records.py``)."""
+
+    target: str
+    kind: str
+    interval_s: int  # [reconcile] interval_s; 0: the periodic pass is off
+    groups: int  # checks a full pass takes: every group, and the whole portal on a per-listing
+    checked: int  # of them, checked in the pass under way
+    last_pass: PassRecord | None  # the last full pass; None before the first
+    current: PassRecord  # the pass under way
+    unknown_listings: int  # in the groups' last checks
+    unknown: list[UnknownListing]  # the newest checks' first, at most UNKNOWN_SHOWN
+    latest: list[CheckRecord]  # groups whose last check found something, newest first
+    failing: int  # groups whose checks fail
+    failures: list[FailedCheck]  # some of them, latest first
 
 
 # -- bridge status (and GET /api/status) --
@@ -43,6 +64,7 @@ class TargetStatus:
     last_error: str
     held: dict[str, Held]  # group -> held sync
     quarantined: dict[str, Quarantined]  # ref -> entry, discarded ones left out
+    drift: Drift
 
 
 @dataclass(frozen=True)
@@ -158,6 +180,7 @@ class TargetView:
     rate_limit: RateBudget
     quarantined: int
     held: int
+    drift: Drift
 
 
 # -- GET /api/problems --

@@ -21,6 +21,7 @@ from bridge.ops import figures
 from bridge.ops.actions import NotFound
 from bridge.ops.models import (
     Backoff,
+    Drift,
     DueGroup,
     GroupMatch,
     GroupTarget,
@@ -43,9 +44,16 @@ from bridge.ops.models import (
     Worker,
 )
 from bridge.portals import RentixAdapter, TravtusAdapter, adapter_for
+from bridge.reconcile import schedule
+from bridge.reconcile.records import Records
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
 WORKER_STALE_S = 30  # three missed heartbeats (workers beat every 5 s)
+
+# What a target's drift view lists: unknown listings, groups that drifted, failing checks.
+UNKNOWN_SHOWN = 100
+LATEST_SHOWN = 20
+FAILURES_SHOWN = 10
 
 Target = RentixTarget | TravtusTarget
 Adapter = RentixAdapter | TravtusAdapter
@@ -56,6 +64,7 @@ class Reads:
         self.redis = redis
         self.settings = settings
         self.ledger = Ledger(redis)
+        self.records = Records(redis)
         self._adapters: dict[str, Adapter] = {}
 
     def _adapter(self, target: Target) -> Adapter:
@@ -93,6 +102,7 @@ class Reads:
             last_error=state.get("last_error", ""),
             held=await self.ledger.held(target.name),
             quarantined={r: q for r, q in quarantined.items() if not q.discarded},
+            drift=await self._drift(target, await self._groups()),
         )
 
     async def _heartbeats(self) -> dict[str, Heartbeat]:
@@ -207,7 +217,35 @@ class Reads:
                                       now),
             quarantined=sum(1 for q in quarantined.values() if not q.discarded),
             held=len(await self.ledger.held(target.name)),
+            drift=await self._drift(target, await self._groups()),
         )
+
+    # -- drift: the periodic reconciliation --
+
+    async def drift(self) -> list[Drift]:
+        groups = await self._groups()
+        return [await self._drift(target, groups) for target in self.settings.targets]
+
+    async def _drift(self, target: Target, groups: int) -> Drift:
+        state = await self.records.passes(target.name)
+        failing, failures = await self.records.failures(target.name, FAILURES_SHOWN)
+        return Drift(
+            target=target.name,
+            kind=target.kind,
+            interval_s=self.settings.reconcile.interval_s,
+            groups=groups + int(schedule.whole_portal(target)),
+            checked=state.checked,
+            last_pass=state.last,
+            current=state.current,
+            unknown_listings=state.unknown,
+            unknown=await self.records.unknown(target.name, UNKNOWN_SHOWN),
+            latest=await self.records.latest(target.name, LATEST_SHOWN),
+            failing=failing,
+            failures=failures,
+        )
+
+    async def _groups(self) -> int:
+        return int(await self.redis.scard(k.GROUPS))  # type: ignore[misc]
 
     # -- problems --
 
