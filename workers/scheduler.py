@@ -186,6 +186,18 @@ class ReconcileScheduler(Polling):
             self._cursor = cursor
         return added + int(more)
 
+    async def sweep(self) -> int:
+        """A whole sweep over lb:groups at once (the ticks take it a step at a time)."""
+        self._cursor, self._next_sweep = None, 0.0
+        added = await self.top_up()
+        while self.sweeping:
+            added += await self.top_up()
+        return added
+
+    @property
+    def sweeping(self) -> bool:
+        return self._cursor is not None
+
     async def _whole_portals(self) -> int:
         """The whole-portal check of each per-listing target, if not scheduled yet."""
         added = 0

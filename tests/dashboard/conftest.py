@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 from bridge.app import create_app
 from bridge.clock import now_ms
 from bridge.delivery.ledger import Held, Ledger, Quarantined
+from bridge.reconcile.records import Records
 from bridge.settings import Settings
 from tests.conftest import make_settings
+from tests.ops.conftest import record_check
 from tests.support.servers import serve_app
 
 TARGETS = [
@@ -53,6 +55,25 @@ def seed_problems(redis_url: str) -> None:
         await ledger.quarantine("travtus", {ref: Quarantined(
             f"d-{ref}", "bad", "invalid_unit_type", "unit_type is not allowed", "unit_type", at)
             for ref in ("apt-1", "apt-2")})
+
+    run(redis_url, seed)
+
+
+def seed_drift(redis_url: str) -> None:
+    """A full reconciliation pass as the workers record it: on Rentix a drifted listing repaired
+    and a hand-made one found by reading the whole portal; a Travtus check failing."""
+    async def seed(ledger: Ledger) -> None:
+        redis = ledger.redis
+        await redis.sadd("lb:groups", "west")
+        await record_check(redis, "rentix", "west", [("apt-1", "drift", "price")],
+                           repaired=("drift",))
+        await record_check(redis, "rentix", "", [("#7", "unknown", "made on the portal, not "
+                                                  "linked to any CRM listing")])
+        records = Records(redis)
+        token = await records.acquire("travtus", "west")
+        assert token is not None
+        await records.failed(token, "travtus", "west", "transient: 503 server_error",
+                             86_400_000)
 
     run(redis_url, seed)
 

@@ -12,7 +12,7 @@ import redis
 from bridge.clock import now_ms
 from bridge.delivery.ledger import Accepted
 from tests.conftest import SECRET
-from tests.dashboard.conftest import run, seed_problems
+from tests.dashboard.conftest import run, seed_drift, seed_problems
 from tests.support import crm
 
 
@@ -162,3 +162,25 @@ def test_status_matches_the_cli_view(client: httpx.Client, redis_url: str) -> No
     status = client.get("/api/status").json()
     assert status["targets"]["travtus"]["held"]["mass"]["deletions"] == ["apt-8", "apt-9"]
     assert status["queued_jobs"] == 0 and status["workers"] == {}
+
+
+def test_drift_lists_each_targets_last_pass_unknown_listings_and_failing_checks(
+    client: httpx.Client, redis_url: str
+) -> None:
+    empty = client.get("/api/drift").json()["drift"]
+    assert [(d["target"], d["last_pass"], d["interval_s"]) for d in empty] == [
+        ("rentix", None, 86400), ("travtus", None, 86400)]
+    seed_drift(redis_url)
+    answer = client.get("/api/drift")
+    assert answer.status_code == 200
+    rentix, travtus = answer.json()["drift"]
+    assert rentix["last_pass"]["found"] == {"missing": 0, "drift": 1, "stale": 0, "unknown": 1}
+    assert rentix["last_pass"]["repaired"]["drift"] == 1 and rentix["groups"] == 2
+    assert rentix["unknown"] == [{"group": "", "ref": "#7", "detail": "made on the portal, not "
+                                  "linked to any CRM listing",
+                                  "seen_at": rentix["latest"][0]["at"]}]
+    assert travtus["failing"] == 1 and travtus["failures"][0]["attempts"] == 1
+    # The same view is each target's drift in GET /api/targets and GET /api/status.
+    targets = client.get("/api/targets").json()["targets"]
+    assert targets[0]["drift"] == rentix
+    assert client.get("/api/status").json()["targets"]["travtus"]["drift"] == travtus

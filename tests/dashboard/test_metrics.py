@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.clock import now_ms
 from bridge.delivery.ledger import Attempt, Ledger
 from tests.conftest import SECRET
-from tests.dashboard.conftest import run, seed_problems
+from tests.dashboard.conftest import run, seed_drift, seed_problems
 from tests.support import crm
 
 
@@ -58,3 +58,28 @@ def test_metrics_follow_events_deliveries_and_problems(client: httpx.Client,
     assert value("groups_waiting") == 1  # "m" waits for its debounce window
     assert value("workers_alive") == 0
     assert value("redis_used_memory_bytes") > 0 and value("redis_aof_enabled") == 1
+
+
+def test_metrics_show_each_targets_last_reconciliation_pass(client: httpx.Client,
+                                                            redis_url: str) -> None:
+    before = scrape(client)
+    assert before[("listing_bridge_drift_found_last_pass",
+                   (("kind", "drift"), ("target", "rentix")))] == 0
+    assert not [key for key in before if key[0] == "listing_bridge_reconcile_last_pass_age_seconds"]
+    seed_drift(redis_url)
+    after = scrape(client)
+
+    def value(name: str, **labels: str) -> float:
+        return after[(f"listing_bridge_{name}", tuple(sorted(labels.items())))]
+
+    assert value("drift_found_last_pass", target="rentix", kind="drift") == 1
+    assert value("drift_found_last_pass", target="rentix", kind="unknown") == 1
+    assert value("drift_repaired_last_pass", target="rentix", kind="drift") == 1
+    assert ("listing_bridge_drift_repaired_last_pass",
+            (("kind", "unknown"), ("target", "rentix"))) not in after  # never repaired
+    assert value("unknown_listings", target="rentix") == 1
+    assert value("unknown_listings", target="travtus") == 0
+    assert 0 <= value("reconcile_last_pass_age_seconds", target="rentix") < 60
+    assert ("listing_bridge_reconcile_last_pass_age_seconds",
+            (("target", "travtus"),)) not in after  # no full pass yet
+    assert value("reconcile_failing_checks", target="travtus") == 1

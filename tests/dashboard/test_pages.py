@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import SECRET
-from tests.dashboard.conftest import seed_problems
+from tests.dashboard.conftest import seed_drift, seed_problems
 from tests.support import crm
 
 
@@ -35,3 +35,15 @@ def test_live_block_is_the_page_without_its_frame(client: httpx.Client,
     live = client.get("/dashboard/problems", headers={"X-Live": "1"})
     assert live.status_code == 200 and "<html" not in live.text and "Held syncs" in live.text
     assert live.headers["x-problem-count"] == "3"
+
+
+def test_targets_page_has_a_drift_section_per_target(client: httpx.Client,
+                                                     redis_url: str) -> None:
+    before = client.get("/dashboard/targets").text
+    assert "<h1>Drift</h1>" in before and before.count("none yet") == 2
+    seed_drift(redis_url)
+    page = client.get("/dashboard/targets", headers={"X-Live": "1"}).text
+    assert 'id="drift-rentix"' in page and "1 drift, " in page and "1 unknown" in page
+    assert "Unknown listings on rentix" in page and "#7" in page and "(whole portal)" in page
+    assert "transient: 503 server_error" in page  # travtus's failing check
+    assert 'href="/dashboard/groups/west"' in page  # the drifted group, in the latest findings

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -13,6 +13,8 @@ from bridge.clock import now_ms
 from bridge.ingest.events import parse_event
 from bridge.ingest.store import EventStore
 from bridge.ops import Operations
+from bridge.reconcile.compare import GroupCheck, Kind
+from bridge.reconcile.records import Records
 from bridge.settings import Settings
 from tests.conftest import make_settings
 
@@ -60,3 +62,19 @@ async def ingest(redis: Redis, ops_settings: Settings) -> AsyncIterator[Ingest]:
 
     yield put
     await store.aclose()
+
+
+async def record_check(redis: Redis, target: str, group: str,
+                       findings: Sequence[tuple[str, str, str]] = (),
+                       repaired: tuple[str, ...] = ()) -> int:
+    """Record one periodic check as a worker does (``bridge/reconcile/records.py``): findings
+    as (ref, kind, detail), those of the ``repaired`` kinds repaired."""
+    records = Records(redis)
+    token = await records.acquire(target, group)
+    assert token is not None
+    check = GroupCheck(target, group)
+    for ref, kind, detail in findings:
+        check.add(ref, cast(Kind, kind), detail)
+    fixed = [f for f in check.findings if f.kind in repaired]
+    return await records.record(token, check, fixed, now_ms() + 60_000,
+                                whole_portal=target == "rentix")
