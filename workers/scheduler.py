@@ -161,7 +161,9 @@ class ReconcileScheduler(Polling):
             await self.top_up()
         enqueued = 0
         for spec in self.targets:
-            enqueued += await self.take(spec.name)
+            # A paused target is neither read nor repaired: its checks wait, due, for a resume.
+            if not await self.redis.hget(f"{k.TARGET}{spec.name}", "paused"):  # type: ignore[misc]
+                enqueued += await self.take(spec.name)
         return enqueued
 
     async def top_up(self) -> int:

@@ -317,3 +317,13 @@ def _at(request: dict[str, Any]) -> float:
 def _stop(stack: Stack) -> list[str]:
     stack.stop_workers()
     return [w.stderr.read().decode() if w.stderr else "" for w in stack.workers]
+
+
+async def test_a_paused_targets_checks_wait_for_its_resume(arq_redis: ArqRedis,
+                                                           redis_url: str) -> None:
+    await arq_redis.zadd(f"{k.RECONCILE_DUE}travtus", {"g": now_ms() - 1_000})
+    await arq_redis.hset(f"{k.TARGET}travtus", "paused", "portal maintenance")
+    scheduler = ReconcileScheduler(arq_redis, hourly(redis_url))
+    assert await scheduler.tick() == 0
+    await arq_redis.hdel(f"{k.TARGET}travtus", "paused")
+    assert await scheduler.tick() == 1
