@@ -17,8 +17,7 @@ from redis.exceptions import RedisError
 
 from bridge import constants as k
 from bridge.connections import Durability
-from bridge.ingest.events import DeleteEvent, SnapshotEvent, UpsertEvent
-from bridge.ingest.listing import Listing
+from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
 from bridge.scripts import splice
 from bridge.settings import DebounceSettings, WebhookSettings
@@ -156,14 +155,11 @@ class EventStore:
         self._redis = redis
         self._script = ScriptBatcher(url, ingest_script(webhook, debounce), prepare=prepare)
 
-    async def put(
-        self,
-        webhook_id: str,
-        event: UpsertEvent | DeleteEvent | SnapshotEvent,
-        now_ms: int,
-    ) -> Stored:
-        kind, items = _items(event)
-        args = [webhook_id, now_ms, kind, event.group, event.occurred_ms, *items]
+    async def put(self, webhook_id: str, event: ValidEvent, now_ms: int) -> Stored:
+        args: list[bytes | str | int] = [webhook_id, now_ms, _KIND[event.type], event.group,
+                                         event.occurred_ms]
+        for listing in event.listings:
+            args += listing
         status, applied = await self._script.call(args)
         return Stored(duplicate=status == 0, applied=int(applied))
 
@@ -187,22 +183,6 @@ def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings) -> str:
                            "MAXWAIT": debounce.max_wait_ms})
 
 
-def _items(event: UpsertEvent | DeleteEvent | SnapshotEvent
-           ) -> tuple[str, list[bytes | str | int]]:
-    if isinstance(event, UpsertEvent):
-        listing = event.listing
-        return "u", [listing.external_ref, _version(listing.version), _json(listing)]
-    if isinstance(event, DeleteEvent):
-        return "d", [event.listing.external_ref, _version(event.listing.version), ""]
-    items: list[bytes | str | int] = []
-    for listing in event.listings:
-        items += [listing.external_ref, _version(listing.version), _json(listing)]
-    return "s", items
-
-
-def _version(version: int | None) -> int:
-    return -1 if version is None else version
-
-
-def _json(listing: Listing) -> str:
-    return listing.model_dump_json(exclude_unset=True)
+# The script's ARGV[3]: upsert, deletion, snapshot.
+_KIND = {"listing.created": "u", "listing.updated": "u", "listing.deleted": "d",
+         "group.snapshot": "s"}
