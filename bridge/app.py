@@ -19,6 +19,7 @@ from bridge.dashboard import dashboard_routes, links
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
 from bridge.ingest.webhook import WebhookEndpoint
+from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
 from bridge.responses import JSONResponse, error
 from bridge.settings import Settings, load_settings
 
@@ -29,7 +30,11 @@ LISTEN_HOST_ENV = "BRIDGE_LISTEN_HOST"
 
 
 def app_from_environment() -> Starlette:
-    """For ``bridge serve --workers N``: each process loads $BRIDGE_CONFIG itself."""
+    """For ``bridge serve --workers N``: each process loads $BRIDGE_CONFIG itself (and sets
+    up its logging: it starts afresh)."""
+    log_format = os.environ.get(LOG_FORMAT_ENV, "text")
+    if log_format in LOG_FORMATS:
+        configure(log_format)
     app = create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"))
     quiet_garbage_collector()
     return app

@@ -101,6 +101,15 @@ def _number(value: Any) -> float | None:
 class DashboardSettings(_Section):
     token: str | None = None
 
+    @field_validator("token")
+    @classmethod
+    def _not_blank(cls, token: str | None) -> str | None:
+        # An empty token (say "${VAR}" with VAR set but empty) would let "Bearer " in.
+        if token is not None and not token.strip():
+            raise ValueError("a non-empty token (is the environment variable it names set but "
+                             "empty?); leave token out to serve the dashboard on loopback only")
+        return token
+
 
 class DeliverySettings(_Section):
     job_timeout_s: int = Field(60, ge=5)

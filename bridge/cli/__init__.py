@@ -11,6 +11,7 @@ import logging
 
 import click
 
+from bridge import logs
 from bridge.cli import dev, link, operate, processes, reconcile
 
 
@@ -18,8 +19,7 @@ from bridge.cli import dev, link, operate, processes, reconcile
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """listing-bridge: keeps property portals in step with the agency's CRM."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("text", logging.DEBUG if verbose else logging.INFO)
 
 
 for family in (processes, dev, operate, reconcile):

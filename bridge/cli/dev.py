@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import config_option, host_port, load, plain_errors
+from bridge.cli.options import config_option, host_port, load, log_format_option, plain_errors
 
 
 def register(main: click.Group) -> None:
@@ -23,13 +23,17 @@ def register(main: click.Group) -> None:
 @click.option("--sandbox-port", type=int, default=8001, show_default=True)
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the embedded Redis keeps its data (default: the user's state dir).")
+@log_format_option
 @plain_errors
 def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
-        state_dir: Path | None) -> None:
+        state_dir: Path | None, log_format: str) -> None:
     """Everything on one machine: embedded Redis, web, worker and the sandbox portals."""
+    from bridge import logs
     from bridge.dev.stack import run_dev
 
-    sys.exit(run_dev(config_path, host, port, sandbox_port, state_dir))
+    if log_format != "text":
+        logs.configure(log_format)
+    sys.exit(run_dev(config_path, host, port, sandbox_port, state_dir, log_format))
 
 
 @click.command()
@@ -50,8 +54,10 @@ def send(config_path: str | None, url: str, secret: str | None, file_: Any,
          concurrency: int, seed: int) -> None:
     """Sign and post events to a bridge: a file of JSON lines, or generated ones."""
     from bridge.dev.generate import event_stream
-    from bridge.dev.sender import send_events
+    from bridge.dev.sender import quiet_requests, send_events
 
+    if not click.get_current_context().find_root().params.get("verbose"):
+        quiet_requests()  # the progress bar says how far it is; -v logs every request
     secret = secret or _default_secret(config_path)
     if (file_ is None) == (generate is None):
         raise click.UsageError("give exactly one of --file or --generate")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -12,7 +13,7 @@ from bridge.cli.options import config_option, run_service
 
 if TYPE_CHECKING:
     from bridge.ops import Operations
-    from bridge.ops.models import Drift, Status
+    from bridge.ops.models import Drift, DueGroup, Status
 
 T = TypeVar("T")
 
@@ -51,10 +52,13 @@ def render_status(status: Status) -> list[str]:
     """The terminal summary of ``bridge status``."""
     lines = [f"groups known: {status.groups}   flush jobs queued: {status.queued_jobs}   "
              f"workers alive: {len(status.workers)}"]
-    waiting = [d for d in status.due if d.in_ms > 0]
-    lines.append(f"groups waiting: {len(waiting)}   due now: {len(status.due) - len(waiting)}")
-    for d in sorted(status.due, key=lambda d: d.in_ms)[:10]:
-        lines.append(f"  {d.group}: flush in {max(d.in_ms, 0) / 1000:.1f}s")
+    flushing = [d for d in status.due if d.flushing_until is not None]
+    waiting = [d for d in status.due if d.flushing_until is None and d.in_ms > 0]
+    due_now = len(status.due) - len(flushing) - len(waiting)
+    lines.append(f"groups waiting: {len(waiting)}   due now: {due_now}   "
+                 f"flushing: {len(flushing)}")
+    for d in sorted(status.due, key=lambda d: (d.flushing_until is None, d.in_ms))[:10]:
+        lines.append(f"  {d.group}: {_when(d)}")
     for name, target in status.targets.items():
         lines.append(f"target {name} ({target.kind}): {target.state}"
                      + (f"; last error: {target.last_error}" if target.last_error else ""))
@@ -103,6 +107,16 @@ def _since(ms: int) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _when(due: DueGroup) -> str:
+    if due.flushing_until is not None:
+        until = dt.datetime.fromtimestamp(due.flushing_until / 1000, dt.UTC)
+        return (f"flushing, lease until {until:%H:%M:%S} UTC (renewed while the flush runs; "
+                f"{max(due.in_ms, 0) / 1000:.1f}s left)")
+    if due.in_ms <= 0:
+        return "flush due now"
+    return f"flush in {due.in_ms / 1000:.1f}s"
 
 
 @click.group()

@@ -10,7 +10,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from bridge.settings import ConfigError, Settings, load_settings
+from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS
+from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -19,6 +20,13 @@ R = TypeVar("R")
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
     help="The TOML configuration file (or $BRIDGE_CONFIG).",
+)
+
+log_format_option = click.option(
+    "--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+    envvar=LOG_FORMAT_ENV,
+    help="Lines of text, or one JSON object per line (time, level, logger, message, and group, "
+         f"target, listing where known) for a log collector (or ${LOG_FORMAT_ENV}).",
 )
 
 
@@ -30,9 +38,26 @@ def host_port(default_port: int) -> Callable[[F], F]:
     return decorate
 
 
+def config_file(config_path: str | None) -> str:
+    """The file named by --config or $BRIDGE_CONFIG (click reads both), else the one
+    ``bridge dev`` wrote, named on stderr so that nobody acts on a stack by surprise."""
+    if config_path:
+        return config_path
+    from bridge.dev.stack import dev_config_file
+
+    written = dev_config_file()
+    if not written.is_file():
+        raise click.ClickException(
+            f"no configuration: pass --config FILE or set {CONFIG_ENV} (or start `bridge dev`: "
+            "commands use the configuration it writes when none is given)")
+    click.echo(f"using {written}, the configuration `bridge dev` wrote (--config FILE or "
+               f"{CONFIG_ENV} names another)", err=True)
+    return str(written)
+
+
 def load(config_path: str | None) -> Settings:
     try:
-        return load_settings(config_path)
+        return load_settings(config_file(config_path))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -57,7 +82,10 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
     """Build ``service(redis, settings)``, run one async action with it, close Redis; the
     errors an operator can act on become one plain line instead of a traceback. The client is
     redis-py's from ``redis_url`` with every option of the URL, as the other processes make."""
-    from bridge.connections import redis_client, refusal, url_address
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from bridge.connections import plain, redis_client, refusal, url_address
 
     settings = load(config_path)
     url = settings.redis_url
@@ -75,8 +103,12 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
         return asyncio.run(go())
     except errors as exc:
         raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # credentials or TLS refused: one line naming the cause
+    except Exception as exc:  # credentials or TLS refused, or no Redis: one line naming it
         refused = refusal(exc, url_address(url))
-        if refused is None:
-            raise
-        raise click.ClickException(str(refused)) from None
+        if refused is not None:
+            raise click.ClickException(str(refused)) from None
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            raise click.ClickException(f"Redis at {url_address(url)} does not answer "
+                                       f"({plain(exc)}); is it (or `bridge dev`) running?") \
+                from None
+        raise

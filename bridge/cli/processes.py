@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import config_option, host_port, load, plain_errors
+from bridge import logs
+from bridge.cli.options import (
+    config_file,
+    config_option,
+    host_port,
+    load,
+    log_format_option,
+    plain_errors,
+)
+from bridge.logs import LOG_FORMAT_ENV
 from bridge.settings import Settings
 
 
@@ -22,8 +31,9 @@ def register(main: click.Group) -> None:
 @host_port(8000)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Web processes sharing the port (one per core is a good start).")
+@log_format_option
 @plain_errors
-def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
+def serve(config_path: str | None, host: str, port: int, workers: int, log_format: str) -> None:
     """The web process: webhook, dashboard, API, metrics."""
     import os
 
@@ -31,20 +41,25 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> None:
 
     from bridge.app import LISTEN_HOST_ENV, create_app, quiet_garbage_collector
 
+    uvicorn_logs = use_log_format(log_format)
+
+    config_path = config_file(config_path)
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge serve`")
     asyncio.run(_check_at_start(settings))  # an absent Redis: the app says so and waits
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
-                              "http": "httptools", "log_level": "warning", "access_log": False}
+                              "http": "httptools", "log_level": "warning", "access_log": False,
+                              **uvicorn_logs}
     if workers == 1:
         app = create_app(settings, listen_host=host)
         quiet_garbage_collector()
         uvicorn.run(app, **common)
         return
     # Each process builds its own app (and Redis connections) from the same file.
-    os.environ["BRIDGE_CONFIG"] = str(Path(config_path or os.environ["BRIDGE_CONFIG"]).resolve())
+    os.environ["BRIDGE_CONFIG"] = str(Path(config_path).resolve())
     os.environ[LISTEN_HOST_ENV] = host
+    os.environ[LOG_FORMAT_ENV] = log_format
     uvicorn.run("bridge.app:app_from_environment", factory=True, workers=workers, **common)
 
 
@@ -65,11 +80,14 @@ async def _check_at_start(settings: Settings) -> None:
 
 @click.command()
 @config_option
+@log_format_option
 @plain_errors
-def worker(config_path: str | None) -> None:
+def worker(config_path: str | None, log_format: str) -> None:
     """One arq worker process; run several for more throughput."""
     from bridge.connections import UnsafeRedis, refusal, url_address
     from workers.worker import run_worker
+
+    use_log_format(log_format)
 
     settings = load(config_path)
     if not settings.redis_url:
@@ -96,9 +114,10 @@ def worker(config_path: str | None) -> None:
               help="Travtus token lifetime, seconds.")
 @click.option("--rentix-per-minute", type=int, default=300, show_default=True,
               help="Rentix rate limit (the documented 300/min by default).")
+@log_format_option
 def sandbox(config_path: str | None, host: str, port: int, rentix_api_key: str,
             travtus_client_id: str, travtus_client_secret: str, token_ttl: int,
-            rentix_per_minute: int) -> None:
+            rentix_per_minute: int, log_format: str) -> None:
     """The sandbox portals alone (Rentix under /rentix/api/v1, Travtus under /travtus)."""
     import uvicorn
 
@@ -110,4 +129,13 @@ def sandbox(config_path: str | None, host: str, port: int, rentix_api_key: str,
         rentix_per_minute=rentix_per_minute,
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
-                access_log=False)
+                access_log=False, **use_log_format(log_format))
+
+
+def use_log_format(log_format: str) -> dict[str, Any]:
+    """Log in ``log_format`` from here on; the options that make uvicorn's lines follow it
+    (JSON: uvicorn configures no handlers of its own, its loggers reach the root's)."""
+    if log_format == "text":
+        return {}  # as configured by ``main``; uvicorn keeps its own text lines
+    logs.configure(log_format)
+    return {"log_config": None}

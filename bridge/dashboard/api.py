@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
+from bridge.dashboard.auth import is_json
 from bridge.ops import HeldSyncChanged, NotFound, OperationError, Operations
 from bridge.responses import JSONResponse, error
 
@@ -54,7 +55,7 @@ def answers_errors(handler: Handler) -> Handler:
 
 async def json_body(request: Request) -> dict[str, Any]:
     # Requiring a JSON content type also keeps other sites' plain forms from posting here.
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    if not is_json(request.headers.get("content-type", "")):
         raise BadRequest("send a JSON object with Content-Type: application/json")
     raw = await request.body()
     try:

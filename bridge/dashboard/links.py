@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, request_response
 
-from bridge.dashboard.auth import Protected
+from bridge.dashboard.auth import Protected, is_json
 from bridge.linking.matching import DEFAULT_MIN_CONFIDENCE
 from bridge.linking.service import LinkError, Linking
 from bridge.responses import JSONResponse, error
@@ -39,6 +39,10 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    # Only JSON: no plain HTML form on another site can send it (``Protected`` checks it too).
+    if not is_json(request.headers.get("content-type", "")):
+        raise LinkError("invalid_request",
+                        "send a JSON object with Content-Type: application/json")
     raw = await request.body()
     try:
         value = orjson.loads(raw) if raw.strip() else {}
@@ -98,6 +102,7 @@ async def adoption(request: Request, linking: Linking) -> Any:
 
 
 async def end_adoption(request: Request, linking: Linking) -> Any:
+    await _body(request)  # nothing to read, but an action takes JSON like every other
     return await linking.end_adoption(request.path_params["target"])
 
 

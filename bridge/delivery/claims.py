@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.logs import about
 from bridge.scripts import splice
 from bridge.settings import DebounceSettings
 
@@ -183,11 +184,13 @@ class Lease:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
                 if not await self.renew():
-                    log.warning("lost the lease on group %s; stopping its flush", self.group)
+                    log.warning("lost the lease on group %s; stopping its flush", self.group,
+                                extra=about(self.group))
                     return
             except (RedisError, OSError) as exc:
                 # Keep trying: the local deadline stops portal calls if Redis stays away.
-                log.warning("could not renew the lease on group %s: %s", self.group, exc)
+                log.warning("could not renew the lease on group %s: %s", self.group, exc,
+                            extra=about(self.group))
 
     async def apply(self, commands: Sequence[Command]) -> None:
         """Run ``commands`` atomically if this flush still holds the group; else LeaseLost."""

@@ -48,6 +48,7 @@ from bridge.delivery.planning import (
 )
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.witness import Witness
+from bridge.logs import about
 from bridge.portals import (
     Outcome,
     PortalError,
@@ -104,7 +105,7 @@ class Delivery:
             async with self.flushes.leased(claim) as lease:
                 return await GroupFlush(self, claim, lease).run()
         except LeaseLost as exc:
-            log.warning("flush of %s stopped: %s", group, exc)
+            log.warning("flush of %s stopped: %s", group, exc, extra=about(group=group))
             return f"{group}: lease lost"
 
 
@@ -136,7 +137,7 @@ class GroupFlush:
                 raise result
             if isinstance(result, BaseException):
                 log.exception("flush of %s for %s failed", self.group, target.name,
-                              exc_info=result)
+                              exc_info=result, extra=about(self.group, target.name))
                 result = await self._backoff(target.name, f"bridge error: {result!r}")
             next_due = earliest(next_due, result)
         clean = await self.d.flushes.finish(self.claim, next_due)
@@ -300,7 +301,8 @@ class GroupFlush:
                 return await self._setback(name, exc.result)
             if held:
                 await self.ledger.hold(name, group, held)
-                log.warning("holding %s sync of %s: %s", name, group, held.reason)
+                log.warning("holding %s sync of %s: %s", name, group, held.reason,
+                            extra=about(group, name))
                 return None
             if on_portal is not None and _holds_exactly(adapter, plan, on_portal):
                 # The portal already holds the group as desired (say, after Redis lost its
@@ -440,8 +442,10 @@ class GroupFlush:
             record = (await self.d.ledger.accepted(name, None, [scope])).get(scope)
             current = record.digest if record else None
         if current != digest:
+            listing = None if scope.startswith(sync_scope("")) else scope
             log.warning("a write for %s reached %s after the lease on %s lapsed; "
-                        "it will be sent again", scope, name, self.group)
+                        "it will be sent again", scope, name, self.group,
+                        extra=about(self.group, name, listing))
             await self.d.ledger.distrust(name, scope)
             await mark_due(self.d.redis, [self.group], now_ms())
 
@@ -459,7 +463,7 @@ class GroupFlush:
         reason = f"{result.outcome}: {result.error_type or result.status or ''} {result.message}"
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(target, reason.strip())
-            log.error("pausing %s: %s", target, reason)
+            log.error("pausing %s: %s", target, reason, extra=about(self.group, target))
             return None
         if result.outcome is Outcome.RATE_LIMITED:
             until = int(result.retry_at * 1000) if result.retry_at else None
@@ -477,6 +481,8 @@ class GroupFlush:
         not_before = now_ms() + int(1000 * random.uniform(ceiling / 2, ceiling))
         await self.ledger.set_backoff(target, self.group, attempts + 1, not_before,
                                       reason.strip())
+        log.info("delivery of %s to %s failed (%s); next try in %.1f s", self.group, target,
+                 reason.strip(), (not_before - now_ms()) / 1000, extra=about(self.group, target))
         return not_before
 
     async def _quarantine(self, target: str, invalid: list[Invalid],

@@ -17,8 +17,14 @@ import platformdirs
 APP_NAME = "listing-bridge"
 
 
+def default_state_dir() -> Path:
+    """The user's state directory for the bridge (``$XDG_STATE_HOME/listing-bridge`` on
+    Linux), not created."""
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
 def state_dir() -> Path:
-    path = Path(platformdirs.user_state_dir(APP_NAME))
+    path = default_state_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

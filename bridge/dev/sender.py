@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import Counter
@@ -14,6 +15,12 @@ import httpx
 import orjson
 
 from bridge.ingest.signatures import sign
+
+
+def quiet_requests() -> None:
+    """httpx logs every request at INFO: one line per event would bury the progress bar."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass

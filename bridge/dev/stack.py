@@ -8,6 +8,7 @@ directory, so a restart of ``bridge dev`` finds what it had.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import signal
 import subprocess
@@ -19,12 +20,20 @@ from typing import Any
 import click
 import httpx
 
-from bridge.dev.embedded import EmbeddedRedis, die_with_parent, state_dir
+from bridge.dev.embedded import EmbeddedRedis, default_state_dir, die_with_parent, state_dir
 from bridge.settings import RedisSettings, Settings, load_settings
+
+log = logging.getLogger("bridge.dev")
 
 
 def dev_secret_file(directory: Path | None = None) -> Path:
     return (directory or state_dir()) / "dev-webhook-secret"
+
+
+def dev_config_file(directory: Path | None = None) -> Path:
+    """The configuration ``bridge dev`` runs its processes with; other commands use the one in
+    the default state directory when none is given (``bridge.cli.options.config_file``)."""
+    return (directory or default_state_dir()) / "dev.toml"
 
 
 def dev_secret(directory: Path) -> str:
@@ -74,8 +83,8 @@ def _with_user_sections(settings: Settings, lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *args],
+def _spawn(*args: str, log_format: str = "text") -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *args, "--log-format", log_format],
                             preexec_fn=die_with_parent)
 
 
@@ -92,7 +101,7 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
-            directory: Path | None) -> int:
+            directory: Path | None, log_format: str = "text") -> int:
     directory = directory or state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     settings = load_settings(config_path) if config_path else None
@@ -105,7 +114,7 @@ def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
         redis_url = redis.url
     secret = settings.webhook.secrets[0] if settings else dev_secret(directory)
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    config_file = directory / "dev.toml"
+    config_file = dev_config_file(directory)
     config_file.write_text(dev_config(settings, redis_url, secret, sandbox_url))
     config_file.chmod(0o600)
 
@@ -119,17 +128,17 @@ def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        children.append(_spawn("sandbox", "--port", str(sandbox_port)))
+        children.append(_spawn("sandbox", "--port", str(sandbox_port), log_format=log_format))
         children.append(_spawn("serve", "--config", str(config_file), "--host", host,
-                               "--port", str(port)))
-        children.append(_spawn("worker", "--config", str(config_file)))
+                               "--port", str(port), log_format=log_format))
+        children.append(_spawn("worker", "--config", str(config_file), log_format=log_format))
         base = f"http://{host}:{port}"
         _wait_http(f"{base}/healthz")
         _wait_http(f"{sandbox_url}/_sandbox/journal")
         _print_banner(base, secret, sandbox_url, redis_url, config_file)
         while not stopping:
             if any(child.poll() is not None for child in children):
-                click.echo("a bridge process exited; stopping the others", err=True)
+                log.error("a bridge process exited; stopping the others")
                 return 1
             time.sleep(0.2)
         return 0

@@ -15,9 +15,10 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from bridge.ingest.events import InvalidEvent, parse_event
+from bridge.ingest.events import Event, InvalidEvent, SnapshotEvent, parse_event
 from bridge.ingest.signatures import SignatureError, Verifier
 from bridge.ingest.store import EventStore
+from bridge.logs import about
 
 log = logging.getLogger("bridge.ingest.webhook")
 
@@ -131,21 +132,29 @@ class WebhookEndpoint:
         try:
             stored = await self.store.put(webhook_id, event, int(now * 1000))
         except (RedisError, OSError) as exc:
-            self._refused(webhook_id, exc)
+            self._refused(webhook_id, exc, event)
             return refuse(503, "storage_unavailable", "the event could not be stored; retry later")
         if self._unavailable is not None:
             self._unavailable = None
-            log.info("Redis stores events again (webhook %s)", webhook_id)
+            log.info("Redis stores events again (webhook %s)", webhook_id,
+                     extra=subject(event))
         if stored.duplicate:
             return Answer(200, {"duplicate": True, "id": webhook_id})
         return Answer(202, {"accepted": True, "id": webhook_id})
 
-    def _refused(self, webhook_id: str, exc: BaseException) -> None:
+    def _refused(self, webhook_id: str, exc: BaseException, event: Event) -> None:
         """Log why events are answered 503: once per cause, every request at debug level."""
         cause = str(exc) or type(exc).__name__
         if cause == self._unavailable:
-            log.debug("webhook %s not stored: %s", webhook_id, cause)
+            log.debug("webhook %s not stored: %s", webhook_id, cause, extra=subject(event))
             return
         self._unavailable = cause
         log.warning("webhooks are answered 503 until Redis can store them: %s (first: webhook %s)",
-                    cause, webhook_id)
+                    cause, webhook_id, extra=subject(event))
+
+
+def subject(event: Event) -> dict[str, str]:
+    """The group and listing an event is about, for its log lines (a snapshot: the group)."""
+    if isinstance(event, SnapshotEvent):
+        return about(event.group)
+    return about(event.group, listing=event.listing.external_ref)

@@ -46,6 +46,9 @@ class Drift:
 class DueGroup:
     group: str
     in_ms: int  # <= 0: due now
+    # A flush of the group is running: when its lease lapses unless renewed (``lb:flushing``);
+    # ``in_ms`` then counts to that lapse too, not to a flush waiting to start.
+    flushing_until: int | None = None
 
 
 @dataclass(frozen=True)

@@ -83,15 +83,26 @@ class Reads:
 
     async def status(self) -> Status:
         now = now_ms()
-        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
         return Status(
             now=now,
             groups=await self.redis.scard(k.GROUPS),  # type: ignore[misc]
-            due=[DueGroup(group=_text(g), in_ms=int(score) - now) for g, score in due],
+            due=await self._due(now),
             queued_jobs=await self.redis.zcard(k.QUEUE),
             targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
             workers=await self._heartbeats(),
         )
+
+    async def _due(self, now: int) -> list[DueGroup]:
+        """Every group in ``lb:due``, and those with a running flush (a live lease in
+        ``lb:flushing``) told apart from those waiting for one."""
+        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
+        running = await self.redis.zrangebyscore(k.FLUSHING, now, "+inf", withscores=True)
+        leases = {_text(g): int(score) for g, score in running}
+        groups = [DueGroup(group=_text(g), in_ms=int(score) - now,
+                           flushing_until=leases.get(_text(g))) for g, score in due]
+        listed = {d.group for d in groups}
+        return groups + [DueGroup(group=g, in_ms=until - now, flushing_until=until)
+                         for g, until in leases.items() if g not in listed]
 
     async def _target_status(self, target: Target, now: int) -> TargetStatus:
         state = await self.ledger.target_state(target.name)
