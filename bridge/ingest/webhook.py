@@ -15,7 +15,7 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from bridge.ingest.events import Event, InvalidEvent, SnapshotEvent, parse_event
+from bridge.ingest.events import InvalidEvent, ValidEvent, parse_event
 from bridge.ingest.signatures import SignatureError, Verifier
 from bridge.ingest.store import EventStore
 from bridge.logs import about
@@ -142,7 +142,7 @@ class WebhookEndpoint:
             return Answer(200, {"duplicate": True, "id": webhook_id})
         return Answer(202, {"accepted": True, "id": webhook_id})
 
-    def _refused(self, webhook_id: str, exc: BaseException, event: Event) -> None:
+    def _refused(self, webhook_id: str, exc: BaseException, event: ValidEvent) -> None:
         """Log why events are answered 503: once per cause, every request at debug level."""
         cause = str(exc) or type(exc).__name__
         if cause == self._unavailable:
@@ -153,8 +153,8 @@ class WebhookEndpoint:
                     cause, webhook_id, extra=subject(event))
 
 
-def subject(event: Event) -> dict[str, str]:
+def subject(event: ValidEvent) -> dict[str, str]:
     """The group and listing an event is about, for its log lines (a snapshot: the group)."""
-    if isinstance(event, SnapshotEvent):
+    if event.type == "group.snapshot" or len(event.listings) != 1:
         return about(event.group)
-    return about(event.group, listing=event.listing.external_ref)
+    return about(event.group, listing=event.listings[0][0])
