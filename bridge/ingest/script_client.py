@@ -64,20 +64,21 @@ class NotDurable(StorageUnavailable):
     """The script ran but Redis did not confirm it durable in time: the call must not succeed."""
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
 def pack(*args: bytes | str | int) -> bytes:
     """One RESP command: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%s" % (len(args), _bulks(args))
+
+
+def _bulks(args: tuple[bytes | str | int, ...] | list[bytes | str | int]) -> bytes:
+    parts: list[bytes] = []
     for arg in args:
-        if isinstance(arg, bytes):
-            parts.append(_bulk(arg))
-        elif isinstance(arg, str):
-            parts.append(_bulk(arg.encode()))
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
         else:
-            parts.append(_bulk(b"%d" % arg))
+            data = b"%d" % arg
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
 
 
@@ -168,6 +169,10 @@ class _Connection(asyncio.Protocol):
         self.barrier: bytes | None = None
         self.durability = Durability()
         self.held: list[tuple[asyncio.Future[Any], Any]] = []
+        # Commands are written in the order their waiters are queued: through this buffer,
+        # flushed once at the end of the loop turn, so concurrent calls share one socket write.
+        self.out: list[bytes] = []
+        self.flush_soon = False
         self.unbarriered = False  # script calls written since the last barrier went out
         self.barrier_out = False  # a barrier is written and not yet answered
         self.barrier_soon = False  # a barrier is scheduled for the end of this loop turn
@@ -220,18 +225,29 @@ class _Connection(asyncio.Protocol):
                 pending.set_exception(exc)
 
     def send(self, payload: bytes, waiters: list[asyncio.Future[Any]]) -> None:
-        """Write commands; their replies resolve ``waiters``, in order."""
+        """Write commands now; their replies resolve ``waiters``, in order."""
         assert self.transport is not None
         self.waiters.extend(waiters)
-        self.transport.write(payload)
+        self.out.append(payload)
+        self.flush()
         if self.barrier is not None:
             self._barrier_due()
 
     def send_one(self, payload: bytes, waiter: asyncio.Future[Any]) -> None:
+        """Write one command at the end of this loop turn, with the others made in it."""
         self.waiters.append(waiter)
-        self.transport.write(payload)
+        self.out.append(payload)
+        if not self.flush_soon:
+            self.flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
         if self.barrier is not None:
             self._barrier_due()
+
+    def flush(self) -> None:
+        self.flush_soon = False
+        if self.out and not self.lost:
+            self.transport.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+        self.out.clear()
 
     def start(self, durability: Durability | None) -> None:
         """Ready for script calls, each followed by what ``durability`` asks for."""
@@ -254,7 +270,8 @@ class _Connection(asyncio.Protocol):
         self.unbarriered = False
         self.barrier_out = True
         self.waiters.append(None)
-        self.transport.write(self.barrier)
+        self.out.append(self.barrier)  # after every call queued before it
+        self.flush()
 
     def settle(self, reply: Any) -> None:
         """The barrier answered: every held reply was written before it."""
@@ -305,7 +322,9 @@ class ScriptBatcher:
         self._endpoint = endpoint(url)
         self._source = source.encode()
         self._sha = hashlib.sha1(self._source).hexdigest().encode()
+        self._evalsha = _bulks((b"EVALSHA", self._sha, b"0"))  # packed once
         self._timeout = timeout_s
+        self._late = f"Redis at {self._endpoint.where} did not answer within {timeout_s:g} s"
         self._connect_timeout = connect_timeout_s
         self._prepare = prepare
         self._conn: _Connection | None = None  # only ever a ready connection
@@ -315,20 +334,22 @@ class ScriptBatcher:
     async def call(self, args: list[bytes | str | int]) -> Any:
         """Run the script with ``args``; raises ConnectionError (StorageUnavailable when the
         cause is known), TimeoutError or ResponseError."""
-        reply = await self._call(pack(b"EVALSHA", self._sha, b"0", *args))
+        evalsha = b"*%d\r\n%s%s" % (len(args) + 3, self._evalsha, _bulks(args))
+        reply = await self._call(evalsha)
         if isinstance(reply, ResponseError):
             if str(reply).startswith("NOSCRIPT"):
                 await self._call(pack(b"SCRIPT", b"LOAD", self._source))
-                reply = await self._call(pack(b"EVALSHA", self._sha, b"0", *args))
+                reply = await self._call(evalsha)
             if isinstance(reply, ResponseError):
                 raise self._script_error(reply)
         return reply
 
     async def _call(self, command: bytes) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         conn = self._conn
         if conn is not None and not conn.lost:
-            # Write at once: Redis runs this script while we parse the next request.
+            # Written at the end of this loop turn, in one write with the calls made in it.
             conn.send_one(command, future)
         else:
             # Calls made while there is no ready connection queue up and go out together
@@ -336,12 +357,19 @@ class ScriptBatcher:
             self._pending.append((command, future))
             if self._connector is None:
                 self._connector = asyncio.ensure_future(self._connect_and_flush())
-        async with asyncio.timeout(self._timeout):
-            try:
-                return await future
-            except TimeoutError:
-                self._drop()  # replies may still come, out of step with waiters: start afresh
-                raise
+        # A timer that fails the future, not asyncio.timeout(): ~1 µs a call against ~4 µs.
+        deadline = loop.call_at(loop.time() + self._timeout, self._expire, future)
+        try:
+            return await future
+        except TimeoutError:
+            self._drop()  # replies may still come, out of step with waiters: start afresh
+            raise
+        finally:
+            deadline.cancel()
+
+    def _expire(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            future.set_exception(TimeoutError(self._late))
 
     async def _connect_and_flush(self) -> None:
         try:

@@ -44,6 +44,10 @@ def running_redis(redis_srv: RedisServer) -> Iterator[RedisServer]:
         redis_srv.start()
 
 
+def reads_processed(r: redis.Redis) -> int:
+    return int(cast(dict[str, Any], r.info("stats"))["total_reads_processed"])
+
+
 def connections_received(r: redis.Redis) -> int:
     return int(cast(dict[str, Any], r.info("stats"))["total_connections_received"])
 
@@ -58,6 +62,17 @@ async def test_concurrent_calls_run_in_order_and_each_gets_its_own_reply(
     sent = [f"a{i}" for i in range(200)] + [f"b{i}" for i in range(300)]
     assert replies == [[arg.encode(), n] for n, arg in enumerate(sent, start=1)]
     assert r.lrange("lb:test:calls", 0, -1) == sent
+
+
+async def test_calls_made_in_one_loop_turn_share_one_socket_write(
+    batcher: ScriptBatcher, r: redis.Redis,
+) -> None:
+    assert await batcher.call(["warm"]) == [b"warm", 1]  # connected, script loaded
+    before = reads_processed(r)
+    replies = await asyncio.gather(*(batcher.call([f"c{i}"]) for i in range(200)))
+    assert replies == [[f"c{i}".encode(), i + 2] for i in range(200)]
+    # One write of ~30 KB: Redis takes it in a read or two, not one per call (+1: the INFO).
+    assert reads_processed(r) - before <= 5
 
 
 async def test_after_script_flush_the_next_call_loads_the_script_again(
