@@ -23,11 +23,11 @@ from bridge.logs import about
 log = logging.getLogger("bridge.ingest.webhook")
 
 RETRY_AFTER_S = "5"
-# The only request headers this endpoint reads; everything else is skipped unparsed.
-WANTED = frozenset({
-    b"content-type", b"content-length", b"webhook-id", b"webhook-timestamp",
-    b"webhook-signature", b"svix-id", b"svix-timestamp", b"svix-signature",
-})
+# The only request headers this endpoint reads (raw name: its str); the rest are skipped unparsed.
+WANTED = {name.encode(): name for name in (
+    "content-type", "content-length", "webhook-id", "webhook-timestamp", "webhook-signature",
+    "svix-id", "svix-timestamp", "svix-signature",
+)}
 REASONS = {401: "invalid_signature", 413: "body_too_large", 415: "unsupported_media_type"}
 
 
@@ -40,20 +40,26 @@ class Answer:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, body: dict[str, Any],
+    def __init__(self, status: int, body: bytes,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.status = status
-        self.body = orjson.dumps(body)
+        self.body = body
         self.headers = headers or []
 
 
 def refuse(status: int, type_: str, message: str, **details: Any) -> Answer:
     headers = [(b"retry-after", RETRY_AFTER_S.encode())] if status == 503 else None
-    return Answer(status, {"error": {"type": type_, "message": message, **details}}, headers)
+    body = {"error": {"type": type_, "message": message, **details}}
+    return Answer(status, orjson.dumps(body), headers)
+
+
+def stored(status: int, key: bytes, webhook_id: str) -> Answer:
+    """202 ``{"accepted": true, "id": ...}`` or 200 ``{"duplicate": true, "id": ...}``."""
+    return Answer(status, b'{"%s":true,"id":%s}' % (key, orjson.dumps(webhook_id)))
 
 
 def wanted_headers(scope: Scope) -> dict[str, str]:
-    return {name.decode(): value.decode("latin-1")
+    return {WANTED[name]: value.decode("latin-1")
             for name, value in scope["headers"] if name in WANTED}
 
 
@@ -78,6 +84,8 @@ async def read_limited(headers: dict[str, str], receive: Receive, limit: int) ->
 
 
 def is_json(content_type: str | None) -> bool:
+    if content_type == "application/json":
+        return True
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
@@ -130,7 +138,7 @@ class WebhookEndpoint:
                           f"{first.field}: {first.message}", field=first.field,
                           errors=[{"field": e.field, "message": e.message} for e in exc.errors])
         try:
-            stored = await self.store.put(webhook_id, event, int(now * 1000))
+            outcome = await self.store.put(webhook_id, event, int(now * 1000))
         except (RedisError, OSError) as exc:
             self._refused(webhook_id, exc, event)
             return refuse(503, "storage_unavailable", "the event could not be stored; retry later")
@@ -138,9 +146,9 @@ class WebhookEndpoint:
             self._unavailable = None
             log.info("Redis stores events again (webhook %s)", webhook_id,
                      extra=subject(event))
-        if stored.duplicate:
-            return Answer(200, {"duplicate": True, "id": webhook_id})
-        return Answer(202, {"accepted": True, "id": webhook_id})
+        if outcome.duplicate:
+            return stored(200, b"duplicate", webhook_id)
+        return stored(202, b"accepted", webhook_id)
 
     def _refused(self, webhook_id: str, exc: BaseException, event: ValidEvent) -> None:
         """Log why events are answered 503: once per cause, every request at debug level."""
