@@ -65,7 +65,7 @@ async def test_unchanged_is_said_only_of_this_flush_news(ledger: Ledger) -> None
     assert await told(ledger, "news") == [("rentix", "unchanged")]
     assert (await last(ledger, "news"))["detail"] == "the target holds this content already"
     assert await told(ledger, "quiet") == []
-    assert 0 < await ledger.redis.pttl(k.TRACE + "news") <= 60_000  # type: ignore[misc]
+    assert 0 < await ledger.redis.pttl(k.TRACE + "news") <= 60_000
 
 
 async def test_a_flush_without_news_tells_no_unchanged_listing(ledger: Ledger) -> None:
