@@ -162,6 +162,17 @@ listings no CRM listing is linked to):
                                           when a check finds nothing; capped at the
                                           RECONCILE_FOUND_GROUPS newest
 
+A listing's story (``bridge trace``, read by ``bridge/ops/trace.py``):
+
+    lb:trace:{ref}                list    JSON entries, newest first: every event received for
+                                          the listing (written by the ingest script, duplicates
+                                          and stale ones too), every flush decision about it per
+                                          target and every portal call that carried it (the
+                                          flush's ledger, fenced). Capped at TRACE_MAXLEN; each
+                                          write sets a TTL of [trace] retention_days, so the
+                                          list goes that long after its last entry, and readers
+                                          leave out entries older than that
+
 arq (written by arq itself; names from ``arq.constants``, derived below):
 
     QUEUE                         zset    job id -> when to run: the bridge's flush jobs and
@@ -216,6 +227,7 @@ LINKED = PREFIX + "linked:"
 ADOPT = PREFIX + "adopt:"
 ADOPTED = PREFIX + "adopted:"
 WORKERS = PREFIX + "workers"
+TRACE = PREFIX + "trace:"
 
 RECONCILE_DUE = PREFIX + "reconcile:due:"
 RECONCILE_RUNNING = PREFIX + "reconcile:running:"
@@ -231,6 +243,8 @@ HISTORY_MAXLEN = 5_000
 GROUP_HISTORY_MAXLEN = 200
 LATENCY_MAXLEN = 2_000
 STATS_TTL_S = 2 * 3600
+# A listing's story keeps its newest entries only: a busy listing's traces stay small.
+TRACE_MAXLEN = 200
 
 # The periodic reconciliation: a taken check comes back this much later unless it reschedules
 # itself first; its lock lapses this long after its last renewal; at most this many checks run

@@ -87,6 +87,28 @@ class ReconcileSettings(_Section):
         return number
 
 
+MAX_TRACE_DAYS = 365
+
+
+class TraceSettings(_Section):
+    # How long a listing's story (``bridge trace``) is kept: an entry is shown this long, and a
+    # listing's whole story expires this long after its last entry.
+    retention_days: float = 7
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> float:
+        number = _number(value)
+        if number is None or not 0 < number <= MAX_TRACE_DAYS:
+            raise ValueError(f"a number of days greater than 0 and at most {MAX_TRACE_DAYS} "
+                             "(fractions allowed: 0.5 keeps twelve hours)")
+        return number
+
+    @property
+    def retention_ms(self) -> int:
+        return max(1, round(self.retention_days * 86_400_000))
+
+
 def _number(value: Any) -> float | None:
     """A TOML number, or a string holding one (``${VAR}``); never a boolean; None otherwise."""
     if isinstance(value, bool):
@@ -168,6 +190,7 @@ class Settings(_Section):
     reconcile: ReconcileSettings = ReconcileSettings()
     dashboard: DashboardSettings = DashboardSettings()
     delivery: DeliverySettings = DeliverySettings()
+    trace: TraceSettings = TraceSettings()
 
     @field_validator("redis_url")
     @classmethod

@@ -126,6 +126,11 @@ async def group(request: Request) -> Response:
 
 
 @answers_errors
+async def listing_trace(request: Request) -> Response:
+    return JSONResponse(await operations(request).trace(request.path_params["ref"]))
+
+
+@answers_errors
 async def problems(request: Request) -> Response:
     return JSONResponse(await operations(request).problems())
 
@@ -203,6 +208,7 @@ def router() -> Router:
         Route("/targets/{target}/resume", resume, methods=["POST"]),
         Route("/groups", groups, methods=["GET"]),
         Route("/groups/{group:path}", group, methods=["GET"]),
+        Route("/listings/{ref:path}/trace", listing_trace, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
         Route("/drift", drift, methods=["GET"]),
         Route("/held/release", held_release, methods=["POST"]),

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
+from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.dashboard import charts
 from bridge.dashboard.api import operations
@@ -96,6 +97,18 @@ async def group(request: Request) -> Response:
     return await render(request, "group.html", g=data)
 
 
+async def listing(request: Request) -> Response:
+    """A listing's story (``bridge trace``): where it stands on each target, then events,
+    decisions and calls, newest first."""
+    ref = request.path_params["ref"]
+    try:
+        trace = await operations(request).trace(ref)
+    except NotFound as exc:
+        return await render(request, "groups.html", status_code=404, query=ref, found=[],
+                            message=str(exc))
+    return await render(request, "listing.html", t=trace, max_entries=k.TRACE_MAXLEN)
+
+
 async def problems(request: Request) -> Response:
     return await render(request, "problems.html", p=await operations(request).problems())
 
@@ -107,6 +120,7 @@ def router() -> Router:
         Route("/targets", targets, methods=["GET"]),
         Route("/groups", groups, methods=["GET"]),
         Route("/groups/{group:path}", group, methods=["GET"]),
+        Route("/listings/{ref:path}", listing, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
         Mount("/static", app=static, name="static"),
     ])

@@ -47,6 +47,7 @@ from bridge.delivery.planning import (
     unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.trace import FlushTrace
 from bridge.delivery.witness import Witness
 from bridge.logs import about
 from bridge.portals import (
@@ -89,7 +90,7 @@ class Delivery:
         self.redis = redis
         self.settings = settings
         self.adapters = adapters
-        self.ledger = Ledger(redis)
+        self.ledger = Ledger(redis, trace_ttl_ms=settings.trace.retention_ms)
         self.limiter = RateLimiter(redis)
         self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce)
         self.adoption = Adoption(redis)
@@ -119,6 +120,7 @@ class GroupFlush:
         self.lease = lease
         self.ledger = delivery.ledger.fenced(lease)
         self.adoption = delivery.adoption.fenced(lease)
+        self.trace = FlushTrace(self.ledger, claim)  # each listing's story: bridge trace
 
     @property
     def group(self) -> str:
@@ -146,13 +148,14 @@ class GroupFlush:
     async def _turn(self, target: RentixTarget | TravtusTarget, deadline: float) -> int | None:
         state = await self.ledger.target_state(target.name)
         if state.get("paused"):
+            await self.trace.paused(target.name, state["paused"])
             return None  # changes accumulate; resuming makes every group due
         blocked = int(state.get("blocked_until") or 0)
         if blocked > now_ms():
-            return blocked
+            return await self.trace.rate_limited(target.name, blocked)
         _, not_before = await self.ledger.backoff(target.name, self.group)
         if not_before > now_ms():
-            return not_before
+            return await self.trace.retrying(target.name, not_before, "backing off")
         adapter = self.d.adapters[target.name]
         if isinstance(adapter, RentixAdapter):
             assert isinstance(target, RentixTarget)
@@ -170,6 +173,7 @@ class GroupFlush:
         quarantined = await self.ledger.quarantined(name, refs)
         intents = await self.ledger.intents(name, refs)
         plan = plan_listings(name, adapter, self.claim.listings, accepted, quarantined, intents)
+        await self.trace.listings_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
         attempts, _ = await self.ledger.backoff(name, self.group)
         adopting = await self.adoption.active(target)
@@ -178,17 +182,19 @@ class GroupFlush:
         verified = (not self.d.witness.lost
                     or await self.ledger.verified(name, self.group) == self.epoch)
         for write in plan.writes:
+            self.trace.turn_to(name, write.ref)
             if time.monotonic() > deadline:
                 return now_ms()
             if (reset := _exhausted(adapter)) is not None:
                 # The portal says its window is spent: every worker waits for the reset.
                 await self.ledger.block_until(name, reset, "rate-limit window spent")
-                return reset
+                return await self.trace.rate_limited(name, reset)
             if adopting and write.ref not in accepted:
                 gate = await self._adoption_gate(target, adapter, write.ref)
                 if gate.stop:
                     return gate.next_due
                 if gate.hold:
+                    await self.trace.adoption(name, write.ref)
                     continue
             wait = await self._rate_slot(name, target.requests_per_minute)
             if wait:
@@ -277,6 +283,7 @@ class GroupFlush:
         return Gate(stop=True, next_due=await self._setback(target.name, found))
 
     async def _send_listing(self, adapter: RentixAdapter, write: ListingWrite) -> Result:
+        await self.trace.sent(adapter.name, write)
         self.lease.ensure()
         if write.operation == "delete":
             return await adapter.delete(write.ref, write.key)
@@ -287,6 +294,7 @@ class GroupFlush:
     async def _group_sync(self, target: TravtusTarget, adapter: TravtusAdapter) -> int | None:
         name, group = target.name, self.group
         plan, accepted, quarantined, last = await self._plan_sync(name, adapter)
+        await self.trace.sync_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
         if plan.unchanged or _quarantined_sync(plan, quarantined.get(sync_scope(group))):
             return None
@@ -301,6 +309,7 @@ class GroupFlush:
                 return await self._setback(name, exc.result)
             if held:
                 await self.ledger.hold(name, group, held)
+                await self.trace.held(name, held)
                 log.warning("holding %s sync of %s: %s", name, group, held.reason,
                             extra=about(group, name))
                 return None
@@ -309,6 +318,7 @@ class GroupFlush:
                 # data): the ledger learns it, and nothing is written.
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
                                               plan.fresh, self.epoch)
+                await self.trace.unchanged(name, "the portal holds it already")
                 return None
         wait = await self._rate_slot(name, target.requests_per_minute)
         if wait:
@@ -316,6 +326,7 @@ class GroupFlush:
         attempts, _ = await self.ledger.backoff(name, group)
         if plan.new_intent:
             await self.ledger.intend(name, {sync_scope(group): plan.intent})
+        await self.trace.sync_sent(name, plan)
         self.lease.ensure()
         result = await adapter.sync(group, plan.listings, plan.key)
         latencies = [now_ms() - plan.received_ms[r] for r in plan.fresh] if result.ok else []
@@ -426,7 +437,8 @@ class GroupFlush:
         if result.outcome is Outcome.CREDENTIALS_INVALID and result.error_type == \
                 "no_access_to_group":
             reason = f"the portal refuses access to this group: {result.message}"
-            await self.ledger.hold(name, group, _held(plan, reason, [], []))
+            await self.ledger.hold(name, group, held := _held(plan, reason, [], []))
+            await self.trace.held(name, held)
             return None
         return await self._setback(name, result)
 
@@ -456,13 +468,14 @@ class GroupFlush:
             if not wait:
                 return None
             if wait > MAX_INLINE_WAIT_MS:
-                return now_ms() + wait
+                return await self.trace.rate_limited(target, now_ms() + wait)
             await asyncio.sleep(wait / 1000)
 
     async def _setback(self, target: str, result: Result) -> int | None:
         reason = f"{result.outcome}: {result.error_type or result.status or ''} {result.message}"
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(target, reason.strip())
+            await self.trace.paused(target, reason.strip())
             log.error("pausing %s: %s", target, reason, extra=about(self.group, target))
             return None
         if result.outcome is Outcome.RATE_LIMITED:
@@ -470,7 +483,7 @@ class GroupFlush:
             if until is None or until <= now_ms():
                 return await self._backoff(target, reason)
             await self.ledger.block_until(target, until, reason.strip())
-            return until
+            return await self.trace.rate_limited(target, until)
         return await self._backoff(target, reason)
 
     async def _backoff(self, target: str, reason: str) -> int:
@@ -483,7 +496,7 @@ class GroupFlush:
                                       reason.strip())
         log.info("delivery of %s to %s failed (%s); next try in %.1f s", self.group, target,
                  reason.strip(), (not_before - now_ms()) / 1000, extra=about(self.group, target))
-        return not_before
+        return await self.trace.retrying(target, not_before, reason.strip())
 
     async def _quarantine(self, target: str, invalid: list[Invalid],
                           settled: list[str] | None = None) -> None:
@@ -491,6 +504,7 @@ class GroupFlush:
                                          item.problem.message, item.problem.field, now_ms())
                    for item in invalid}
         await self.ledger.quarantine(target, entries, settled or ())
+        await self.trace.quarantined(target, entries)
 
     async def _record(self, target: str, operation: str, refs: list[str], key: str,
                       result: Result, attempt: int, latencies: list[int]) -> None:
@@ -498,7 +512,7 @@ class GroupFlush:
         entry = Attempt(now_ms(), target, self.group, operation, refs[:50], key,
                         str(result.outcome), result.status, round(result.latency_ms, 1),
                         attempt, error)
-        await self.ledger.record_attempt(entry, latencies)
+        await self.ledger.record_attempt(entry, latencies, self.trace.call_refs(target, refs))
 
 
 def _held(plan: SyncPlan, reason: str, deletions: list[Deletion], unknown: list[str]) -> Held:

@@ -10,7 +10,7 @@ that must match what the operator reviewed (release, discard) check it atomicall
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -22,6 +22,7 @@ from bridge.clock import now_ms
 from bridge.delivery.claims import Command, mark_due
 from bridge.delivery.idempotency import Intent
 from bridge.scripts import splice
+from bridge.settings import TraceSettings
 
 Cause = Literal["explicit", "inferred"]
 
@@ -131,15 +132,41 @@ def sync_scope(group: str) -> str:
     return k.GROUP_QUARANTINE + group
 
 
+def trace_commands(entries: Iterable[tuple[str, dict[str, Any]]], ttl_ms: int
+                   ) -> list[Command]:
+    """Append each (ref, entry) to that listing's story (``lb:trace:{ref}``), in the order
+    given (the last is the newest), capped at TRACE_MAXLEN, expiring ``ttl_ms`` after it."""
+    by_ref: dict[str, list[str]] = {}
+    for ref, entry in entries:
+        by_ref.setdefault(ref, []).append(orjson.dumps(entry).decode())
+    commands: list[Command] = []
+    for ref, items in by_ref.items():
+        key = k.TRACE + ref
+        commands += [("LPUSH", key, *items), ("LTRIM", key, "0", str(k.TRACE_MAXLEN - 1)),
+                     ("PEXPIRE", key, str(ttl_ms))]
+    return commands
+
+
+def call_entry(entry: Attempt) -> dict[str, Any]:
+    """A portal call as each listing it carried tells it."""
+    return {"kind": "call", "at": entry.at, "target": entry.target, "group": entry.group,
+            "operation": entry.operation, "idempotency_key": entry.idempotency_key,
+            "status": entry.status, "outcome": entry.outcome, "error": entry.error,
+            "latency_ms": entry.latency_ms, "attempt": entry.attempt}
+
+
 class Ledger:
-    def __init__(self, redis: Redis, fence: Fence | None = None) -> None:
+    def __init__(self, redis: Redis, fence: Fence | None = None,
+                 trace_ttl_ms: int | None = None) -> None:
+        """``trace_ttl_ms``: how long listings' stories are kept ([trace] retention_days)."""
         self.redis = redis
         self.fence = fence
+        self.trace_ttl_ms = trace_ttl_ms or TraceSettings().retention_ms
         self._pinned = redis.register_script(PINNED)
 
     def fenced(self, fence: Fence) -> Ledger:
         """This ledger with every write going through ``fence``."""
-        return Ledger(self.redis, fence)
+        return Ledger(self.redis, fence, self.trace_ttl_ms)
 
     async def _write(self, *commands: Command) -> None:
         if self.fence is not None:
@@ -361,7 +388,10 @@ class Ledger:
 
     # -- history and figures --
 
-    async def record_attempt(self, entry: Attempt, latencies_ms: list[int]) -> None:
+    async def record_attempt(self, entry: Attempt, latencies_ms: list[int],
+                             traced: Sequence[str] | None = None) -> None:
+        """Record a portal call: in the history, the per-minute figures, and the story of each
+        listing in ``traced`` (by default the attempt's own ``listings``)."""
         data = _json(entry)
         stats = f"{k.STATS}{entry.at // 60_000}"
         group_key = f"{k.HISTORY}:{entry.group}"
@@ -377,7 +407,17 @@ class Ledger:
         if latencies_ms:
             commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
                          ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]
+        call = call_entry(entry)
+        commands += trace_commands(((ref, call) for ref in (
+            entry.listings if traced is None else traced)), self.trace_ttl_ms)
         await self._write(*commands)
+
+    # -- listings' stories (``bridge trace``) --
+
+    async def trace(self, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Append (ref, entry) pairs to listings' stories: one write, nothing when empty."""
+        if entries:
+            await self._write(*trace_commands(entries, self.trace_ttl_ms))
 
     async def history(self, group: str | None = None, limit: int = 100) -> list[Attempt]:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"

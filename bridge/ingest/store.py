@@ -4,7 +4,9 @@ The script dedupes by webhook id, orders each listing's changes (version, then o
 equal times the later arrival wins; nothing from before a snapshot that deleted the listing
 counts), folds the event into the desired state of its listings and groups, records why a
 listing was deleted, and marks the groups due for a flush (trailing debounce capped by max
-wait). Key layout: ``bridge/constants.py``.
+wait). It also appends the event to the story of each listing it names (``lb:trace:{ref}``:
+applied, stale or duplicate), in the same call, so ``bridge trace`` costs the webhook no round
+trip. Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bridge.connections import Durability
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
 from bridge.scripts import splice
-from bridge.settings import DebounceSettings, WebhookSettings
+from bridge.settings import DebounceSettings, TraceSettings, WebhookSettings
 
 _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
@@ -31,9 +33,31 @@ local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
 local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
+local TRACE, TRACE_MAXLEN, trace_ttl = __TRACE__, __TRACE_MAXLEN__, __TRACE_TTL__
 local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local occurred = tonumber(ARGV[5])
 local stats = STATS .. math.floor(now / 60000)
+
+-- A listing's story: one JSON entry per listing the event names. Times and versions are the
+-- integers the webhook formatted; the strings are encoded once per call.
+local TYPES = {c = 'listing.created', u = 'listing.updated', d = 'listing.deleted',
+               s = 'group.snapshot'}
+local head = '{"kind":"event","at":' .. ARGV[2] .. ',"webhook_id":' .. cjson.encode(id) ..
+             ',"type":"' .. (TYPES[kind] or TYPES.u) .. '","group":' .. cjson.encode(group) ..
+             ',"occurred_at":' .. ARGV[5] .. ',"version":'
+local function trace(ref, version, result, absent)
+  local key = TRACE .. ref
+  local entry = head .. (version == '-1' and 'null' or version) .. ',"result":"' .. result ..
+                (absent and '","absent":true}' or '"}')
+  if redis.call('LPUSH', key, entry) > TRACE_MAXLEN then
+    redis.call('LTRIM', key, 0, TRACE_MAXLEN - 1)
+  end
+  redis.call('PEXPIRE', key, trace_ttl)
+end
+local function outcome(applied)
+  if applied == 1 then return 'applied' end
+  return 'stale'
+end
 
 -- Count per minute; the first count of a minute sets the expiry.
 local function count(field)
@@ -42,6 +66,8 @@ end
 
 if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
   count('duplicate')
+  -- The listings a redelivery names are the ones the first delivery named.
+  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'duplicate') end
   return {0, 0}
 end
 count('received')
@@ -99,7 +125,9 @@ if kind == 's' then
   local present = {}
   for i = 6, #ARGV, 3 do
     present[ARGV[i]] = true
-    applied = applied + apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
+    local one = apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
+    trace(ARGV[i], ARGV[i + 1], outcome(one))
+    applied = applied + one
   end
   -- Listings of the group absent from the snapshot are deleted, unless changed since (at the
   -- same time the later arrival wins). The snapshot's time becomes the floor of each listing it
@@ -114,6 +142,7 @@ if kind == 's' then
         -- A live listing's floor is at most its time: this snapshot's time is the new max.
         redis.call('HSET', lk, D, '1', T, occurred, CAUSE, CAUSE_SNAPSHOT, FLOOR, occurred,
                    AT, now)
+        trace(ref, '-1', 'applied', true)
         applied = applied + 1
       end
     end
@@ -122,6 +151,7 @@ if kind == 's' then
 else
   applied = apply(ARGV[6], tonumber(ARGV[7]), occurred, group, kind == 'd', ARGV[8])
   if applied == 0 then count('stale') end
+  trace(ARGV[6], ARGV[7], outcome(applied))
 end
 
 return {1, applied}
@@ -129,12 +159,12 @@ return {1, applied}
 
 # Settings are known only when the store is built; everything else is spliced in now, so a
 # misspelt name fails the import.
-_SETTINGS = ("TTL", "WINDOW", "MAXWAIT")
+_SETTINGS = ("TTL", "WINDOW", "MAXWAIT", "TRACE_TTL")
 INGEST = splice(_INGEST, {
     "SEEN": k.SEEN, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "GROUPS": k.GROUPS,
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
-    "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT,
+    "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
 }, later=_SETTINGS)
 
 
@@ -149,11 +179,13 @@ class EventStore:
 
     def __init__(self, redis: Redis, url: str, webhook: WebhookSettings,
                  debounce: DebounceSettings,
-                 prepare: Callable[[], Awaitable[Durability]] | None = None) -> None:
+                 prepare: Callable[[], Awaitable[Durability]] | None = None,
+                 trace: TraceSettings | None = None) -> None:
         """``prepare`` runs on every (re)connect of the script client and says what a stored
         event must wait for (``bridge.connections.RedisCheck``)."""
         self._redis = redis
-        self._script = ScriptBatcher(url, ingest_script(webhook, debounce), prepare=prepare)
+        self._script = ScriptBatcher(url, ingest_script(webhook, debounce, trace),
+                                     prepare=prepare)
 
     async def put(self, webhook_id: str, event: ValidEvent, now_ms: int) -> Stored:
         args: list[bytes | str | int] = [webhook_id, now_ms, _KIND[event.type], event.group,
@@ -178,11 +210,13 @@ class EventStore:
             pass
 
 
-def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings) -> str:
+def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings,
+                  trace: TraceSettings | None = None) -> str:
+    trace = trace or TraceSettings()
     return splice(INGEST, {"TTL": webhook.dedupe_ttl_seconds, "WINDOW": debounce.window_ms,
-                           "MAXWAIT": debounce.max_wait_ms})
+                           "MAXWAIT": debounce.max_wait_ms, "TRACE_TTL": trace.retention_ms})
 
 
-# The script's ARGV[3]: upsert, deletion, snapshot.
-_KIND = {"listing.created": "u", "listing.updated": "u", "listing.deleted": "d",
+# The script's ARGV[3]: the event's type, in a letter (created and updated are both upserts).
+_KIND = {"listing.created": "c", "listing.updated": "u", "listing.deleted": "d",
          "group.snapshot": "s"}

@@ -22,7 +22,7 @@ def test_ingest_script_has_every_placeholder_replaced(settings: Settings) -> Non
 
 
 def test_ingest_script_left_only_the_settings_for_construction() -> None:
-    assert placeholders(store.INGEST) == {"TTL", "WINDOW", "MAXWAIT"}
+    assert placeholders(store.INGEST) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL"}
 
 
 def test_ingest_script_writes_the_keys_bridge_constants_names(
@@ -42,8 +42,10 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     stats = f"{k.STATS}{T0 // 60_000}"
     assert r.hgetall(stats) == {"received": "1"}
     assert 0 < r.ttl(stats) <= k.STATS_TTL_S
+    # The listing's story (bridge trace) holds the event, for [trace] retention_days.
+    assert 0 < r.pttl(k.TRACE + "apt-1") <= settings.trace.retention_ms
     assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.MEMBERS + "g1",
-                                k.GROUPS, k.PENDING + "g1", k.DUE, stats}
+                                k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1"}
 
 
 # The splicing helper ----------------------------------------------------------------------
