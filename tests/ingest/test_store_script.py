@@ -42,8 +42,9 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     stats = f"{k.STATS}{T0 // 60_000}"
     assert r.hgetall(stats) == {"received": "1"}
     assert 0 < r.ttl(stats) <= k.STATS_TTL_S
+    assert r.hgetall(k.METRICS) == {"webhook_events_total|accepted": "1"}
     assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.MEMBERS + "g1",
-                                k.GROUPS, k.PENDING + "g1", k.DUE, stats}
+                                k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.METRICS}
 
 
 # The splicing helper ----------------------------------------------------------------------
