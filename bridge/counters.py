@@ -48,6 +48,9 @@ class Spec:
 
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "stale")
 FLUSH_RESULTS = ("done", "more_to_do", "lease_lost", "error", "cancelled")
+# The webhook's refusals (bridge/ingest/webhook.py), 503s included.
+REJECTION_REASONS = ("invalid_signature", "invalid_event", "body_too_large",
+                     "unsupported_media_type", "storage_unavailable")
 
 WEBHOOK_EVENTS = Spec(
     "webhook_events_total", "Webhook events answered 200/202, by outcome: accepted (stored, "

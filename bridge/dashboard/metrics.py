@@ -37,6 +37,7 @@ DEPRECATED = " (deprecated: goes in a coming release; use {0})"
 # Label values reported as 0 before their first count, so a rate sees the first increment.
 KNOWN: dict[str, list[tuple[str, ...]]] = {
     counters.WEBHOOK_EVENTS.name: [(o,) for o in counters.WEBHOOK_OUTCOMES],
+    counters.WEBHOOK_REJECTIONS.name: [(r,) for r in counters.REJECTION_REASONS],
     counters.FLUSHES.name: [(r,) for r in counters.FLUSH_RESULTS],
 }
 
