@@ -145,7 +145,10 @@ def read(raw: Mapping[bytes | str, bytes | str]) -> Totals:
         spec = _BY_NAME.get(name)
         if spec is None:
             continue
-        number = float(_text(value))
+        try:
+            number = float(_text(value))
+        except ValueError:
+            continue
         if not spec.histogram and len(rest) == len(spec.labels):
             counters[name][tuple(rest)] = number
         elif spec.histogram and len(rest) == len(spec.labels) + 1:

@@ -162,11 +162,12 @@ def test_counts_of_another_shape_in_redis_are_left_out(client: httpx.Client,
     async def seed(ledger: Ledger) -> None:
         await ledger.redis.hset("lb:metrics", mapping={
             "webhook_events_total|accepted|extra": 5, "no_such_metric|x": 1,
-            "flushes_total|done": 3})
+            "flushes_total|done": 3, "flushes_total|error": "not a number"})
 
     run(redis_url, seed)
     samples, _ = scrape(client)
     assert value(samples, "flushes_total", result="done") == 3
+    assert value(samples, "flushes_total", result="error") == 0
     assert value(samples, "webhook_events_total", outcome="accepted") == 0
     assert not [key for key in samples if "no_such_metric" in key[0]]
 
