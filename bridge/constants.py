@@ -34,6 +34,10 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
     lb:stats:{minute}             hash    per-minute counters: received, duplicate, stale,
                                           rejected:{reason}; delivery adds calls:{target} and
                                           {outcome}:{target}; TTL STATS_TTL_S (2 h)
+    lb:metrics                    hash    cumulative counters and histogram buckets for
+                                          Prometheus (``bridge/counters.py``): written by the
+                                          ingest script, the webhook's rejections, the ledger's
+                                          attempts and each flush; forever (never reset)
 
 Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
 
@@ -223,6 +227,7 @@ RATE_LIMIT = PREFIX + "ratelimit:"
 READS = ":reads"  # lb:ratelimit:{target}:reads
 HISTORY = PREFIX + "history"
 LATENCY = PREFIX + "latency"
+METRICS = PREFIX + "metrics"
 LINKED = PREFIX + "linked:"
 ADOPT = PREFIX + "adopt:"
 ADOPTED = PREFIX + "adopted:"

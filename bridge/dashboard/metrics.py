@@ -1,8 +1,12 @@
 """Prometheus metrics at /metrics, computed from Redis at each scrape (the web process keeps no
-counters of its own: the figures are the workers' and the webhook's, shared through Redis).
+counters of its own: the figures are the workers' and the webhook's, shared through Redis, so
+every web process reports the same series).
 
-Per-minute counts live in ``lb:stats:{minute}`` for two hours only, so they are exposed as
-gauges over the last hour rather than as counters that would fall when old minutes expire.
+Counters (``_total``) and histograms come from the cumulative ``lb:metrics`` hash
+(``bridge/counters.py``); gauges say what holds now (queues, held, quarantined, drift, workers,
+targets, budgets). The ``*_last_hour`` gauges, from the per-minute ``lb:stats:{minute}``, and
+the bridge's own latency quantiles are deprecated: rates of the counters and
+``histogram_quantile`` over the histograms replace them.
 """
 
 from __future__ import annotations
@@ -10,27 +14,47 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge import constants as k
+from bridge import counters
 from bridge.clock import now_ms
+from bridge.counters import Totals
 from bridge.dashboard.api import operations
-from bridge.ops.models import Overview, TargetView
+from bridge.ops.models import HeldSync, Overview, TargetView
 from bridge.reconcile.compare import KINDS
 
 NS = "listing_bridge"
+DEPRECATED = " (deprecated: goes in a coming release; use {0})"
+# Label values reported as 0 before their first count, so a rate sees the first increment.
+KNOWN: dict[str, list[tuple[str, ...]]] = {
+    counters.WEBHOOK_EVENTS.name: [(o,) for o in counters.WEBHOOK_OUTCOMES],
+    counters.WEBHOOK_REJECTIONS.name: [(r,) for r in counters.REJECTION_REASONS],
+    counters.FLUSHES.name: [(r,) for r in counters.FLUSH_RESULTS],
+}
 
 
 class Snapshot(Collector):
     """Yields metric families from one snapshot of the dashboard's own reads."""
 
-    def __init__(self, overview: Overview, targets: list[TargetView]) -> None:
+    def __init__(self, overview: Overview, targets: list[TargetView], totals: Totals,
+                 held: list[HeldSync]) -> None:
         self.overview = overview
         self.targets = targets
+        self.totals = totals
+        self.held = held
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._counters()
+        yield from self._histograms()
         yield from self._events()
         yield from self._deliveries()
         yield from self._now()
@@ -41,14 +65,43 @@ class Snapshot(Collector):
     def _gauge(self, name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
 
+    def _counters(self) -> Iterator[Metric]:
+        for spec in counters.SPECS:
+            if spec.histogram:
+                continue
+            family = CounterMetricFamily(f"{NS}_{spec.name}", spec.doc, labels=spec.labels)
+            series = {labels: 0.0 for labels in KNOWN.get(spec.name, [])}
+            series.update(self.totals.counters[spec.name])
+            for labels, value in sorted(series.items()):
+                family.add_metric(list(labels), value)
+            yield family
+
+    def _histograms(self) -> Iterator[Metric]:
+        targets: list[tuple[str, ...]] = [(t.name,) for t in self.targets]
+        known: dict[str, list[tuple[str, ...]]] = {counters.DELIVERY_LATENCY.name: targets,
+                                                   counters.FLUSH_DURATION.name: [()]}
+        for spec in counters.SPECS:
+            if not spec.histogram:
+                continue
+            family = HistogramMetricFamily(f"{NS}_{spec.name}", spec.doc, labels=spec.labels)
+            series = {labels: counters.empty(spec) for labels in known.get(spec.name, [])}
+            series.update(self.totals.histograms[spec.name])
+            for labels, histogram in sorted(series.items()):
+                family.add_metric(list(labels), histogram.buckets, histogram.sum)
+            yield family
+
     def _events(self) -> Iterator[Metric]:
         totals = self.overview.totals
         events = self._gauge("events_last_hour", "Webhook events in the last 60 minutes, by "
-                             "kind (received, duplicate, stale)", ["kind"])
+                             "kind (received, duplicate, stale)"
+                             + DEPRECATED.format("rate(listing_bridge_webhook_events_total)"),
+                             ["kind"])
         for kind, n in totals.events.items():
             events.add_metric([kind], n)
         rejected = self._gauge("rejections_last_hour",
-                               "Webhook requests refused in the last 60 minutes", ["reason"])
+                               "Webhook requests refused in the last 60 minutes"
+                               + DEPRECATED.format("listing_bridge_webhook_rejections_total"),
+                               ["reason"])
         for reason, n in totals.rejected.items():
             rejected.add_metric([reason], n)
         yield events
@@ -57,9 +110,11 @@ class Snapshot(Collector):
     def _deliveries(self) -> Iterator[Metric]:
         totals = self.overview.totals
         deliveries = self._gauge("deliveries_last_hour", "Portal delivery attempts in the last "
-                                 "60 minutes, by target and result (ok, retrying, failed)",
+                                 "60 minutes, by target and result (ok, retrying, failed)"
+                                 + DEPRECATED.format("listing_bridge_portal_requests_total"),
                                  ["target", "result"])
-        calls = self._gauge("portal_calls_last_hour", "Portal calls in the last 60 minutes",
+        calls = self._gauge("portal_calls_last_hour", "Portal calls in the last 60 minutes"
+                            + DEPRECATED.format("listing_bridge_portal_requests_total"),
                             ["target"])
         per_event = self._gauge("portal_calls_per_event",
                                 "Portal calls per received event over the last 60 minutes",
@@ -72,7 +127,10 @@ class Snapshot(Collector):
             if ratio is not None:
                 per_event.add_metric([target], ratio)
         latency = self._gauge("delivery_latency_seconds", "Webhook-to-portal-acceptance "
-                              "latency over the recent deliveries (up to 2000)", ["quantile"])
+                              "latency over the recent deliveries (up to 2000)"
+                              + DEPRECATED.format("histogram_quantile over "
+                                                  "listing_bridge_event_delivery_seconds"),
+                              ["quantile"])
         quantiles = self.overview.latency_ms
         for label, value in (("0.5", quantiles.p50), ("0.95", quantiles.p95),
                              ("0.99", quantiles.p99)):
@@ -103,12 +161,16 @@ class Snapshot(Collector):
         return family
 
     def _targets(self) -> Iterator[Metric]:
+        now = now_ms()
         families = {
             "state": self._gauge("target_state", "1 for the target's current state",
                                  ["target", "state"]),
             "quarantined": self._gauge("quarantined_listings", "Listings a target refused, "
                                        "waiting for an operator", ["target"]),
             "held": self._gauge("held_syncs", "Group syncs held for an operator", ["target"]),
+            "held_age": self._gauge("held_sync_oldest_age_seconds", "Seconds the oldest held "
+                                    "sync of the target has waited for an operator (0: none)",
+                                    ["target"]),
             "budget": self._gauge("rate_limit_available", "Requests a target may make at once "
                                   "now under the bridge's own rate limit", ["target"]),
         }
@@ -117,6 +179,9 @@ class Snapshot(Collector):
                 families["state"].add_metric([t.name, state], int(t.state == state))
             families["quarantined"].add_metric([t.name], t.quarantined)
             families["held"].add_metric([t.name], t.held)
+            since = [h.since for h in self.held if h.target == t.name]
+            families["held_age"].add_metric([t.name], max(now - min(since), 0) / 1000
+                                            if since else 0)
             families["budget"].add_metric([t.name], t.rate_limit.available)
         yield from families.values()
 
@@ -165,6 +230,8 @@ class Snapshot(Collector):
 
 async def metrics(request: Request) -> Response:
     ops = operations(request)
+    totals = counters.read(await request.app.state.redis.hgetall(k.METRICS))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(await ops.overview(), await ops.targets()))
+    registry.register(Snapshot(await ops.overview(), await ops.targets(), totals,
+                               (await ops.problems()).held))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

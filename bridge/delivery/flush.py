@@ -34,6 +34,7 @@ from bridge.delivery.ledger import (
     Held,
     Ledger,
     Quarantined,
+    counted_flush,
     sync_scope,
 )
 from bridge.delivery.planning import (
@@ -126,6 +127,7 @@ class GroupFlush:
     def group(self) -> str:
         return self.claim.group
 
+    @counted_flush
     async def run(self) -> str:
         self.epoch = await self.d.witness.epoch()
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.

@@ -10,19 +10,27 @@ that must match what the operator reviewed (release, discard) check it atomicall
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge import counters
 from bridge.clock import now_ms
-from bridge.delivery.claims import Command, mark_due
+from bridge.delivery.claims import Command, LeaseLost, mark_due
 from bridge.delivery.idempotency import Intent
 from bridge.scripts import splice
 from bridge.settings import TraceSettings
+
+log = logging.getLogger("bridge.delivery.ledger")
 
 Cause = Literal["explicit", "inferred"]
 
@@ -403,6 +411,12 @@ class Ledger:
             ("HINCRBY", stats, f"calls:{entry.target}", "1"),
             ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
             ("EXPIRE", stats, str(k.STATS_TTL_S)),
+            counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
+                           entry.outcome),
+            *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
+                              entry.target, entry.operation),
+            *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
+                              entry.target),
         ]
         if latencies_ms:
             commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
@@ -419,10 +433,57 @@ class Ledger:
         if entries:
             await self._write(*trace_commands(entries, self.trace_ttl_ms))
 
+    async def record_flush(self, result: str, seconds: float) -> None:
+        """Count a flush by result and time it. Never fenced (a flush that lost its lease
+        counts too), and never fails the flush: the figures are not worth an error."""
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for command in (counters.count(counters.FLUSHES, result),
+                                *counters.observe(counters.FLUSH_DURATION, [seconds])):
+                    pipe.execute_command(*command)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.debug("flush not counted: %s", exc)
+
     async def history(self, group: str | None = None, limit: int = 100) -> list[Attempt]:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
         raw = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
         return [Attempt(**orjson.loads(v)) for v in raw]
+
+
+class Flushing(Protocol):
+    """A flush, as :func:`counted_flush` sees it: its ledger reaches Redis."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+
+FlushT = TypeVar("FlushT", bound=Flushing)
+
+
+def counted_flush(run: Callable[[FlushT], Awaitable[str]]
+                  ) -> Callable[[FlushT], Coroutine[Any, Any, str]]:
+    """Count and time each run of a flush (``GroupFlush.run``, whose answer ends in ': done'
+    when nothing is left to do): done, more_to_do, lease_lost, error, cancelled (the job's
+    timeout)."""
+    @functools.wraps(run)
+    async def counted(flush: FlushT) -> str:
+        started = time.monotonic()
+        result = "error"
+        try:
+            answer = await run(flush)
+            result = "done" if answer.endswith(": done") else "more_to_do"
+            return answer
+        except LeaseLost:
+            result = "lease_lost"
+            raise
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            await flush.ledger.record_flush(result, time.monotonic() - started)
+
+    return counted
 
 
 def _s(value: bytes | str | None) -> str | None:

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge import counters
 from bridge.connections import Durability
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
@@ -27,7 +28,7 @@ from bridge.settings import DebounceSettings, TraceSettings, WebhookSettings
 _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
-local PENDING, DUE, STATS = __PENDING__, __DUE__, __STATS__
+local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
@@ -63,9 +64,12 @@ end
 local function count(field)
   if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
 end
+-- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
+local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
 
 if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
   count('duplicate')
+  total(__EVENT_DUPLICATE__)
   -- The listings a redelivery names are the ones the first delivery named.
   for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'duplicate') end
   return {0, 0}
@@ -153,6 +157,7 @@ else
   if applied == 0 then count('stale') end
   trace(ARGV[6], ARGV[7], outcome(applied))
 end
+total((kind ~= 's' and applied == 0) and __EVENT_STALE__ or __EVENT_ACCEPTED__)
 
 return {1, applied}
 """
@@ -165,6 +170,10 @@ INGEST = splice(_INGEST, {
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
+    "METRICS": k.METRICS,
+    "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
+    "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
+    "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
 }, later=_SETTINGS)
 
 
@@ -186,13 +195,20 @@ class EventStore:
         self._redis = redis
         self._script = ScriptBatcher(url, ingest_script(webhook, debounce, trace),
                                      prepare=prepare)
+        self._unstored = 0  # events answered 503 and not counted in Redis yet
 
     async def put(self, webhook_id: str, event: ValidEvent, now_ms: int) -> Stored:
         args: list[bytes | str | int] = [webhook_id, now_ms, _KIND[event.type], event.group,
                                          event.occurred_ms]
         for listing in event.listings:
             args += listing
-        status, applied = await self._script.call(args)
+        try:
+            status, applied = await self._script.call(args)
+        except (RedisError, OSError):
+            self._unstored += 1  # the webhook answers 503; counted once Redis is back
+            raise
+        if self._unstored:
+            await self._count_unstored()
         return Stored(duplicate=status == 0, applied=int(applied))
 
     async def aclose(self) -> None:
@@ -205,9 +221,20 @@ class EventStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hincrby(key, f"rejected:{reason}", 1)
                 pipe.expire(key, k.STATS_TTL_S)
+                pipe.hincrby(k.METRICS, counters.WEBHOOK_REJECTIONS.field(reason), 1)
                 await pipe.execute()
         except (RedisError, OSError):
             pass
+
+    async def _count_unstored(self) -> None:
+        """Redis stores events again: add the ones refused meanwhile to the cumulative count
+        (not the per-minute stats: their minutes are gone)."""
+        unstored, self._unstored = self._unstored, 0
+        try:
+            await self._redis.hincrby(k.METRICS, counters.WEBHOOK_REJECTIONS.field(  # type: ignore[misc]
+                "storage_unavailable"), unstored)
+        except (RedisError, OSError):
+            self._unstored += unstored
 
 
 def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings,

@@ -44,8 +44,10 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     assert 0 < r.ttl(stats) <= k.STATS_TTL_S
     # The listing's story (bridge trace) holds the event, for [trace] retention_days.
     assert 0 < r.pttl(k.TRACE + "apt-1") <= settings.trace.retention_ms
+    assert r.hgetall(k.METRICS) == {"webhook_events_total|accepted": "1"}
     assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.MEMBERS + "g1",
-                                k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1"}
+                                k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1",
+                                k.METRICS}
 
 
 # The splicing helper ----------------------------------------------------------------------

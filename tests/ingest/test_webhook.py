@@ -33,8 +33,8 @@ def stored_listing(r: redis.Redis, ref: str) -> dict[str, str]:
 
 
 def stored_nothing(r: redis.Redis) -> bool:
-    """Nothing but the per-minute counters (rejections are counted for the dashboard)."""
-    return all(key.startswith("lb:stats:") for key in r.keys("*"))
+    """Nothing but the counters (rejections are counted for the dashboard and /metrics)."""
+    return all(key.startswith("lb:stats:") or key == "lb:metrics" for key in r.keys("*"))
 
 
 def stats(r: redis.Redis) -> dict[str, int]:
