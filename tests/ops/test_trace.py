@@ -148,6 +148,9 @@ def test_a_rentix_write_refused_with_400_is_quarantined_in_the_story(
         stack.post(crm.upsert("refused", "apt-q", 1), "wh-q")
         stack.wait(lambda: has(stack, "apt-q", "decision", "rentix", "quarantined"),
                    what="the quarantine told")
+        # The targets run side by side: the other portal's sync may land a moment later.
+        stack.wait(lambda: story(stack, "apt-q")["targets"]["travtus"]["in_step"],
+                   what="travtus in step")
         trace = story(stack, "apt-q")
         # The same content again: still quarantined, not sent again.
         stack.post(crm.upsert("refused", "apt-q", 2), "wh-q2")
