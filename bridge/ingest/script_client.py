@@ -313,6 +313,34 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class _Deadline:
+    """When the calls made in one loop turn time out: one timer for all of them, cancelled once
+    the last is answered (a timer per call cost ~1.2 µs of each)."""
+
+    __slots__ = ("futures", "started", "timer", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float, late: str) -> None:
+        self.started = loop.time()
+        self.futures: list[asyncio.Future[Any]] = []
+        self.waiting = 0
+        self.timer = loop.call_at(self.started + timeout_s, self._expire, late)
+
+    def add(self, future: asyncio.Future[Any]) -> None:
+        self.futures.append(future)
+        self.waiting += 1
+
+    def answered(self) -> None:
+        self.waiting -= 1
+        if not self.waiting:
+            self.timer.cancel()
+            self.futures.clear()
+
+    def _expire(self, late: str) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(TimeoutError(late))
+
+
 class ScriptBatcher:
     def __init__(self, url: str, source: str, timeout_s: float = 5.0,
                  connect_timeout_s: float = 2.0, prepare: Prepare | None = None) -> None:
@@ -330,6 +358,7 @@ class ScriptBatcher:
         self._conn: _Connection | None = None  # only ever a ready connection
         self._connector: asyncio.Task[None] | None = None
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._deadline: _Deadline | None = None  # the latest loop turn's
 
     async def call(self, args: list[bytes | str | int]) -> Any:
         """Run the script with ``args``; raises ConnectionError (StorageUnavailable when the
@@ -357,19 +386,18 @@ class ScriptBatcher:
             self._pending.append((command, future))
             if self._connector is None:
                 self._connector = asyncio.ensure_future(self._connect_and_flush())
-        # A timer that fails the future, not asyncio.timeout(): ~1 µs a call against ~4 µs.
-        deadline = loop.call_at(loop.time() + self._timeout, self._expire, future)
+        # Not asyncio.timeout() (~4 µs a call): the turn's shared timer fails the future.
+        deadline = self._deadline
+        if deadline is None or not deadline.waiting or deadline.started != loop.time():
+            deadline = self._deadline = _Deadline(loop, self._timeout, self._late)
+        deadline.add(future)
         try:
             return await future
         except TimeoutError:
             self._drop()  # replies may still come, out of step with waiters: start afresh
             raise
         finally:
-            deadline.cancel()
-
-    def _expire(self, future: asyncio.Future[Any]) -> None:
-        if not future.done():
-            future.set_exception(TimeoutError(self._late))
+            deadline.answered()
 
     async def _connect_and_flush(self) -> None:
         try:

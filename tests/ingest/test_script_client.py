@@ -75,6 +75,29 @@ async def test_calls_made_in_one_loop_turn_share_one_socket_write(
     assert reads_processed(r) - before <= 5
 
 
+async def test_calls_redis_holds_past_the_deadline_fail_with_timeout_and_the_next_reconnects(
+    redis_url: str, r: redis.Redis,
+) -> None:
+    client = ScriptBatcher(redis_url, SCRIPT, timeout_s=0.5)
+    try:
+        assert await client.call(["warm"]) == [b"warm", 1]
+        connections = connections_received(r)
+        r.client_pause(1500, all=False)  # scripts wait; INFO still answers
+        started = time.monotonic()
+        first = [asyncio.ensure_future(client.call([f"t{i}"])) for i in range(5)]
+        await asyncio.sleep(0.1)  # a later loop turn: its own deadline
+        later = [asyncio.ensure_future(client.call([f"u{i}"])) for i in range(5)]
+        results = await asyncio.gather(*first, *later, return_exceptions=True)
+        assert all(isinstance(result, TimeoutError) for result in results), results
+        assert 0.45 < time.monotonic() - started < 1.2
+        r.client_unpause()
+        # A new connection; the calls Redis held went with the old one, never run.
+        assert await client.call(["after"]) == [b"after", 2]
+        assert connections_received(r) == connections + 1
+    finally:
+        await client.aclose()
+
+
 async def test_after_script_flush_the_next_call_loads_the_script_again(
     batcher: ScriptBatcher, r: redis.Redis,
 ) -> None:
