@@ -8,8 +8,9 @@ the same values (tests/ingest/test_event_decoders.py holds them to it), so which
 event changes nothing stored.
 
 Why pydantic left the hot path: validating a typical event (one listing, ~1 KB) took ~10 µs and
-writing the listing back as JSON ~7 µs more; msgspec does both in ~3 µs. Measured with
-tests/bench/webhook.py, appendfsync always: see the figures in bridge/ingest/webhook.py.
+writing the listing back as JSON ~7 µs more; msgspec decodes and re-encodes it in ~3 µs, ~6 µs
+with the checks that keep it within the models (kept_as_is, occurred_at, unique refs). What that
+and the rest did to the benchmark (tests/bench/webhook.py): bridge/ingest/webhook.py.
 """
 
 from __future__ import annotations

@@ -3,6 +3,21 @@
 Everything else (planning, delivery) is the worker's. A ``202`` is sent only after Redis holds
 the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After``, and the cause
 (in the script client's words: credentials, TLS, durability...) is logged once, not per request.
+
+What a request costs (a 1 KB generated event; medians of repeated runs on a shared 2-core VM,
+so ±20 %). Per step, in-process: verifying 6.5 -> 3.9 µs (each secret's HMAC keyed once and
+copied); validating with pydantic 10 µs and writing the listing back with ``model_dump_json``
+7 µs -> 5.9 µs for both with msgspec (bridge/ingest/events.py); packing EVALSHA 3.8 -> 2.1 µs;
+``asyncio.timeout`` ~4 µs a call -> one timer per loop turn; one socket write per loop turn to
+Redis instead of one per call. This endpoint without Redis: 32-39 -> 17-19 µs; the script client
+per call: 18 -> 7 µs. The web process under ``python -m tests.bench.webhook`` (user + system
+CPU per request, /proc): 134-232 -> 68-96 µs, against 40-52 µs for the no-op endpoint.
+
+The benchmark's ratio went from 0.26-0.37 to 0.26-0.58 (5 and 10 s runs); the rest is Redis's:
+with ``appendfsync always`` Valkey fsyncs once per event-loop cycle and reads 16 KB per client
+per cycle, ~13 events, and the ingest script takes 45-60 µs per event (35-48 before it kept
+traces and metrics). At 4-6k events/s Valkey is 70-85 % busy; the script alone, called by 32
+in-process callers, does 6-13k events/s against 12-19k requests/s for the no-op endpoint.
 """
 
 from __future__ import annotations
