@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery.claims import Command, mark_due
-from bridge.delivery.ledger import Fence
+from bridge.delivery.ledger import Fence, write
 from bridge.settings import RentixTarget
 
 ADOPTED = k.ADOPTED
@@ -46,13 +46,7 @@ class Adoption:
         return Adoption(self.redis, fence)
 
     async def _write(self, *commands: Command) -> None:
-        if self.fence is not None:
-            await self.fence.apply(commands)
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        await write(self.redis, self.fence, commands)
 
     async def active(self, target: RentixTarget) -> bool:
         return target.adopt and not await self.redis.exists(ADOPTED + target.name)

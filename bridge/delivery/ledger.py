@@ -163,6 +163,17 @@ def call_entry(entry: Attempt) -> dict[str, Any]:
             "latency_ms": entry.latency_ms, "attempt": entry.attempt}
 
 
+async def write(redis: Redis, fence: Fence | None, commands: Sequence[Command]) -> None:
+    """Run ``commands`` atomically: through ``fence`` (a flush's lease) when there is one."""
+    if fence is not None:
+        await fence.apply(commands)
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        await pipe.execute()
+
+
 class Ledger:
     def __init__(self, redis: Redis, fence: Fence | None = None,
                  trace_ttl_ms: int | None = None) -> None:
@@ -177,13 +188,7 @@ class Ledger:
         return Ledger(self.redis, fence, self.trace_ttl_ms)
 
     async def _write(self, *commands: Command) -> None:
-        if self.fence is not None:
-            await self.fence.apply(commands)
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        await write(self.redis, self.fence, commands)
 
     async def _read_json_hash(self, key: str, refs: list[str] | None
                               ) -> dict[str, dict[str, Any]]:
