@@ -75,6 +75,8 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           the sync is sent, no longer needed, or discarded
     lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again
     lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);
+                                          budget:general, budget:bulk: JSON {limit, remaining,
+                                          reset, at}, the X-RateLimit-* headers last seen;
                                           paused, paused_at (operators); forever, fields cleared
                                           by an operator's resume
     lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers;
@@ -93,6 +95,24 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:linked:{target}            set     refs known to be linked on a per-listing portal; found
                                           while adopting, or written by linking; a ref leaves
                                           when it is unlinked (linking)
+    lb:outbox:{target}            hash    ref -> JSON write {ref, group, operation, payload,
+                                          digest, base, key, received_ms, queued_at, attempts}:
+                                          a per-listing write waiting to go out by bulk
+                                          (``outbox.py``), newest content per ref; removed when
+                                          the target's answer for that very content (digest and
+                                          key) is recorded
+    lb:outbox:ready:{target}      zset    ref -> when its write may go (queued, or its backoff
+                                          after a failed operation); same members as the hash
+    lb:outbox:batch:{target}      string  JSON {key, ops, at, attempts}: the bulk request in
+                                          flight, recorded before it goes out, so a timeout or a
+                                          crash resends exactly it, with its key; deleted when
+                                          its answer is recorded
+    lb:sender:{target}            string  the fencing token (from lb:fence) of the one sender
+                                          draining the outbox; PX delivery.lease_ms, renewed
+                                          while it runs, deleted when it stops
+    lb:senders                    zset    target -> when its outbox is due to be drained (an
+                                          enqueue: now; a spent budget: its reset); removed
+                                          when the outbox is empty
     lb:workers                    hash    worker id -> JSON heartbeat {at, pid, host}
                                           (``workers/worker.py``); until the worker shuts down
                                           (a killed worker's entry stays, its heartbeat stale)
@@ -233,6 +253,11 @@ ADOPT = PREFIX + "adopt:"
 ADOPTED = PREFIX + "adopted:"
 WORKERS = PREFIX + "workers"
 TRACE = PREFIX + "trace:"
+OUTBOX = PREFIX + "outbox:"
+OUTBOX_READY = PREFIX + "outbox:ready:"
+OUTBOX_BATCH = PREFIX + "outbox:batch:"
+SENDER = PREFIX + "sender:"
+SENDERS = PREFIX + "senders"
 
 RECONCILE_DUE = PREFIX + "reconcile:due:"
 RECONCILE_RUNNING = PREFIX + "reconcile:running:"
@@ -271,3 +296,4 @@ QUEUE = default_queue_name + ":listing-bridge"
 IN_PROGRESS = in_progress_key_prefix  # + job id: arq's marker of a running job
 FLUSH_JOB = "flush_group"
 RECONCILE_JOB = "reconcile_group"
+SEND_JOB = "send_outbox"

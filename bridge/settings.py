@@ -165,6 +165,16 @@ class RentixTarget(_Section):
     delete_behaviour: Literal["hidden", "delete", "none"] = "hidden"
     adopt: bool = False
     requests_per_minute: int = Field(280, ge=1)  # under the documented 300/min
+    # Bulk (POST /listings/bulk, up to 100 operations): under the documented 30/min; 0 sends
+    # single PUTs only. Writes go by bulk once more are waiting than single PUTs would send in
+    # bulk_after_s seconds (at requests_per_minute).
+    bulk_per_minute: int = Field(28, ge=0)
+    bulk_after_s: float = Field(5.0, gt=0)
+
+    @property
+    def bulk_threshold(self) -> int:
+        """More writes waiting than this go by bulk (when bulk is on)."""
+        return max(1, int(self.requests_per_minute * self.bulk_after_s / 60))
 
 
 class TravtusTarget(_Section):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ log = logging.getLogger("bridge.delivery.claims")
 
 # Planning imports DesiredListing from here.
 __all__ = ["CLAIM", "FENCED", "FINISH", "RENEW", "Claim", "Command", "DesiredListing",
-           "Flushes", "Lease", "LeaseLost", "mark_due"]
+           "Flushes", "Lease", "LeaseLost", "RenewableLease", "kept", "mark_due"]
 
 # Returns {0, pttl} when another flush holds the group; else the token, seq, first, then per
 # member its ref and its listing fields in FIELDS order (nil for a field the hash lacks).
@@ -146,32 +147,41 @@ class Claim:
     listings: list[DesiredListing]
 
 
-class Lease:
-    """A claimed group's lease while its flush runs: renewed in the background, checked before
-    every portal call, and the fence every write after a portal call goes through."""
+class RenewableLease(ABC):
+    """A lease held in Redis while work runs: renewed in the background, checked before every
+    portal call (``ensure``), and the fence every write after a portal call goes through
+    (``apply``). Subclasses say what is leased and how the renewal and the fence reach Redis."""
 
-    def __init__(self, flushes: Flushes, claim: Claim, lease_ms: int) -> None:
-        self._flushes = flushes
-        self.claim = claim
+    def __init__(self, lease_ms: int) -> None:
         self.lease_ms = lease_ms
         # Local deadline: the lease cannot outlive the last renewal sent plus its length.
         self._valid_until = time.monotonic() + lease_ms / 1000
         self._lost = False
 
     @property
-    def group(self) -> str:
-        return self.claim.group
+    @abstractmethod
+    def what(self) -> str:
+        """What is leased, for messages: "group 'g1'"."""
+
+    @abstractmethod
+    async def _renew(self) -> bool: ...
+
+    @abstractmethod
+    async def _fenced(self, commands: Sequence[Command]) -> bool: ...
+
+    def _log_extra(self) -> dict[str, str]:
+        return {}
 
     def ensure(self) -> None:
-        """Raise LeaseLost unless this flush may still call a portal. The margin covers the
+        """Raise LeaseLost unless the holder may still call a portal. The margin covers the
         time a call takes to leave once started."""
         if self._lost or time.monotonic() > self._valid_until - 0.5:
             self._lost = True
-            raise LeaseLost(f"the lease on group {self.group!r} lapsed")
+            raise LeaseLost(f"the lease on {self.what} lapsed")
 
     async def renew(self) -> bool:
         sent = time.monotonic()
-        ok = await self._flushes.renew(self.claim, self.lease_ms)
+        ok = await self._renew()
         if ok and not self._lost:
             self._valid_until = sent + self.lease_ms / 1000
         else:
@@ -184,21 +194,59 @@ class Lease:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
                 if not await self.renew():
-                    log.warning("lost the lease on group %s; stopping its flush", self.group,
-                                extra=about(self.group))
+                    log.warning("lost the lease on %s; stopping", self.what,
+                                extra=self._log_extra())
                     return
             except (RedisError, OSError) as exc:
                 # Keep trying: the local deadline stops portal calls if Redis stays away.
-                log.warning("could not renew the lease on group %s: %s", self.group, exc,
-                            extra=about(self.group))
+                log.warning("could not renew the lease on %s: %s", self.what, exc,
+                            extra=self._log_extra())
 
     async def apply(self, commands: Sequence[Command]) -> None:
-        """Run ``commands`` atomically if this flush still holds the group; else LeaseLost."""
+        """Run ``commands`` atomically if the lease is still held; else LeaseLost."""
         if not commands:
             return
-        if not await self._flushes.fenced(self.claim, commands):
+        if not await self._fenced(commands):
             self._lost = True
-            raise LeaseLost(f"group {self.group!r} was claimed by another flush")
+            raise LeaseLost(f"{self.what} was taken over")
+
+
+@contextlib.asynccontextmanager
+async def kept(lease: RenewableLease) -> AsyncIterator[None]:
+    """Renew ``lease`` in the background while the block runs."""
+    keeper = asyncio.create_task(lease.keep())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+class Lease(RenewableLease):
+    """A claimed group's lease while its flush runs."""
+
+    def __init__(self, flushes: Flushes, claim: Claim, lease_ms: int) -> None:
+        super().__init__(lease_ms)
+        self._flushes = flushes
+        self.claim = claim
+
+    @property
+    def group(self) -> str:
+        return self.claim.group
+
+    @property
+    def what(self) -> str:
+        return f"group {self.group!r}"
+
+    def _log_extra(self) -> dict[str, str]:
+        return about(self.group)
+
+    async def _renew(self) -> bool:
+        return await self._flushes.renew(self.claim, self.lease_ms)
+
+    async def _fenced(self, commands: Sequence[Command]) -> bool:
+        return await self._flushes.fenced(self.claim, commands)
 
 
 class Flushes:
@@ -228,13 +276,8 @@ class Flushes:
     async def leased(self, claim: Claim) -> AsyncIterator[Lease]:
         """The claim's lease, renewed in the background while the block runs."""
         lease = Lease(self, claim, self.lease_ms)
-        keeper = asyncio.create_task(lease.keep())
-        try:
+        async with kept(lease):
             yield lease
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
         return bool(await self._renew(keys=[], args=[claim.group, claim.token, now_ms(),

@@ -1,0 +1,85 @@
+"""A per-listing target's two rate budgets as the portal last reported them.
+
+Rentix answers every call with ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (Unix
+seconds when the window ends); bulk answers describe the bulk bucket (30/min), every other
+answer the general one (300/min). The adapter keeps the last seen per process
+(``RentixAdapter.rate_limit`` and ``.bulk_rate_limit``); the delivery stores them in
+``lb:target:{target}`` (``budget:general``, ``budget:bulk``) so every worker, the dashboard and
+``bridge status`` see the same figures, and so a sender waits for a spent window to reset
+instead of being refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import orjson
+
+from bridge import constants as k
+from bridge.portals.rentix import RateLimitInfo
+
+Bucket = Literal["general", "bulk"]
+BUCKETS: tuple[Bucket, ...] = ("general", "bulk")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bucket as last reported: ``reset`` in Unix ms, ``at`` when it was seen."""
+
+    limit: int | None
+    remaining: int | None
+    reset: int | None
+    at: int
+
+    def spent_until(self, now: int) -> int | None:
+        """When the window resets, if the portal said it is spent and it has not reset yet."""
+        if self.remaining is not None and self.remaining <= 0 and self.reset and \
+                self.reset > now:
+            return self.reset
+        return None
+
+    def as_json(self) -> dict[str, int | None]:
+        return asdict(self)
+
+
+def field(bucket: Bucket) -> str:
+    return f"budget:{bucket}"
+
+
+def from_headers(info: RateLimitInfo, at: int) -> Budget | None:
+    """The adapter's last headers of one bucket; None until it has seen any."""
+    if info.limit is None and info.remaining is None:
+        return None
+    reset = int(info.reset * 1000) if info.reset else None
+    return Budget(info.limit, info.remaining, reset, at)
+
+
+def command(target: str, budgets: dict[Bucket, Budget | None]) -> tuple[str, ...] | None:
+    """The HSET that stores what was seen (None when nothing was)."""
+    pairs = [x for bucket, budget in budgets.items() if budget is not None
+             for x in (field(bucket), orjson.dumps(budget.as_json()).decode())]
+    return ("HSET", f"{k.TARGET}{target}", *pairs) if pairs else None
+
+
+def parse(state: dict[str, str]) -> dict[Bucket, Budget]:
+    """The budgets in a target's ``lb:target:{target}`` hash (as ``Ledger.target_state``)."""
+    found: dict[Bucket, Budget] = {}
+    for bucket in BUCKETS:
+        raw = state.get(field(bucket))
+        if not raw:
+            continue
+        try:
+            data = orjson.loads(raw)
+            found[bucket] = Budget(data.get("limit"), data.get("remaining"), data.get("reset"),
+                                   int(data.get("at") or 0))
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+            continue  # a damaged field reads as "not reported"
+    return found
+
+
+def spent_until(budgets: dict[Bucket, Budget], now: int, *buckets: Bucket) -> int | None:
+    """The latest reset among the named buckets the portal reported spent, if any."""
+    times = [t for b in buckets if (budget := budgets.get(b)) is not None
+             and (t := budget.spent_until(now)) is not None]
+    return max(times) if times else None
