@@ -84,6 +84,9 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:ratelimit:{target}:reads   string  the same for reads (reconcile's read-back) alone, at
                                           reconcile.read_share of the target's rate; a read
                                           takes from both buckets; TTL just past that time
+    lb:ratelimit:{target}:bulk    string  the same for bulk requests, at the target's
+                                          bulk_per_minute; a bulk takes from both buckets; TTL
+                                          just past that time
     lb:history                    list    latest delivery attempts (JSON), newest first; capped
                                           at HISTORY_MAXLEN
     lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN
@@ -245,6 +248,7 @@ BACKOFF = PREFIX + "backoff:"
 TARGET = PREFIX + "target:"
 RATE_LIMIT = PREFIX + "ratelimit:"
 READS = ":reads"  # lb:ratelimit:{target}:reads
+BULK = ":bulk"  # lb:ratelimit:{target}:bulk
 HISTORY = PREFIX + "history"
 LATENCY = PREFIX + "latency"
 METRICS = PREFIX + "metrics"

@@ -1,5 +1,6 @@
-"""The arq jobs a worker runs: one flush of one group (``bridge.delivery.flush``), and one
-periodic check of one group on one target (``bridge.reconcile``)."""
+"""The arq jobs a worker runs: one flush of one group (``bridge.delivery.flush``), one drain of
+a per-listing target's outbox by bulk (``bridge.delivery.sender``), and one periodic check of
+one group on one target (``bridge.reconcile``)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ async def flush_group(ctx: dict[str, Any], group: str) -> str:
             raise
         # Lost Redis mid-flush: arq keeps the job and runs it again (one log line, no
         # traceback); if Redis is still away, the worker's supervisor takes over.
+        raise Retry(defer=INTERRUPTED_RETRY_S) from exc
+
+
+async def send_outbox(ctx: dict[str, Any], target: str) -> str:
+    """Drain one per-listing target's outbox by bulk (``bridge.delivery.sender``)."""
+    delivery: Delivery = ctx["delivery"]
+    settings: Settings = ctx["settings"]
+    try:
+        spec = settings.target(target)
+    except KeyError:
+        return f"{target}: not a configured target"
+    if not isinstance(spec, RentixTarget):
+        return f"{target}: not a per-listing target"
+    try:
+        return await delivery.sender.drain(spec)
+    except Exception as exc:
+        if not is_connection_failure(exc):
+            raise
         raise Retry(defer=INTERRUPTED_RETRY_S) from exc
 
 

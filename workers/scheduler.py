@@ -1,4 +1,5 @@
-"""Turns due work into arq jobs: due groups into flushes (``Scheduler``) and due reconciliation
+"""Turns due work into arq jobs: due groups into flushes and due outboxes into sends
+(``Scheduler``), and due reconciliation
 checks into ``reconcile_group`` jobs (``ReconcileScheduler``). Every worker runs both; any
 number may run at once.
 
@@ -116,6 +117,9 @@ class Polling(ABC):
 
 
 class Scheduler(Polling):
+    """Due groups (``lb:due``) into ``flush_group`` jobs, and due outboxes (``lb:senders``)
+    into ``send_outbox`` jobs."""
+
     what = "scheduling due groups"
 
     def __init__(self, redis: ArqRedis, interval_ms: int, batch: int = 200) -> None:
@@ -125,12 +129,13 @@ class Scheduler(Polling):
         self._take = redis.register_script(TAKE_DUE)
 
     async def tick(self) -> int:
-        groups = await self._take(keys=[k.DUE], args=[now_ms(), RETRY_MS, self.batch])
         enqueued = 0
-        for raw in groups:
-            group = raw.decode() if isinstance(raw, bytes) else raw
-            job = await self.redis.enqueue_job(k.FLUSH_JOB, group, _queue_name=k.QUEUE)
-            enqueued += job is not None
+        for due, job_name in ((k.DUE, k.FLUSH_JOB), (k.SENDERS, k.SEND_JOB)):
+            taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])
+            for raw in taken:
+                name = raw.decode() if isinstance(raw, bytes) else raw
+                job = await self.redis.enqueue_job(job_name, name, _queue_name=k.QUEUE)
+                enqueued += job is not None
         return enqueued
 
 

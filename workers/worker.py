@@ -34,7 +34,13 @@ from bridge.portals import adapters_for
 from bridge.reconcile.records import Records
 from bridge.reconcile.service import Reconciler
 from bridge.settings import Settings
-from workers.jobs import CONNECTION_ERRORS, flush_group, is_connection_failure, reconcile_group
+from workers.jobs import (
+    CONNECTION_ERRORS,
+    flush_group,
+    is_connection_failure,
+    reconcile_group,
+    send_outbox,
+)
 from workers.scheduler import ReconcileScheduler, Scheduler
 
 log = logging.getLogger("workers.worker")
@@ -109,6 +115,7 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     delivery = settings.delivery
     return Worker(
         functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000),
+                   func(send_outbox, name=k.SEND_JOB, max_tries=1_000_000),
                    func(reconcile_group, name=k.RECONCILE_JOB, max_tries=3,
                         timeout=RECONCILE_TIMEOUT_S)],
         redis_pool=arq_pool(settings.redis_url),

@@ -17,13 +17,14 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.delivery import outbox
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
 from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
@@ -35,8 +36,10 @@ from bridge.delivery.ledger import (
     Ledger,
     Quarantined,
     counted_flush,
+    intend_commands,
     sync_scope,
 )
+from bridge.delivery.outbox import Outbox, Queued
 from bridge.delivery.planning import (
     Invalid,
     ListingWrite,
@@ -48,6 +51,7 @@ from bridge.delivery.planning import (
     unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.sender import Sender
 from bridge.delivery.trace import FlushTrace
 from bridge.delivery.witness import Witness
 from bridge.logs import about
@@ -67,6 +71,25 @@ log = logging.getLogger("bridge.delivery.flush")
 # target's turn and make the group due again then.
 MAX_INLINE_WAIT_MS = 2_000
 REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
+
+
+@dataclass
+class ListingTurn:
+    """A per-listing target's turn in one flush."""
+
+    target: RentixTarget
+    adapter: RentixAdapter
+    accepted: dict[str, Accepted]
+    attempts: int
+    verified: bool
+    deadline: float
+    adopting: bool
+    by_bulk: set[str]  # refs whose writes go through the outbox
+    queued: list[ListingWrite] = field(default_factory=list)
+
+    @property
+    def bulk_on(self) -> bool:
+        return self.target.bulk_per_minute > 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,9 @@ class Delivery:
         self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce)
         self.adoption = Adoption(redis)
         self.witness = Witness(redis)
+        self.outbox = Outbox(redis)
+        rentix = {name: a for name, a in adapters.items() if isinstance(a, RentixAdapter)}
+        self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
 
     async def flush(self, group: str) -> str:
         claim = await self.flushes.claim(group, now_ms())
@@ -178,49 +204,109 @@ class GroupFlush:
         await self.trace.listings_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
         attempts, _ = await self.ledger.backoff(name, self.group)
-        adopting = await self.adoption.active(target)
         # Redis may have lost state since this group was last checked: before creating what
         # the ledger does not know, ask the portal whether it holds it already.
         verified = (not self.d.witness.lost
                     or await self.ledger.verified(name, self.group) == self.epoch)
-        for write in plan.writes:
-            self.trace.turn_to(name, write.ref)
-            if time.monotonic() > deadline:
-                return now_ms()
-            if (reset := _exhausted(adapter)) is not None:
-                # The portal says its window is spent: every worker waits for the reset.
-                await self.ledger.block_until(name, reset, "rate-limit window spent")
-                return await self.trace.rate_limited(name, reset)
-            if adopting and write.ref not in accepted:
-                gate = await self._adoption_gate(target, adapter, write.ref)
-                if gate.stop:
-                    return gate.next_due
-                if gate.hold:
-                    await self.trace.adoption(name, write.ref)
-                    continue
-            wait = await self._rate_slot(name, target.requests_per_minute)
-            if wait:
-                return wait
-            if not verified and write.ref not in accepted and write.new_intent:
-                held = await self._already_held(adapter, write)
-                if isinstance(held, Result):
-                    return await self._setback(name, held)
-                if held:
-                    continue
-                wait = await self._rate_slot(name, target.requests_per_minute)
-                if wait:
-                    return wait
-            if write.new_intent:
-                await self.ledger.intend(name, {write.ref: write.intent})
-            result = await self._send_listing(adapter, write)
-            stop = await self._settle_listing(name, write, result, attempts)
-            if stop is not False:
-                return stop
+        turn = ListingTurn(target, adapter, accepted, attempts, verified, deadline,
+                           await self.adoption.active(target),
+                           await self._by_bulk(target, plan.writes))
+        stop = await self._write_each(turn, plan.writes)
+        await self._enqueue(name, turn.queued)
+        if stop is not False:
+            return stop
         if attempts:
             await self.ledger.clear_backoff(name, self.group)
         if not verified:
             await self.ledger.mark_verified(name, self.group, self.epoch)
         return None
+
+    async def _by_bulk(self, target: RentixTarget, writes: list[ListingWrite]) -> set[str]:
+        """The writes that go by bulk (through the outbox): all of them when more are waiting
+        than single PUTs would send within ``bulk_after_s`` (the outbox, these writes, and
+        the PUTs the shared rate limit has already let through); else only those whose
+        listing waits in the outbox already, so a PUT never overtakes an older bulk write."""
+        refs = [write.ref for write in writes]
+        waiting = await self.d.outbox.waiting(target.name, refs)
+        if not writes or target.bulk_per_minute <= 0:
+            return waiting
+        backlog_ms = await self.d.limiter.backlog_ms(target.name, now_ms())
+        booked = backlog_ms * target.requests_per_minute // 60_000
+        depth = await self.d.outbox.depth(target.name)
+        if depth + len(writes) + booked > target.bulk_threshold:
+            return set(refs)
+        return waiting
+
+    async def _write_each(self, turn: ListingTurn, writes: list[ListingWrite]
+                          ) -> int | bool | None:
+        """Send or queue each write in turn; False when all went, else when the group is due
+        again (None: not for this target). A write that would wait for the rate limit, the
+        job's deadline or a spent window goes by bulk instead, when the target has it."""
+        name, adapter = turn.target.name, turn.adapter
+        for write in writes:
+            self.trace.turn_to(name, write.ref)
+            inline = write.ref not in turn.by_bulk
+            if inline and (stop := await self._inline_stop(turn)) is not None:
+                if not turn.bulk_on:
+                    return stop
+                turn.by_bulk.update(w.ref for w in writes)  # the rest go by bulk
+                inline = False
+            if turn.adopting and write.ref not in turn.accepted:
+                gate = await self._adoption_gate(turn.target, adapter, write.ref)
+                if gate.stop:
+                    return gate.next_due
+                if gate.hold:
+                    await self.trace.adoption(name, write.ref)
+                    continue
+            if not turn.verified and write.ref not in turn.accepted and write.new_intent:
+                wait = await self._rate_slot(name, turn.target.requests_per_minute)
+                if wait:
+                    return wait
+                held = await self._already_held(adapter, write)
+                if isinstance(held, Result):
+                    return await self._setback(name, held)
+                if held:
+                    continue
+            if not inline:
+                turn.queued.append(write)
+                continue
+            wait = await self._rate_slot(name, turn.target.requests_per_minute)
+            if wait:
+                if not turn.bulk_on:
+                    return wait
+                turn.by_bulk.update(w.ref for w in writes)
+                turn.queued.append(write)
+                continue
+            if write.new_intent:
+                await self.ledger.intend(name, {write.ref: write.intent})
+            result = await self._send_listing(adapter, write)
+            stop = await self._settle_listing(name, write, result, turn.attempts)
+            if stop is not False:
+                return stop
+        return False
+
+    async def _inline_stop(self, turn: ListingTurn) -> int | None:
+        """Why single writes must stop now, as when to come back: the job's deadline, or a
+        window the portal said is spent (every worker then waits for its reset)."""
+        if time.monotonic() > turn.deadline:
+            return now_ms()
+        if (reset := _exhausted(turn.adapter)) is not None:
+            if turn.bulk_on:
+                return reset
+            await self.ledger.block_until(turn.target.name, reset, "rate-limit window spent")
+            return await self.trace.rate_limited(turn.target.name, reset)
+        return None
+
+    async def _enqueue(self, name: str, writes: list[ListingWrite]) -> None:
+        """Put writes in the target's outbox with their intents: one write, fenced."""
+        if not writes:
+            return
+        now = now_ms()
+        fresh = {write.ref: write.intent for write in writes if write.new_intent}
+        await self.ledger.apply([
+            *intend_commands(name, fresh),
+            *outbox.put_commands(name, [Queued.of(w, self.group, now) for w in writes], now)])
+        await self.trace.queued(name, writes)
 
     async def _already_held(self, adapter: RentixAdapter, write: ListingWrite) -> bool | Result:
         """Does the portal hold this write's content already? Then the ledger learns it and

@@ -261,9 +261,12 @@ class Ledger:
 
     async def intend(self, target: str, intents: dict[str, Intent]) -> None:
         """Record new intents before their calls go out, so a retry finds their keys."""
-        if intents:
-            await self._write(("HSET", f"{k.INTENT}{target}",
-                               *[x for scope, i in intents.items() for x in (scope, _json(i))]))
+        await self.apply(intend_commands(target, intents))
+
+    async def apply(self, commands: Sequence[Command]) -> None:
+        """Other writes that must go with the ledger's (through its fence), atomically."""
+        if commands:
+            await self._write(*commands)
 
     async def distrust(self, target: str, scope: str) -> None:
         """A write for ``scope`` may have reached the portal after another flush moved on: an
@@ -386,7 +389,9 @@ class Ledger:
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
         await self._write(("HDEL", f"{k.TARGET}{target}", "paused", "paused_at",
-                           "blocked_until"))
+                           "blocked_until"),
+                          # its outbox too (an empty one is dropped by the sender)
+                          ("ZADD", k.SENDERS, "LT", str(now_ms()), target))
         groups = [g for g in (_text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
@@ -405,31 +410,7 @@ class Ledger:
                              traced: Sequence[str] | None = None) -> None:
         """Record a portal call: in the history, the per-minute figures, and the story of each
         listing in ``traced`` (by default the attempt's own ``listings``)."""
-        data = _json(entry)
-        stats = f"{k.STATS}{entry.at // 60_000}"
-        group_key = f"{k.HISTORY}:{entry.group}"
-        commands: list[Command] = [
-            ("LPUSH", k.HISTORY, data),
-            ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
-            ("LPUSH", group_key, data),
-            ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
-            ("HINCRBY", stats, f"calls:{entry.target}", "1"),
-            ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
-            ("EXPIRE", stats, str(k.STATS_TTL_S)),
-            counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
-                           entry.outcome),
-            *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
-                              entry.target, entry.operation),
-            *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
-                              entry.target),
-        ]
-        if latencies_ms:
-            commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
-                         ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]
-        call = call_entry(entry)
-        commands += trace_commands(((ref, call) for ref in (
-            entry.listings if traced is None else traced)), self.trace_ttl_ms)
-        await self._write(*commands)
+        await self._write(*attempt_commands(entry, latencies_ms, self.trace_ttl_ms, traced))
 
     # -- listings' stories (``bridge trace``) --
 
@@ -454,6 +435,44 @@ class Ledger:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
         raw = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
         return [Attempt(**orjson.loads(v)) for v in raw]
+
+
+def intend_commands(target: str, intents: dict[str, Intent]) -> list[Command]:
+    """The write that records new intents (see :meth:`Ledger.intend`)."""
+    if not intents:
+        return []
+    return [("HSET", f"{k.INTENT}{target}",
+             *[x for scope, i in intents.items() for x in (scope, _json(i))])]
+
+
+def attempt_commands(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
+                     traced: Sequence[str] | None = None) -> list[Command]:
+    """The writes that record a portal call (see :meth:`Ledger.record_attempt`)."""
+    data = _json(entry)
+    stats = f"{k.STATS}{entry.at // 60_000}"
+    group_key = f"{k.HISTORY}:{entry.group}"
+    commands: list[Command] = [
+        ("LPUSH", k.HISTORY, data),
+        ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
+        ("LPUSH", group_key, data),
+        ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
+        ("HINCRBY", stats, f"calls:{entry.target}", "1"),
+        ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
+        ("EXPIRE", stats, str(k.STATS_TTL_S)),
+        counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
+                       entry.outcome),
+        *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
+                          entry.target, entry.operation),
+        *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
+                          entry.target),
+    ]
+    if latencies_ms:
+        commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
+                     ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]
+    call = call_entry(entry)
+    commands += trace_commands(((ref, call) for ref in (
+        entry.listings if traced is None else traced)), trace_ttl_ms)
+    return commands
 
 
 class Flushing(Protocol):

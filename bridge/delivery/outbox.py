@@ -14,9 +14,9 @@ target's answer for that very content (digest and intent key) is recorded, so an
 by newer content while its batch was in flight stays and goes in a later batch.
 
 The bulk request in flight is recorded (``lb:outbox:batch:{target}``) before it goes out, with
-an Idempotency-Key derived from its operations (each operation's intent key and attempt): a
-timeout or a crash resends exactly that request with that key, so the portal applies it once,
-while a request made of other intents, or of the same intents on a later attempt, gets another.
+an Idempotency-Key derived from its operations (each operation's intent key and attempt) and
+the moment it was composed: a timeout or a crash resends exactly that request with that key, so
+the portal applies it once, while any other request gets another key.
 """
 
 from __future__ import annotations
@@ -95,10 +95,11 @@ class Batch:
                    int(data.get("attempts") or 0))
 
 
-def batch_key(ops: list[Queued]) -> str:
-    """The Idempotency-Key of a bulk of these operations: the same intents on the same attempt
-    give the same key; anything else another."""
-    text = "\n".join(f"{op.ref}\t{op.key}\t{op.attempts}" for op in ops)
+def batch_key(ops: list[Queued], composed_at: int) -> str:
+    """The Idempotency-Key of a bulk of these operations, composed at ``composed_at``: derived
+    from each operation's intent key and attempt, and the moment the batch was made, so a
+    later batch of the same intents (after a per-operation retry, say) gets another."""
+    text = "\n".join([str(composed_at), *(f"{op.ref}\t{op.key}\t{op.attempts}" for op in ops)])
     return "lb-bulk-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -113,7 +114,7 @@ def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
             break
         ops.append(entry)
         size += cost
-    return Batch(batch_key(ops), ops, now) if ops else None
+    return Batch(batch_key(ops, now), ops, now) if ops else None
 
 
 def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:

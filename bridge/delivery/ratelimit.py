@@ -43,12 +43,27 @@ DEFAULT_BURST = 5
 
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._acquire = redis.register_script(ACQUIRE)
 
     async def acquire(self, target: str, per_minute: int, now_ms: int,
                       burst: int = DEFAULT_BURST) -> int:
         """0 if a request to ``target`` may go now, else the milliseconds to wait."""
         return await self._take([(f"{k.RATE_LIMIT}{target}", per_minute)], now_ms, burst)
+
+    async def acquire_bulk(self, target: str, per_minute: int, bulk_per_minute: int,
+                           now_ms: int, burst: int = DEFAULT_BURST) -> int:
+        """0 if a bulk request to ``target`` may go now, else the milliseconds to wait: a bulk
+        counts in the target's shared bucket and in its bulk bucket (as Rentix counts it)."""
+        buckets = [(f"{k.RATE_LIMIT}{target}{k.BULK}", float(bulk_per_minute)),
+                   (f"{k.RATE_LIMIT}{target}", float(per_minute))]
+        return await self._take(buckets, now_ms, burst)
+
+    async def backlog_ms(self, target: str, now_ms: int) -> int:
+        """How far ahead the target's shared bucket is booked: the time the requests already
+        let through still take at its rate (0 when it is idle)."""
+        tat = await self._redis.get(f"{k.RATE_LIMIT}{target}")
+        return max(0, int(float(tat)) - now_ms) if tat else 0
 
     async def acquire_read(self, target: str, per_minute: int, read_share: float, now_ms: int,
                            burst: int = DEFAULT_BURST) -> int:

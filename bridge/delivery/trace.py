@@ -1,9 +1,11 @@
 """A flush's part of each listing's story (``bridge trace``): what it decided, per target.
 
 :class:`~bridge.delivery.flush.GroupFlush` calls one hook at each decision point: sent,
-unchanged, quarantined, held, waiting for adoption, rate-limited, retrying, paused. A hook
-writes one entry per listing concerned through the flush's fenced ledger (one write, only while
-the flush holds its group; none when no listing is concerned). Portal calls reach the stories
+queued (for a bulk request), unchanged, quarantined, held, waiting for adoption, rate-limited,
+retrying, paused. A hook writes one entry per listing concerned through the flush's fenced
+ledger (one write, only while the flush holds its group; none when no listing is concerned).
+The outbox's sender tells the bulk call and what came of each operation
+(``bridge/delivery/sender.py``). Portal calls reach the stories
 through :meth:`~bridge.delivery.ledger.Ledger.record_attempt`, events through the ingest script.
 
 Which listings a decision concerns: a write's own listing; for a group sync, the listings the
@@ -26,9 +28,9 @@ from bridge.delivery.ledger import Accepted, Held, Ledger, Quarantined, sync_sco
 from bridge.delivery.planning import ListingPlan, ListingWrite, SyncPlan, desired_digest
 from bridge.portals import RentixAdapter, TravtusAdapter
 
-Decision = Literal["sent", "unchanged", "quarantined", "held", "waiting for adoption",
-                   "rate-limited", "retrying", "paused"]
-DECISIONS: tuple[Decision, ...] = ("sent", "unchanged", "quarantined", "held",
+Decision = Literal["sent", "queued", "unchanged", "quarantined", "held",
+                   "waiting for adoption", "rate-limited", "retrying", "paused"]
+DECISIONS: tuple[Decision, ...] = ("sent", "queued", "unchanged", "quarantined", "held",
                                    "waiting for adoption", "rate-limited", "retrying", "paused")
 
 
@@ -127,6 +129,14 @@ class FlushTrace:
     async def sent(self, target: str, write: ListingWrite) -> None:
         await self._note(target, "sent", [(write.ref, {
             "digest": write.digest, "key": write.key, "operation": write.operation})])
+
+    async def queued(self, target: str, writes: list[ListingWrite]) -> None:
+        """Writes put in the target's outbox: the sender's bulk call tells the rest."""
+        gone = {write.ref for write in writes}
+        self._waiting[target] = [r for r in self._waiting.get(target, []) if r not in gone]
+        await self._note(target, "queued", [(write.ref, {
+            "digest": write.digest, "key": write.key, "operation": write.operation,
+            "detail": "in the outbox, for the next bulk request"}) for write in writes])
 
     async def sync_sent(self, target: str, plan: SyncPlan) -> None:
         gone = set(plan.deleted_refs)

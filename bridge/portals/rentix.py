@@ -13,7 +13,7 @@ from bridge.portals import rentix_mapping, rentix_readback, rentix_validation
 from bridge.portals.base import OwnedClient
 from bridge.portals.outcomes import Outcome, PortalError, Problem, Result, rejected
 from bridge.portals.readback import FieldDifference, Pace, paced, unexpected_page
-from bridge.portals.rentix_errors import classify
+from bridge.portals.rentix_errors import classify, classify_item
 from bridge.portals.transport import merge_headers, send
 
 PAGE_SIZE = 100  # Rentix's maximum `limit`
@@ -189,6 +189,18 @@ class RentixAdapter:
             raise ValueError(f"a bulk request takes 1 to {BULK_MAX} operations")
         return await self.request("POST", "/listings/bulk", json={"operations": operations},
                                   idempotency_key=idempotency_key)
+
+    def bulk_items(self, result: Result, count: int) -> list[Result] | None:
+        """Each operation's result of a bulk answer, in the order sent: for a 200 and for the
+        all-failed 422 (both carry ``results``); None when the answer speaks for the whole
+        request (not sent, refused, rate-limited, a server error)."""
+        items = result.body.get("results") if isinstance(result.body, dict) else None
+        if not isinstance(items, list) or not (result.ok or result.status == 422):
+            return None
+        by_index = {item.get("index"): item for item in items if isinstance(item, dict)}
+        if len(by_index) != len(items):  # no usable indexes: the order is the index
+            by_index = dict(enumerate(items))
+        return [classify_item(by_index.get(i), result.latency_ms) for i in range(count)]
 
     async def delete(self, ref: str | int, idempotency_key: str | None = None) -> Result:
         """Hard delete by external ID (str) or internal id (int), via a one-item bulk."""

@@ -67,8 +67,40 @@ def classify(response: httpx.Response, latency_ms: float, listing_ref: str | Non
     if status == 422 and base.error_type == "all_operations_failed":
         base.field = _first_item_field(body)
     if status == 429:
-        base.retry_at = rate_limit_reset(response) or retry_after_seconds(response)
+        # Wait for the later of the two: either alone may be too early.
+        times = [t for t in (rate_limit_reset(response), retry_after_seconds(response))
+                 if t is not None]
+        base.retry_at = max(times) if times else None
     return base
+
+
+def classify_item(item: Any, latency_ms: float = 0.0, listing_ref: str | None = None
+                  ) -> Result:
+    """One operation's result within a bulk answer (``results[i]``): OK, or the outcome its
+    ``error`` ({statusCode, message}) stands for, classified as the same answer to a single
+    request would be. An item that is not a result at all is TRANSIENT (send it again)."""
+    if not isinstance(item, dict) or ("success" not in item and "error" not in item):
+        return Result(Outcome.TRANSIENT, error_type="no_item_result",
+                      message="the bulk answer has no result for this operation",
+                      latency_ms=latency_ms, listing_ref=listing_ref)
+    error = item.get("error")
+    if item.get("success") is True or error is None:
+        return Result(Outcome.OK, status=200, body=item, latency_ms=latency_ms,
+                      listing_ref=listing_ref)
+    status = error.get("statusCode") if isinstance(error, dict) else None
+    status = status if isinstance(status, int) else 500
+    raw = error.get("message") if isinstance(error, dict) else None
+    result = Result(Outcome.OK, status=status, body=item, latency_ms=latency_ms,
+                    listing_ref=listing_ref)
+    if isinstance(raw, list):
+        messages = [str(m) for m in raw]
+        result.outcome, result.error_type = Outcome.DATA_INVALID, "validation_failed"
+        result.message, result.field = "; ".join(messages), field_of(messages[0] if messages
+                                                                     else "")
+        return result
+    result.message = str(raw) if raw is not None else f"operation failed with {status}"
+    result.outcome, result.error_type = _lookup(status, result.message)
+    return result
 
 
 def _lookup(status: int, message: str) -> tuple[Outcome, str]:

@@ -1,0 +1,362 @@
+"""The sender: drains one per-listing target's outbox by bulk, one sender per target at a time.
+
+A sender holds the target's lease (``lb:sender:{target}``: a fencing token from ``lb:fence``,
+renewed while it runs), so no two send at once and one that froze past its lease writes
+nothing. Each turn:
+
+1. the bulk in flight (``lb:outbox:batch:{target}``), if a timeout or a crash left one: it goes
+   again exactly as it was, with its key; else the next batch is composed from the ready writes
+   (longest waiting first, up to 100 operations, any groups) and recorded before it is sent;
+2. it waits for the budgets: the portal's own report first (a window it said is spent is waited
+   out, never tried), then the shared rate limiter (a bulk counts in the target's general bucket
+   and in its bulk bucket, as Rentix counts it);
+3. it sends, and settles each operation's result atomically (``outbox.SETTLE``): accepted
+   (ledger), refused (that listing quarantined, with the portal's message), or retried later
+   (the entry stays, backed off); a whole request that failed stays in flight and is retried
+   with the same key after a backoff, or when a rate limit resets; invalid credentials pause the
+   target, as for single writes.
+
+When the outbox is empty or the budgets say wait, the sender lets go of the target and makes it
+due again when there is something it may send (``lb:senders``; the workers' scheduler turns due
+targets into ``send_outbox`` jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.clock import now_ms
+from bridge.delivery import budget
+from bridge.delivery.claims import Command, LeaseLost, RenewableLease, kept
+from bridge.delivery.ledger import (
+    Accepted,
+    Attempt,
+    Ledger,
+    Quarantined,
+    attempt_commands,
+    trace_commands,
+)
+from bridge.delivery.outbox import SETTLE, Batch, Outbox, Queued, compose
+from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.trace import decision_entry
+from bridge.logs import about
+from bridge.portals import Outcome, RentixAdapter, Result
+from bridge.scripts import splice
+from bridge.settings import DeliverySettings, RentixTarget
+
+log = logging.getLogger("bridge.delivery.sender")
+
+# A wait for the rate limiter shorter than this happens in the job; a longer one ends the turn.
+MAX_INLINE_WAIT_MS = 2_000
+# A paused target's sender looks again this often (a resume makes it due at once).
+PAUSED_RECHECK_MS = 60_000
+# A refused operation's content is quarantined; these answers mean "refused".
+REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
+
+TAKE = splice("""
+local key, lease = __SENDER__ .. ARGV[1], tonumber(ARGV[2])
+local held = redis.call('PTTL', key)
+if held > 0 then return {0, held} end
+local token = redis.call('INCR', __FENCE__)
+redis.call('SET', key, token, 'PX', lease)
+return {token, 0}
+""", {"SENDER": k.SENDER, "FENCE": k.FENCE})
+
+RENEW = splice("""
+local key = __SENDER__ .. ARGV[1]
+if redis.call('GET', key) ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+""", {"SENDER": k.SENDER})
+
+FENCED = splice("""
+if redis.call('GET', __SENDER__ .. ARGV[1]) ~= ARGV[2] then return 0 end
+for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+return 1
+""", {"SENDER": k.SENDER})
+
+# Let go of the target and say when its outbox is next due: never sooner than ARGV[3], nor
+# before its earliest ready write (unless a bulk is in flight: that goes at ARGV[3]); not at
+# all when the outbox is empty. Returns the due time, -1 (empty), or -2 (not held any more).
+STOP = splice("""
+local target, token, not_before = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key = __SENDER__ .. target
+if redis.call('GET', key) ~= token then return -2 end
+redis.call('DEL', key)
+local in_flight = redis.call('EXISTS', __BATCH__ .. target) == 1
+if redis.call('HLEN', __OUTBOX__ .. target) == 0 and not in_flight then
+  redis.call('ZREM', __SENDERS__, target)
+  return -1
+end
+local due = not_before
+if not in_flight then
+  local first = redis.call('ZRANGE', __READY__ .. target, 0, 0, 'WITHSCORES')
+  if first[2] then due = math.max(due, tonumber(first[2])) end
+end
+redis.call('ZADD', __SENDERS__, due, target)
+return due
+""", {"SENDER": k.SENDER, "BATCH": k.OUTBOX_BATCH, "OUTBOX": k.OUTBOX,
+      "READY": k.OUTBOX_READY, "SENDERS": k.SENDERS})
+
+Kind = Literal["accepted", "refused", "retry"]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One operation's result, as the settle script records it."""
+
+    kind: Kind
+    op: Queued
+    record: str  # JSON: Accepted, Quarantined, or the rescheduled outbox entry
+    at: int = 0  # retry: when it may go again
+    why: str = ""
+
+    def arg(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ref": self.op.ref, "digest": self.op.digest,
+                "key": self.op.key, "record": self.record, "at": self.at}
+
+
+class SenderLease(RenewableLease):
+    def __init__(self, sender: Sender, target: str, token: str, lease_ms: int) -> None:
+        super().__init__(lease_ms)
+        self._sender = sender
+        self.target = target
+        self.token = token
+
+    @property
+    def what(self) -> str:
+        return f"the outbox of {self.target!r}"
+
+    def _log_extra(self) -> dict[str, str]:
+        return about(target=self.target)
+
+    async def _renew(self) -> bool:
+        return bool(await self._sender._renew(keys=[], args=[self.target, self.token,
+                                                             self.lease_ms]))
+
+    async def _fenced(self, commands: Sequence[Command]) -> bool:
+        return bool(await self._sender._fenced(keys=[], args=[
+            self.target, self.token, orjson.dumps(list(commands))]))
+
+
+class Sender:
+    """What a worker needs to drain outboxes: built once, one :meth:`drain` per job."""
+
+    def __init__(self, redis: Redis, settings: DeliverySettings,
+                 adapters: dict[str, RentixAdapter], ledger: Ledger,
+                 limiter: RateLimiter) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.adapters = adapters
+        self.ledger = ledger
+        self.limiter = limiter
+        self.outbox = Outbox(redis)
+        self._take = redis.register_script(TAKE)
+        self._renew = redis.register_script(RENEW)
+        self._fenced = redis.register_script(FENCED)
+        self._stop = redis.register_script(STOP)
+        self._settle = redis.register_script(SETTLE)
+
+    async def drain(self, spec: RentixTarget) -> str:
+        """Send what the target's outbox holds, as far as its budgets allow now."""
+        name = spec.name
+        taken = await self._take(keys=[], args=[name, self.settings.lease_ms])
+        if int(taken[0]) == 0:
+            # Another sender drains it: look again when its lease would lapse.
+            await self.redis.zadd(k.SENDERS, {name: now_ms() + int(taken[1])}, gt=True)
+            return f"{name}: another sender drains it"
+        lease = SenderLease(self, name, str(taken[0]), self.settings.lease_ms)
+        not_before = now_ms()
+        sent = 0
+        try:
+            async with kept(lease):
+                turn = SenderTurn(self, spec, lease)
+                not_before = await turn.run()
+                sent = turn.sent
+        except LeaseLost as exc:
+            log.warning("sending %s's outbox stopped: %s", name, exc, extra=about(target=name))
+            return f"{name}: lease lost"
+        finally:
+            await self._stop(keys=[], args=[name, lease.token, not_before])
+        return f"{name}: {sent} operation(s) sent"
+
+
+class SenderTurn:
+    """One sender's run over one target's outbox, under its lease."""
+
+    def __init__(self, sender: Sender, spec: RentixTarget, lease: SenderLease) -> None:
+        self.s = sender
+        self.spec = spec
+        self.name = spec.name
+        self.adapter = sender.adapters[spec.name]
+        self.lease = lease
+        self.ledger = sender.ledger.fenced(lease)
+        self.sent = 0
+
+    async def run(self) -> int:
+        """Send batches until nothing may go now; when to come back."""
+        deadline = time.monotonic() + self.s.settings.job_timeout_s * 0.6
+        while time.monotonic() < deadline:
+            state = await self.ledger.target_state(self.name)
+            now = now_ms()
+            if state.get("paused"):
+                return now + PAUSED_RECHECK_MS
+            blocked = int(state.get("blocked_until") or 0)
+            spent = budget.spent_until(budget.parse(state), now, "bulk", "general")
+            if (until := max(blocked, spent or 0)) > now:
+                return until
+            batch = await self.s.outbox.in_flight(self.name)
+            if batch is None:
+                batch = compose(await self.s.outbox.ready(self.name, now), now)
+                if batch is None:
+                    return now
+                await self.lease.apply([("SET", k.OUTBOX_BATCH + self.name, batch.json())])
+            if (wait := await self._rate_slot()) is not None:
+                return wait
+            again = await self._send(batch)
+            if again is not None:
+                return again
+        return now_ms()
+
+    async def _rate_slot(self) -> int | None:
+        """Wait briefly for both shared buckets, or return when to come back."""
+        per_bulk = self.spec.bulk_per_minute or 1  # bulk turned off: drain what is left, slowly
+        while True:
+            wait = await self.s.limiter.acquire_bulk(self.name, self.spec.requests_per_minute,
+                                                     per_bulk, now_ms())
+            if not wait:
+                return None
+            if wait > MAX_INLINE_WAIT_MS:
+                return now_ms() + wait
+            await asyncio.sleep(wait / 1000)
+
+    async def _send(self, batch: Batch) -> int | None:
+        """Send ``batch`` and record its answer; None to go on, else when to come back."""
+        self.lease.ensure()
+        result = await self.adapter.bulk(batch.body(), batch.key)
+        items = self.adapter.bulk_items(result, len(batch.ops))
+        seen = self._budgets()
+        if items is None:
+            return await self._failed(batch, result, seen)
+        settled = [self._settled(op, item) for op, item in zip(batch.ops, items, strict=True)]
+        await self._record(batch, result, settled, seen)
+        self.sent += len(batch.ops)
+        return None
+
+    def _settled(self, op: Queued, item: Result) -> Settled:
+        now = now_ms()
+        if item.ok or (op.operation == "delete" and item.outcome is Outcome.NOT_FOUND):
+            # A delete of what is not there leaves the portal as desired.
+            return Settled("accepted", op, _dumps(Accepted(op.digest, op.payload, now)))
+        why = f"{item.error_type or item.outcome}: {item.message}".strip()
+        if item.outcome in REFUSED:
+            entry = Quarantined(op.digest, op.group, item.error_type or str(item.outcome),
+                                item.message, item.field, now)
+            return Settled("refused", op, _dumps(entry), why=why)
+        retry = op.retried(op.attempts + 1)
+        return Settled("retry", op, retry.json(), now + self._backoff_ms(retry.attempts), why)
+
+    def _backoff_ms(self, attempts: int) -> int:
+        """Exponential backoff with full jitter, as a group's flush backs off."""
+        delivery = self.s.settings
+        ceiling = min(delivery.retry_max_s, delivery.retry_base_s * 2 ** max(0, attempts - 1))
+        return int(1000 * random.uniform(ceiling / 2, ceiling))
+
+    def _budgets(self) -> Command | None:
+        at = now_ms()
+        return budget.command(self.name, {
+            "general": budget.from_headers(self.adapter.rate_limit, at),
+            "bulk": budget.from_headers(self.adapter.bulk_rate_limit, at)})
+
+    async def _record(self, batch: Batch, result: Result, settled: list[Settled],
+                      seen: Command | None) -> None:
+        """Settle every operation, record the call per group, and tell each listing's story:
+        one atomic write, only while this sender holds the target."""
+        now = now_ms()
+        extra: list[Command] = [seen] if seen else []
+        for group, ops in _by_group(settled).items():
+            accepted = [s for s in ops if s.kind == "accepted"]
+            entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
+                            batch.key, str(result.outcome), result.status,
+                            round(result.latency_ms, 1), batch.attempts + 1,
+                            "" if result.ok else f"{result.error_type} {result.message}".strip())
+            extra += attempt_commands(entry, [now - s.op.received_ms for s in accepted],
+                                      self.ledger.trace_ttl_ms, [s.op.ref for s in ops])
+            extra += trace_commands(_decisions(self.name, group, ops, now),
+                                    self.ledger.trace_ttl_ms)
+        applied = await self.s._settle(keys=[], args=[
+            self.name, self.lease.token, orjson.dumps([s.arg() for s in settled]),
+            orjson.dumps(extra)])
+        if not int(applied):
+            raise LeaseLost(f"{self.lease.what} was taken over")
+
+    async def _failed(self, batch: Batch, result: Result, seen: Command | None) -> int | None:
+        """The whole request failed: keep it in flight (same key) and say when to try again;
+        or, when the portal refused the request itself, settle every operation as refused."""
+        if result.outcome in REFUSED:
+            settled = [self._settled(op, result) for op in batch.ops]
+            await self._record(batch, result, settled, seen)
+            return None
+        now = now_ms()
+        reason = f"{result.outcome}: {result.error_type or result.status or ''} " \
+                 f"{result.message}".strip()
+        again = batch.attempts + 1
+        commands: list[Command] = [("SET", k.OUTBOX_BATCH + self.name,
+                                    Batch(batch.key, batch.ops, batch.at, again).json())]
+        commands += [seen] if seen else []
+        for group, ops in _by_group([Settled("retry", op, "") for op in batch.ops]).items():
+            entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
+                            batch.key, str(result.outcome), result.status,
+                            round(result.latency_ms, 1), again, reason)
+            commands += attempt_commands(entry, [], self.ledger.trace_ttl_ms,
+                                         [s.op.ref for s in ops])
+        await self.lease.apply(commands)
+        if result.outcome is Outcome.CREDENTIALS_INVALID:
+            await self.ledger.pause(self.name, reason)
+            log.error("pausing %s: %s", self.name, reason, extra=about(target=self.name))
+            return now + PAUSED_RECHECK_MS
+        if result.outcome is Outcome.RATE_LIMITED and result.retry_at:
+            until = int(result.retry_at * 1000)
+            if until > now:
+                await self.ledger.block_until(self.name, until, reason)
+                return until
+        wait = self._backoff_ms(again)
+        log.info("bulk to %s failed (%s); next try in %.1f s", self.name, reason, wait / 1000,
+                 extra=about(target=self.name))
+        return now + wait
+
+
+def _by_group(settled: list[Settled]) -> dict[str, list[Settled]]:
+    groups: dict[str, list[Settled]] = {}
+    for item in settled:
+        groups.setdefault(item.op.group, []).append(item)
+    return groups
+
+
+def _decisions(target: str, group: str, ops: list[Settled], at: int
+               ) -> list[tuple[str, dict[str, Any]]]:
+    """What each listing's story says beyond the call: refused, or to be tried again."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for s in ops:
+        if s.kind == "refused":
+            out.append((s.op.ref, decision_entry(at, target, group, "quarantined",
+                                                 digest=s.op.digest, detail=s.why)))
+        elif s.kind == "retry":
+            out.append((s.op.ref, decision_entry(at, target, group, "retrying",
+                                                 digest=s.op.digest, until=s.at,
+                                                 detail=s.why)))
+    return out
+
+
+def _dumps(record: Accepted | Quarantined) -> str:
+    return orjson.dumps(asdict(record)).decode()

@@ -1,0 +1,382 @@
+"""Rentix bulk delivery: the outbox and its sender, against the session's Redis and the sandbox
+over loopback HTTP (in process: a test can hold a bulk in flight and look inside), and end to
+end with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.clock import now_ms
+from bridge.delivery import outbox
+from bridge.delivery.idempotency import Intent, digest, fresh_key
+from bridge.delivery.ledger import Ledger, intend_commands
+from bridge.delivery.outbox import Outbox, Queued
+from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.sender import Sender
+from bridge.portals import RentixAdapter
+from bridge.portals.rentix_errors import classify
+from bridge.sandbox.app import SandboxSettings
+from bridge.sandbox.app import create_app as create_sandbox
+from bridge.settings import RentixTarget, Settings
+from tests.conftest import make_settings
+from tests.support import crm
+from tests.support.servers import serve_app, wait_until
+from tests.support.stack import Stack, running_stack
+
+TARGET = "rentix"
+
+
+@pytest.fixture
+def sandbox_url() -> Iterator[str]:
+    with serve_app(create_sandbox(SandboxSettings())) as url:
+        yield url
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        yield client
+
+
+def bridge_settings(redis_url: str, sandbox_url: str, **rentix: Any) -> Settings:
+    return make_settings(redis_url, targets=[{
+        "name": TARGET, "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
+        "api_key": "sandbox", **rentix}],
+        delivery={"retry_base_s": 0.2, "retry_max_s": 1.0, "lease_ms": 2_000})
+
+
+@contextlib.asynccontextmanager
+async def sender_for(redis_url: str, settings: Settings, http_timeout_s: float = 10.0
+                     ) -> AsyncIterator[tuple[Sender, Redis, RentixTarget]]:
+    spec = settings.targets[0]
+    assert isinstance(spec, RentixTarget)
+    client = Redis.from_url(redis_url)
+    adapter = RentixAdapter(TARGET, spec.base_url, spec.api_key, timeout=http_timeout_s)
+    try:
+        yield (Sender(client, settings.delivery, {TARGET: adapter}, Ledger(client),
+                      RateLimiter(client)), client, spec)
+    finally:
+        await adapter.aclose()
+        await client.aclose()
+
+
+def write(ref: str, group: str, price: int = 500, **fields: Any) -> Queued:
+    payload = RentixAdapter(TARGET, "http://unused", "x").map_listing(
+        crm.listing(ref, price={"amount": price, "currency": "EUR", "period": "monthly"},
+                    **fields))
+    return Queued(ref, group, "upsert", payload, digest(payload), "", fresh_key(), now_ms(),
+                  now_ms())
+
+
+async def put(client: Redis, entries: list[Queued]) -> None:
+    """What a flush does: record the intents, put the writes in the outbox (atomically)."""
+    commands = [*intend_commands(TARGET, {e.ref: Intent(e.digest, e.base, e.key)
+                                          for e in entries}),
+                *outbox.put_commands(TARGET, entries, now_ms())]
+    async with client.pipeline(transaction=True) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        await pipe.execute()
+
+
+def bulks(sandbox: httpx.Client) -> list[dict[str, Any]]:
+    return [r for r in sandbox.get("/_sandbox/journal", params={"portal": "rentix"}).json()[
+        "requests"] if r["method"] == "POST" and r["path"].endswith("/listings/bulk")]
+
+
+def portal(sandbox: httpx.Client) -> dict[str, dict[str, Any]]:
+    items = sandbox.get("/_sandbox/rentix/listings").json()["items"]
+    return {i["externalId"]: i["formData"] for i in items if i.get("externalId")}
+
+
+async def accepted(client: Redis) -> dict[str, str]:
+    raw = await client.hgetall(f"{k.ACCEPTED}{TARGET}")  # type: ignore[misc]
+    return {ref.decode(): orjson.loads(v)["digest"] for ref, v in raw.items()}
+
+
+async def quarantined(client: Redis) -> dict[str, dict[str, Any]]:
+    raw = await client.hgetall(f"{k.QUARANTINE}{TARGET}")  # type: ignore[misc]
+    return {ref.decode(): orjson.loads(v) for ref, v in raw.items()}
+
+
+def fault(sandbox: httpx.Client, **spec: Any) -> None:
+    assert sandbox.post("/_sandbox/faults", json={"portal": "rentix", **spec}).status_code in (
+        200, 201)
+
+
+# -- the sender, in process --------------------------------------------------------------------
+
+async def test_a_backlog_from_many_groups_goes_in_bulks_of_at_most_100_each_applied(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    entries = [write(f"apt-{i:03}", f"g{i % 5}", 500 + i) for i in range(250)]
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, entries)
+        answer = await sender.drain(spec)
+        assert answer == f"{TARGET}: 250 operation(s) sent"
+        seen = bulks(sandbox)
+        assert [len(r["body"]["operations"]) for r in seen] == [100, 100, 50]
+        assert len({r["idempotency_key"] for r in seen}) == 3
+        assert {e.ref: e.digest for e in entries} == await accepted(client)
+        held = portal(sandbox)
+        assert {ref: held[ref]["announcementValue"] for ref in held} == {
+            e.ref: 500 + i for i, e in enumerate(entries)}
+        # One bulk carries listings of several groups; everything is settled.
+        assert len({op["externalId"][4:] for op in seen[0]["body"]["operations"]}) == 100
+        assert await Outbox(client).depth(TARGET) == 0
+        assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
+        assert await client.zscore(k.SENDERS, TARGET) is None
+        assert await client.exists(f"{k.OUTBOX_BATCH}{TARGET}") == 0
+
+
+async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its_listing(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    good = [write(f"ok-{i}", "g1") for i in range(3)]
+    bad = write("bad-1", "g2")
+    bad = Queued(bad.ref, bad.group, "upsert", {**bad.payload, "propertyType": "castle"},
+                 "d-bad", "", bad.key, bad.received_ms, bad.queued_at)
+    gone = Queued("never-there", "g1", "delete", {"op": "delete", "externalId": "never-there"},
+                  "d-gone", "", fresh_key(), now_ms(), now_ms())
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [*good, bad, gone])
+        await sender.drain(spec)
+        assert len(bulks(sandbox)) == 1
+        refused = await quarantined(client)
+        assert list(refused) == ["bad-1"]
+        assert refused["bad-1"]["group"] == "g2"
+        assert refused["bad-1"]["error_type"] == "validation_failed"
+        assert "propertyType must be one of" in refused["bad-1"]["message"]
+        assert refused["bad-1"]["field"] == "propertyType"
+        # A delete of what the portal does not hold leaves it as desired: accepted.
+        assert await accepted(client) == {**{e.ref: e.digest for e in good},
+                                          "never-there": "d-gone"}
+        assert await Outbox(client).depth(TARGET) == 0
+        trace = [orjson.loads(x) for x in await client.lrange(f"{k.TRACE}bad-1", 0, -1)]  # type: ignore[misc]
+        assert [e.get("decision") or e["kind"] for e in trace] == ["quarantined", "call"]
+
+
+async def test_a_bulk_whose_every_operation_fails_quarantines_each_with_its_own_message(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    entries = [write("bad-a", "g1"), write("bad-b", "g1")]
+    entries = [Queued(e.ref, e.group, "upsert", {**e.payload, "announcementCurrency": cur},
+                      f"d-{e.ref}", "", e.key, e.received_ms, e.queued_at)
+               for e, cur in zip(entries, ["XXX", "YYY"], strict=True)]
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, entries)
+        await sender.drain(spec)
+        assert [r["status"] for r in bulks(sandbox)] == [422]
+        refused = await quarantined(client)
+        assert sorted(refused) == ["bad-a", "bad-b"]
+        assert all(e["field"] == "announcementCurrency" for e in refused.values())
+        assert await accepted(client) == {}
+        assert await Outbox(client).depth(TARGET) == 0
+
+
+async def test_a_write_replaced_while_its_bulk_is_in_flight_goes_in_the_next_bulk(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    first = write("apt-1", "g1", 500)
+    newer = write("apt-1", "g1", 777)
+    fault(sandbox, path="/listings/bulk", latency_ms=800, count=1)
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [first])
+        draining = asyncio.create_task(sender.drain(spec))
+        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        await put(client, [newer])  # the next flush of the group, while the bulk is out
+        assert await draining == f"{TARGET}: 2 operation(s) sent"
+    # The older write's answer did not take the newer one out: it went in the next bulk.
+    prices = [op["announcementValue"] for r in bulks(sandbox) for op in r["body"]["operations"]]
+    assert prices == [500, 777]
+    assert portal(sandbox)["apt-1"]["announcementValue"] == 777
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (_, client, _):
+        assert (await accepted(client))["apt-1"] == newer.digest
+        assert await Outbox(client).depth(TARGET) == 0
+        assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
+
+
+async def test_a_bulk_that_timed_out_goes_again_with_the_same_key_and_is_applied_once(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    entries = [write(f"apt-{i}", "g1") for i in range(5)]
+    fault(sandbox, path="/listings/bulk", latency_ms=1500, count=1)
+    settings = bridge_settings(redis_url, sandbox_url)
+    async with sender_for(redis_url, settings, http_timeout_s=0.5) as (sender, client, spec):
+        await put(client, entries)
+        answer = await sender.drain(spec)
+        assert answer == f"{TARGET}: 0 operation(s) sent"
+        in_flight = await Outbox(client).in_flight(TARGET)
+        assert in_flight is not None and in_flight.attempts == 1
+        due = await client.zscore(k.SENDERS, TARGET)
+        assert due is not None and due > now_ms()  # backed off
+        # The sandbox finishes the first request (it holds the key); the retry replays it.
+        wait_until(lambda: len(bulks(sandbox)) == 1, timeout=5, what="the slow bulk answered")
+        await client.zadd(k.SENDERS, {TARGET: now_ms()})
+        await sender.drain(spec)
+    seen = bulks(sandbox)
+    assert [r["idempotency_key"] for r in seen] == [in_flight.key] * 2
+    assert [r["replayed"] for r in seen] == [False, True]
+    assert sorted(portal(sandbox)) == sorted(e.ref for e in entries)
+
+
+async def test_a_sender_that_lost_its_lease_records_nothing_and_its_bulk_stays_in_flight(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    fault(sandbox, path="/listings/bulk", latency_ms=800, count=1)
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [write("apt-1", "g1")])
+        draining = asyncio.create_task(sender.drain(spec))
+        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        await client.set(f"{k.SENDER}{TARGET}", "another-sender")  # it froze; another took over
+        assert await draining == f"{TARGET}: lease lost"
+        assert await accepted(client) == {}
+        assert await Outbox(client).in_flight(TARGET) is not None  # the other resends it
+        assert await client.get(f"{k.SENDER}{TARGET}") == b"another-sender"
+
+
+async def test_only_one_sender_drains_a_target_at_a_time(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    fault(sandbox, path="/listings/bulk", latency_ms=500, count=1)
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [write("apt-1", "g1")])
+        first = asyncio.create_task(sender.drain(spec))
+        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        assert await sender.drain(spec) == f"{TARGET}: another sender drains it"
+        assert await first == f"{TARGET}: 1 operation(s) sent"
+        assert len(bulks(sandbox)) == 1
+
+
+# -- budgets -----------------------------------------------------------------------------------
+
+async def test_a_window_the_portal_reported_spent_is_waited_out_not_tried(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    await asyncio.to_thread(sandbox.post, "/_sandbox/rate-limits",
+                            json={"rentix_bulk_per_minute": 1})
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [write(f"apt-{i:03}", f"g{i % 3}") for i in range(150)])
+        await sender.drain(spec)
+        seen = bulks(sandbox)
+        assert [r["status"] for r in seen] == [200]  # the second would be refused: not sent
+        state = await client.hgetall(f"{k.TARGET}{TARGET}")  # type: ignore[misc]
+        reported = orjson.loads(state[b"budget:bulk"])
+        assert reported["limit"] == 1 and reported["remaining"] == 0
+        due = await client.zscore(k.SENDERS, TARGET)
+        assert due == reported["reset"] > now_ms() + 30_000
+        assert await Outbox(client).depth(TARGET) == 50
+
+
+async def test_after_a_429_the_bulk_waits_for_the_window_and_keeps_its_key(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    await asyncio.to_thread(sandbox.post, "/_sandbox/rate-limits",
+                            json={"rentix_bulk_per_minute": 1})
+    # Another client of the same API key spends the bulk window first.
+    used = await asyncio.to_thread(
+        sandbox.post, "/rentix/api/v1/listings/bulk", headers={"Authorization": "ApiKey sandbox"},
+        json={"operations": [{"op": "validate", "externalId": "x"}]})
+    assert used.status_code in (200, 422)
+    reset = int(used.headers["X-RateLimit-Reset"]) * 1000
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [write("apt-1", "g1")])
+        await sender.drain(spec)
+        assert [r["status"] for r in bulks(sandbox)][-1:] == [429]
+        state = await client.hgetall(f"{k.TARGET}{TARGET}")  # type: ignore[misc]
+        assert int(state[b"blocked_until"]) == reset
+        assert await client.zscore(k.SENDERS, TARGET) == reset
+        kept = await Outbox(client).in_flight(TARGET)
+        assert kept is not None and [op.ref for op in kept.ops] == ["apt-1"]
+        # Asked again before the reset, it sends nothing.
+        await sender.drain(spec)
+        assert len(bulks(sandbox)) == 2
+
+
+def test_a_429_waits_for_the_later_of_retry_after_and_the_window_reset() -> None:
+    now = time.time()
+    for reset, retry_after, expected in ((now + 30, "5", now + 30), (now + 5, "30", now + 30)):
+        response = httpx.Response(429, json={"statusCode": 429, "message": "Too Many Requests"},
+                                  headers={"X-RateLimit-Reset": str(int(reset)),
+                                           "Retry-After": retry_after})
+        retry_at = classify(response, 1.0).retry_at
+        assert retry_at is not None and abs(retry_at - int(expected)) <= 1.5
+
+
+# -- end to end: real worker processes ---------------------------------------------------------
+
+def rentix_requests(stack: Stack) -> list[dict[str, Any]]:
+    return [r for r in stack.journal("rentix") if r["method"] in ("PUT", "POST")]
+
+
+def test_a_burst_goes_by_bulk_across_groups_and_a_trickle_by_put(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path, workers=2) as stack:
+        for i in range(60):
+            stack.post(crm.upsert(f"g{i % 6}", f"apt-{i:02}", 1))
+        stack.wait(lambda: len(stack.rentix_listings()) == 60, timeout=30,
+                   what="60 listings on Rentix")
+        calls = rentix_requests(stack)
+        bulk = [r for r in calls if r["path"].endswith("/bulk")]
+        assert bulk and sum(len(r["body"]["operations"]) for r in bulk) >= 30
+        assert len(calls) < 40  # 60 single PUTs otherwise
+        sent = {op["externalId"] for r in bulk for op in r["body"]["operations"]}
+        assert len({ref for ref in sent} & {f"apt-{i:02}" for i in range(0, 60, 6)}) >= 2
+        before = len(calls)
+        stack.post(crm.upsert("g1", "apt-01", 2, price={"amount": 999, "currency": "EUR",
+                                                           "period": "monthly"}))
+        stack.wait(lambda: stack.rentix_listings()["apt-01"]["formData"][
+            "announcementValue"] == 999, what="the trickle delivered")
+        later = rentix_requests(stack)[before:]
+        assert [r["method"] for r in later] == ["PUT"]
+
+
+def test_a_worker_killed_during_a_bulk_is_replaced_and_every_bulk_is_applied_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with running_stack(redis_url, tmp_path, workers=1,
+                       delivery={"lease_ms": 2_000, "job_timeout_s": 10}) as stack:
+        stack.sandbox.post("/_sandbox/faults", json={
+            "portal": "rentix", "path": "/listings/bulk", "latency_ms": 2_000, "count": 1})
+        victim = stack.workers[0]
+        for i in range(60):
+            stack.post(crm.upsert(f"g{i % 6}", f"apt-{i:02}", 1))
+        r = redis.Redis.from_url(redis_url)
+        stack.wait(lambda: r.exists(f"{k.OUTBOX_BATCH}rentix"), timeout=15,
+                   what="a bulk in flight")
+        stack.kill(victim)
+        stack.start_worker()
+        stack.wait(lambda: len(stack.rentix_listings()) == 60, timeout=40,
+                   what="every listing on Rentix")
+        bulk = [x for x in rentix_requests(stack) if x["path"].endswith("/bulk")]
+        applied = [x["idempotency_key"] for x in bulk if x["status"] == 200 and not x["replayed"]]
+        assert len(applied) == len(set(applied)), "a bulk was applied twice"
+        r.close()
+
+
+async def wait_until_async(probe: Any, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not await probe():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
