@@ -13,7 +13,7 @@ from bridge.cli.options import config_option, run_service
 
 if TYPE_CHECKING:
     from bridge.ops import Operations
-    from bridge.ops.models import Drift, DueGroup, Status
+    from bridge.ops.models import Drift, DueGroup, OutboxView, ReportedBudget, Status
 
 T = TypeVar("T")
 
@@ -70,6 +70,8 @@ def render_status(status: Status) -> list[str]:
             where = f" ({q.field})" if q.field else ""
             lines.append(f"  QUARANTINED {ref} in {q.group}: {q.error_type}{where}: "
                          f"{q.message}")
+        if target.outbox is not None:
+            lines += render_outbox(target.outbox, status.now)
         lines += render_drift(target.drift, status.now)
     return lines
 
@@ -98,6 +100,36 @@ def render_drift(drift: Drift, now: int, shown: int = 10) -> list[str]:
                      + "".join(f"; {f.group or 'whole portal'}: {f.error} ({f.attempts}x)"
                                for f in drift.failures[:3]))
     return lines
+
+
+def render_outbox(outbox: OutboxView, now: int) -> list[str]:
+    """A per-listing target's outbox, and its budgets as the portal last reported them."""
+    waiting = f"{outbox.depth} waiting" if outbox.depth else "empty"
+    if outbox.in_flight:
+        waiting += f" ({outbox.in_flight} in the bulk request in flight)"
+    if outbox.drain_s is None:
+        drain = "bulk off (bulk_per_minute = 0)"
+    elif outbox.depth:
+        drain = (f"expected to drain in {_since(round(outbox.drain_s * 1000))} "
+                 f"at {outbox.bulk_per_minute} bulk/min")
+    else:
+        drain = f"bulk at up to {outbox.bulk_per_minute}/min"
+    budgets = "; ".join(_reported(name, b, now) for name, b in outbox.budgets.items())
+    return [f"  outbox: {waiting}; {drain}", f"  portal budgets: {budgets}"]
+
+
+def _reported(name: str, budget: ReportedBudget | None, now: int) -> str:
+    if budget is None:
+        return f"{name} not reported yet"
+    text = f"{name} {_figure(budget.remaining)}/{_figure(budget.limit)}"
+    if budget.resets_in_ms is not None:
+        text += (f", resets in {_since(budget.resets_in_ms)}" if budget.resets_in_ms > 0
+                 else ", window reset since")
+    return text + f" (seen {_since(now - budget.at)} ago)"
+
+
+def _figure(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def _since(ms: int) -> str:

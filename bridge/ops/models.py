@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from bridge.delivery.budget import Bucket
 from bridge.delivery.ledger import Accepted, Attempt, Held, Quarantined
 from bridge.reconcile.records import CheckRecord, FailedCheck, PassRecord, UnknownListing
 
@@ -40,6 +41,32 @@ class Drift:
     failures: list[FailedCheck]  # some of them, latest first
 
 
+# -- a per-listing target's outbox (in each target's status and view) --
+
+@dataclass(frozen=True)
+class ReportedBudget:
+    """One of a per-listing target's budgets as the portal's rate-limit headers last said
+    (``bridge/delivery/budget.py``)."""
+
+    limit: int | None
+    remaining: int | None
+    reset: int | None  # when the portal's window ends (Unix ms)
+    resets_in_ms: int | None  # until then; <= 0: it has ended since, the figures are old
+    at: int  # when the portal said so
+
+
+@dataclass(frozen=True)
+class OutboxView:
+    """Writes waiting to go to a per-listing target by bulk (``bridge/delivery/outbox.py``)."""
+
+    depth: int  # writes waiting, those of the request in flight included
+    in_flight: int  # operations of the bulk request in flight (0: none)
+    in_flight_since: int | None  # when that request was recorded
+    bulk_per_minute: int  # the configured bulk rate; 0: bulk off
+    drain_s: float | None  # expected seconds to send them all; None: bulk off
+    budgets: dict[Bucket, ReportedBudget | None]  # general, bulk; None: not reported yet
+
+
 # -- bridge status (and GET /api/status) --
 
 @dataclass(frozen=True)
@@ -67,6 +94,7 @@ class TargetStatus:
     last_error: str
     held: dict[str, Held]  # group -> held sync
     quarantined: dict[str, Quarantined]  # ref -> entry, discarded ones left out
+    outbox: OutboxView | None  # None: a group-sync target has none
     drift: Drift
 
 
@@ -183,6 +211,7 @@ class TargetView:
     rate_limit: RateBudget
     quarantined: int
     held: int
+    outbox: OutboxView | None  # None: a group-sync target has none
     drift: Drift
 
 

@@ -14,8 +14,11 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.delivery import budget
+from bridge.delivery.budget import BUCKETS, Budget
 from bridge.delivery.desired import DesiredListing, decode_hash
 from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
+from bridge.delivery.outbox import Outbox, drain_seconds
 from bridge.delivery.planning import desired_digest
 from bridge.ops import figures
 from bridge.ops.actions import NotFound
@@ -31,11 +34,13 @@ from bridge.ops.models import (
     ListingState,
     ListingStatus,
     ListingView,
+    OutboxView,
     Overview,
     Pending,
     Problems,
     QuarantinedListing,
     RedisInfo,
+    ReportedBudget,
     Status,
     TargetState,
     TargetStatus,
@@ -65,6 +70,7 @@ class Reads:
         self.settings = settings
         self.ledger = Ledger(redis)
         self.records = Records(redis)
+        self.outbox = Outbox(redis)
         self._adapters: dict[str, Adapter] = {}
 
     def _adapter(self, target: Target) -> Adapter:
@@ -113,6 +119,7 @@ class Reads:
             last_error=state.get("last_error", ""),
             held=await self.ledger.held(target.name),
             quarantined={r: q for r, q in quarantined.items() if not q.discarded},
+            outbox=await self._outbox(target, state, now),
             drift=await self._drift(target, await self._groups()),
         )
 
@@ -228,7 +235,29 @@ class Reads:
                                       now),
             quarantined=sum(1 for q in quarantined.values() if not q.discarded),
             held=len(await self.ledger.held(target.name)),
+            outbox=await self._outbox(target, state, now),
             drift=await self._drift(target, await self._groups()),
+        )
+
+    async def _outbox(self, target: Target, state: dict[str, str], now: int
+                      ) -> OutboxView | None:
+        """A per-listing target's outbox, with its budgets from its ``lb:target`` hash
+        (``state``); a group-sync target has none."""
+        if not isinstance(target, RentixTarget):
+            return None
+        depth = await self.outbox.depth(target.name)
+        batch = await self.outbox.in_flight(target.name)
+        budgets = budget.parse(state)
+        # A bulk counts against both ("all endpoints" too): either spent holds the sender back.
+        spent = budget.spent_until(budgets, now, "bulk", "general")
+        drain = drain_seconds(depth, target.bulk_per_minute, spent, now)
+        return OutboxView(
+            depth=depth,
+            in_flight=len(batch.ops) if batch else 0,
+            in_flight_since=batch.at if batch else None,
+            bulk_per_minute=target.bulk_per_minute,
+            drain_s=round(drain, 1) if drain is not None else None,
+            budgets={bucket: _reported(budgets.get(bucket), now) for bucket in BUCKETS},
         )
 
     # -- drift: the periodic reconciliation --
@@ -381,6 +410,13 @@ def _listing_view(listing: DesiredListing, targets: dict[str, ListingState]) -> 
     return ListingView(ref=listing.ref, version=listing.version, deleted=listing.deleted,
                        occurred_at=listing.occurred_ms, received_at=listing.received_ms,
                        body=listing.body, targets=targets)
+
+
+def _reported(seen: Budget | None, now: int) -> ReportedBudget | None:
+    if seen is None:
+        return None
+    return ReportedBudget(limit=seen.limit, remaining=seen.remaining, reset=seen.reset,
+                          resets_in_ms=seen.reset - now if seen.reset else None, at=seen.at)
 
 
 def _heartbeat(raw: bytes | str) -> Heartbeat:

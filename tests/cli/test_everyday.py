@@ -21,9 +21,12 @@ from redis.asyncio import Redis
 
 from bridge.app import create_app
 from bridge.clock import now_ms
+from bridge.delivery import budget
 from bridge.delivery.claims import Flushes
+from bridge.delivery.outbox import put_commands
 from bridge.settings import DebounceSettings
 from tests.conftest import SECRET, make_settings
+from tests.ops.test_outbox_view import entry
 from tests.support import crm
 from tests.support.servers import free_port, serve_app, wait_until
 
@@ -160,7 +163,16 @@ def test_bridge_status_tells_a_running_flush_from_a_waiting_one(redis_url: str, 
             await client.aclose()
 
     asyncio.run(claim())
-    config = write_config(tmp_path, redis_url)
+    # Rentix's outbox: three writes waiting, and the general budget as the portal reported it.
+    now = now_ms()
+    reported = budget.command("rentix", {"general": budget.Budget(300, 299, now + 45_000, now)})
+    assert reported is not None
+    with r.pipeline(transaction=True) as pipe:
+        for command in put_commands("rentix", [entry(f"o-{i}", now) for i in range(3)], now):
+            pipe.execute_command(*command)
+        pipe.execute_command(*reported)
+        pipe.execute()
+    config = write_config(tmp_path, redis_url, UNREACHABLE_RENTIX)
     result = subprocess.run([*BRIDGE, "status", "--config", str(config)], capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -170,6 +182,11 @@ def test_bridge_status_tells_a_running_flush_from_a_waiting_one(redis_url: str, 
     [calm] = [line for line in lines if line.startswith("  calm:")]
     assert busy.startswith("  busy: flushing, lease until ") and "UTC" in busy, busy
     assert calm.startswith("  calm: flush in 5") or calm.startswith("  calm: flush in 6"), calm
+    # One bulk at 28 a minute: about 2 s.
+    assert "  outbox: 3 waiting; expected to drain in 2s at 28 bulk/min" in lines, result.stdout
+    [budgets] = [line for line in lines if line.startswith("  portal budgets: ")]
+    assert budgets.startswith("  portal budgets: general 299/300, resets in 4"), budgets  # 44-45s
+    assert budgets.endswith("; bulk not reported yet"), budgets
     as_json = subprocess.run([*BRIDGE, "status", "--config", str(config), "--json"],
                              capture_output=True, text=True, timeout=30)
     due = {d["group"]: d for d in orjson.loads(as_json.stdout)["due"]}

@@ -162,6 +162,13 @@ def test_status_matches_the_cli_view(client: httpx.Client, redis_url: str) -> No
     status = client.get("/api/status").json()
     assert status["targets"]["travtus"]["held"]["mass"]["deletions"] == ["apt-8", "apt-9"]
     assert status["queued_jobs"] == 0 and status["workers"] == {}
+    # A per-listing target's outbox, in both views; a group-sync target has none (null).
+    assert status["targets"]["travtus"]["outbox"] is None
+    empty = {"depth": 0, "in_flight": 0, "in_flight_since": None, "bulk_per_minute": 28,
+             "drain_s": 0.0, "budgets": {"general": None, "bulk": None}}
+    assert status["targets"]["rentix"]["outbox"] == empty
+    targets = {t["name"]: t for t in client.get("/api/targets").json()["targets"]}
+    assert targets["rentix"]["outbox"] == empty and targets["travtus"]["outbox"] is None
 
 
 def test_drift_lists_each_targets_last_pass_unknown_listings_and_failing_checks(
