@@ -216,15 +216,6 @@ class Outbox:
         return [Queued(**orjson.loads(v)) for v in values if v is not None]
 
 
-@dataclass(frozen=True)
-class OutboxSummary:
-    """What the dashboard and ``bridge status`` show of a per-listing target's outbox."""
-
-    depth: int  # writes waiting (those in the request in flight included)
-    in_flight: int  # operations of the bulk request in flight (0: none)
-    drain_s: float | None  # expected seconds to send them all at the budgets; None: bulk off
-
-
 def drain_seconds(depth: int, bulk_per_minute: int, spent_until_ms: int | None,
                   now: int) -> float | None:
     """How long ``depth`` writes take at ``bulk_per_minute`` bulks of 100, after the reported

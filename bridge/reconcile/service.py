@@ -273,12 +273,15 @@ class Reconciler:
 
     async def _not_sent_on_purpose(self, spec: RentixTarget | TravtusTarget,
                                    members: list[DesiredListing]) -> set[str]:
-        """Refs quarantined (the portal keeps an older version) or held in adoption."""
+        """Refs quarantined (the portal keeps an older version), held in adoption, or waiting
+        in the outbox for a bulk (on their way: not drift)."""
         refs = [m.ref for m in members]
         quarantined = await self.delivery.ledger.quarantined(spec.name, refs)
         skip = set(quarantined)
-        if isinstance(spec, RentixTarget) and await self.delivery.adoption.active(spec):
-            skip |= {h.ref for h in await self.delivery.adoption.held(spec.name)}
+        if isinstance(spec, RentixTarget):
+            skip |= await self.delivery.outbox.waiting(spec.name, refs)
+            if await self.delivery.adoption.active(spec):
+                skip |= {h.ref for h in await self.delivery.adoption.held(spec.name)}
         return skip
 
     def _pace(self, spec: RentixTarget | TravtusTarget) -> Callable[[], Any]:
