@@ -446,26 +446,32 @@ def intend_commands(target: str, intents: dict[str, Intent]) -> list[Command]:
 
 
 def attempt_commands(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
-                     traced: Sequence[str] | None = None) -> list[Command]:
-    """The writes that record a portal call (see :meth:`Ledger.record_attempt`)."""
+                     traced: Sequence[str] | None = None, counted: bool = True
+                     ) -> list[Command]:
+    """The writes that record a portal call (see :meth:`Ledger.record_attempt`). A bulk
+    records one entry per group it carried; only one of them (``counted``) counts the call
+    in the per-minute figures and the Prometheus totals."""
     data = _json(entry)
-    stats = f"{k.STATS}{entry.at // 60_000}"
     group_key = f"{k.HISTORY}:{entry.group}"
     commands: list[Command] = [
         ("LPUSH", k.HISTORY, data),
         ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
         ("LPUSH", group_key, data),
         ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
-        ("HINCRBY", stats, f"calls:{entry.target}", "1"),
-        ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
-        ("EXPIRE", stats, str(k.STATS_TTL_S)),
-        counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
-                       entry.outcome),
-        *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
-                          entry.target, entry.operation),
         *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
                           entry.target),
     ]
+    if counted:
+        stats = f"{k.STATS}{entry.at // 60_000}"
+        commands += [
+            ("HINCRBY", stats, f"calls:{entry.target}", "1"),
+            ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
+            ("EXPIRE", stats, str(k.STATS_TTL_S)),
+            counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
+                           entry.outcome),
+            *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
+                              entry.target, entry.operation),
+        ]
     if latencies_ms:
         commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
                      ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]

@@ -72,12 +72,15 @@ redis.call('SET', key, token, 'PX', lease)
 return {token, 0}
 """, {"SENDER": k.SENDER, "FENCE": k.FENCE})
 
+# Renewing also keeps the target's due time past the lease, so the scheduler does not start
+# sends that would only find it held.
 RENEW = splice("""
 local key = __SENDER__ .. ARGV[1]
 if redis.call('GET', key) ~= ARGV[2] then return 0 end
 redis.call('PEXPIRE', key, ARGV[3])
+redis.call('ZADD', __SENDERS__, 'XX', 'GT', tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
 return 1
-""", {"SENDER": k.SENDER})
+""", {"SENDER": k.SENDER, "SENDERS": k.SENDERS})
 
 FENCED = splice("""
 if redis.call('GET', __SENDER__ .. ARGV[1]) ~= ARGV[2] then return 0 end
@@ -142,7 +145,7 @@ class SenderLease(RenewableLease):
 
     async def _renew(self) -> bool:
         return bool(await self._sender._renew(keys=[], args=[self.target, self.token,
-                                                             self.lease_ms]))
+                                                             self.lease_ms, now_ms()]))
 
     async def _fenced(self, commands: Sequence[Command]) -> bool:
         return bool(await self._sender._fenced(keys=[], args=[
@@ -284,14 +287,15 @@ class SenderTurn:
         one atomic write, only while this sender holds the target."""
         now = now_ms()
         extra: list[Command] = [seen] if seen else []
-        for group, ops in _by_group(settled).items():
+        for n, (group, ops) in enumerate(_by_group(settled).items()):
             accepted = [s for s in ops if s.kind == "accepted"]
             entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
                             batch.key, str(result.outcome), result.status,
                             round(result.latency_ms, 1), batch.attempts + 1,
                             "" if result.ok else f"{result.error_type} {result.message}".strip())
             extra += attempt_commands(entry, [now - s.op.received_ms for s in accepted],
-                                      self.ledger.trace_ttl_ms, [s.op.ref for s in ops])
+                                      self.ledger.trace_ttl_ms, [s.op.ref for s in ops],
+                                      counted=n == 0)  # one call, whatever it carried
             extra += trace_commands(_decisions(self.name, group, ops, now),
                                     self.ledger.trace_ttl_ms)
         applied = await self.s._settle(keys=[], args=[
@@ -314,12 +318,13 @@ class SenderTurn:
         commands: list[Command] = [("SET", k.OUTBOX_BATCH + self.name,
                                     Batch(batch.key, batch.ops, batch.at, again).json())]
         commands += [seen] if seen else []
-        for group, ops in _by_group([Settled("retry", op, "") for op in batch.ops]).items():
+        by_group = _by_group([Settled("retry", op, "") for op in batch.ops])
+        for n, (group, ops) in enumerate(by_group.items()):
             entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
                             batch.key, str(result.outcome), result.status,
                             round(result.latency_ms, 1), again, reason)
             commands += attempt_commands(entry, [], self.ledger.trace_ttl_ms,
-                                         [s.op.ref for s in ops])
+                                         [s.op.ref for s in ops], counted=n == 0)
         await self.lease.apply(commands)
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(self.name, reason)

@@ -18,6 +18,7 @@ import redis
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import counters
 from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.idempotency import Intent, digest, fresh_key
@@ -140,6 +141,11 @@ async def test_a_backlog_from_many_groups_goes_in_bulks_of_at_most_100_each_appl
         assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
         assert await client.zscore(k.SENDERS, TARGET) is None
         assert await client.exists(f"{k.OUTBOX_BATCH}{TARGET}") == 0
+        # Three calls, each counted once, and each group's history tells its part.
+        field = counters.PORTAL_REQUESTS.field(TARGET, "bulk", "ok")
+        assert await client.hget(k.METRICS, field) == b"3"  # type: ignore[misc]
+        history = await Ledger(client).history("g3")
+        assert sorted(len(a.listings) for a in history) == [10, 20, 20]
 
 
 async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its_listing(
