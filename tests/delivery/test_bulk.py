@@ -386,3 +386,38 @@ async def wait_until_async(probe: Any, within_s: float = 5.0) -> None:
     while not await probe():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_adoption_holds_creates_that_would_go_by_bulk_and_the_linked_listing_goes(
+    redis_url: str, tmp_path: Path, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    seeded = sandbox.post("/_sandbox/rentix/listings", json={"listings": [
+        crm.hand_made("Chișinău, str. Ismail 10, ap. 3", externalId="apt-03"),
+        crm.hand_made("Chișinău, str. Tighina 5, ap. 2")]})
+    assert seeded.status_code == 200, seeded.text
+    linked_id = seeded.json()["ids"][0]
+    target = {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
+              "api_key": "sandbox", "adopt": True}
+    with running_stack(redis_url, tmp_path, targets=[target]) as stack:
+        price = {"amount": 640, "currency": "EUR", "period": "monthly"}
+        stack.post(crm.event("group.snapshot", "office", listings=[
+            crm.listing(f"apt-{i:02}", price=price) for i in range(30)]))  # over the threshold
+
+        def held() -> int:
+            return len(r.hgetall(f"{k.ADOPT}rentix"))
+
+        r = redis.Redis.from_url(redis_url)
+        stack.wait(lambda: held() == 29, what="29 creates held for adoption")
+        listings = {i["id"]: i for i in sandbox.get("/_sandbox/rentix/listings").json()["items"]}
+        stack.wait(lambda: sandbox.get("/_sandbox/rentix/listings").json()["items"][0][
+            "formData"]["announcementValue"] == 640, what="the linked listing updated")
+        assert len(listings) == 2, "nothing was created beside the hand-made listings"
+        writes = [x for x in sandbox.get("/_sandbox/journal", params={"portal": "rentix"}).json()[
+            "requests"] if x["method"] in ("PUT", "POST")]
+        sent = [op["externalId"] for x in writes if x["path"].endswith("/bulk")
+                for op in x["body"]["operations"]]
+        sent += [x["body"]["externalId"] for x in writes if x["method"] == "PUT"]
+        assert sent == ["apt-03"]
+        assert [x["path"].rsplit("/", 1)[-1] for x in writes] == ["bulk"]  # it went by bulk
+        assert listings[linked_id]["externalId"] == "apt-03"
+        r.close()
