@@ -124,10 +124,11 @@ class Delivery:
         self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
 
     async def flush(self, group: str) -> str:
+        floor = self.witness.floor
         claim = await self.flushes.claim(group, now_ms())
         if claim is None:
             return f"{group}: another flush holds it"
-        if not self.witness.saw_token(claim.token):
+        if not self.witness.saw_token(claim.token, floor):
             await self.witness.state_lost("the fencing counter went back")
         try:
             async with self.flushes.leased(claim) as lease:
@@ -245,6 +246,8 @@ class GroupFlush:
         name, adapter = turn.target.name, turn.adapter
         for write in writes:
             self.trace.turn_to(name, write.ref)
+            if time.monotonic() > turn.deadline:
+                return now_ms()  # the rest in the next turn; what is queued goes now
             inline = write.ref not in turn.by_bulk
             if inline and (stop := await self._inline_stop(turn)) is not None:
                 if not turn.bulk_on:
@@ -286,10 +289,8 @@ class GroupFlush:
         return False
 
     async def _inline_stop(self, turn: ListingTurn) -> int | None:
-        """Why single writes must stop now, as when to come back: the job's deadline, or a
-        window the portal said is spent (every worker then waits for its reset)."""
-        if time.monotonic() > turn.deadline:
-            return now_ms()
+        """Why single writes must stop now, as when to come back: a window the portal said is
+        spent (every worker then waits for its reset)."""
         if (reset := _exhausted(turn.adapter)) is not None:
             if turn.bulk_on:
                 return reset

@@ -25,6 +25,7 @@ import secrets
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.scripts import splice
 
 log = logging.getLogger("bridge.delivery.witness")
 
@@ -33,43 +34,64 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# ARGV: a fresh epoch id. No epoch on record: a first start, or a Redis that lost everything
+# (nothing here tells them apart): begin one. Another server than the one the epoch was
+# checked against (its run_id, from INFO): state may be lost. Returns the epoch and its cause,
+# and, when this call began a lost epoch, the run_id now and the one seen before.
+CHECK = splice("""
+local fresh = ARGV[1]
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+local epoch = redis.call('GET', __EPOCH__)
+local seen = redis.call('HGET', __WITNESS__, 'run_id')
+if not epoch then
+  redis.call('SET', __EPOCH__, fresh)
+  redis.call('HSET', __WITNESS__, 'run_id', run_id, 'cause', 'first')
+  return {fresh, 'first'}
+end
+if seen ~= run_id then
+  redis.call('SET', __EPOCH__, fresh)
+  redis.call('HSET', __WITNESS__, 'run_id', run_id, 'cause', 'lost')
+  return {fresh, 'lost', run_id, seen or ''}
+end
+return {epoch, redis.call('HGET', __WITNESS__, 'cause') or 'first'}
+""", {"EPOCH": k.EPOCH, "WITNESS": k.WITNESS})
+
+
 class Witness:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._check = redis.register_script(CHECK)
         self._max_token = 0
         # Did the current epoch begin with evidence of lost state (not a first start)?
         self.lost = False
 
     async def epoch(self) -> str:
-        """The current epoch, checking the server's identity first (one round trip: a flush
-        must not trust a ledger that a restore replaced a moment ago)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.info("server")
-            pipe.get(k.EPOCH)
-            pipe.hmget(k.WITNESS, ["run_id", "cause"])
-            info, raw_epoch, (raw_seen, raw_cause) = await pipe.execute()
-        run_id = str(info.get("run_id", ""))
-        epoch, seen = _text(raw_epoch), _text(raw_seen)
-        if epoch is None:
-            # A first start, or a Redis that lost everything: nothing tells them apart here.
-            epoch = await self.state_lost("no epoch on record", lost=False)
-            await self.redis.hset(k.WITNESS, "run_id", run_id)  # type: ignore[misc]
-        elif seen != run_id:
-            epoch = await self.state_lost(f"the server's run_id changed from {seen} to "
-                                          f"{run_id}")
-            await self.redis.hset(k.WITNESS, "run_id", run_id)  # type: ignore[misc]
-        else:
-            self.lost = _text(raw_cause) == "lost"
+        """The current epoch, checking the server's identity first (a flush must not trust a
+        ledger that a restore replaced a moment ago). Atomic, so workers starting together
+        agree on one epoch: a first start seen half-done must not read as a lost Redis."""
+        answer = [_text(x) for x in await self._check(keys=[], args=[secrets.token_hex(8)])]
+        epoch, cause = str(answer[0]), answer[1]
+        if len(answer) > 2:
+            log.warning("Redis may have lost state (the server's run_id changed from %s to "
+                        "%s): every group will be checked against its portal before its next "
+                        "sync", answer[3] or "none", answer[2])
+        self.lost = cause == "lost"
         return epoch
 
-    def saw_token(self, token: str) -> bool:
-        """Record a claim's fencing token; False if it is not newer than one already seen
-        (tokens never repeat, so the fence counter went back: Redis lost state)."""
+    @property
+    def floor(self) -> int:
+        """The highest fencing token this process has seen: take it before asking for a new
+        one, and pass it to :meth:`saw_token` with the answer."""
+        return self._max_token
+
+    def saw_token(self, token: str, floor: int) -> bool:
+        """Record a claim's fencing token; False if it is not above ``floor`` (the highest
+        seen before it was asked for: tokens never repeat, so the fence counter went back and
+        Redis lost state). Claims of this process that ran meanwhile may have seen higher
+        tokens: that is no regression."""
         value = int(token)
-        if value <= self._max_token:
-            return False
-        self._max_token = value
-        return True
+        self._max_token = max(self._max_token, value)
+        return value > floor
 
     async def state_lost(self, why: str, lost: bool = True) -> str:
         """Start a new epoch: every group is checked against its portal before its next sync

@@ -339,20 +339,25 @@ def test_a_burst_goes_by_bulk_across_groups_and_a_trickle_by_put(
     redis_url: str, tmp_path: Path
 ) -> None:
     with running_stack(redis_url, tmp_path, workers=2) as stack:
-        for i in range(60):
-            stack.post(crm.upsert(f"g{i % 6}", f"apt-{i:02}", 1))
-        stack.wait(lambda: len(stack.rentix_listings()) == 60, timeout=30,
-                   what="60 listings on Rentix")
+        # The first bulk is slow: meanwhile the other groups' writes wait in the outbox.
+        stack.sandbox.post("/_sandbox/faults", json={
+            "portal": "rentix", "path": "/listings/bulk", "latency_ms": 1_000, "count": 1})
+        group_of = {}
+        for g in range(3):
+            listings = [crm.listing(f"g{g}-apt-{i:02}") for i in range(30)]  # each over 23
+            group_of.update({item["external_ref"]: f"g{g}" for item in listings})
+            stack.post(crm.event("group.snapshot", f"g{g}", listings=listings))
+        stack.wait(lambda: len(stack.rentix_listings()) == 90, timeout=30,
+                   what="90 listings on Rentix")
         calls = rentix_requests(stack)
-        bulk = [r for r in calls if r["path"].endswith("/bulk")]
-        assert bulk and sum(len(r["body"]["operations"]) for r in bulk) >= 30
-        assert len(calls) < 40  # 60 single PUTs otherwise
-        sent = {op["externalId"] for r in bulk for op in r["body"]["operations"]}
-        assert len({ref for ref in sent} & {f"apt-{i:02}" for i in range(0, 60, 6)}) >= 2
+        assert all(r["path"].endswith("/bulk") for r in calls), "every write went by bulk"
+        carried = [[op["externalId"] for op in r["body"]["operations"]] for r in calls]
+        assert sorted(ref for refs in carried for ref in refs) == sorted(group_of)
+        assert any(len({group_of[ref] for ref in refs}) > 1 for refs in carried), carried
         before = len(calls)
-        stack.post(crm.upsert("g1", "apt-01", 2, price={"amount": 999, "currency": "EUR",
-                                                           "period": "monthly"}))
-        stack.wait(lambda: stack.rentix_listings()["apt-01"]["formData"][
+        stack.post(crm.upsert("g1", "g1-apt-01", 2, price={"amount": 999, "currency": "EUR",
+                                                              "period": "monthly"}))
+        stack.wait(lambda: stack.rentix_listings()["g1-apt-01"]["formData"][
             "announcementValue"] == 999, what="the trickle delivered")
         later = rentix_requests(stack)[before:]
         assert [r["method"] for r in later] == ["PUT"]
