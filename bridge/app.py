@@ -58,7 +58,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
     # returns; until a check passes, webhooks answer 503 and /readyz says why.
     check = RedisCheck(redis, settings.redis)
     store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce,
-                       prepare=check, trace=settings.trace)
+                       prepare=check, trace=settings.trace, retention=settings.retention)
     verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
     webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
 

@@ -20,13 +20,20 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
                                           that left the listing out and deleted it or found it
                                           deleted; an event from before it is stale whatever
                                           its version; ingest only); names: LISTING_FIELDS;
-                                          lives forever (a deletion leaves a tombstone)
+                                          a live listing has no TTL; once every target has
+                                          accepted its deletion, a flush compacts it to a bare
+                                          tombstone (g, v, t, d, f) that expires
+                                          retention.horizon_days after max(t, f)
+                                          (``delivery/tombstones.py``); an event that brings it
+                                          back removes the expiry
     lb:members:{group}            set     refs whose current group is {group}, tombstones too;
                                           a ref leaves when its listing moves to another group
+                                          or is compacted to a tombstone
     lb:groups                     set     every group ever seen; forever
     lb:pending:{group}            hash    first (first unflushed change; cleared by a claim),
                                           last (latest change), seq (change counter, never
-                                          reset; also bumped by mark_due); forever
+                                          reset; also bumped by mark_due); expires GROUP_IDLE_MS
+                                          after the group's last change
     lb:due                        zset    group -> when its flush is due (debounce, retry, or
                                           when a running flush's lease would lapse); the
                                           scheduler polls it; a finish removes the group
@@ -62,18 +69,22 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           before the call; removed once the portal's answer is
                                           recorded (accepted or refused) or an operator retries
     lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
-                                          target last accepted for that listing; forever
+                                          target last accepted for that listing; removed when
+                                          the listing is compacted to a tombstone
     lb:accepted:{target}:{group}  hash    the same for a group-sync target: the group as the
                                           portal holds it after the last accepted sync; replaced
                                           by each accepted sync
-    lb:syncdigest:{target}:{group} string digest of the last sync the target accepted; forever
+    lb:syncdigest:{target}:{group} string digest of the last sync the target accepted; PX
+                                          GROUP_IDLE_MS (gone: the next sync reads the portal)
     lb:quarantine:{target}        hash    ref (or "(group):{group}") -> JSON {digest, group,
                                           error_type, message, field, since, discarded}: until
-                                          the target accepts that ref (or an operator retries)
+                                          the target accepts that ref (or an operator retries,
+                                          or the listing is compacted to a tombstone)
     lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions,
                                           listings, since, unknown_on_portal, causes}: until
                                           the sync is sent, no longer needed, or discarded
-    lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again
+    lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again;
+                                          PX GROUP_IDLE_MS
     lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);
                                           budget:general, budget:bulk: JSON {limit, remaining,
                                           reset, at}, the X-RateLimit-* headers last seen;
@@ -89,15 +100,18 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           just past that time
     lb:history                    list    latest delivery attempts (JSON), newest first; capped
                                           at HISTORY_MAXLEN
-    lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN
+    lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN;
+                                          expires GROUP_IDLE_MS after its last entry
     lb:latency                    list    recent webhook-to-acceptance latencies, ms; capped at
                                           LATENCY_MAXLEN
     lb:adopt:{target}             hash    ref -> JSON {ref, group, since}: a create held while
                                           the target adopts (``bridge/delivery/adoption.py``);
-                                          until the ref is linked or adoption ends (linking)
+                                          until the ref is linked or adoption ends (linking), or
+                                          the listing is compacted to a tombstone
     lb:linked:{target}            set     refs known to be linked on a per-listing portal; found
                                           while adopting, or written by linking; a ref leaves
-                                          when it is unlinked (linking)
+                                          when it is unlinked (linking) or its listing is
+                                          compacted to a tombstone
     lb:outbox:{target}            hash    ref -> JSON write {ref, group, operation, payload,
                                           digest, base, key, received_ms, queued_at, attempts}:
                                           a per-listing write waiting to go out by bulk
@@ -138,7 +152,8 @@ Operators (the dashboard and CLI: ``bridge/ops/actions.py`` through the ledger):
                                           held digest); until the group's next accepted sync or
                                           the next hold
     lb:discarded:{target}:{group} string  JSON {digest, seq}: the held sync an operator refused;
-                                          spent (deleted by a flush) once the group's seq moves
+                                          spent (deleted by a flush) once the group's seq moves;
+                                          both markers PX GROUP_IDLE_MS
     lb:quarantine:{target}        hash    a retry removes the entry and its intent (a new key
                                           next time); a discard marks it ``discarded``
     lb:held:{target}              hash    a discard removes the group (see Delivery)
@@ -273,6 +288,9 @@ RECONCILE_PASS_GROUPS = ":groups"  # lb:reconcile:pass:{target}:groups
 RECONCILE_UNKNOWN = PREFIX + "reconcile:unknown:"
 RECONCILE_FOUND = PREFIX + "reconcile:found:"
 
+# Per-group markers and histories (lb:pending, lb:history, lb:syncdigest, lb:release,
+# lb:discarded, lb:backoff of a group) expire when the group has been idle this long.
+GROUP_IDLE_MS = 30 * 86_400_000
 HISTORY_MAXLEN = 5_000
 GROUP_HISTORY_MAXLEN = 200
 LATENCY_MAXLEN = 2_000

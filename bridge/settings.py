@@ -109,6 +109,30 @@ class TraceSettings(_Section):
         return max(1, round(self.retention_days * 86_400_000))
 
 
+MAX_HORIZON_DAYS = 3650
+
+
+class RetentionSettings(_Section):
+    # How long the bridge remembers a deleted listing (its tombstone: version and time, once
+    # every target has accepted the deletion), and so how late an event may arrive: one whose
+    # occurred_at is older than this is refused as stale, so an expired tombstone can never let
+    # a late event bring a listing back. Per-group markers and histories idle this long expire.
+    horizon_days: float = 30
+
+    @field_validator("horizon_days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> float:
+        number = _number(value)
+        if number is None or not 0 < number <= MAX_HORIZON_DAYS:
+            raise ValueError(f"a number of days greater than 0 and at most {MAX_HORIZON_DAYS} "
+                             "(fractions allowed: 0.5 is twelve hours)")
+        return number
+
+    @property
+    def horizon_ms(self) -> int:
+        return max(1, round(self.horizon_days * 86_400_000))
+
+
 def _number(value: Any) -> float | None:
     """A TOML number, or a string holding one (``${VAR}``); never a boolean; None otherwise."""
     if isinstance(value, bool):
@@ -201,6 +225,7 @@ class Settings(_Section):
     dashboard: DashboardSettings = DashboardSettings()
     delivery: DeliverySettings = DeliverySettings()
     trace: TraceSettings = TraceSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("redis_url")
     @classmethod

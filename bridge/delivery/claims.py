@@ -134,6 +134,7 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         for group in groups:
             pipe.hincrby(f"{k.PENDING}{group}", "seq", 1)
+            pipe.pexpire(f"{k.PENDING}{group}", k.GROUP_IDLE_MS)
         pipe.zadd(k.DUE, dict.fromkeys(groups, at_ms), lt=True)
         await pipe.execute()
 

@@ -45,6 +45,7 @@ from bridge.delivery.planning import (
     ListingWrite,
     SyncPlan,
     deletion_cause,
+    desired_digest,
     guard_reason,
     plan_listings,
     plan_sync,
@@ -52,6 +53,7 @@ from bridge.delivery.planning import (
 )
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.sender import Sender
+from bridge.delivery.tombstones import PerListingView, Tombstones, sync_done
 from bridge.delivery.trace import FlushTrace
 from bridge.delivery.witness import Witness
 from bridge.logs import about
@@ -120,6 +122,7 @@ class Delivery:
         self.adoption = Adoption(redis)
         self.witness = Witness(redis)
         self.outbox = Outbox(redis)
+        self.tombstones = Tombstones(redis, settings.retention.horizon_ms)
         rentix = {name: a for name, a in adapters.items() if isinstance(a, RentixAdapter)}
         self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
 
@@ -171,8 +174,47 @@ class GroupFlush:
                               exc_info=result, extra=about(self.group, target.name))
                 result = await self._backoff(target.name, f"bridge error: {result!r}")
             next_due = earliest(next_due, result)
+        if next_due is None and all(r is None for r in results):
+            await self._compact()
         clean = await self.d.flushes.finish(self.claim, next_due)
         return f"{self.group}: {'done' if clean and next_due is None else 'more to do'}"
+
+    async def _compact(self) -> None:
+        """Deleted listings every target is done with become bare tombstones
+        (``tombstones.py``): their bodies and ledger entries go."""
+        deleted = [listing for listing in self.claim.listings if listing.deleted
+                   and listing.occurred_ms]
+        if not deleted:
+            return
+        refs = [listing.ref for listing in deleted]
+        done = set(refs)
+        for target in self.settings.targets:
+            done &= await self._done_with(target, deleted)
+            if not done:
+                return
+        names = [t.name for t in self.settings.targets]
+        per_listing = [t.name for t in self.settings.targets if isinstance(t, RentixTarget)]
+        compacted = await self.d.tombstones.compact(
+            self.group, self.claim.token, now_ms(),
+            [listing for listing in deleted if listing.ref in done], names, per_listing)
+        if compacted < 0:
+            raise LeaseLost(f"group {self.group!r} was claimed by another flush")
+
+    async def _done_with(self, target: RentixTarget | TravtusTarget,
+                         deleted: list[DesiredListing]) -> set[str]:
+        """Which of these deleted listings the target holds no more (or never held)."""
+        refs = [listing.ref for listing in deleted]
+        adapter = self.d.adapters[target.name]
+        if isinstance(adapter, RentixAdapter):
+            view = PerListingView(
+                await self.ledger.accepted(target.name, None, refs),
+                await self.ledger.intents(target.name, refs),
+                await self.d.outbox.waiting(target.name, refs),
+                {listing.ref: desired_digest(adapter, listing) for listing in deleted})
+            return {ref for ref in refs if view.done(ref)}
+        held = set(await self.ledger.accepted(target.name, self.group))
+        in_doubt = bool(await self.ledger.intents(target.name, [sync_scope(self.group)]))
+        return {ref for ref in refs if sync_done(held, in_doubt, ref)}
 
     async def _turn(self, target: RentixTarget | TravtusTarget, deadline: float) -> int | None:
         state = await self.ledger.target_state(target.name)

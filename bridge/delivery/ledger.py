@@ -111,13 +111,14 @@ if not held then return {0} end
 if cjson.decode(held)['digest'] ~= digest then return {1, held} end
 local marker = cjson.encode({digest = digest, seq = seq})
 if action == 'release' then
-  redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker)
+  redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
 else
-  redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker)
+  redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
   redis.call('HDEL', __HELD__ .. target, group)
 end
 return {2, held}
-""", {"HELD": k.HELD, "RELEASE": k.RELEASE, "DISCARDED": k.DISCARDED})
+""", {"HELD": k.HELD, "RELEASE": k.RELEASE, "DISCARDED": k.DISCARDED,
+      "IDLE": k.GROUP_IDLE_MS})
 
 
 def _load(raw: bytes | str | None) -> dict[str, Any] | None:
@@ -228,7 +229,7 @@ class Ledger:
             commands.append(("HSET", key, *[x for ref, record in records.items()
                                              for x in (ref, _json(record))]))
         commands += [
-            ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest),
+            ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest, "PX", str(k.GROUP_IDLE_MS)),
             ("DEL", f"{k.RELEASE}{target}:{group}"),
             ("HDEL", f"{k.HELD}{target}", group),
             ("HDEL", f"{k.INTENT}{target}", sync_scope(group)),
@@ -369,6 +370,7 @@ class Ledger:
         await self._write(
             ("HSET", f"{k.BACKOFF}{target}:{group}", "attempts", str(attempts),
              "not_before", str(not_before)),
+            ("PEXPIRE", f"{k.BACKOFF}{target}:{group}", str(k.GROUP_IDLE_MS)),
             ("HSET", f"{k.TARGET}{target}", "last_error", reason, "last_error_at",
              str(now_ms())),
         )
@@ -458,6 +460,7 @@ def attempt_commands(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
         ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
         ("LPUSH", group_key, data),
         ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
+        ("PEXPIRE", group_key, str(k.GROUP_IDLE_MS)),
         *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
                           entry.target),
     ]

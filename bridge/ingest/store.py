@@ -23,7 +23,12 @@ from bridge.connections import Durability
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
 from bridge.scripts import splice
-from bridge.settings import DebounceSettings, TraceSettings, WebhookSettings
+from bridge.settings import (
+    DebounceSettings,
+    RetentionSettings,
+    TraceSettings,
+    WebhookSettings,
+)
 
 _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
@@ -34,6 +39,7 @@ local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
 local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
+local horizon, idle = __HORIZON__, __IDLE__
 local TRACE, TRACE_MAXLEN, trace_ttl = __TRACE__, __TRACE_MAXLEN__, __TRACE_TTL__
 local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local occurred = tonumber(ARGV[5])
@@ -76,6 +82,15 @@ if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
 end
 count('received')
 
+-- Older than the horizon: the tombstones that would order it may have expired, so it is
+-- refused as stale (an expired tombstone never lets a late event bring a listing back).
+if occurred < now - horizon then
+  count('stale')
+  total(__EVENT_STALE__)
+  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'stale') end
+  return {1, 0}
+end
+
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 local function touch(g)
   local pk = PENDING .. g
@@ -86,6 +101,7 @@ local function touch(g)
   end
   redis.call('HSET', pk, 'last', now)
   redis.call('HINCRBY', pk, 'seq', 1)
+  redis.call('PEXPIRE', pk, idle)  -- a group idle this long forgets its change counter
   redis.call('ZADD', DUE, math.min(now + window, first + maxwait), g)
   redis.call('SADD', GROUPS, g)
 end
@@ -109,6 +125,7 @@ local function apply(ref, v, t, g, deleted, body)
     if deleted then g = cur[3] end  -- a deletion applies wherever the listing is
     if cur[3] ~= g then moved_from = cur[3] end
   end
+  if cur[2] then redis.call('PERSIST', lk) end  -- a compacted tombstone expires; not now
   if deleted then
     redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now)
   else
@@ -164,13 +181,13 @@ return {1, applied}
 
 # Settings are known only when the store is built; everything else is spliced in now, so a
 # misspelt name fails the import.
-_SETTINGS = ("TTL", "WINDOW", "MAXWAIT", "TRACE_TTL")
+_SETTINGS = ("TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON")
 INGEST = splice(_INGEST, {
     "SEEN": k.SEEN, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "GROUPS": k.GROUPS,
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
-    "METRICS": k.METRICS,
+    "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS,
     "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
     "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
     "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
@@ -189,11 +206,12 @@ class EventStore:
     def __init__(self, redis: Redis, url: str, webhook: WebhookSettings,
                  debounce: DebounceSettings,
                  prepare: Callable[[], Awaitable[Durability]] | None = None,
-                 trace: TraceSettings | None = None) -> None:
+                 trace: TraceSettings | None = None,
+                 retention: RetentionSettings | None = None) -> None:
         """``prepare`` runs on every (re)connect of the script client and says what a stored
         event must wait for (``bridge.connections.RedisCheck``)."""
         self._redis = redis
-        self._script = ScriptBatcher(url, ingest_script(webhook, debounce, trace),
+        self._script = ScriptBatcher(url, ingest_script(webhook, debounce, trace, retention),
                                      prepare=prepare)
         self._unstored = 0  # events answered 503 and not counted in Redis yet
 
@@ -238,10 +256,13 @@ class EventStore:
 
 
 def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings,
-                  trace: TraceSettings | None = None) -> str:
+                  trace: TraceSettings | None = None,
+                  retention: RetentionSettings | None = None) -> str:
     trace = trace or TraceSettings()
+    retention = retention or RetentionSettings()
     return splice(INGEST, {"TTL": webhook.dedupe_ttl_seconds, "WINDOW": debounce.window_ms,
-                           "MAXWAIT": debounce.max_wait_ms, "TRACE_TTL": trace.retention_ms})
+                           "MAXWAIT": debounce.max_wait_ms, "TRACE_TTL": trace.retention_ms,
+                           "HORIZON": retention.horizon_ms})
 
 
 # The script's ARGV[3]: the event's type, in a letter (created and updated are both upserts).

@@ -22,7 +22,7 @@ def test_ingest_script_has_every_placeholder_replaced(settings: Settings) -> Non
 
 
 def test_ingest_script_left_only_the_settings_for_construction() -> None:
-    assert placeholders(store.INGEST) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL"}
+    assert placeholders(store.INGEST) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON"}
 
 
 def test_ingest_script_writes_the_keys_bridge_constants_names(

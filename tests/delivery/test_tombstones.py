@@ -1,0 +1,80 @@
+"""Bounded state for deleted listings, end to end: a real worker, the sandbox as both portals.
+
+Once both targets accepted a deletion, the listing is a bare tombstone (no body, no ledger
+entries, out of its group) that expires after the retention horizon; a late event is refused
+while it lives, and after it expired by the horizon itself; news brings the listing back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import redis
+
+from bridge import constants as k
+from tests.support import crm
+from tests.support.stack import Stack, running_stack
+
+HORIZON_S = 8.0
+
+
+def at(seconds_from_now: float) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def post(stack: Stack, kind: str, ref: str, version: int, when: str, **fields: object) -> None:
+    if kind == "listing.deleted":
+        stack.post(crm.event(kind, "g1", when, listing={"external_ref": ref,
+                                                         "version": version}))
+    else:
+        stack.post(crm.event(kind, "g1", when, listing=crm.listing(ref, version, **fields)))
+
+
+def test_an_accepted_deletion_leaves_a_bare_tombstone_that_orders_late_events_then_expires(
+    redis_url: str, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    with running_stack(redis_url, tmp_path,
+                       retention={"horizon_days": HORIZON_S / 86_400}) as stack:
+        post(stack, "listing.updated", "apt-1", 1, at(0))
+        post(stack, "listing.updated", "apt-2", 1, at(0))  # the group stays non-empty
+        stack.wait(lambda: "apt-1" in stack.rentix_listings()
+                   and "apt-1" in stack.travtus_listings("g1"), what="apt-1 on both portals")
+        assert r.hexists(f"{k.ACCEPTED}rentix", "apt-1")
+
+        post(stack, "listing.deleted", "apt-1", 2, at(0))
+        stack.wait(lambda: r.hkeys(k.LISTING + "apt-1") and "body" not in r.hkeys(
+            k.LISTING + "apt-1"), what="apt-1 compacted to a tombstone")
+        # The portals hold the deletion: hidden on Rentix, gone from the Travtus group.
+        assert stack.rentix_listings()["apt-1"]["formData"]["announcementStatus"] == "hidden"
+        assert "apt-1" not in stack.travtus_listings("g1")
+        assert set(r.hkeys(k.LISTING + "apt-1")) <= {"g", "v", "t", "d", "f"}
+        assert 0 < r.pttl(k.LISTING + "apt-1") <= HORIZON_S * 1000
+        assert r.smembers(k.MEMBERS + "g1") == {"apt-2"}
+        assert not r.hexists(f"{k.ACCEPTED}rentix", "apt-1")
+        assert not r.hexists(f"{k.QUARANTINE}rentix", "apt-1")
+        assert r.memory_usage(k.LISTING + "apt-1") <= 150
+
+        # A late update (an older version) is stale while the tombstone lives.
+        writes = len(stack.journal())
+        post(stack, "listing.updated", "apt-1", 1, at(-1), price={
+            "amount": 1, "currency": "EUR", "period": "monthly"})
+        assert r.hget(k.LISTING + "apt-1", "d") == "1"
+
+        # Once it expired, the same late event is older than the horizon: still refused.
+        stack.wait(lambda: not r.exists(k.LISTING + "apt-1"), timeout=HORIZON_S + 5,
+                   what="the tombstone expired")
+        post(stack, "listing.updated", "apt-1", 1, at(-HORIZON_S - 1))
+        assert not r.exists(k.LISTING + "apt-1")
+        time.sleep(0.5)  # a flush it wrongly caused would have written by now (window 150 ms)
+        assert len(stack.journal()) == writes, "nothing was sent for a refused event"
+
+        # News (a newer version, now) brings the listing back, and it does not expire.
+        post(stack, "listing.updated", "apt-1", 3, at(0), price={
+            "amount": 777, "currency": "EUR", "period": "monthly"})
+        stack.wait(lambda: stack.rentix_listings()["apt-1"]["formData"][
+            "announcementValue"] == 777, what="apt-1 back on Rentix")
+        assert r.pttl(k.LISTING + "apt-1") == -1
+    r.close()

@@ -1,0 +1,58 @@
+"""The retention horizon at ingest: events older than it are refused as stale, and a
+compacted tombstone orders late events until it expires, then comes back to life only for news."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from bridge import constants as k
+from bridge.ingest.store import ingest_script
+from bridge.settings import RetentionSettings, Settings
+
+NOW = 1_796_000_000_000
+HORIZON = RetentionSettings(horizon_days=1)
+
+
+def run(r: redis.Redis, settings: Settings, webhook_id: str, kind: str, occurred: int,
+        ref: str = "apt-1", version: int = 1, now: int = NOW) -> list[int]:
+    script = ingest_script(settings.webhook, settings.debounce, retention=HORIZON)
+    body = json.dumps({"rent": version})
+    return list(r.eval(script, 0, webhook_id, now, kind, "g1", occurred, ref, version,
+                       body))  # type: ignore[arg-type]
+
+
+def test_an_event_older_than_the_horizon_is_refused_as_stale_and_said_so(
+    r: redis.Redis, settings: Settings
+) -> None:
+    late = NOW - HORIZON.horizon_ms - 1
+    assert run(r, settings, "wh-1", "u", late) == [1, 0]
+    assert not r.exists(k.LISTING + "apt-1")
+    assert not r.exists(k.MEMBERS + "g1") and r.zscore(k.DUE, "g1") is None
+    story = [json.loads(x) for x in r.lrange(k.TRACE + "apt-1", 0, -1)]
+    assert [e["result"] for e in story] == ["stale"]
+    assert r.hget(k.METRICS, "webhook_events_total|stale") == "1"
+    # Just inside the horizon it is applied.
+    assert run(r, settings, "wh-2", "u", late + 2) == [1, 1]
+
+
+def test_a_compacted_tombstone_refuses_older_news_and_a_newer_version_revives_it(
+    r: redis.Redis, settings: Settings
+) -> None:
+    # What a flush leaves once every target accepted the deletion (bridge/delivery/tombstones).
+    r.hset(k.LISTING + "apt-1", mapping={"g": "g1", "v": "5", "t": str(NOW - 10), "d": "1"})
+    r.pexpireat(k.LISTING + "apt-1", NOW - 10 + HORIZON.horizon_ms)
+    assert run(r, settings, "wh-1", "u", NOW - 5, version=4) == [1, 0]
+    assert r.hget(k.LISTING + "apt-1", "d") == "1" and r.pttl(k.LISTING + "apt-1") > 0
+    assert run(r, settings, "wh-2", "u", NOW - 5, version=6) == [1, 1]
+    assert r.hget(k.LISTING + "apt-1", "d") == "0"
+    assert r.pttl(k.LISTING + "apt-1") == -1, "a listing that came back does not expire"
+    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+
+
+def test_a_groups_change_counter_expires_when_the_group_is_idle(
+    r: redis.Redis, settings: Settings
+) -> None:
+    run(r, settings, "wh-1", "u", NOW)
+    assert 0 < r.pttl(k.PENDING + "g1") <= k.GROUP_IDLE_MS
