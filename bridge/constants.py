@@ -34,6 +34,16 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
                                           last (latest change), seq (change counter, never
                                           reset; also bumped by mark_due); expires GROUP_IDLE_MS
                                           after the group's last change
+    lb:dirty:{group}              hash    ref -> the group's seq when the listing last changed:
+                                          what flushes plan (``claims.py``); an entry goes once
+                                          every target has settled that change (lb:settled); PX
+                                          GROUP_IDLE_MS
+    lb:settled:{group}            hash    target -> the seq up to which that target has settled
+                                          every change of the group (accepted, quarantined, or
+                                          queued for bulk), set by a flush whose turn for it was
+                                          clean; deleted by mark_due (an operator's action, a
+                                          resume, a repair: doubt), so the next flush plans the
+                                          whole group; PX GROUP_IDLE_MS
     lb:due                        zset    group -> when its flush is due (debounce, retry, or
                                           when a running flush's lease would lapse); the
                                           scheduler polls it; a finish removes the group
@@ -247,6 +257,8 @@ CAUSE_DELETED = "deleted"  # a listing.deleted event
 CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
 
 LEASE = PREFIX + "lease:"
+DIRTY = PREFIX + "dirty:"
+SETTLED = PREFIX + "settled:"
 FLUSHING = PREFIX + "flushing"
 FENCE = PREFIX + "fence"
 EPOCH = PREFIX + "epoch"

@@ -23,7 +23,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from redis.asyncio import Redis
@@ -42,8 +42,11 @@ log = logging.getLogger("bridge.delivery.claims")
 __all__ = ["CLAIM", "FENCED", "FINISH", "RENEW", "Claim", "Command", "DesiredListing",
            "Flushes", "Lease", "LeaseLost", "RenewableLease", "kept", "mark_due"]
 
-# Returns {0, pttl} when another flush holds the group; else the token, seq, first, then per
-# member its ref and its listing fields in FIELDS order (nil for a field the hash lacks).
+# ARGV[4...]: the targets. Returns {0, pttl} when another flush holds the group; else the token,
+# seq, first, how many listings follow, each target's settled seq ('' when none: the whole group
+# is planned), then per listing to plan its ref, the seq of its latest change (0: none pending)
+# and its fields in FIELDS order (nil for a field the hash lacks), then the refs of the other
+# members: those every target has settled (lb:dirty, lb:settled).
 CLAIM = splice("""
 local g, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local lk = __LEASE__ .. g
@@ -62,15 +65,43 @@ redis.call('HDEL', pk, 'first')
 -- If this worker dies, the group falls due again when its lease lapses.
 redis.call('ZADD', __DUE__, 'GT', now + lease, g)
 redis.call('ZADD', __FLUSHING__, now + lease, g)
-local out = {token, seq, first}
-for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
-  out[#out + 1] = ref
-  local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
-  for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
+-- The least settled seq over the targets: changes after it are planned; none recorded for a
+-- target (or no targets): every member is.
+local full, floor = #ARGV < 4, nil
+local settled = {}
+for i = 4, #ARGV do
+  local value = redis.call('HGET', __SETTLED__ .. g, ARGV[i])
+  settled[#settled + 1] = value or ''
+  if value then
+    if not floor or tonumber(value) < floor then floor = tonumber(value) end
+  else
+    full = true
+  end
 end
+local changed = {}
+local flat = redis.call('HGETALL', __DIRTY__ .. g)
+for i = 1, #flat, 2 do changed[flat[i]] = tonumber(flat[i + 1]) end
+local out = {token, seq, first, 0}
+for _, value in ipairs(settled) do out[#out + 1] = value end
+local others, planned = {}, 0
+for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
+  local at = changed[ref]
+  if full or (at and at > floor) then
+    planned = planned + 1
+    out[#out + 1] = ref
+    out[#out + 1] = at or 0
+    local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
+    for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
+  else
+    others[#others + 1] = ref
+  end
+end
+out[4] = planned
+for _, ref in ipairs(others) do out[#out + 1] = ref end
 return out
 """, {"LEASE": k.LEASE, "FENCE": k.FENCE, "PENDING": k.PENDING, "DUE": k.DUE,
-      "FLUSHING": k.FLUSHING, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING, "FIELDS": FIELDS})
+      "FLUSHING": k.FLUSHING, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING, "FIELDS": FIELDS,
+      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY})
 
 RENEW = splice("""
 local g, token, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -89,6 +120,8 @@ for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) e
 return 1
 """, {"LEASE": k.LEASE})
 
+# ARGV[8]: JSON [targets whose turn settled every change up to the claimed seq]; ARGV[9]: JSON
+# [every target]. A change every target has settled leaves lb:dirty.
 FINISH = splice("""
 local g, token, claimed = ARGV[1], ARGV[2], ARGV[3]
 local next_due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -96,6 +129,25 @@ local window, maxwait = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('GET', __LEASE__ .. g) ~= token then return -1 end
 redis.call('DEL', __LEASE__ .. g)
 redis.call('ZREM', __FLUSHING__, g)
+local sk, dk = __SETTLED__ .. g, __DIRTY__ .. g
+for _, t in ipairs(cjson.decode(ARGV[8])) do
+  if (tonumber(redis.call('HGET', sk, t)) or -1) < tonumber(claimed) then
+    redis.call('HSET', sk, t, claimed)
+  end
+end
+redis.call('PEXPIRE', sk, __IDLE__)
+local floor = nil
+for _, t in ipairs(cjson.decode(ARGV[9])) do
+  local value = tonumber(redis.call('HGET', sk, t))
+  if not value then floor = nil break end
+  if not floor or value < floor then floor = value end
+end
+if floor then
+  local flat = redis.call('HGETALL', dk)
+  for i = 1, #flat, 2 do
+    if tonumber(flat[i + 1]) <= floor then redis.call('HDEL', dk, flat[i]) end
+  end
+end
 local pk = __PENDING__ .. g
 local seq = redis.call('HGET', pk, 'seq') or '0'
 if seq ~= claimed then
@@ -115,7 +167,8 @@ else
   redis.call('ZREM', __DUE__, g)
 end
 return 1
-""", {"LEASE": k.LEASE, "FLUSHING": k.FLUSHING, "PENDING": k.PENDING, "DUE": k.DUE})
+""", {"LEASE": k.LEASE, "FLUSHING": k.FLUSHING, "PENDING": k.PENDING, "DUE": k.DUE,
+      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY, "IDLE": k.GROUP_IDLE_MS})
 
 # A Redis command as the fenced script runs it: every argument a string.
 Command = tuple[str, ...]
@@ -128,24 +181,48 @@ class LeaseLost(Exception):
 
 
 async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
-    """Make groups due now, as a change would: a flush running meanwhile keeps them due."""
+    """Make groups due now, as a change would: a flush running meanwhile keeps them due. What
+    every target had settled is forgotten: the next flush plans the whole group (an operator's
+    action, a resume, a repair: whatever was settled may need sending again)."""
     if not groups:
         return
     async with redis.pipeline(transaction=True) as pipe:
         for group in groups:
             pipe.hincrby(f"{k.PENDING}{group}", "seq", 1)
             pipe.pexpire(f"{k.PENDING}{group}", k.GROUP_IDLE_MS)
+            pipe.delete(f"{k.SETTLED}{group}")
         pipe.zadd(k.DUE, dict.fromkeys(groups, at_ms), lt=True)
         await pipe.execute()
 
 
 @dataclass(frozen=True)
 class Claim:
+    """A group's changes under a new lease. ``listings``: the members some target has not
+    settled yet (every member when a target has settled nothing), with their desired state;
+    ``others``: the refs of the rest, which every target holds as settled; ``changed``: the
+    seq of each listing's latest unsettled change; ``settled``: per target, the seq up to
+    which it settled every change (None: plan the whole group for it)."""
+
     group: str
     token: str
     seq: str
     first_pending_ms: int | None
     listings: list[DesiredListing]
+    others: list[str] = field(default_factory=list)
+    changed: dict[str, int] = field(default_factory=dict)
+    settled: dict[str, int | None] = field(default_factory=dict)
+
+    def unsettled(self, target: str) -> list[DesiredListing]:
+        """The listings to plan for ``target``: changed since it last settled the group."""
+        floor = self.settled.get(target)
+        if floor is None:
+            return self.listings
+        return [listing for listing in self.listings
+                if self.changed.get(listing.ref, 0) > floor]
+
+    @property
+    def members(self) -> list[str]:
+        return sorted([*(listing.ref for listing in self.listings), *self.others])
 
 
 class RenewableLease(ABC):
@@ -251,7 +328,11 @@ class Lease(RenewableLease):
 
 
 class Flushes:
-    def __init__(self, redis: Redis, lease_ms: int, debounce: DebounceSettings) -> None:
+    def __init__(self, redis: Redis, lease_ms: int, debounce: DebounceSettings,
+                 targets: Sequence[str] = ()) -> None:
+        """``targets``: the configured targets, whose settled changes claims leave out (none:
+        every claim returns every member)."""
+        self.targets = list(targets)
         self._window_ms = debounce.window_ms
         self._max_wait_ms = debounce.max_wait_ms
         self._claim = redis.register_script(CLAIM)
@@ -263,15 +344,23 @@ class Flushes:
     async def claim(self, group: str, now_ms: int) -> Claim | None:
         """The group's changes and desired state under a new lease; None while another flush
         holds it."""
-        raw = await self._claim(keys=[], args=[group, now_ms, self.lease_ms])
+        raw = await self._claim(keys=[], args=[group, now_ms, self.lease_ms, *self.targets])
         if int(raw[0]) == 0:
             return None
         token, seq, first = str(raw[0]), _text(raw[1]), _text(raw[2])  # INCR: an integer
-        step = 1 + len(FIELDS)
-        listings = [_listing(group, _text(raw[i]), raw[i + 1:i + step])
-                    for i in range(3, len(raw), step)]
+        planned, at = int(raw[3]), 4 + len(self.targets)
+        settled = {t: int(v) if (v := _text(raw[4 + i])) else None
+                   for i, t in enumerate(self.targets)}
+        step = 2 + len(FIELDS)
+        end = at + planned * step
+        listings = [_listing(group, _text(raw[i]), raw[i + 2:i + step])
+                    for i in range(at, end, step)]
+        changed = {_text(raw[i]): int(raw[i + 1]) for i in range(at, end, step)
+                   if int(raw[i + 1])}
         listings.sort(key=lambda listing: listing.ref)
-        return Claim(group, token, seq, int(first) if first else None, listings)
+        others = sorted(_text(ref) for ref in raw[end:])
+        return Claim(group, token, seq, int(first) if first else None, listings, others,
+                     changed, settled)
 
     @contextlib.asynccontextmanager
     async def leased(self, claim: Claim) -> AsyncIterator[Lease]:
@@ -288,13 +377,15 @@ class Flushes:
         return bool(await self._fenced(keys=[], args=[
             claim.group, claim.token, orjson.dumps(list(_split(commands)))]))
 
-    async def finish(self, claim: Claim, next_due_ms: int | None) -> bool:
+    async def finish(self, claim: Claim, next_due_ms: int | None,
+                     settled: Sequence[str] = ()) -> bool:
         """True if the group had no new changes; False if they arrived during the flush.
-        Raises LeaseLost (and changes nothing) if another flush has taken the group."""
+        ``settled``: the targets whose turn settled every change the claim held. Raises
+        LeaseLost (and changes nothing) if another flush has taken the group."""
         due = -1 if next_due_ms is None else next_due_ms
         result = int(await self._finish(keys=[], args=[
             claim.group, claim.token, claim.seq, due, now_ms(), self._window_ms,
-            self._max_wait_ms]))
+            self._max_wait_ms, orjson.dumps(list(settled)), orjson.dumps(self.targets)]))
         if result < 0:
             raise LeaseLost(f"group {claim.group!r} was claimed by another flush")
         return bool(result)

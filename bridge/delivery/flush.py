@@ -88,6 +88,7 @@ class ListingTurn:
     adopting: bool
     by_bulk: set[str]  # refs whose writes go through the outbox
     queued: list[ListingWrite] = field(default_factory=list)
+    held: bool = False  # a create was held for adoption: the turn settled not everything
 
     @property
     def bulk_on(self) -> bool:
@@ -118,7 +119,8 @@ class Delivery:
         self.adapters = adapters
         self.ledger = Ledger(redis, trace_ttl_ms=settings.trace.retention_ms)
         self.limiter = RateLimiter(redis)
-        self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce)
+        self.flushes = Flushes(redis, settings.delivery.lease_ms, settings.debounce,
+                               [target.name for target in settings.targets])
         self.adoption = Adoption(redis)
         self.witness = Witness(redis)
         self.outbox = Outbox(redis)
@@ -152,6 +154,9 @@ class GroupFlush:
         self.ledger = delivery.ledger.fenced(lease)
         self.adoption = delivery.adoption.fenced(lease)
         self.trace = FlushTrace(self.ledger, claim)  # each listing's story: bridge trace
+        # Targets whose turn settled every change the claim holds (lb:settled).
+        self.settled: set[str] = set()
+        self.desired: dict[str, dict[str, DesiredListing]] = {}  # per group-sync target
 
     @property
     def group(self) -> str:
@@ -176,7 +181,7 @@ class GroupFlush:
             next_due = earliest(next_due, result)
         if next_due is None and all(r is None for r in results):
             await self._compact()
-        clean = await self.d.flushes.finish(self.claim, next_due)
+        clean = await self.d.flushes.finish(self.claim, next_due, sorted(self.settled))
         return f"{self.group}: {'done' if clean and next_due is None else 'more to do'}"
 
     async def _compact(self) -> None:
@@ -239,18 +244,20 @@ class GroupFlush:
     async def _per_listing(self, target: RentixTarget, adapter: RentixAdapter,
                            deadline: float) -> int | None:
         name = target.name
-        refs = [listing.ref for listing in self.claim.listings]
+        # Redis may have lost state since this group was last checked: before creating what
+        # the ledger does not know, ask the portal whether it holds it already; and plan every
+        # member, not only the changes (what the ledger said was settled may be gone).
+        verified = (not self.d.witness.lost
+                    or await self.ledger.verified(name, self.group) == self.epoch)
+        desired = self.claim.unsettled(name) if verified else await self._every_member()
+        refs = [listing.ref for listing in desired]
         accepted = await self.ledger.accepted(name, None, refs)
         quarantined = await self.ledger.quarantined(name, refs)
         intents = await self.ledger.intents(name, refs)
-        plan = plan_listings(name, adapter, self.claim.listings, accepted, quarantined, intents)
+        plan = plan_listings(name, adapter, desired, accepted, quarantined, intents)
         await self.trace.listings_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
         attempts, _ = await self.ledger.backoff(name, self.group)
-        # Redis may have lost state since this group was last checked: before creating what
-        # the ledger does not know, ask the portal whether it holds it already.
-        verified = (not self.d.witness.lost
-                    or await self.ledger.verified(name, self.group) == self.epoch)
         turn = ListingTurn(target, adapter, accepted, attempts, verified, deadline,
                            await self.adoption.active(target),
                            await self._by_bulk(target, plan.writes))
@@ -262,6 +269,8 @@ class GroupFlush:
             await self.ledger.clear_backoff(name, self.group)
         if not verified:
             await self.ledger.mark_verified(name, self.group, self.epoch)
+        if not turn.held:
+            self.settled.add(name)  # sent, queued for bulk, or quarantined: all settled
         return None
 
     async def _by_bulk(self, target: RentixTarget, writes: list[ListingWrite]) -> set[str]:
@@ -301,6 +310,7 @@ class GroupFlush:
                 if gate.stop:
                     return gate.next_due
                 if gate.hold:
+                    turn.held = True  # goes once linked or adoption ends (a mark_due)
                     await self.trace.adoption(name, write.ref)
                     continue
             if not turn.verified and write.ref not in turn.accepted and write.new_intent:
@@ -427,11 +437,15 @@ class GroupFlush:
         plan, accepted, quarantined, last = await self._plan_sync(name, adapter)
         await self.trace.sync_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
-        if plan.unchanged or _quarantined_sync(plan, quarantined.get(sync_scope(group))):
+        if plan.unchanged:
+            self.settled.add(name)
+            return None
+        if _quarantined_sync(plan, quarantined.get(sync_scope(group))):
             return None
         if await self._discarded(name, plan):
             return None
         if last is None and not plan.listings and not accepted:
+            self.settled.add(name)
             return None  # nothing to say about a group we have never synced
         if await self.ledger.released_digest(name, group) != plan.digest:
             try:
@@ -450,6 +464,7 @@ class GroupFlush:
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
                                               plan.fresh, self.epoch)
                 await self.trace.unchanged(name, "the portal holds it already")
+                self.settled.add(name)
                 return None
         wait = await self._rate_slot(name, target.requests_per_minute)
         if wait:
@@ -474,25 +489,51 @@ class GroupFlush:
         if result.ok:
             if attempts:
                 await self.ledger.clear_backoff(name, group)
+            self.settled.add(name)
             return None
         return await self._sync_refused(name, plan, result)
 
     async def _plan_sync(self, name: str, adapter: TravtusAdapter
                          ) -> tuple[SyncPlan, dict[str, Accepted], dict[str, Quarantined],
                                     str | None]:
+        """The group's whole state for a sync. Members the target has settled keep the payload
+        it accepted (not read, not mapped again); only the changes are planned afresh, unless
+        the target settled nothing or Redis may have lost state since it was last checked."""
         group = self.group
         accepted = await self.ledger.accepted(name, group)
-        refs = [listing.ref for listing in self.claim.listings]
+        whole = (self.claim.settled.get(name) is None
+                 or await self.ledger.verified(name, group) != self.epoch)
+        kept = {} if whole else {ref: accepted[ref] for ref in self.claim.others
+                                 if ref in accepted}
+        desired = [*self.claim.listings,
+                   *await self._listings_of([r for r in self.claim.others if r not in kept])]
+        self.desired[name] = {listing.ref: listing for listing in desired}
+        refs = [listing.ref for listing in desired]
         quarantined = await self.ledger.quarantined(name, [*refs, sync_scope(group)])
         last = await self.ledger.sync_digest(name, group)
         intent = (await self.ledger.intents(name, [sync_scope(group)])).get(sync_scope(group))
-        elsewhere = await self._elsewhere(set(accepted) - set(refs))
-        plan = plan_sync(adapter, group, self.claim.listings, accepted, quarantined, last,
-                         now_ms(), intent, elsewhere)
+        elsewhere = await self._elsewhere(set(accepted) - set(refs) - set(kept))
+        plan = plan_sync(adapter, group, desired, accepted, quarantined, last, now_ms(),
+                         intent, elsewhere, kept)
         return plan, accepted, quarantined, last
+
+    async def _every_member(self) -> list[DesiredListing]:
+        """Every member's desired state: the claimed ones and the settled rest, read now."""
+        rest = await self._listings_of(self.claim.others)
+        return sorted([*self.claim.listings, *rest], key=lambda listing: listing.ref)
+
+    async def _listings_of(self, refs: list[str]) -> list[DesiredListing]:
+        """The desired state of these members (a member without a hash reads as a bare
+        tombstone, as in a claim)."""
+        found = await self._read_listings(set(refs))
+        return [found.get(ref) or DesiredListing(ref, self.group, None, 0, True, None, 0)
+                for ref in refs]
 
     async def _elsewhere(self, refs: set[str]) -> dict[str, DesiredListing]:
         """The desired state of listings that left the group: where they went, if anywhere."""
+        return await self._read_listings(refs)
+
+    async def _read_listings(self, refs: set[str]) -> dict[str, DesiredListing]:
         if not refs:
             return {}
         redis = self.d.redis
@@ -532,11 +573,11 @@ class GroupFlush:
             self.lease.ensure()
             on_portal = await adapter.find_all(plan.group)
             self.lease.ensure()
-            known = {listing.ref for listing in self.claim.listings}
+            known = set(self.claim.members)
             portal_refs = {str(item.get("external_ref")) for item in on_portal}
             unknown = sorted(portal_refs - known - set(plan.records) - set(accepted))
             deletions += unknown_deletions(unknown)
-            members = {listing.ref: listing for listing in self.claim.listings}
+            members = self.desired.get(name, {})
             deleted_refs = {d.ref for d in deletions}
             # Known listings the portal holds that the sync leaves out, the ledger unaware.
             deletions += [deletion_cause(ref, plan.group, members[ref], None)

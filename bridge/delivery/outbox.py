@@ -130,7 +130,8 @@ def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
 
 
 # Settle a bulk's answer, if this sender still holds the target. ARGV[3]: per operation
-# {kind = accepted | refused | retry, ref, digest, key, record (JSON to store), at (retry)}.
+# {kind = accepted | refused | retry, ref, group, deletion, digest, key, record (JSON to store),
+# at (retry)}. ARGV[5]: now.
 # An outbox entry goes (or is rescheduled) only if it still holds that very write; a newer
 # write of the listing stays. The operation's intent is settled if it is still the standing
 # one. ARGV[4]: further commands (history, figures, stories). Returns 1, or 0 (not held).
@@ -161,6 +162,12 @@ for _, o in ipairs(cjson.decode(ARGV[3])) do
     if o.kind == 'accepted' then
       redis.call('HSET', __ACCEPTED__ .. target, o.ref, o.record)
       redis.call('HDEL', __QUARANTINE__ .. target, o.ref)
+      if o.deletion then
+        -- Its group's next flush sees the deletion accepted, and compacts the listing.
+        local seq = redis.call('HINCRBY', __PENDING__ .. o.group, 'seq', 1)
+        redis.call('HSET', __DIRTY__ .. o.group, o.ref, seq)
+        redis.call('ZADD', __DUE__, 'LT', ARGV[5], o.group)
+      end
     else
       redis.call('HSET', __QUARANTINE__ .. target, o.ref, o.record)
     end
@@ -170,7 +177,8 @@ redis.call('DEL', __BATCH__ .. target)
 for _, command in ipairs(cjson.decode(ARGV[4])) do redis.call(unpack(command)) end
 return 1
 """, {"SENDER": k.SENDER, "OUTBOX": k.OUTBOX, "READY": k.OUTBOX_READY, "INTENT": k.INTENT,
-      "ACCEPTED": k.ACCEPTED, "QUARANTINE": k.QUARANTINE, "BATCH": k.OUTBOX_BATCH})
+      "ACCEPTED": k.ACCEPTED, "QUARANTINE": k.QUARANTINE, "BATCH": k.OUTBOX_BATCH,
+      "PENDING": k.PENDING, "DIRTY": k.DIRTY, "DUE": k.DUE})
 
 
 class Outbox:

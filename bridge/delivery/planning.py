@@ -169,12 +169,14 @@ class SyncPlan:
 def plan_sync(adapter: TravtusAdapter, group: str, desired: list[DesiredListing],
               accepted: dict[str, Accepted], quarantined: dict[str, Quarantined],
               last_digest: str | None, now_ms: int, intent: Intent | None = None,
-              elsewhere: dict[str, DesiredListing] | None = None) -> SyncPlan:
+              elsewhere: dict[str, DesiredListing] | None = None,
+              kept: dict[str, Accepted] | None = None) -> SyncPlan:
     """The group's complete state for a sync. A listing this portal refuses keeps its last
     accepted version in the sync, so a bad edit never deletes it. ``elsewhere`` holds the
     desired state of accepted listings that are no longer members of the group (moved away),
-    to tell why the sync deletes them."""
-    records: dict[str, Accepted] = {}
+    to tell why the sync deletes them. ``kept``: members the target has settled, with the
+    record it accepted, carried into the sync as they are (no mapping)."""
+    records: dict[str, Accepted] = dict(kept or {})
     invalid: list[Invalid] = []
     fresh: list[str] = []
     received: dict[str, int] = {}

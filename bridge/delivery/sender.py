@@ -125,7 +125,8 @@ class Settled:
     why: str = ""
 
     def arg(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ref": self.op.ref, "digest": self.op.digest,
+        return {"kind": self.kind, "ref": self.op.ref, "group": self.op.group,
+                "deletion": self.op.operation != "upsert", "digest": self.op.digest,
                 "key": self.op.key, "record": self.record, "at": self.at}
 
 
@@ -300,7 +301,7 @@ class SenderTurn:
                                     self.ledger.trace_ttl_ms)
         applied = await self.s._settle(keys=[], args=[
             self.name, self.lease.token, orjson.dumps([s.arg() for s in settled]),
-            orjson.dumps(extra)])
+            orjson.dumps(extra), now_ms()])
         if not int(applied):
             raise LeaseLost(f"{self.lease.what} was taken over")
 

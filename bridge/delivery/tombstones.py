@@ -51,6 +51,7 @@ for _, item in ipairs(cjson.decode(ARGV[5])) do
       redis.call('PEXPIREAT', lk, keep_until)
     end
     redis.call('SREM', __MEMBERS__ .. g, ref)
+    redis.call('HDEL', __DIRTY__ .. g, ref)
     for _, t in ipairs(targets) do
       redis.call('HDEL', __QUARANTINE__ .. t, ref)
       redis.call('HDEL', __INTENT__ .. t, ref)
@@ -66,6 +67,7 @@ end
 return done
 """, {"LEASE": k.LEASE, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "QUARANTINE": k.QUARANTINE,
       "INTENT": k.INTENT, "ACCEPTED": k.ACCEPTED, "ADOPT": k.ADOPT, "LINKED": k.LINKED,
+      "DIRTY": k.DIRTY,
       "FIELDS": (_V, _T, _D, _G, _FLOOR)})
 
 

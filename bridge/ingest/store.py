@@ -34,6 +34,7 @@ _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
+local DIRTY = __DIRTY__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
@@ -92,6 +93,7 @@ if occurred < now - horizon then
 end
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
+-- Returns the group's change counter, now.
 local function touch(g)
   local pk = PENDING .. g
   local first = tonumber(redis.call('HGET', pk, 'first'))
@@ -100,10 +102,18 @@ local function touch(g)
     redis.call('HSET', pk, 'first', now)
   end
   redis.call('HSET', pk, 'last', now)
-  redis.call('HINCRBY', pk, 'seq', 1)
+  local seq = redis.call('HINCRBY', pk, 'seq', 1)
   redis.call('PEXPIRE', pk, idle)  -- a group idle this long forgets its change counter
   redis.call('ZADD', DUE, math.min(now + window, first + maxwait), g)
   redis.call('SADD', GROUPS, g)
+  return seq
+end
+
+-- The listing changed at the group's change counter ``seq``: flushes plan it until every
+-- target has settled that change (bridge/delivery/claims.py).
+local function dirty(g, ref, seq)
+  redis.call('HSET', DIRTY .. g, ref, seq)
+  redis.call('PEXPIRE', DIRTY .. g, idle)
 end
 
 -- Is (v, t) not older than the stored (cv, ct)? Versions order when both have one and differ
@@ -137,7 +147,7 @@ local function apply(ref, v, t, g, deleted, body)
     touch(moved_from)
   end
   redis.call('SADD', MEMBERS .. g, ref)
-  touch(g)
+  dirty(g, ref, touch(g))
   return 1
 end
 
@@ -153,6 +163,7 @@ if kind == 's' then
   -- Listings of the group absent from the snapshot are deleted, unless changed since (at the
   -- same time the later arrival wins). The snapshot's time becomes the floor of each listing it
   -- leaves deleted: no event from before it can bring the listing back, whatever its version.
+  local seq = touch(group)
   for _, ref in ipairs(redis.call('SMEMBERS', MEMBERS .. group)) do
     if not present[ref] then
       local lk = LISTING .. ref
@@ -163,12 +174,12 @@ if kind == 's' then
         -- A live listing's floor is at most its time: this snapshot's time is the new max.
         redis.call('HSET', lk, D, '1', T, occurred, CAUSE, CAUSE_SNAPSHOT, FLOOR, occurred,
                    AT, now)
+        dirty(group, ref, seq)
         trace(ref, '-1', 'applied', true)
         applied = applied + 1
       end
     end
   end
-  touch(group)
 else
   applied = apply(ARGV[6], tonumber(ARGV[7]), occurred, group, kind == 'd', ARGV[8])
   if applied == 0 then count('stale') end
@@ -187,7 +198,7 @@ INGEST = splice(_INGEST, {
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
-    "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS,
+    "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY,
     "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
     "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
     "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),

@@ -193,6 +193,8 @@ class Reconciler:
                       repair: Collection[Kind], report: Report) -> None:
         kinds = set(repair) - {"unknown"}
         fix = [f for f in check.findings if f.kind in kinds]
+        # The repair plans the whole group: what the ledger said was settled is in doubt.
+        await self.redis.delete(f"{k.SETTLED}{check.group}")
         claim = await self._claim(check.group)
         if claim is None:
             report.skipped.append(f"{spec.name}/{check.group}: a flush held it throughout")

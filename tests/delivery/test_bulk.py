@@ -371,8 +371,9 @@ def test_a_worker_killed_during_a_bulk_is_replaced_and_every_bulk_is_applied_onc
         stack.sandbox.post("/_sandbox/faults", json={
             "portal": "rentix", "path": "/listings/bulk", "latency_ms": 2_000, "count": 1})
         victim = stack.workers[0]
-        for i in range(60):
-            stack.post(crm.upsert(f"g{i % 6}", f"apt-{i:02}", 1))
+        for g in range(2):  # 30 writes a group: over the threshold, they go by bulk
+            stack.post(crm.event("group.snapshot", f"g{g}", listings=[
+                crm.listing(f"g{g}-apt-{i:02}") for i in range(30)]))
         r = redis.Redis.from_url(redis_url)
         stack.wait(lambda: r.exists(f"{k.OUTBOX_BATCH}rentix"), timeout=15,
                    what="a bulk in flight")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from bridge import constants as k
 from bridge.sandbox.app import SandboxSettings
 from tests.support import crm
 from tests.support.servers import RedisServer
@@ -53,6 +54,10 @@ def test_continuous_changes_flush_at_least_every_max_wait_one_at_a_time(
 ) -> None:
     with running_stack(redis_url, tmp_path, workers=2,
                        debounce={"window_ms": 300, "max_wait_ms": 1000}) as stack:
+        # Both workers up first: a slow start on a busy machine would eat the 3.5 s.
+        beats = redis.Redis.from_url(redis_url)
+        stack.wait(lambda: beats.hlen(k.WORKERS) == 2, timeout=30, what="two workers up")
+        beats.close()
         # Slow syncs make overlapping flushes visible in the journal, if there were any.
         fault(stack, portal="travtus", path="/listing/sync", latency_ms=250)
         started = time.monotonic()

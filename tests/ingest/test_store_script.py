@@ -36,6 +36,7 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     assert r.hgetall(k.LISTING + "apt-1") == {
         "g": "g1", "v": "4", "t": str(T0), "d": "0", "body": '{"rent": 900}', "at": str(T0)}
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+    assert r.hgetall(k.DIRTY + "g1") == {"apt-1": "1"}  # changed at the group's seq 1
     assert r.smembers(k.GROUPS) == {"g1"}
     assert r.hgetall(k.PENDING + "g1") == {"first": str(T0), "last": str(T0), "seq": "1"}
     assert r.zscore(k.DUE, "g1") == T0 + settings.debounce.window_ms
@@ -47,7 +48,7 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     assert r.hgetall(k.METRICS) == {"webhook_events_total|accepted": "1"}
     assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.MEMBERS + "g1",
                                 k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1",
-                                k.METRICS}
+                                k.METRICS, k.DIRTY + "g1"}
 
 
 # The splicing helper ----------------------------------------------------------------------
