@@ -136,6 +136,11 @@ def accepted_key(target: str, group: str | None) -> str:
     return f"{k.ACCEPTED}{target}" if group is None else f"{k.ACCEPTED}{target}:{group}"
 
 
+def compact(record: Accepted) -> Accepted:
+    """A per-listing target's record as the ledger keeps it: digest and time."""
+    return Accepted(record.digest, None, record.at)
+
+
 def sync_scope(group: str) -> str:
     """The intent and quarantine entry of a whole group sync."""
     return k.GROUP_QUARANTINE + group
@@ -210,9 +215,11 @@ class Ledger:
 
     async def record_accepted(self, target: str, ref: str, record: Accepted) -> None:
         """The target accepted this listing's write: it holds ``record`` now; the intent is
-        settled and any quarantine of the listing is over."""
+        settled and any quarantine of the listing is over. Only the digest and time are
+        kept: a per-listing target's payload is never sent again from the ledger (a group
+        sync's is: ``record_sync`` keeps those)."""
         await self._write(
-            ("HSET", accepted_key(target, None), ref, _json(record)),
+            ("HSET", accepted_key(target, None), ref, _json(compact(record))),
             ("HDEL", f"{k.INTENT}{target}", ref),
             ("HDEL", f"{k.QUARANTINE}{target}", ref),
         )

@@ -261,7 +261,7 @@ class SenderTurn:
         now = now_ms()
         if item.ok or (op.operation == "delete" and item.outcome is Outcome.NOT_FOUND):
             # A delete of what is not there leaves the portal as desired.
-            return Settled("accepted", op, _dumps(Accepted(op.digest, op.payload, now)))
+            return Settled("accepted", op, _dumps(Accepted(op.digest, None, now)))
         why = f"{item.error_type or item.outcome}: {item.message}".strip()
         if item.outcome in REFUSED:
             entry = Quarantined(op.digest, op.group, item.error_type or str(item.outcome),

@@ -42,6 +42,11 @@ def record(digest: str) -> Accepted:
     return Accepted(digest, {"externalId": digest, "n": 1}, AT)
 
 
+def kept(digest: str) -> Accepted:
+    """A per-listing target's record as the ledger keeps it."""
+    return Accepted(digest, None, AT)
+
+
 def refusal(digest: str) -> Quarantined:
     return Quarantined(digest, "g", "validation_failed", "refused", "files", AT)
 
@@ -71,8 +76,9 @@ async def test_accepted_records_round_trip_per_target(ledger: Ledger) -> None:
     await ledger.record_accepted("rentix", "apt-1", record("d1"))
     await ledger.record_accepted("rentix", "apt-2", record("d2"))
     await ledger.record_accepted("rentix", "apt-1", record("d3"))  # the newer acceptance wins
-    assert await ledger.accepted("rentix", None) == {"apt-1": record("d3"), "apt-2": record("d2")}
-    assert await ledger.accepted("rentix", None, ["apt-2", "apt-9"]) == {"apt-2": record("d2")}
+    # A per-listing target's record keeps the digest and time, not the payload.
+    assert await ledger.accepted("rentix", None) == {"apt-1": kept("d3"), "apt-2": kept("d2")}
+    assert await ledger.accepted("rentix", None, ["apt-2", "apt-9"]) == {"apt-2": kept("d2")}
     assert await ledger.accepted("rentix", None, []) == {}
     assert await ledger.accepted("other", None) == {}
 
@@ -309,7 +315,7 @@ async def test_a_fenced_ledger_writes_nothing_once_another_flush_claimed_the_gro
     assert first is not None
     fenced = ledger.fenced(Lease(flushes, first, flushes.lease_ms))
     await fenced.record_accepted("rentix", "apt-1", record("d1"))  # holds the group: written
-    assert await ledger.accepted("rentix", None) == {"apt-1": record("d1")}
+    assert await ledger.accepted("rentix", None) == {"apt-1": kept("d1")}
 
     # This flush froze past its lease; another claimed the group.
     wait_until(lambda: cast(int, r.pttl(f"{k.LEASE}g")) < 0, timeout=5, what="the lease to lapse")
@@ -325,11 +331,11 @@ async def test_a_fenced_ledger_writes_nothing_once_another_flush_claimed_the_gro
         await fenced.record_sync("travtus", "g", "s1", {"apt-1": record("d2")}, ["apt-1"])
 
     assert contents(r) == before
-    assert await ledger.accepted("rentix", None) == {"apt-1": record("d1")}
+    assert await ledger.accepted("rentix", None) == {"apt-1": kept("d1")}
     # The new flush's own ledger writes.
     await ledger.fenced(Lease(flushes, second, flushes.lease_ms)).record_accepted(
         "rentix", "apt-1", record("d3"))
-    assert await ledger.accepted("rentix", None) == {"apt-1": record("d3")}
+    assert await ledger.accepted("rentix", None) == {"apt-1": kept("d3")}
 
 
 async def test_a_fenced_ledger_applies_all_of_a_writes_commands_together(
@@ -344,7 +350,7 @@ async def test_a_fenced_ledger_applies_all_of_a_writes_commands_together(
 
     await fenced.record_accepted("rentix", "apt-1", record("d1"))
 
-    assert await ledger.accepted("rentix", None) == {"apt-1": record("d1")}
+    assert await ledger.accepted("rentix", None) == {"apt-1": kept("d1")}
     assert await ledger.intents("rentix", ["apt-1"]) == {}
     assert await ledger.quarantined("rentix") == {}
 
