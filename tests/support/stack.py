@@ -23,8 +23,10 @@ from tests.support import crm
 from tests.support.servers import serve_app, wait_until
 
 
-def stack_config(redis_url: str, sandbox: str, rentix_per_minute: int | None = None,
-                 **sections: dict[str, Any]) -> str:
+def stack_config(redis_url: str, sandbox: str, rentix_per_minute: int | None = None, *,
+                 bulk_per_minute: int | None = None, **sections: dict[str, Any]) -> str:
+    """The TOML of a bridge on ``sandbox``; ``bulk_per_minute`` (None: the setting's default)
+    applies to the default Rentix target, ``targets`` replaces both default targets."""
     base: dict[str, dict[str, Any]] = {
         "webhook": {"secrets": [SECRET]},
         "debounce": {"window_ms": 150, "max_wait_ms": 1000},
@@ -41,7 +43,8 @@ def stack_config(redis_url: str, sandbox: str, rentix_per_minute: int | None = N
     if targets is None:
         targets = [
             {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox}/rentix/api/v1",
-             "api_key": "sandbox", "requests_per_minute": rentix_per_minute or 280},
+             "api_key": "sandbox", "requests_per_minute": rentix_per_minute or 280,
+             **({} if bulk_per_minute is None else {"bulk_per_minute": bulk_per_minute})},
             {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox}/travtus",
              "token_url": f"{sandbox}/travtus/oauth2/token", "client_id": "sandbox",
              "client_secret": "sandbox"},
