@@ -118,13 +118,16 @@ def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
 
 
 def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
-    """Put writes in the outbox (replacing older content of the same listings), ready now,
-    and make the target's sender due."""
+    """Put writes in the outbox (replacing older content of the same listings, which keep
+    their place), ready now, and make the target's sender due."""
     if not entries:
         return []
     return [
         ("HSET", k.OUTBOX + target, *[x for e in entries for x in (e.ref, e.json())]),
-        ("ZADD", k.OUTBOX_READY + target, *[x for e in entries for x in (str(now), e.ref)]),
+        # NX: newer content of a listing already waiting keeps its place in the queue (else a
+        # listing that changes more often than the outbox drains would never reach the front).
+        ("ZADD", k.OUTBOX_READY + target, "NX",
+         *[x for e in entries for x in (str(now), e.ref)]),
         ("ZADD", k.SENDERS, "LT", str(now), target),  # LT adds a missing member too
     ]
 

@@ -81,11 +81,11 @@ def write(ref: str, group: str, price: int = 500, **fields: Any) -> Queued:
                   now_ms())
 
 
-async def put(client: Redis, entries: list[Queued]) -> None:
+async def put(client: Redis, entries: list[Queued], at: int | None = None) -> None:
     """What a flush does: record the intents, put the writes in the outbox (atomically)."""
     commands = [*intend_commands(TARGET, {e.ref: Intent(e.digest, e.base, e.key)
                                           for e in entries}),
-                *outbox.put_commands(TARGET, entries, now_ms())]
+                *outbox.put_commands(TARGET, entries, now_ms() if at is None else at)]
     async with client.pipeline(transaction=True) as pipe:
         for command in commands:
             pipe.execute_command(*command)
@@ -427,3 +427,15 @@ def test_adoption_holds_creates_that_would_go_by_bulk_and_the_linked_listing_goe
         assert [x["path"].rsplit("/", 1)[-1] for x in writes] == ["bulk"]  # it went by bulk
         assert listings[linked_id]["externalId"] == "apt-03"
         r.close()
+
+
+async def test_newer_content_of_a_waiting_listing_keeps_its_place_in_the_queue(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (_, client, _):
+        await put(client, [write("old-1", "g1", 500)], at=now_ms() - 2_000)
+        await put(client, [write(f"new-{i}", "g2") for i in range(3)], at=now_ms() - 1_000)
+        await put(client, [write("old-1", "g1", 600)])  # changed again while waiting
+        order = [e.ref for e in await Outbox(client).entries(TARGET)]
+        assert order[0] == "old-1" and sorted(order[1:]) == ["new-0", "new-1", "new-2"]
+        assert (await Outbox(client).entries(TARGET))[0].payload["announcementValue"] == 600
