@@ -94,18 +94,23 @@ end
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 -- Returns the group's change counter, now.
+local bursts = {}  -- groups whose burst of changes this call began
 local function touch(g)
   local pk = PENDING .. g
   local first = tonumber(redis.call('HGET', pk, 'first'))
   if not first then
+    -- A burst begins (the first change since the group's last claim): the rarer upkeep goes
+    -- here, not in every event. A group idle this long forgets its change counter.
     first = now
-    redis.call('HSET', pk, 'first', now)
+    bursts[g] = true
+    redis.call('HSET', pk, 'first', now, 'last', now)
+    redis.call('PEXPIRE', pk, idle)
+    redis.call('SADD', GROUPS, g)
+  else
+    redis.call('HSET', pk, 'last', now)
   end
-  redis.call('HSET', pk, 'last', now)
   local seq = redis.call('HINCRBY', pk, 'seq', 1)
-  redis.call('PEXPIRE', pk, idle)  -- a group idle this long forgets its change counter
   redis.call('ZADD', DUE, math.min(now + window, first + maxwait), g)
-  redis.call('SADD', GROUPS, g)
   return seq
 end
 
@@ -113,7 +118,7 @@ end
 -- target has settled that change (bridge/delivery/claims.py).
 local function dirty(g, ref, seq)
   redis.call('HSET', DIRTY .. g, ref, seq)
-  redis.call('PEXPIRE', DIRTY .. g, idle)
+  if bursts[g] then redis.call('PEXPIRE', DIRTY .. g, idle) end
 end
 
 -- Is (v, t) not older than the stored (cv, ct)? Versions order when both have one and differ
@@ -125,7 +130,7 @@ end
 
 local function apply(ref, v, t, g, deleted, body)
   local lk = LISTING .. ref
-  local cur = redis.call('HMGET', lk, V, T, G, FLOOR, CAUSE)
+  local cur = redis.call('HMGET', lk, V, T, G, FLOOR, CAUSE, AT)
   local moved_from = nil
   if cur[2] then
     -- A snapshot that deleted the listing at its floor outranks any event from before it.
@@ -135,7 +140,8 @@ local function apply(ref, v, t, g, deleted, body)
     if deleted then g = cur[3] end  -- a deletion applies wherever the listing is
     if cur[3] ~= g then moved_from = cur[3] end
   end
-  if cur[2] then redis.call('PERSIST', lk) end  -- a compacted tombstone expires; not now
+  -- A compacted tombstone (it has no AT) expires; a listing that comes back does not.
+  if cur[2] and not cur[6] then redis.call('PERSIST', lk) end
   if deleted then
     redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now)
   else
