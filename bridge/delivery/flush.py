@@ -217,7 +217,7 @@ class GroupFlush:
                 await self.d.outbox.waiting(target.name, refs),
                 {listing.ref: desired_digest(adapter, listing) for listing in deleted})
             return {ref for ref in refs if view.done(ref)}
-        held = set(await self.ledger.accepted(target.name, self.group))
+        held = set(await self.ledger.accepted(target.name, self.group, refs))
         in_doubt = bool(await self.ledger.intents(target.name, [sync_scope(self.group)]))
         return {ref for ref in refs if sync_done(held, in_doubt, ref)}
 
