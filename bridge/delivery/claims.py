@@ -391,17 +391,25 @@ class Flushes:
         return bool(result)
 
 
+# ZADD's options come before its score/member pairs: every part of a split ZADD repeats them.
+ZADD_OPTIONS = frozenset({"NX", "XX", "GT", "LT", "CH"})
+
+
 def _split(commands: Sequence[Command]) -> list[Command]:
-    """Commands with at most MAX_COMMAND_ARGS arguments; long HSET/HDEL/SADD are split."""
+    """Commands with at most MAX_COMMAND_ARGS arguments; long HSET/HDEL/SADD/ZADD are split."""
     out: list[Command] = []
     for command in commands:
         name, key, *args = command
         if len(args) <= MAX_COMMAND_ARGS:
             out.append(command)
             continue
-        # An even step keeps HSET's field/value pairs together.
+        options: list[str] = []
+        if name.upper() == "ZADD":
+            while args and args[0].upper() in ZADD_OPTIONS:
+                options.append(args.pop(0))
+        # An even step keeps HSET's field/value pairs and ZADD's score/member pairs together.
         for i in range(0, len(args), MAX_COMMAND_ARGS):
-            out.append((name, key, *args[i:i + MAX_COMMAND_ARGS]))
+            out.append((name, key, *options, *args[i:i + MAX_COMMAND_ARGS]))
     return out
 
 

@@ -26,7 +26,7 @@ from bridge.delivery.ledger import Ledger, intend_commands
 from bridge.delivery.outbox import Outbox, Queued
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.sender import Sender
-from bridge.portals import RentixAdapter
+from bridge.portals import RentixAdapter, rentix_mapping
 from bridge.portals.rentix_errors import classify
 from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
@@ -74,9 +74,9 @@ async def sender_for(redis_url: str, settings: Settings, http_timeout_s: float =
 
 
 def write(ref: str, group: str, price: int = 500, **fields: Any) -> Queued:
-    payload = RentixAdapter(TARGET, "http://unused", "x").map_listing(
+    payload = rentix_mapping.map_listing(
         crm.listing(ref, price={"amount": price, "currency": "EUR", "period": "monthly"},
-                    **fields))
+                    **fields), TARGET)
     return Queued(ref, group, "upsert", payload, digest(payload), "", fresh_key(), now_ms(),
                   now_ms())
 
@@ -439,3 +439,23 @@ async def test_newer_content_of_a_waiting_listing_keeps_its_place_in_the_queue(
         order = [e.ref for e in await Outbox(client).entries(TARGET)]
         assert order[0] == "old-1" and sorted(order[1:]) == ["new-0", "new-1", "new-2"]
         assert (await Outbox(client).entries(TARGET))[0].payload["announcementValue"] == 600
+
+
+async def test_a_flush_puts_hundreds_of_writes_in_the_outbox_in_one_fenced_write(
+    redis_url: str, settings: Settings
+) -> None:
+    from bridge.delivery.claims import Flushes
+
+    async with Redis.from_url(redis_url) as client:
+        flushes = Flushes(client, lease_ms=10_000, debounce=settings.debounce)
+        entries = [write(f"apt-{i:04}", "g1") for i in range(600)]
+        early = now_ms() - 5_000
+        await put(client, [write("apt-0000", "g1")], at=early)  # waiting already
+        claim = await flushes.claim("g1", now_ms())
+        assert claim is not None
+        # 1,200 score/member arguments: more than one command of the fenced script takes.
+        assert await flushes.fenced(claim, outbox.put_commands(TARGET, entries, now_ms()))
+        ready = await client.zrange(k.OUTBOX_READY + TARGET, 0, -1, withscores=True)
+        assert len(ready) == 600
+        assert dict(ready)[b"apt-0000"] == early  # NX held in every part of the split
+        assert await Outbox(client).depth(TARGET) == 600
