@@ -462,7 +462,7 @@ class GroupFlush:
                 # The portal already holds the group as desired (say, after Redis lost its
                 # data): the ledger learns it, and nothing is written.
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh, self.epoch)
+                                              plan.fresh, self.epoch, accepted)
                 await self.trace.unchanged(name, "the portal holds it already")
                 self.settled.add(name)
                 return None
@@ -481,7 +481,7 @@ class GroupFlush:
                                latencies)
             if result.ok:
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh, self.epoch)
+                                              plan.fresh, self.epoch, accepted)
         except LeaseLost:
             if result.ok:
                 await self._after_lost_write(name, sync_scope(group), plan.digest)

@@ -136,6 +136,26 @@ def accepted_key(target: str, group: str | None) -> str:
     return f"{k.ACCEPTED}{target}" if group is None else f"{k.ACCEPTED}{target}:{group}"
 
 
+def _records_commands(key: str, records: dict[str, Accepted],
+                      previous: dict[str, Accepted] | None) -> list[Command]:
+    """The writes that leave exactly ``records`` in the hash ``key``: all of it afresh, or,
+    knowing what it holds (``previous``), the records that differ and the refs that went."""
+    if previous is None:
+        commands: list[Command] = [("DEL", key)]
+        changed = records
+    else:
+        commands = []
+        gone = sorted(set(previous) - set(records))
+        if gone:
+            commands.append(("HDEL", key, *gone))
+        changed = {ref: record for ref, record in records.items()
+                   if (held := previous.get(ref)) is not record and held != record}
+    if changed:
+        commands.append(("HSET", key, *[x for ref, record in changed.items()
+                                         for x in (ref, _json(record))]))
+    return commands
+
+
 def compact(record: Accepted) -> Accepted:
     """A per-listing target's record as the ledger keeps it: digest and time."""
     return Accepted(record.digest, None, record.at)
@@ -226,15 +246,14 @@ class Ledger:
 
     async def record_sync(self, target: str, group: str, digest: str,
                           records: dict[str, Accepted], fresh: list[str],
-                          epoch: str | None = None) -> None:
+                          epoch: str | None = None,
+                          previous: dict[str, Accepted] | None = None) -> None:
         """A group sync was accepted: the group on the portal is now exactly ``records`` (so
         verified in ``epoch``); the listings sent with their current content (``fresh``) are
-        out of quarantine."""
-        key = accepted_key(target, group)
-        commands: list[Command] = [("DEL", key)]
-        if records:
-            commands.append(("HSET", key, *[x for ref, record in records.items()
-                                             for x in (ref, _json(record))]))
+        out of quarantine. ``previous``: the group's records as read under the same lease;
+        then only what changed is written (a one-listing change in a large group rewrites one
+        record, not all of them)."""
+        commands = _records_commands(accepted_key(target, group), records, previous)
         commands += [
             ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest, "PX", str(k.GROUP_IDLE_MS)),
             ("DEL", f"{k.RELEASE}{target}:{group}"),

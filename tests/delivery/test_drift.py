@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import redis
 
+from bridge.delivery.idempotency import digest
 from tests.support import crm
 from tests.support.stack import Stack, running_stack
 
@@ -136,8 +137,8 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_and_portal_and_ledger_agr
                    what="portal and ledger to agree on the newest content")
         time.sleep(1.0)  # anything the woken worker still did would show now
         assert _agree(stack, client, "apt-1", 900)
-        assert orjson.loads(client.hget("lb:accepted:rentix", "apt-1"))["payload"] == \
-            orjson.loads(before["apt-1"])["payload"]
+        assert orjson.loads(client.hget("lb:accepted:rentix", "apt-1"))["digest"] == \
+            orjson.loads(before["apt-1"])["digest"]
         assert frozen.poll() is None  # it woke and carried on
 
 
@@ -152,7 +153,10 @@ def _agree(stack: Stack, client: redis.Redis, ref: str, price: int) -> bool:
         return False
     record = orjson.loads(raw)
     on_portal = rentix(stack).get(ref, {}).get("formData", {})
-    return (record["payload"]["announcementValue"] == price
+    # The ledger keeps a digest of what was sent: that of the write carrying this price.
+    sent = [r["body"] for r in stack.journal("rentix") if r["method"] == "PUT"
+            and r["body"]["externalId"] == ref and r["body"]["announcementValue"] == price]
+    return (bool(sent) and record["digest"] == digest(sent[-1])
             and on_portal.get("announcementValue") == price
             and rent(stack, "freeze", ref) == price
             and not client.hexists("lb:intent:rentix", ref))

@@ -447,3 +447,18 @@ async def test_record_attempt_counts_calls_and_outcomes_per_minute(ledger: Ledge
     assert r.hgetall(stats) == {"calls:rentix": "2", "ok:rentix": "2"}
     assert 0 < cast(int, r.ttl(stats)) <= k.STATS_TTL_S
     assert not r.exists(k.LATENCY)  # no latencies, nothing pushed
+
+
+async def test_record_sync_knowing_the_previous_records_writes_only_what_changed(
+    ledger: Ledger, r: redis.Redis
+) -> None:
+    before = {"a": record("d1"), "b": record("d2"), "c": record("d3")}
+    await ledger.record_sync("travtus", "g", "s1", before, [])
+    after = {"a": before["a"], "b": record("d9"), "d": record("d4")}  # c left, b changed
+    r.hset(f"{k.ACCEPTED}travtus:g", "a", "untouched")  # proves "a" is not written again
+    await ledger.record_sync("travtus", "g", "s2", after, ["b", "d"], previous=before)
+    held = r.hgetall(f"{k.ACCEPTED}travtus:g")
+    assert set(held) == {"a", "b", "d"} and held["a"] == "untouched"
+    del after["a"]
+    assert {ref: v for ref, v in (await ledger.accepted("travtus", "g", ["b", "d"])).items()
+            } == after
