@@ -11,10 +11,11 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
     lb:listing:{ref}              hash    the desired state of one listing, decoded only by
                                           ``bridge/delivery/desired.py``: g (group), v (version,
                                           -1 when absent), t (occurred_at), d ("1" when
-                                          deleted), body (canonical listing JSON; absent on a
-                                          bare tombstone), at (received), c (cause of the
-                                          deletion: "deleted" for a listing.deleted event,
-                                          "snapshot" for absence from a group.snapshot; removed
+                                          deleted), body (canonical listing JSON, packed:
+                                          ``bridge/packing.py``; absent on a bare
+                                          tombstone), at (received), c (cause of the deletion:
+                                          "deleted" for a listing.deleted event, "snapshot"
+                                          for absence from a group.snapshot; removed
                                           when the listing is upserted again), f (snapshot
                                           floor: the latest occurred_at of a group.snapshot
                                           that left the listing out and deleted it or found it
@@ -81,9 +82,10 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
                                           target last accepted for that listing; removed when
                                           the listing is compacted to a tombstone
-    lb:accepted:{target}:{group}  hash    the same for a group-sync target: the group as the
-                                          portal holds it after the last accepted sync; replaced
-                                          by each accepted sync
+    lb:accepted:{target}:{group}  hash    the same for a group-sync target, packed
+                                          (``bridge/packing.py``): the group as the portal holds
+                                          it after the last accepted sync; each accepted sync
+                                          writes what changed
     lb:syncdigest:{target}:{group} string digest of the last sync the target accepted; PX
                                           GROUP_IDLE_MS (gone: the next sync reads the portal)
     lb:quarantine:{target}        hash    ref (or "(group):{group}") -> JSON {digest, group,

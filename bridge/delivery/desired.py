@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from bridge import constants as k
+from bridge.packing import unpack
 
 # Field names of the listing hash, in the order the claim script returns them: every field but
 # the snapshot floor, which only the ingest script reads.
@@ -32,6 +33,7 @@ class DesiredListing:
     # Why it is deleted: constants.CAUSE_DELETED or CAUSE_SNAPSHOT; None while it is live (and
     # for a tombstone written before causes were recorded).
     cause: str | None = None
+    packed: bool = False  # the body is stored packed (bridge/packing.py) already
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -50,9 +52,10 @@ def decode_fields(ref: str, values: Sequence[bytes | str | None]) -> DesiredList
         version=None if version in (None, "-1") else int(version),
         occurred_ms=int(float(occurred or 0)),
         deleted=is_deleted,
-        body=orjson.loads(body) if body else None,
+        body=orjson.loads(unpack(body)) if body else None,
         received_ms=int(float(received or 0)),
         cause=cause if is_deleted else None,
+        packed=body is not None and body.startswith("~1"),
     )
 
 

@@ -52,6 +52,7 @@ from bridge.delivery.planning import (
     unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.repack import Repacker
 from bridge.delivery.sender import Sender
 from bridge.delivery.tombstones import PerListingView, Tombstones, sync_done
 from bridge.delivery.trace import FlushTrace
@@ -125,6 +126,7 @@ class Delivery:
         self.witness = Witness(redis)
         self.outbox = Outbox(redis)
         self.tombstones = Tombstones(redis, settings.retention.horizon_ms)
+        self.repacker = Repacker(redis)
         rentix = {name: a for name, a in adapters.items() if isinstance(a, RentixAdapter)}
         self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
 
@@ -179,6 +181,8 @@ class GroupFlush:
                               exc_info=result, extra=about(self.group, target.name))
                 result = await self._backoff(target.name, f"bridge error: {result!r}")
             next_due = earliest(next_due, result)
+        # Bodies the webhook stored as they came are kept packed from now on.
+        await self.d.repacker.repack(self.claim.listings)
         if next_due is None and all(r is None for r in results):
             await self._compact()
         clean = await self.d.flushes.finish(self.claim, next_due, sorted(self.settled))

@@ -27,6 +27,7 @@ from bridge import counters
 from bridge.clock import now_ms
 from bridge.delivery.claims import Command, LeaseLost, mark_due
 from bridge.delivery.idempotency import Intent
+from bridge.packing import pack, unpack
 from bridge.scripts import splice
 from bridge.settings import TraceSettings
 
@@ -122,7 +123,13 @@ return {2, held}
 
 
 def _load(raw: bytes | str | None) -> dict[str, Any] | None:
-    return orjson.loads(raw) if raw else None
+    return orjson.loads(unpack(raw)) if raw else None
+
+
+def _packed(record: Accepted) -> str:
+    """A group-sync record, whose payload the next syncs resend, as the ledger keeps it:
+    packed (``bridge/packing.py``; ``_load`` reads both forms)."""
+    return pack(orjson.dumps(asdict(record))).decode()
 
 
 def _json(value: Any) -> str:
@@ -152,7 +159,7 @@ def _records_commands(key: str, records: dict[str, Accepted],
                    if (held := previous.get(ref)) is not record and held != record}
     if changed:
         commands.append(("HSET", key, *[x for ref, record in changed.items()
-                                         for x in (ref, _json(record))]))
+                                         for x in (ref, _packed(record))]))
     return commands
 
 

@@ -16,6 +16,7 @@ import redis
 import standardwebhooks
 
 from bridge.app import create_app
+from bridge.packing import unpack
 from bridge.settings import Settings
 from tests.conftest import OTHER_SECRET, SECRET, make_settings
 from tests.support import crm
@@ -63,7 +64,7 @@ def test_accepted_event_is_stored_before_202(bridge: httpx.Client, r: redis.Redi
     assert response.json() == {"accepted": True, "id": "msg_1"}
     held = stored_listing(r, "apt-1")
     assert held["g"] == "north" and held["v"] == "3" and held["d"] == "0"
-    assert orjson.loads(held["body"])["external_ref"] == "apt-1"
+    assert orjson.loads(unpack(held["body"]))["external_ref"] == "apt-1"
     assert r.sismember("lb:members:north", "apt-1")
     assert r.zscore("lb:due", "north") is not None
 
@@ -290,9 +291,9 @@ def test_out_of_order_versions_keep_the_newest(bridge: httpx.Client, r: redis.Re
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 5, bedrooms=5)).status_code == 202
     # An older version arrives late: accepted (it was delivered to us) but changes nothing.
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 4, bedrooms=4)).status_code == 202
-    assert orjson.loads(stored_listing(r, "a")["body"])["bedrooms"] == 5
+    assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 5
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 6, bedrooms=6)).status_code == 202
-    assert orjson.loads(stored_listing(r, "a")["body"])["bedrooms"] == 6
+    assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 6
 
 
 def test_without_versions_occurred_at_orders(bridge: httpx.Client, r: redis.Redis) -> None:
@@ -302,7 +303,7 @@ def test_without_versions_occurred_at_orders(bridge: httpx.Client, r: redis.Redi
                       listing=crm.listing("a", bedrooms=1))
     assert crm.post(bridge, SECRET, late).status_code == 202
     assert crm.post(bridge, SECRET, early).status_code == 202
-    assert orjson.loads(stored_listing(r, "a")["body"])["bedrooms"] == 2
+    assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 2
     assert r.hget("lb:stats:" + str(int(time.time() * 1000) // 60000), "stale") == "1"
 
 
