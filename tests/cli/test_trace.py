@@ -51,7 +51,7 @@ def test_bridge_trace_says_where_a_listing_stands_and_tells_its_story_newest_fir
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].startswith("listing apt-1 in group cli: live, version 4, occurred "
-                               "2026-11-22 10:15:00.000 UTC")
+                               + crm.BASE.strftime("%Y-%m-%d %H:%M:%S.000 UTC"))
     travtus = api["targets"]["travtus"]
     assert lines[1].startswith("  rentix (rentix): quarantined; never accepted anything for it; "
                                "a flush would send ")

@@ -130,7 +130,7 @@ def test_adoption_holds_creates_until_scan_apply_links_and_ends_it(
         # Held creates flow: apt-1 and apt-2 update the hand-made listings, apt-4 is created.
         stack.wait(lambda: portal.price(a) == 510 and portal.price(b) == 510
                    and len(portal.listings()) == 5, what="held writes delivered")
-        later = "2026-11-22T10:16:00Z"  # after the snapshot
+        later = crm.at(60)  # after the snapshot
         stack.post(crm.event("listing.updated", "office", later, listing=crm_listing(
             "apt-1", "str. Columna 81", "ap. 12", price={**price, "amount": 520})))
         stack.wait(lambda: portal.price(a) == 520, what="the next change in place")

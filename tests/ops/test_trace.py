@@ -9,7 +9,6 @@ are also checked directly against the test Redis.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -95,8 +94,7 @@ def test_an_update_its_redelivery_a_stale_event_and_an_unchanged_one_are_told_wi
         ("wh-old", "listing.updated", 1, "stale", "story"),
         ("wh-first", "listing.updated", 2, "duplicate", "story"),
         ("wh-first", "listing.updated", 2, "applied", "story")]
-    assert entries(trace, "event")[0]["occurred_at"] == int(
-        dt.datetime(2026, 11, 22, 10, 15, tzinfo=dt.UTC).timestamp() * 1000)
+    assert entries(trace, "event")[0]["occurred_at"] == int(crm.BASE.timestamp() * 1000)
     assert trace["group"] == "story" and trace["version"] == 3 and not trace["deleted"]
     for target, operation in (("rentix", "upsert"), ("travtus", "sync")):
         step = trace["targets"][target]
@@ -314,7 +312,7 @@ async def test_a_snapshot_tells_each_listing_it_names_or_deletes_and_its_redeliv
 ) -> None:
     for ref in ("a", "b", "c"):
         await put(store, f"wh-{ref}", crm.upsert("snap", ref, 5))
-    snapshot = crm.event("group.snapshot", "snap", occurred_at="2026-11-23T00:00:00Z",
+    snapshot = crm.event("group.snapshot", "snap", occurred_at=crm.at(49_500),
                          listings=[crm.listing("a", 6), crm.listing("b", 4)])
     await put(store, "wh-snap", snapshot)
     await put(store, "wh-snap", snapshot)
@@ -340,7 +338,7 @@ async def test_created_and_deleted_events_are_told_by_their_type(
 ) -> None:
     await put(store, "wh-1", crm.event("listing.created", "types", listing=crm.listing("x")))
     await put(store, "wh-2", crm.event("listing.deleted", "types",
-                                       occurred_at="2026-11-23T00:00:00Z",
+                                       occurred_at=crm.at(49_500),
                                        listing={"external_ref": "x"}))
     trace = await ops.trace("x")
     assert [(e.type, e.version, e.result) for e in trace.entries

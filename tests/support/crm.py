@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 import uuid
@@ -45,9 +46,21 @@ def listing(ref: str, version: int | None = None, **fields: Any) -> dict[str, An
     return body
 
 
-def event(type_: str, group: str, occurred_at: str = "2026-11-22T10:15:00Z",
+# Events happen yesterday at 10:15 UTC: a fixed date would one day fall behind the retention
+# horizon (30 days by default), and the webhook would refuse every event as stale.
+BASE = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(hour=10, minute=15, second=0,
+                                                                microsecond=0)
+
+
+def at(seconds: float = 0) -> str:
+    """An occurred_at ``seconds`` after BASE, as the CRM writes it."""
+    moment = BASE + dt.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+
+
+def event(type_: str, group: str, occurred_at: str | None = None,
           **fields: Any) -> dict[str, Any]:
-    return {"type": type_, "occurred_at": occurred_at, "group": group, **fields}
+    return {"type": type_, "occurred_at": occurred_at or at(), "group": group, **fields}
 
 
 def upsert(group: str, ref: str, version: int | None = None, **fields: Any) -> dict[str, Any]:
