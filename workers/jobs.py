@@ -70,9 +70,11 @@ async def send_outbox(ctx: dict[str, Any], target: str) -> str:
     try:
         spec = settings.target(target)
     except KeyError:
-        return f"{target}: not a configured target"
+        spec = None
     if not isinstance(spec, RentixTarget):
-        return f"{target}: not a per-listing target"
+        # Left behind by a target no longer configured (or not per-listing): stop asking.
+        await ctx["redis"].zrem(k.SENDERS, target)
+        return f"{target}: not a configured per-listing target; its outbox is left as it is"
     try:
         return await delivery.sender.drain(spec)
     except Exception as exc:
