@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,10 +37,12 @@ class BrowserError(AssertionError):
 
 class Browser:
     def __init__(self, executable: str) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="lb-chromium-")
+        # Chromium's helper processes can still write to the profile as the browser exits.
+        self._profile = tempfile.TemporaryDirectory(prefix="lb-chromium-",
+                                                    ignore_cleanup_errors=True)
         self.process = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port = self._devtools_port(Path(self._profile.name) / "DevToolsActivePort")
         pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
         url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
@@ -118,6 +122,8 @@ class Browser:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # its helpers too
             self._profile.cleanup()
 
 
