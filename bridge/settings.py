@@ -98,15 +98,11 @@ class TraceSettings(_Section):
     @field_validator("retention_days", mode="before")
     @classmethod
     def _days(cls, value: Any) -> float:
-        number = _number(value)
-        if number is None or not 0 < number <= MAX_TRACE_DAYS:
-            raise ValueError(f"a number of days greater than 0 and at most {MAX_TRACE_DAYS} "
-                             "(fractions allowed: 0.5 keeps twelve hours)")
-        return number
+        return _days(value, MAX_TRACE_DAYS)
 
     @property
     def retention_ms(self) -> int:
-        return max(1, round(self.retention_days * 86_400_000))
+        return _ms(self.retention_days)
 
 
 MAX_HORIZON_DAYS = 3650
@@ -122,15 +118,24 @@ class RetentionSettings(_Section):
     @field_validator("horizon_days", mode="before")
     @classmethod
     def _days(cls, value: Any) -> float:
-        number = _number(value)
-        if number is None or not 0 < number <= MAX_HORIZON_DAYS:
-            raise ValueError(f"a number of days greater than 0 and at most {MAX_HORIZON_DAYS} "
-                             "(fractions allowed: 0.5 is twelve hours)")
-        return number
+        return _days(value, MAX_HORIZON_DAYS)
 
     @property
     def horizon_ms(self) -> int:
-        return max(1, round(self.horizon_days * 86_400_000))
+        return _ms(self.horizon_days)
+
+
+def _days(value: Any, most: float) -> float:
+    """A number of days in (0, most], fractions allowed."""
+    number = _number(value)
+    if number is None or not 0 < number <= most:
+        raise ValueError(f"a number of days greater than 0 and at most {most} "
+                         "(fractions allowed: 0.5 keeps twelve hours)")
+    return number
+
+
+def _ms(days: float) -> int:
+    return max(1, round(days * 86_400_000))
 
 
 def _number(value: Any) -> float | None:

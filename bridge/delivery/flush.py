@@ -516,7 +516,8 @@ class GroupFlush:
         quarantined = await self.ledger.quarantined(name, [*refs, sync_scope(group)])
         last = await self.ledger.sync_digest(name, group)
         intent = (await self.ledger.intents(name, [sync_scope(group)])).get(sync_scope(group))
-        elsewhere = await self._elsewhere(set(accepted) - set(refs) - set(kept))
+        # Listings that left the group: where they went, if anywhere (why the sync deletes them).
+        elsewhere = await self._read_listings(set(accepted) - set(refs) - set(kept))
         plan = plan_sync(adapter, group, desired, accepted, quarantined, last, now_ms(),
                          intent, elsewhere, kept)
         return plan, accepted, quarantined, last
@@ -532,10 +533,6 @@ class GroupFlush:
         found = await self._read_listings(set(refs))
         return [found.get(ref) or DesiredListing(ref, self.group, None, 0, True, None, 0)
                 for ref in refs]
-
-    async def _elsewhere(self, refs: set[str]) -> dict[str, DesiredListing]:
-        """The desired state of listings that left the group: where they went, if anywhere."""
-        return await self._read_listings(refs)
 
     async def _read_listings(self, refs: set[str]) -> dict[str, DesiredListing]:
         if not refs:

@@ -202,12 +202,8 @@ class Outbox:
 
     async def ready(self, target: str, now: int, limit: int = BULK_MAX_OPS) -> list[Queued]:
         """The writes that may go now, longest waiting first."""
-        refs = await self.redis.zrangebyscore(k.OUTBOX_READY + target, "-inf", now,
-                                              start=0, num=limit)
-        if not refs:
-            return []
-        values = await self.redis.hmget(k.OUTBOX + target, refs)  # type: ignore[misc]
-        return [Queued(**orjson.loads(v)) for v in values if v is not None]
+        return await self._load(target, await self.redis.zrangebyscore(
+            k.OUTBOX_READY + target, "-inf", now, start=0, num=limit))
 
     async def next_ready(self, target: str) -> int | None:
         """When the earliest write in the outbox may go; None when it is empty."""
@@ -220,7 +216,11 @@ class Outbox:
 
     async def entries(self, target: str, limit: int = 100) -> list[Queued]:
         """The first ``limit`` writes in the outbox, in the order they go (for operators)."""
-        refs = await self.redis.zrange(k.OUTBOX_READY + target, 0, limit - 1)
+        return await self._load(target, await self.redis.zrange(k.OUTBOX_READY + target, 0,
+                                                                limit - 1))
+
+    async def _load(self, target: str, refs: list[bytes]) -> list[Queued]:
+        """The outbox entries of ``refs``, in that order (one gone meanwhile is left out)."""
         if not refs:
             return []
         values = await self.redis.hmget(k.OUTBOX + target, refs)  # type: ignore[misc]
