@@ -218,8 +218,9 @@ listings no CRM listing is linked to):
 
 A listing's story (``bridge trace``, read by ``bridge/ops/trace.py``):
 
-    lb:trace:{ref}                list    JSON entries, newest first: every event received for
-                                          the listing (written by the ingest script, duplicates
+    lb:trace:{ref}                list    compact JSON entries (bridge/stories.py), newest
+                                          first: every event received for the listing
+                                          (written by the ingest script, duplicates
                                           and stale ones too), every flush decision about it per
                                           target and every portal call that carried it (the
                                           flush's ledger, fenced). Capped at TRACE_MAXLEN; each

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
-from bridge import counters
+from bridge import counters, stories
 from bridge.clock import now_ms
 from bridge.delivery.claims import Command, LeaseLost, mark_due
 from bridge.delivery.idempotency import Intent
@@ -179,7 +179,7 @@ def trace_commands(entries: Iterable[tuple[str, dict[str, Any]]], ttl_ms: int
     given (the last is the newest), capped at TRACE_MAXLEN, expiring ``ttl_ms`` after it."""
     by_ref: dict[str, list[str]] = {}
     for ref, entry in entries:
-        by_ref.setdefault(ref, []).append(orjson.dumps(entry).decode())
+        by_ref.setdefault(ref, []).append(stories.pack(entry))
     commands: list[Command] = []
     for ref, items in by_ref.items():
         key = k.TRACE + ref

@@ -46,25 +46,26 @@ local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local occurred = tonumber(ARGV[5])
 local stats = STATS .. math.floor(now / 60000)
 
--- A listing's story: one JSON entry per listing the event names. Times and versions are the
--- integers the webhook formatted; the strings are encoded once per call.
-local TYPES = {c = 'listing.created', u = 'listing.updated', d = 'listing.deleted',
-               s = 'group.snapshot'}
-local head = '{"kind":"event","at":' .. ARGV[2] .. ',"webhook_id":' .. cjson.encode(id) ..
-             ',"type":"' .. (TYPES[kind] or TYPES.u) .. '","group":' .. cjson.encode(group) ..
-             ',"occurred_at":' .. ARGV[5] .. ',"version":'
+-- A listing's story: one entry per listing the event names, in the stored form of
+-- bridge/stories.py (["e", at, webhook_id, type, group, at - occurred_at, version, result]).
+-- The strings are encoded once per call.
+local TYPES = {c = true, u = true, d = true, s = true}
+local head = '["e",' .. ARGV[2] .. ',' .. cjson.encode(id) .. ',"' ..
+             (TYPES[kind] and kind or 'u') .. '",' .. cjson.encode(group) .. ',' ..
+             string.format('%d', now - occurred) .. ','
 local function trace(ref, version, result, absent)
   local key = TRACE .. ref
-  local entry = head .. (version == '-1' and 'null' or version) .. ',"result":"' .. result ..
-                (absent and '","absent":true}' or '"}')
+  local entry = head .. (version == '-1' and 'null' or version) .. ',"' .. result ..
+                (absent and '",1]' or '"]')
   if redis.call('LPUSH', key, entry) > TRACE_MAXLEN then
     redis.call('LTRIM', key, 0, TRACE_MAXLEN - 1)
   end
   redis.call('PEXPIRE', key, trace_ttl)
 end
+-- Results by their stored letter: applied, stale, duplicate.
 local function outcome(applied)
-  if applied == 1 then return 'applied' end
-  return 'stale'
+  if applied == 1 then return 'a' end
+  return 's'
 end
 
 -- Count per minute; the first count of a minute sets the expiry.
@@ -78,7 +79,7 @@ if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
   count('duplicate')
   total(__EVENT_DUPLICATE__)
   -- The listings a redelivery names are the ones the first delivery named.
-  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'duplicate') end
+  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'd') end
   return {0, 0}
 end
 count('received')
@@ -88,7 +89,7 @@ count('received')
 if occurred < now - horizon then
   count('stale')
   total(__EVENT_STALE__)
-  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'stale') end
+  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 's') end
   return {1, 0}
 end
 
@@ -181,7 +182,7 @@ if kind == 's' then
         redis.call('HSET', lk, D, '1', T, occurred, CAUSE, CAUSE_SNAPSHOT, FLOOR, occurred,
                    AT, now)
         dirty(group, ref, seq)
-        trace(ref, '-1', 'applied', true)
+        trace(ref, '-1', 'a', true)
         applied = applied + 1
       end
     end

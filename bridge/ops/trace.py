@@ -13,9 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from bridge import constants as k
+from bridge import stories
 from bridge.clock import now_ms
 from bridge.ops.actions import NotFound
 from bridge.ops.models import ListingStatus
@@ -146,7 +145,7 @@ def newest_first(raw: list[bytes | str], since: int) -> list[TraceEntry]:
 
 def parse_entry(raw: bytes | str) -> TraceEntry | None:
     try:
-        data: dict[str, Any] = orjson.loads(raw)
+        data = stories.unpack(raw)
         kind = data.get("kind")
         if kind == "event":
             return EventEntry(kind="event", at=int(data["at"]), webhook_id=str(data["webhook_id"]),
@@ -168,7 +167,7 @@ def parse_entry(raw: bytes | str) -> TraceEntry | None:
                              error=str(data.get("error") or ""),
                              latency_ms=float(data.get("latency_ms") or 0),
                              attempt=int(data.get("attempt") or 1))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
     return None
 

@@ -18,7 +18,7 @@ import redis
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge import counters
+from bridge import counters, stories
 from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.idempotency import Intent, digest, fresh_key
@@ -172,7 +172,7 @@ async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its
         assert await accepted(client) == {**{e.ref: e.digest for e in good},
                                           "never-there": "d-gone"}
         assert await Outbox(client).depth(TARGET) == 0
-        trace = [orjson.loads(x) for x in await client.lrange(f"{k.TRACE}bad-1", 0, -1)]  # type: ignore[misc]
+        trace = [stories.unpack(x) for x in await client.lrange(f"{k.TRACE}bad-1", 0, -1)]  # type: ignore[misc]
         assert [e.get("decision") or e["kind"] for e in trace] == ["quarantined", "call"]
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import stories
 from bridge.delivery.claims import Claim
 from bridge.delivery.desired import DesiredListing
 from bridge.delivery.ledger import Accepted, Held, Ledger, Quarantined, sync_scope
@@ -45,12 +45,12 @@ def claim(*listings: DesiredListing, first: int | None = NOW) -> Claim:
 async def told(ledger: Ledger, ref: str) -> list[tuple[str, str]]:
     """(target, decision) of the ref's decisions, oldest first."""
     raw = await ledger.redis.lrange(k.TRACE + ref, 0, -1)  # type: ignore[misc]
-    return [(e["target"], e["decision"]) for e in map(orjson.loads, reversed(raw))
+    return [(e["target"], e["decision"]) for e in map(stories.unpack, reversed(raw))
             if e["kind"] == "decision"]
 
 
 async def last(ledger: Ledger, ref: str) -> dict[str, Any]:
-    entry: dict[str, Any] = orjson.loads(await ledger.redis.lindex(k.TRACE + ref, 0))  # type: ignore[misc]
+    entry: dict[str, Any] = stories.unpack(await ledger.redis.lindex(k.TRACE + ref, 0))  # type: ignore[misc]
     return entry
 
 

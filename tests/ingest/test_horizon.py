@@ -8,6 +8,7 @@ import json
 import redis
 
 from bridge import constants as k
+from bridge import stories
 from bridge.ingest.store import ingest_script
 from bridge.settings import RetentionSettings, Settings
 
@@ -30,7 +31,7 @@ def test_an_event_older_than_the_horizon_is_refused_as_stale_and_said_so(
     assert run(r, settings, "wh-1", "u", late) == [1, 0]
     assert not r.exists(k.LISTING + "apt-1")
     assert not r.exists(k.MEMBERS + "g1") and r.zscore(k.DUE, "g1") is None
-    story = [json.loads(x) for x in r.lrange(k.TRACE + "apt-1", 0, -1)]
+    story = [stories.unpack(x) for x in r.lrange(k.TRACE + "apt-1", 0, -1)]
     assert [e["result"] for e in story] == ["stale"]
     assert r.hget(k.METRICS, "webhook_events_total|stale") == "1"
     # Just inside the horizon it is applied.
