@@ -173,6 +173,16 @@ class Snapshot(Collector):
                                     ["target"]),
             "budget": self._gauge("rate_limit_available", "Requests a target may make at once "
                                   "now under the bridge's own rate limit", ["target"]),
+            # A per-listing target's outbox: an alert on a depth that does not fall, or on a
+            # bulk request in flight for long, finds a backlog that is not draining.
+            "outbox": self._gauge("outbox_depth", "Writes waiting in a per-listing target's "
+                                  "outbox for a bulk request, the one in flight included",
+                                  ["target"]),
+            "drain": self._gauge("outbox_drain_seconds", "Expected seconds to send a per-listing "
+                                 "target's outbox at its bulk budget (absent: bulk is off)",
+                                 ["target"]),
+            "in_flight": self._gauge("outbox_in_flight_age_seconds", "Seconds the bulk request "
+                                     "in flight has been out (0: none)", ["target"]),
         }
         for t in self.targets:
             for state in ("active", "paused", "rate-limited"):
@@ -183,6 +193,13 @@ class Snapshot(Collector):
             families["held_age"].add_metric([t.name], max(now - min(since), 0) / 1000
                                             if since else 0)
             families["budget"].add_metric([t.name], t.rate_limit.available)
+            if (box := t.outbox) is not None:
+                families["outbox"].add_metric([t.name], box.depth)
+                if box.drain_s is not None:
+                    families["drain"].add_metric([t.name], box.drain_s)
+                out = box.in_flight_since
+                families["in_flight"].add_metric([t.name], max(now - out, 0) / 1000
+                                                 if out is not None and box.in_flight else 0)
         yield from families.values()
 
     def _drift(self) -> Iterator[Metric]:

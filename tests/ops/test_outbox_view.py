@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import counters
 from bridge.cli.operate import render_status
 from bridge.clock import now_ms
+from bridge.dashboard.metrics import Snapshot
 from bridge.delivery import budget
 from bridge.delivery.budget import Bucket, Budget
 from bridge.delivery.outbox import Queued, compose, put_commands
@@ -156,3 +159,38 @@ async def test_with_bulk_off_there_is_no_drain_time(bulk_off: Operations, redis:
     assert orjson.loads(orjson.dumps(view))["drain_s"] is None
     assert "  outbox: 2 waiting; bulk off (bulk_per_minute = 0)" in render_status(
         await bulk_off.status())
+
+
+async def scrape(ops: Operations) -> dict[str, float]:
+    """The outbox gauges as /metrics renders them: {"name{labels}": value}."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot(await ops.overview(), await ops.targets(),
+                               counters.read({}), (await ops.problems()).held))
+    samples = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.startswith("listing_bridge_outbox_"):
+                labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+                samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+async def test_metrics_show_each_outbox_depth_drain_time_and_request_in_flight(
+    ops: Operations, bulk_off: Operations, redis: Redis
+) -> None:
+    assert await scrape(ops) == {
+        'listing_bridge_outbox_depth{target="rentix"}': 0,
+        'listing_bridge_outbox_drain_seconds{target="rentix"}': 0,
+        'listing_bridge_outbox_in_flight_age_seconds{target="rentix"}': 0}
+    now = now_ms()
+    entries = [entry(f"apt-{i}", now) for i in range(250)]
+    await put(redis, "rentix", entries, now)
+    await send(redis, "rentix", entries[:100], now - 3_000)
+    shown = await scrape(ops)
+    assert shown['listing_bridge_outbox_depth{target="rentix"}'] == 250
+    assert shown['listing_bridge_outbox_drain_seconds{target="rentix"}'] == 6.4
+    age = shown['listing_bridge_outbox_in_flight_age_seconds{target="rentix"}']
+    assert 3 <= age <= 3 + SLACK_MS / 1000
+    # The group-sync target has no outbox series; with bulk off there is no drain time.
+    assert not any("travtus" in name for name in shown)
+    assert 'listing_bridge_outbox_drain_seconds{target="rentix"}' not in await scrape(bulk_off)
