@@ -11,9 +11,9 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
     lb:listing:{ref}              hash    the desired state of one listing, decoded only by
                                           ``bridge/delivery/desired.py``: g (group), v (version,
                                           -1 when absent), t (occurred_at), d ("1" when
-                                          deleted), body (canonical listing JSON, packed:
-                                          ``bridge/packing.py``; absent on a bare
-                                          tombstone), at (received), c (cause of the deletion:
+                                          deleted), body (only in hashes written before
+                                          lb:body: a claim moves it there), at (received),
+                                          c (cause of the deletion:
                                           "deleted" for a listing.deleted event, "snapshot"
                                           for absence from a group.snapshot; removed
                                           when the listing is upserted again), f (snapshot
@@ -27,6 +27,14 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
                                           retention.horizon_days after max(t, f)
                                           (``delivery/tombstones.py``); an event that brings it
                                           back removes the expiry
+    lb:body:{ref}                 string  the listing's canonical JSON as the webhook stored it,
+                                          packed by the flush that claims it
+                                          (``bridge/packing.py``). Apart from lb:listing so
+                                          that hash holds only short values and stays a
+                                          listpack (~230 B less per listing on Redis 7.0);
+                                          written by ingest, kept while the listing is
+                                          deleted, removed with the listing's compaction to
+                                          a tombstone; no TTL
     lb:members:{group}            set     refs whose current group is {group}, tombstones too;
                                           a ref leaves when its listing moves to another group
                                           or is compacted to a tombstone
@@ -246,6 +254,7 @@ PREFIX = "lb:"
 
 SEEN = PREFIX + "seen:"
 LISTING = PREFIX + "listing:"
+BODY = PREFIX + "body:"
 MEMBERS = PREFIX + "members:"
 GROUPS = PREFIX + "groups"
 PENDING = PREFIX + "pending:"

@@ -1,6 +1,6 @@
 """Compact storage of JSON the bridge keeps per listing: raw deflate with a preset dictionary.
 
-A listing's canonical body (``lb:listing:{ref}``) and a group-sync target's accepted records
+A listing's canonical body (``lb:body:{ref}``) and a group-sync target's accepted records
 (``lb:accepted:{target}:{group}``) are the bridge's largest per-listing state, and every one of
 them repeats the same field names and values. Deflate primed with a dictionary of typical
 listings (``DICTIONARY_V1``, fixed forever: stored values name it) keeps about a fifth of

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.delivery.desired import BODY_FIELD, FIELDS, DesiredListing, decode_fields
 from bridge.logs import about
 from bridge.scripts import splice
 from bridge.settings import DebounceSettings
@@ -78,6 +78,27 @@ for i = 4, #ARGV do
     full = true
   end
 end
+-- A listing's body, from its own key. A hash written before bodies had one holds it as a
+-- field: moved to the key (unless the key, newer, is there) and the hash written afresh without
+-- it, so it becomes a small listpack (Redis never shrinks a hash's encoding in place).
+local function body(ref, old)
+  local bk = __BODYK__ .. ref
+  local current = redis.call('GET', bk)
+  if old then
+    if not current then
+      current = old
+      redis.call('SET', bk, old)
+    end
+    local lk = __LISTING__ .. ref
+    local all, ttl = redis.call('HGETALL', lk), redis.call('PTTL', lk)
+    redis.call('DEL', lk)
+    for i = 1, #all, 2 do
+      if all[i] ~= __BODY_FIELD__ then redis.call('HSET', lk, all[i], all[i + 1]) end
+    end
+    if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
+  end
+  return current
+end
 local changed = {}
 local flat = redis.call('HGETALL', __DIRTY__ .. g)
 for i = 1, #flat, 2 do changed[flat[i]] = tonumber(flat[i + 1]) end
@@ -91,6 +112,7 @@ for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
     out[#out + 1] = ref
     out[#out + 1] = at or 0
     local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
+    values[__BODY_AT__] = body(ref, values[__BODY_AT__])
     for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
   else
     others[#others + 1] = ref
@@ -101,7 +123,8 @@ for _, ref in ipairs(others) do out[#out + 1] = ref end
 return out
 """, {"LEASE": k.LEASE, "FENCE": k.FENCE, "PENDING": k.PENDING, "DUE": k.DUE,
       "FLUSHING": k.FLUSHING, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING, "FIELDS": FIELDS,
-      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY})
+      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY, "BODYK": k.BODY,
+      "BODY_AT": FIELDS.index(BODY_FIELD) + 1, "BODY_FIELD": BODY_FIELD})
 
 RENEW = splice("""
 local g, token, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -1,17 +1,20 @@
 """The desired state of listings as the webhook's ingest script leaves it in Redis, read back.
 
-``lb:listing:{ref}`` (see ``bridge/constants.py``) is written only by the ingest script; this is
-its one decoder, used by flush claims, the operator's views and linking. ``FIELDS`` is the order
-in which the claim script returns a listing's fields, so both sides agree on one list.
+``lb:listing:{ref}`` and ``lb:body:{ref}`` (see ``bridge/constants.py``) are written only by the
+ingest script (and the worker's repacking); this is their one decoder, used by flush claims, the
+operator's views, reconciliation and linking. ``FIELDS`` is the order in which the claim script
+returns a listing's fields, so both sides agree on one list. A hash written before the body had
+a key of its own still holds it as a field: the body key, when there is one, is the newer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.packing import unpack
@@ -19,6 +22,8 @@ from bridge.packing import unpack
 # Field names of the listing hash, in the order the claim script returns them: every field but
 # the snapshot floor, which only the ingest script reads.
 FIELDS = k.LISTING_FIELDS[:-1]
+# The hash field a body was kept in before it had a key of its own (lb:body:{ref}).
+BODY_FIELD = k.LISTING_FIELDS[4]
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,13 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def decode_fields(ref: str, values: Sequence[bytes | str | None]) -> DesiredListing | None:
-    """One listing from its hash values in ``FIELDS`` order; None if the hash does not exist."""
+def decode_fields(ref: str, values: Sequence[bytes | str | None],
+                  body_key: bytes | str | None = None) -> DesiredListing | None:
+    """One listing from its hash values in ``FIELDS`` order and its body key's value; None if
+    the hash does not exist."""
     group, version, occurred, deleted, body, received, cause = (_text(v) for v in values)
+    if body_key is not None:
+        body = _text(body_key)
     if group is None and occurred is None:
         return None
     is_deleted = deleted != "0" if deleted is not None else True
@@ -59,7 +68,22 @@ def decode_fields(ref: str, values: Sequence[bytes | str | None]) -> DesiredList
     )
 
 
-def decode_hash(ref: str, fields: Mapping[bytes | str, bytes | str]) -> DesiredListing | None:
-    """One listing from ``HGETALL lb:listing:{ref}``."""
+def decode_hash(ref: str, fields: Mapping[bytes | str, bytes | str],
+                body_key: bytes | str | None = None) -> DesiredListing | None:
+    """One listing from ``HGETALL lb:listing:{ref}`` and ``GET lb:body:{ref}``."""
     by_name = {_text(name): value for name, value in fields.items()}
-    return decode_fields(ref, [by_name.get(name) for name in FIELDS])
+    return decode_fields(ref, [by_name.get(name) for name in FIELDS], body_key)
+
+
+async def read_listings(redis: Redis, refs: Iterable[str]) -> dict[str, DesiredListing]:
+    """The desired state of those of ``refs`` that exist, in the order given: one round trip."""
+    refs = list(refs)
+    if not refs:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for ref in refs:
+            pipe.hmget(f"{k.LISTING}{ref}", list(FIELDS))
+            pipe.get(f"{k.BODY}{ref}")
+        rows = await pipe.execute()
+    found = {ref: decode_fields(ref, rows[2 * n], rows[2 * n + 1]) for n, ref in enumerate(refs)}
+    return {ref: listing for ref, listing in found.items() if listing is not None}

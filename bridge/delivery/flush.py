@@ -22,12 +22,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
-from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.delivery.desired import DesiredListing, read_listings
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
@@ -535,16 +534,7 @@ class GroupFlush:
                 for ref in refs]
 
     async def _read_listings(self, refs: set[str]) -> dict[str, DesiredListing]:
-        if not refs:
-            return {}
-        redis = self.d.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            for ref in sorted(refs):
-                pipe.hmget(f"{k.LISTING}{ref}", list(FIELDS))
-            rows = await pipe.execute()
-        found = {ref: decode_fields(ref, row) for ref, row in zip(sorted(refs), rows,
-                                                                  strict=True)}
-        return {ref: listing for ref, listing in found.items() if listing is not None}
+        return await read_listings(self.d.redis, sorted(refs))
 
     async def _discarded(self, name: str, plan: SyncPlan) -> bool:
         """An operator discarded this very sync, and the group has not changed since. Once it

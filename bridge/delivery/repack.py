@@ -19,21 +19,20 @@ from bridge.delivery.desired import DesiredListing
 from bridge.packing import pack
 from bridge.scripts import splice
 
-_BODY = k.LISTING_FIELDS[4]
-
 # ARGV: triples of ref, SHA-1 of the plain body, packed body. Returns how many were packed.
+# The claim that read the bodies moved any still kept in the listing hash to lb:body:{ref}.
 REPACK = splice("""
 local packed = 0
 for i = 1, #ARGV, 3 do
-  local lk = __LISTING__ .. ARGV[i]
-  local body = redis.call('HGET', lk, __BODY__)
+  local bk = __BODY__ .. ARGV[i]
+  local body = redis.call('GET', bk)
   if body and redis.sha1hex(body) == ARGV[i + 1] then
-    redis.call('HSET', lk, __BODY__, ARGV[i + 2])
+    redis.call('SET', bk, ARGV[i + 2])
     packed = packed + 1
   end
 end
 return packed
-""", {"LISTING": k.LISTING, "BODY": _BODY})
+""", {"BODY": k.BODY})
 
 
 class Repacker:

@@ -43,7 +43,7 @@ for _, item in ipairs(cjson.decode(ARGV[5])) do
   if cur[3] == '1' and cur[4] == g and tonumber(cur[1]) == item[2]
       and tonumber(cur[2]) == item[3] then
     -- Written afresh, not trimmed: a hash that once held a body keeps its large encoding.
-    redis.call('DEL', lk)
+    redis.call('DEL', lk, __BODY__ .. ref)
     local keep_until = math.max(tonumber(cur[2]), tonumber(cur[5]) or 0) + horizon
     if keep_until > now then
       redis.call('HSET', lk, G, g, V, cur[1], T, cur[2], D, '1')
@@ -65,7 +65,8 @@ for _, item in ipairs(cjson.decode(ARGV[5])) do
   end
 end
 return done
-""", {"LEASE": k.LEASE, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "QUARANTINE": k.QUARANTINE,
+""", {"LEASE": k.LEASE, "LISTING": k.LISTING, "BODY": k.BODY, "MEMBERS": k.MEMBERS,
+      "QUARANTINE": k.QUARANTINE,
       "INTENT": k.INTENT, "ACCEPTED": k.ACCEPTED, "ADOPT": k.ADOPT, "LINKED": k.LINKED,
       "DIRTY": k.DIRTY,
       "FIELDS": (_V, _T, _D, _G, _FLOOR)})

@@ -34,7 +34,7 @@ _INGEST = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
-local DIRTY = __DIRTY__
+local DIRTY, BODYK = __DIRTY__, __BODYK__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
@@ -146,7 +146,9 @@ local function apply(ref, v, t, g, deleted, body)
   if deleted then
     redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now)
   else
-    redis.call('HSET', lk, V, v, T, t, G, g, D, '0', BODY, body, AT, now)
+    -- The body has a key of its own: with only short values the hash stays a listpack.
+    redis.call('HSET', lk, V, v, T, t, G, g, D, '0', AT, now)
+    redis.call('SET', BODYK .. ref, body)
     if cur[5] then redis.call('HDEL', lk, CAUSE) end
   end
   if moved_from then
@@ -205,7 +207,7 @@ INGEST = splice(_INGEST, {
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
-    "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY,
+    "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
     "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
     "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
     "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),

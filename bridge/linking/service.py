@@ -271,12 +271,8 @@ class Linking:
                 pipe.smembers(f"{k.MEMBERS}{group}")
             members = await pipe.execute()
         refs = sorted({str(_s(ref)) for refs in members for ref in refs})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hmget(f"{k.LISTING}{ref}", list(desired.FIELDS))
-            rows = await pipe.execute()
-        found = (desired.decode_fields(ref, row) for ref, row in zip(refs, rows, strict=True))
-        return [x.body for x in found if x and not x.deleted and x.body]
+        found = (await desired.read_listings(self.redis, refs)).values()
+        return [x.body for x in found if not x.deleted and x.body]
 
     # -- adoption --
 

@@ -16,7 +16,7 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import budget
 from bridge.delivery.budget import BUCKETS, Budget
-from bridge.delivery.desired import DesiredListing, decode_hash
+from bridge.delivery.desired import DesiredListing, read_listings
 from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
 from bridge.delivery.outbox import Outbox, drain_seconds
 from bridge.delivery.planning import desired_digest
@@ -348,12 +348,7 @@ class Reads:
 
     async def _listings(self, refs: list[str]) -> dict[str, DesiredListing]:
         """The desired state of ``refs`` that exist, in the order given."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hgetall(f"{k.LISTING}{ref}")
-            rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
-        listings = (decode_hash(ref, row) for ref, row in zip(refs, rows, strict=True))
-        return {listing.ref: listing for listing in listings if listing is not None}
+        return await read_listings(self.redis, refs)
 
     async def _pending(self, group: str) -> Pending | None:
         """``first`` is cleared when a flush takes the changes; last/seq stay as counters."""

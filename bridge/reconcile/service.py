@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery.claims import Claim, LeaseLost
-from bridge.delivery.desired import FIELDS, DesiredListing, decode_fields
+from bridge.delivery.desired import DesiredListing, read_listings
 from bridge.delivery.flush import Delivery, GroupFlush
 from bridge.delivery.ledger import sync_scope
 from bridge.delivery.planning import plan_sync
@@ -255,14 +255,7 @@ class Reconciler:
         return [found[ref] for ref in refs if ref in found]
 
     async def _listings(self, refs: list[str]) -> dict[str, DesiredListing]:
-        if not refs:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hmget(f"{k.LISTING}{ref}", list(FIELDS))
-            rows = await pipe.execute()
-        decoded = {ref: decode_fields(ref, row) for ref, row in zip(refs, rows, strict=True)}
-        return {ref: listing for ref, listing in decoded.items() if listing is not None}
+        return await read_listings(self.redis, refs)
 
     async def _known(self, refs: list[str]) -> set[str]:
         if not refs:

@@ -63,7 +63,7 @@ def ingest(r: redis.Redis, settings: Settings) -> Ingest:
 
 
 def desired(r: redis.Redis, ref: str) -> DesiredListing:
-    listing = decode_hash(ref, r.hgetall(k.LISTING + ref))
+    listing = decode_hash(ref, r.hgetall(k.LISTING + ref), r.get(k.BODY + ref))
     assert listing is not None
     return listing
 

@@ -34,7 +34,9 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
 
     assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     assert r.hgetall(k.LISTING + "apt-1") == {
-        "g": "g1", "v": "4", "t": str(T0), "d": "0", "body": '{"rent": 900}', "at": str(T0)}
+        "g": "g1", "v": "4", "t": str(T0), "d": "0", "at": str(T0)}
+    assert r.get(k.BODY + "apt-1") == '{"rent": 900}'
+    assert r.object("encoding", k.LISTING + "apt-1") == "listpack"  # short values only
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
     assert r.hgetall(k.DIRTY + "g1") == {"apt-1": "1"}  # changed at the group's seq 1
     assert r.smembers(k.GROUPS) == {"g1"}
@@ -46,7 +48,8 @@ def test_ingest_script_writes_the_keys_bridge_constants_names(
     # The listing's story (bridge trace) holds the event, for [trace] retention_days.
     assert 0 < r.pttl(k.TRACE + "apt-1") <= settings.trace.retention_ms
     assert r.hgetall(k.METRICS) == {"webhook_events_total|accepted": "1"}
-    assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.MEMBERS + "g1",
+    assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.BODY + "apt-1",
+                                k.MEMBERS + "g1",
                                 k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1",
                                 k.METRICS, k.DIRTY + "g1"}
 

@@ -30,7 +30,10 @@ def bridge(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def stored_listing(r: redis.Redis, ref: str) -> dict[str, str]:
-    return r.hgetall(f"lb:listing:{ref}")
+    """The listing hash, and its body (a key of its own) under "body"."""
+    held: dict[str, str] = r.hgetall(f"lb:listing:{ref}")
+    body = r.get(f"lb:body:{ref}")
+    return held if body is None else {**held, "body": body}
 
 
 def stored_nothing(r: redis.Redis) -> bool:
