@@ -60,7 +60,7 @@ _DEFAULTS: dict[str, Any] = {"attempt": 1, "error": "", "detail": ""}
 def pack(entry: dict[str, Any]) -> str:
     """An entry as stored: decisions and calls (events are packed by the ingest script)."""
     kind = entry["kind"]
-    if kind == "decision":
+    if kind == "decision" and entry["decision"] in _DECISION_CODE:
         head: list[Any] = ["d", entry["at"], entry["target"], entry["group"],
                            _DECISION_CODE[entry["decision"]]]
         tail = [entry.get(name) for name in _DECISION_FIELDS]
@@ -69,7 +69,7 @@ def pack(entry: dict[str, Any]) -> str:
     if kind == "call":
         head = ["c", entry["at"], entry["target"], entry["group"]]
         return _dumps(head, [entry.get(name) for name in _CALL_FIELDS], _CALL_FIELDS)
-    return orjson.dumps(entry).decode()  # any other kind is kept as it is
+    return orjson.dumps(entry).decode()  # anything without a code is kept as it is
 
 
 def unpack(raw: bytes | str) -> dict[str, Any]:

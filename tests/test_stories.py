@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from bridge import stories
+from bridge.delivery.trace import DECISIONS
 
 AT = 1_796_032_520_760
 KEY = "lb-cd131cc4e2b9397c76cdd4e33af4f85d51a2a83e"
@@ -76,3 +77,10 @@ def test_entries_stored_as_json_objects_before_read_as_they_are() -> None:
 def test_what_cannot_be_read_raises_a_value_lookup_or_type_error(raw: str) -> None:
     with pytest.raises((ValueError, KeyError, IndexError, TypeError)):
         stories.unpack(raw)
+
+
+def test_every_decision_a_flush_can_tell_has_a_code_and_one_without_is_kept_whole() -> None:
+    assert set(DECISIONS) <= set(stories.DECISIONS)
+    entry = decision("pondering", detail="a decision added without a code")
+    assert stories.pack(entry).startswith("{")
+    assert stories.unpack(stories.pack(entry)) == entry
