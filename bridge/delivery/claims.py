@@ -31,7 +31,13 @@ from redis.exceptions import RedisError
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.desired import BODY_FIELD, FIELDS, DesiredListing, decode_fields
+from bridge.delivery.desired import (
+    BODY_FIELD,
+    FIELDS,
+    DesiredListing,
+    bare_tombstone,
+    decode_fields,
+)
 from bridge.logs import about
 from bridge.scripts import splice
 from bridge.settings import DebounceSettings
@@ -441,7 +447,4 @@ def _text(value: bytes | str) -> str:
 
 
 def _listing(group: str, ref: str, values: Sequence[bytes | str | None]) -> DesiredListing:
-    # A member without a hash reads as a bare tombstone, as it always has.
-    return decode_fields(ref, values) or DesiredListing(
-        ref=ref, group=group, version=None, occurred_ms=0, deleted=True, body=None,
-        received_ms=0)
+    return decode_fields(ref, values) or bare_tombstone(ref, group)

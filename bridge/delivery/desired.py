@@ -68,6 +68,12 @@ def decode_fields(ref: str, values: Sequence[bytes | str | None],
     )
 
 
+def bare_tombstone(ref: str, group: str) -> DesiredListing:
+    """A member without a hash: read as a bare tombstone, as it always has been."""
+    return DesiredListing(ref=ref, group=group, version=None, occurred_ms=0, deleted=True,
+                          body=None, received_ms=0)
+
+
 def decode_hash(ref: str, fields: Mapping[bytes | str, bytes | str],
                 body_key: bytes | str | None = None) -> DesiredListing | None:
     """One listing from ``HGETALL lb:listing:{ref}`` and ``GET lb:body:{ref}``."""

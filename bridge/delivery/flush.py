@@ -26,7 +26,7 @@ from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
-from bridge.delivery.desired import DesiredListing, read_listings
+from bridge.delivery.desired import DesiredListing, bare_tombstone, read_listings
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
@@ -516,7 +516,8 @@ class GroupFlush:
         last = await self.ledger.sync_digest(name, group)
         intent = (await self.ledger.intents(name, [sync_scope(group)])).get(sync_scope(group))
         # Listings that left the group: where they went, if anywhere (why the sync deletes them).
-        elsewhere = await self._read_listings(set(accepted) - set(refs) - set(kept))
+        elsewhere = await read_listings(self.d.redis,
+                                        sorted(set(accepted) - set(refs) - set(kept)))
         plan = plan_sync(adapter, group, desired, accepted, quarantined, last, now_ms(),
                          intent, elsewhere, kept)
         return plan, accepted, quarantined, last
@@ -529,12 +530,8 @@ class GroupFlush:
     async def _listings_of(self, refs: list[str]) -> list[DesiredListing]:
         """The desired state of these members (a member without a hash reads as a bare
         tombstone, as in a claim)."""
-        found = await self._read_listings(set(refs))
-        return [found.get(ref) or DesiredListing(ref, self.group, None, 0, True, None, 0)
-                for ref in refs]
-
-    async def _read_listings(self, refs: set[str]) -> dict[str, DesiredListing]:
-        return await read_listings(self.d.redis, sorted(refs))
+        found = await read_listings(self.d.redis, refs)
+        return [found.get(ref) or bare_tombstone(ref, self.group) for ref in refs]
 
     async def _discarded(self, name: str, plan: SyncPlan) -> bool:
         """An operator discarded this very sync, and the group has not changed since. Once it
