@@ -19,8 +19,8 @@ Follow a webhook from the endpoint to the portal call by opening one package per
 
 Shared ground: ``settings`` (the TOML file), ``constants`` (every Redis key and its lifetime),
 ``connections`` (Redis clients and start-up checks), ``scripts`` (splicing key names into Lua),
-``packing`` (compact storage of per-listing JSON), ``counters`` (the Prometheus totals kept in
-Redis), ``logs`` (log context and JSON lines),
+``packing`` (compact storage of per-listing JSON), ``stories`` (how listings' stories are stored),
+``counters`` (the Prometheus totals kept in Redis), ``logs`` (log context and JSON lines),
 ``clock``, ``responses``, and ``app`` (the web process). The arq worker process is the top-level
 package ``workers``, which imports ``bridge`` and is never imported by it. The import rules are
 contracts in ``pyproject.toml``.

