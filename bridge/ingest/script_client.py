@@ -164,6 +164,9 @@ class _Connection(asyncio.Protocol):
         # None stands for a barrier's reply.
         self.waiters: collections.deque[asyncio.Future[Any] | None] = collections.deque()
         self.transport: Any = None  # asyncio's or uvloop's transport
+        # The loop it was made in, kept: asyncio.get_running_loop() costs a getpid() system
+        # call on every call (CPython 3.11), and calls come from that loop only.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.lost = False
         self.ready = False  # set up (AUTH, SELECT) and checked (prepare)
         self.barrier: bytes | None = None
@@ -179,6 +182,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -239,9 +243,12 @@ class _Connection(asyncio.Protocol):
         self.out.append(payload)
         if not self.flush_soon:
             self.flush_soon = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._loop().call_soon(self.flush)
         if self.barrier is not None:
             self._barrier_due()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop or asyncio.get_running_loop()
 
     def flush(self) -> None:
         self.flush_soon = False
@@ -261,7 +268,7 @@ class _Connection(asyncio.Protocol):
         self.unbarriered = True
         if not self.barrier_out and not self.barrier_soon:
             self.barrier_soon = True
-            asyncio.get_running_loop().call_soon(self._send_barrier)
+            self._loop().call_soon(self._send_barrier)
 
     def _send_barrier(self) -> None:
         self.barrier_soon = False
@@ -363,7 +370,12 @@ class ScriptBatcher:
     async def call(self, args: list[bytes | str | int]) -> Any:
         """Run the script with ``args``; raises ConnectionError (StorageUnavailable when the
         cause is known), TimeoutError or ResponseError."""
-        evalsha = b"*%d\r\n%s%s" % (len(args) + 3, self._evalsha, _bulks(args))
+        return await self.call_packed(len(args), _bulks(args))
+
+    async def call_packed(self, count: int, bulks: bytes) -> Any:
+        """``call`` with its ``count`` arguments already packed as RESP bulk strings (a caller
+        that knows its arguments' types packs them in one step, ~2 µs less than ``_bulks``)."""
+        evalsha = b"*%d\r\n%s%s" % (count + 3, self._evalsha, bulks)
         reply = await self._call(evalsha)
         if isinstance(reply, ResponseError):
             if str(reply).startswith("NOSCRIPT"):
@@ -374,9 +386,10 @@ class ScriptBatcher:
         return reply
 
     async def _call(self, command: bytes) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
         conn = self._conn
+        loop = conn.loop if conn is not None and conn.loop is not None else (
+            asyncio.get_running_loop())
+        future: asyncio.Future[Any] = loop.create_future()
         if conn is not None and not conn.lost:
             # Written at the end of this loop turn, in one write with the calls made in it.
             conn.send_one(command, future)

@@ -7,6 +7,8 @@ import redis
 
 from bridge import constants as k
 from bridge.ingest import store
+from bridge.ingest.events import ValidEvent
+from bridge.ingest.script_client import _bulks
 from bridge.ingest.store import ingest_script
 from bridge.scripts import ScriptError, placeholders, splice
 from bridge.settings import Settings
@@ -95,3 +97,40 @@ def test_splice_leaves_later_placeholders_and_a_second_splice_needs_them_all() -
 def test_splice_refuses_a_bool() -> None:
     with pytest.raises(ScriptError, match="bool"):
         splice("return __FLAG__", {"FLAG": True})
+
+
+# What the webhook sends the script --------------------------------------------------------
+
+@pytest.mark.parametrize("event", [
+    ValidEvent("listing.updated", "g1", T0, [("apt-1", 4, b'{"rent":900}')]),
+    ValidEvent("listing.deleted", "Zürich Süd", T0, [("wohnung-ä", -1, b"")]),
+    ValidEvent("group.snapshot", "g1", T0, [("a", 1, b"{}"), ("b", -1, b'{"x":"\\u00e9"}')]),
+    ValidEvent("group.snapshot", "g1", T0, []),
+])
+def test_the_packed_script_arguments_are_the_generic_packers(event: ValidEvent) -> None:
+    args: list[bytes | str | int] = ["wh-1", T0 + 5, store._KIND[event.type], event.group,
+                                     event.occurred_ms]
+    for listing in event.listings:
+        args += listing
+
+    assert store.script_arguments("wh-1", T0 + 5, event) == (len(args), _bulks(args))
+
+
+def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(
+    r: redis.Redis, settings: Settings
+) -> None:
+    script = ingest_script(settings.webhook, settings.debounce)
+
+    def upsert(n: int, group: str) -> None:
+        r.eval(script, 0, f"wh-{n}", T0 + n, "u", group, T0 + n, "apt-1", n, "{}")
+
+    upsert(1, "g1")
+    upsert(2, "g1")
+    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+    upsert(3, "g2")
+    assert not r.exists(k.MEMBERS + "g1") and r.smembers(k.MEMBERS + "g2") == {"apt-1"}
+    upsert(4, "g2")
+    upsert(5, "g1")
+    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"} and not r.exists(k.MEMBERS + "g2")
+    r.eval(script, 0, "wh-6", T0 + 6, "d", "g1", T0 + 6, "apt-1", 6, "")
+    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}, "a deleted listing stays until compacted"
