@@ -155,7 +155,9 @@ local function apply(ref, v, t, g, deleted, body)
     redis.call('SREM', MEMBERS .. moved_from, ref)
     touch(moved_from)
   end
-  redis.call('SADD', MEMBERS .. g, ref)
+  -- A listing that is not a compacted tombstone (it has AT) is a member of its group's set
+  -- (bridge/constants.py): only a new, moved or revived one joins.
+  if not (cur[6] and cur[3] == g) then redis.call('SADD', MEMBERS .. g, ref) end
   dirty(g, ref, touch(g))
   return 1
 end
