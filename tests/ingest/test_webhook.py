@@ -352,3 +352,17 @@ def test_debounce_due_time_is_trailing_and_capped(redis_url: str, r: redis.Redis
             crm.post(client, SECRET, crm.upsert("g", "a", version))
             last = int(r.hget("lb:pending:g", "last"))
             assert r.zscore("lb:due", "g") == min(last + 400, first + 1000)
+
+
+def test_only_a_post_to_the_webhook_path_skips_the_router(bridge: httpx.Client,
+                                                          r: redis.Redis) -> None:
+    # BridgeApp answers POST /webhooks/crm itself; every other request is Starlette's routing.
+    assert bridge.get("/webhooks/crm").status_code == 405
+    assert bridge.post("/webhooks/crm/").status_code in (307, 404)
+    assert bridge.post("/webhooks/crmx").status_code == 404
+    assert bridge.get("/healthz").json() == {"status": "ok"}
+    assert stored_nothing(r)
+    response = bridge.post("/webhooks/crm", content=b"{}", headers={
+        "content-type": "application/json"})
+    assert response.status_code == 401 and response.json()["error"]["type"] == \
+        "invalid_signature"
