@@ -11,12 +11,16 @@ by default (it has WAITAOF; the same binary for both keeps the comparison about 
 realistic events, each webhook-id once. ``--rounds`` (default 3) alternates baseline and bridge
 runs; prints each run, each round's ratio and their median (the aim: the bridge at half the
 baseline's rate or better). On a shared 2-core VM one run's ratio moved by +-0.04 between runs
-minutes apart: one round is not a figure. Needs wrk (Debian: apt-get install wrk).
+minutes apart, and by more as the host's speed changed (the no-op endpoint is CPU-bound and
+follows it; the bridge also waits for an fsync per Redis cycle, which does not): one round is
+not a figure. Each run also prints the CPU each process spent per request (/proc), the steadier
+figure. Needs wrk (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -65,6 +69,24 @@ def wrk(url: str, requests: Path, seconds: int, connections: int) -> dict[str, f
     return figures
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_with_cpu(url: str, requests: Path, args: argparse.Namespace,
+                 procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """wrk's figures, and each process's CPU per answered request in µs (``cpu_<name>_us``):
+    on a shared VM a steadier figure than req/s, which moves with the host's load."""
+    before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+    figures = wrk(url, requests, args.seconds, args.connections)
+    answered = figures["rps"] * args.seconds
+    for name, proc in procs.items():
+        figures[f"cpu_{name}_us"] = (cpu_seconds(proc.pid) - before[name]) / answered * 1e6
+    return figures
+
+
 def up(url: str, ready: bool = False) -> bool:
     try:
         response = httpx.get(url, timeout=0.5)
@@ -83,21 +105,24 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
     config = tmpdir / f"bridge-{fsync}.toml"
     config.write_text(f'redis_url = "redis://127.0.0.1:{redis_port}/0"\n'
                       f'[webhook]\nsecrets = ["{SECRET}"]\n')
-    procs = [
-        subprocess.Popen([named_binary(args.server), "--port", str(redis_port), "--dir", str(data),
-                          "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
-                          "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
-                          str(config), "--port", str(bridge_port),
-                          "--workers", str(args.workers)]),
-    ]
+    procs = {
+        "redis": subprocess.Popen([named_binary(args.server), "--port", str(redis_port),
+                                   "--dir", str(data), "--appendonly", "yes", "--appendfsync",
+                                   fsync, "--save", "", "--maxmemory-policy", "noeviction"],
+                                  stdout=subprocess.DEVNULL),
+        "web": subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
+                                 str(config), "--port", str(bridge_port),
+                                 "--workers", str(args.workers)]),
+    }
     try:
         wait_until(lambda: up(f"http://127.0.0.1:{bridge_port}/readyz", ready=True), timeout=20,
                    what=f"the bridge on appendfsync {fsync}")
         url = f"http://127.0.0.1:{bridge_port}/webhooks/crm"
-        return wrk(url, requests, args.seconds, args.connections)
+        # With --workers N the web's CPU is its children's: counted only for one process.
+        counted = procs if args.workers == 1 else {"redis": procs["redis"]}
+        return wrk_with_cpu(url, requests, args, counted)
     finally:
-        for proc in reversed(procs):
+        for proc in reversed(procs.values()):
             proc.terminate()
             proc.wait(timeout=10)
 
@@ -112,6 +137,10 @@ NAMES = {"always": "appendfsync always", "everysec": "appendfsync everysec + WAI
 def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None = None) -> str:
     text = (f"{name:<44} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
             f"p99 {figures['p99_ms']:6.2f} ms")
+    cpu = [f"{name[4:-3]} {value:.0f}" for name, value in figures.items()
+           if name.startswith("cpu_")]
+    if cpu:
+        text += f"  CPU µs/req: {', '.join(cpu)}"
     if baseline is not None:
         answers = {k[7:]: int(v) for k, v in figures.items() if k.startswith("status_")}
         text += f"  {figures['rps'] / baseline['rps']:.2f} of the baseline  answers {answers}"
@@ -126,7 +155,7 @@ def measure_noop(requests: Path, args: argparse.Namespace) -> list[dict[str, flo
         wait_until(lambda: up(f"http://127.0.0.1:{port}/"), timeout=20)
         url = f"http://127.0.0.1:{port}/webhooks/crm"
         wrk(url, requests, 2, args.connections)  # warm-up
-        return [wrk(url, requests, args.seconds, args.connections) for _ in range(args.rounds)]
+        return [wrk_with_cpu(url, requests, args, {"web": proc}) for _ in range(args.rounds)]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -168,6 +197,12 @@ def main() -> None:
         ratios = [r["rps"] / b["rps"] for r, b in zip(results[fsync], noops, strict=True)]
         print(f"bridge, {NAMES[fsync]}: median {statistics.median(ratios):.2f} of the baseline "
               f"over {args.rounds} rounds ({', '.join(f'{x:.2f}' for x in ratios)})")
+        if "cpu_web_us" in results[fsync][0]:
+            web = statistics.median(r["cpu_web_us"] for r in results[fsync])
+            redis = statistics.median(r["cpu_redis_us"] for r in results[fsync])
+            print(f"  CPU per request, medians: web {web:.0f} µs against the no-op endpoint's "
+                  f"{statistics.median(b['cpu_web_us'] for b in noops):.0f} µs; "
+                  f"Redis {redis:.0f} µs")
     print(f"{version(named_binary(args.server))} ({SERVERS[args.server]}); bridge web processes: "
           f"{args.workers}; {args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
