@@ -18,6 +18,15 @@ with ``appendfsync always`` Valkey fsyncs once per event-loop cycle and reads 16
 per cycle, ~13 events, and the ingest script takes 45-60 µs per event (35-48 before it kept
 traces and metrics). At 4-6k events/s Valkey is 70-85 % busy; the script alone, called by 32
 in-process callers, does 6-13k events/s against 12-19k requests/s for the no-op endpoint.
+
+Later (2026-11-30, a slower host): the script's arguments packed in one format per listing, the
+script client keeping its loop (``asyncio.get_running_loop()`` is a getpid() call on 3.11), this
+endpoint dispatched ahead of Starlette's middleware and router (``bridge.app.BridgeApp``) and two
+Redis calls less per event in the ingest script. Same host, minutes apart, 3 alternating rounds
+each: web CPU per request 213 -> 191 µs against the no-op endpoint's 125-128 µs, Redis 129 ->
+117 µs, ratio medians 0.42 -> 0.47. What is left is mostly the wait for Redis: Valkey fsyncs
+once per event-loop cycle (fdatasync ~0.25 ms on this disk), and the web process idles about a
+third of the time while a batch is there, so the ratio falls as the host gets faster.
 """
 
 from __future__ import annotations
