@@ -12,9 +12,10 @@ realistic events, each webhook-id once. ``--rounds`` (default 3) alternates base
 runs; prints each run, each round's ratio and their median (the aim: the bridge at half the
 baseline's rate or better). On a shared 2-core VM one run's ratio moved by +-0.04 between runs
 minutes apart, and by more as the host's speed changed (the no-op endpoint is CPU-bound and
-follows it; the bridge also waits for an fsync per Redis cycle, which does not): one round is
-not a figure. Each run also prints the CPU each process spent per request (/proc), the steadier
-figure. Needs wrk (Debian: apt-get install wrk).
+follows it; the bridge's three processes hand each request to each other on 2 vCPUs, and that
+does not speed up with the host): one round is not a figure. Each run also prints the CPU each
+process spent per request (/proc), the steadier figure. Needs wrk (Debian: apt-get install
+wrk).
 """
 
 from __future__ import annotations
