@@ -14,8 +14,8 @@ baseline's rate or better). On a shared 2-core VM one run's ratio moved by +-0.0
 minutes apart, and by more as the host's speed changed (the no-op endpoint is CPU-bound and
 follows it; the bridge's three processes hand each request to each other on 2 vCPUs, and that
 does not speed up with the host): one round is not a figure. Each run also prints the CPU each
-process spent per request (/proc), the steadier figure. Needs wrk (Debian: apt-get install
-wrk).
+process spent per request (/proc), the steadier figure, and how often the scheduler ran it.
+Needs wrk (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -76,15 +76,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def scheduled(pid: int) -> int:
+    """How many times the scheduler has run a process so far (/proc/PID/schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[2])
+
+
 def wrk_with_cpu(url: str, requests: Path, args: argparse.Namespace,
                  procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
-    """wrk's figures, and each process's CPU per answered request in µs (``cpu_<name>_us``):
-    on a shared VM a steadier figure than req/s, which moves with the host's load."""
-    before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+    """wrk's figures, and per answered request each process's CPU in µs (``cpu_<name>_us``:
+    on a shared VM steadier than req/s, which moves with the host's load) and how often the
+    scheduler ran it (``runs_<name>``: about 1 when it sleeps and is woken for every request,
+    near 0 when it always has work)."""
+    before = {name: (cpu_seconds(proc.pid), scheduled(proc.pid)) for name, proc in procs.items()}
     figures = wrk(url, requests, args.seconds, args.connections)
     answered = figures["rps"] * args.seconds
     for name, proc in procs.items():
-        figures[f"cpu_{name}_us"] = (cpu_seconds(proc.pid) - before[name]) / answered * 1e6
+        cpu, runs = before[name]
+        figures[f"cpu_{name}_us"] = (cpu_seconds(proc.pid) - cpu) / answered * 1e6
+        figures[f"runs_{name}"] = (scheduled(proc.pid) - runs) / answered
     return figures
 
 
@@ -140,8 +149,10 @@ def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None
             f"p99 {figures['p99_ms']:6.2f} ms")
     cpu = [f"{name[4:-3]} {value:.0f}" for name, value in figures.items()
            if name.startswith("cpu_")]
+    runs = [f"{name[5:]} {value:.2f}" for name, value in figures.items()
+            if name.startswith("runs_")]
     if cpu:
-        text += f"  CPU µs/req: {', '.join(cpu)}"
+        text += f"  CPU µs/req: {', '.join(cpu)}; runs/req: {', '.join(runs)}"
     if baseline is not None:
         answers = {k[7:]: int(v) for k, v in figures.items() if k.startswith("status_")}
         text += f"  {figures['rps'] / baseline['rps']:.2f} of the baseline  answers {answers}"
@@ -203,7 +214,10 @@ def main() -> None:
             redis = statistics.median(r["cpu_redis_us"] for r in results[fsync])
             print(f"  CPU per request, medians: web {web:.0f} µs against the no-op endpoint's "
                   f"{statistics.median(b['cpu_web_us'] for b in noops):.0f} µs; "
-                  f"Redis {redis:.0f} µs")
+                  f"Redis {redis:.0f} µs; the web process run by the scheduler "
+                  f"{statistics.median(r['runs_web'] for r in results[fsync]):.2f} times per "
+                  f"request against the no-op's "
+                  f"{statistics.median(b['runs_web'] for b in noops):.2f}")
     print(f"{version(named_binary(args.server))} ({SERVERS[args.server]}); bridge web processes: "
           f"{args.workers}; {args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
