@@ -243,11 +243,12 @@ class _Connection(asyncio.Protocol):
         self.out.append(payload)
         if not self.flush_soon:
             self.flush_soon = True
-            self._loop().call_soon(self.flush)
+            self.running_loop().call_soon(self.flush)
         if self.barrier is not None:
             self._barrier_due()
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this connection was made in (asked for only before it is connected)."""
         return self.loop or asyncio.get_running_loop()
 
     def flush(self) -> None:
@@ -268,7 +269,7 @@ class _Connection(asyncio.Protocol):
         self.unbarriered = True
         if not self.barrier_out and not self.barrier_soon:
             self.barrier_soon = True
-            self._loop().call_soon(self._send_barrier)
+            self.running_loop().call_soon(self._send_barrier)
 
     def _send_barrier(self) -> None:
         self.barrier_soon = False
@@ -387,8 +388,7 @@ class ScriptBatcher:
 
     async def _call(self, command: bytes) -> Any:
         conn = self._conn
-        loop = conn.loop if conn is not None and conn.loop is not None else (
-            asyncio.get_running_loop())
+        loop = conn.running_loop() if conn is not None else asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if conn is not None and not conn.lost:
             # Written at the end of this loop turn, in one write with the calls made in it.

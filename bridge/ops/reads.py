@@ -310,7 +310,7 @@ class Reads:
         if not query:
             return []
         found: dict[str, str | None] = {}  # group -> the listing ref that matched, if any
-        listing = (await self._listings([query])).get(query)
+        listing = (await read_listings(self.redis, [query])).get(query)
         if listing is not None and listing.group:
             found[listing.group] = query
         async for group in self.redis.sscan_iter(k.GROUPS, match=f"*{_glob_escape(query)}*",
@@ -328,7 +328,7 @@ class Reads:
             raise NotFound(f"no group named {group!r} has been seen")
         now = now_ms()
         members = await self.redis.smembers(f"{k.MEMBERS}{group}")  # type: ignore[misc]
-        desired = await self._listings(sorted(_text(r) for r in members))
+        desired = await read_listings(self.redis, sorted(_text(r) for r in members))
         due = await self.redis.zscore(k.DUE, group)
         targets: dict[str, GroupTarget] = {}
         states: dict[str, dict[str, ListingState]] = {}
@@ -345,10 +345,6 @@ class Reads:
             targets=targets,
             history=await self.ledger.history(group, history),
         )
-
-    async def _listings(self, refs: list[str]) -> dict[str, DesiredListing]:
-        """The desired state of ``refs`` that exist, in the order given."""
-        return await read_listings(self.redis, refs)
 
     async def _pending(self, group: str) -> Pending | None:
         """``first`` is cleared when a flush takes the changes; last/seq stay as counters."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.delivery.desired import read_listings
 from bridge.ops.actions import NotFound
 from bridge.ops.models import ListingStatus
 from bridge.ops.reads import Reads, listing_state
@@ -108,7 +109,7 @@ class Traces(Reads):
         now = now_ms()
         retention = self.settings.trace
         raw = await self.redis.lrange(k.TRACE + ref, 0, k.TRACE_MAXLEN - 1)  # type: ignore[misc]
-        listing = (await self._listings([ref])).get(ref)
+        listing = (await read_listings(self.redis, [ref])).get(ref)
         if listing is None and not raw:
             raise NotFound(f"no listing {ref!r} is known, and nothing about it happened in the "
                            f"last {retention.retention_days:g} days")

@@ -143,7 +143,7 @@ class Reconciler:
             return compare_listings(spec.name, group, adapter, members, held, skip, now_ms())
         found = await adapter.find_all(group, pace=counter.pace)
         refs = {ref for item in found if (ref := adapter.portal_ref(item))}
-        elsewhere = await self._listings(sorted(refs - {m.ref for m in members}))
+        elsewhere = await read_listings(self.redis, sorted(refs - {m.ref for m in members}))
         return compare_group(spec.name, group, adapter, members, found, elsewhere, skip,
                              now_ms())
 
@@ -251,11 +251,8 @@ class Reconciler:
 
     async def _members(self, group: str) -> list[DesiredListing]:
         refs = sorted(_text(r) for r in await self.redis.smembers(f"{k.MEMBERS}{group}"))  # type: ignore[misc]
-        found = await self._listings(refs)
+        found = await read_listings(self.redis, refs)
         return [found[ref] for ref in refs if ref in found]
-
-    async def _listings(self, refs: list[str]) -> dict[str, DesiredListing]:
-        return await read_listings(self.redis, refs)
 
     async def _known(self, refs: list[str]) -> set[str]:
         if not refs:
