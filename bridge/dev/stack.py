@@ -88,9 +88,15 @@ def _spawn(*args: str, log_format: str = "text") -> subprocess.Popen[bytes]:
                             preexec_fn=die_with_parent)
 
 
-def _wait_http(url: str, timeout: float = 20.0) -> None:
+def _wait_http(url: str, children: list[subprocess.Popen[bytes]],
+               timeout: float = 60.0) -> None:
+    """Wait for a child to answer; a loaded machine can take tens of seconds to start three
+    Python processes (a full test run on two cores once took more than 20). A child that
+    exits meanwhile ends the wait: its own message says why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise click.ClickException(f"a bridge process exited before {url} came up")
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
@@ -133,8 +139,8 @@ def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
                                "--port", str(port), log_format=log_format))
         children.append(_spawn("worker", "--config", str(config_file), log_format=log_format))
         base = f"http://{host}:{port}"
-        _wait_http(f"{base}/healthz")
-        _wait_http(f"{sandbox_url}/_sandbox/journal")
+        _wait_http(f"{base}/healthz", children)
+        _wait_http(f"{sandbox_url}/_sandbox/journal", children)
         _print_banner(base, secret, sandbox_url, redis_url, config_file)
         while not stopping:
             if any(child.poll() is not None for child in children):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,7 +65,9 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
     state = tmp_path / "state"
     process, out, port = start_dev(state)
     try:
-        wait_until(lambda: "dashboard" in out.text, timeout=40, what=f"the banner:\n{out.text}")
+        # Generous deadlines: on a loaded 2-core machine starting four processes takes a while.
+        wait_until(lambda: "dashboard" in out.text, timeout=90,
+                   what=f"the banner:\n{out.text}")
         secret = re.search(r"webhook secret (whsec_\S+)", out.text).group(1)  # type: ignore[union-attr]
         redis_url = re.search(r"redis\s+(redis://\S+)", out.text).group(1)  # type: ignore[union-attr]
         sandbox = re.search(r"sandbox\s+(http://\S+)/rentix", out.text).group(1)  # type: ignore[union-attr]
@@ -74,7 +77,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
         assert response.status_code == 202
         # The worker and sandbox are wired in: the listing reaches both portals.
         wait_until(lambda: httpx.get(f"{sandbox}/_sandbox/rentix/listings").json()["items"],
-                   timeout=20, what="delivery to the sandbox")
+                   timeout=60, what=f"delivery to the sandbox:\n{out.text}")
     finally:
         assert stop(process) == 0
     # Everything it started is gone with it.
@@ -83,7 +86,8 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
     # A restart finds its data (AOF under the state directory) and the same secret.
     process, out, port = start_dev(state)
     try:
-        wait_until(lambda: "dashboard" in out.text, timeout=40, what="the second banner")
+        wait_until(lambda: "dashboard" in out.text, timeout=90,
+                   what=f"the second banner:\n{out.text}")
         assert secret in out.text
         url = re.search(r"redis\s+(redis://\S+)", out.text).group(1)  # type: ignore[union-attr]
         held = redis.Redis.from_url(url, decode_responses=True)
@@ -91,6 +95,22 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
         held.close()
     finally:
         assert stop(process) == 0
+
+
+def test_bridge_dev_stops_at_once_when_a_process_cannot_start(tmp_path: Path) -> None:
+    # The web process cannot listen on a port that is taken: bridge dev says so and exits,
+    # without waiting out its start-up deadline or printing the banner.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = subprocess.Popen(
+            [*BRIDGE, "dev", "--port", str(taken.getsockname()[1]), "--sandbox-port",
+             str(free_port()), "--state-dir", str(tmp_path / "state")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = process.communicate(timeout=45)
+    assert process.returncode != 0
+    assert "a bridge process exited before" in out
+    assert "dashboard" not in out
 
 
 def test_embedded_server_falls_back_to_the_valkey_wheel(tmp_path: Path,
