@@ -24,11 +24,19 @@ script client keeping its loop (``asyncio.get_running_loop()`` is a getpid() cal
 endpoint dispatched ahead of Starlette's middleware and router (``bridge.app.BridgeApp``) and two
 Redis calls less per event in the ingest script. Same host, minutes apart, 3 alternating rounds
 each: web CPU per request 213 -> 191 µs against the no-op endpoint's 125-128 µs, Redis 129 ->
-117 µs, ratio medians 0.42 -> 0.47. What is left is not the fsync (the same rate with
-``appendfsync no``) nor Redis's CPU (Valkey 35-42 % busy): three processes (wrk, this one,
-Valkey) hand every request to each other on 2 vCPUs, so this process sleeps and is woken about
-once per request (0.95 scheduler slices per request, /proc/PID/schedstat, against 0.01 for the
-no-op endpoint, which always has work), waits for a CPU 10 % of the time and is 61-71 % busy.
+117 µs, ratio medians 0.42 -> 0.47.
+
+Where a request's time goes (2026-11-30, a faster host; the calls timed in this process under
+the benchmark, then the timing taken out again): of ~3.3 ms, ~1.6 ms from the loop turn's write
+to Redis to the script's reply (Redis runs the batch, ~13 events, and fsyncs before it answers
+any; a batch written mid-cycle also waits for the rest of that cycle), ~0.3 ms waiting for the
+loop turn's write, ~0.4 ms from the reply until the request's task runs (the batch's other tasks
+write their answers first), the rest in uvicorn and wrk. The machine is ~75 % busy: at 32
+connections the webhook is latency-bound (at 64 it runs at 0.77 of the no-op endpoint, with less
+CPU per event). So each µs of the ingest script costs ~20 µs of latency per request; its story
+and counter upkeep is ~10 of its ~55 µs (measured by leaving them out). Tried and not kept: holding
+calls while a batch is in flight, and writing a call at once when none is (both within the noise
+of interleaved A/B runs); a second web process (slower: 0.44).
 """
 
 from __future__ import annotations
