@@ -67,7 +67,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
     try:
         # Generous deadlines: on a loaded 2-core machine starting four processes takes a while.
         wait_until(lambda: "dashboard" in out.text, timeout=90,
-                   what=f"the banner:\n{out.text}")
+                   what=lambda: f"the banner:\n{out.text}")
         secret = re.search(r"webhook secret (whsec_\S+)", out.text).group(1)  # type: ignore[union-attr]
         redis_url = re.search(r"redis\s+(redis://\S+)", out.text).group(1)  # type: ignore[union-attr]
         sandbox = re.search(r"sandbox\s+(http://\S+)/rentix", out.text).group(1)  # type: ignore[union-attr]
@@ -77,7 +77,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
         assert response.status_code == 202
         # The worker and sandbox are wired in: the listing reaches both portals.
         wait_until(lambda: httpx.get(f"{sandbox}/_sandbox/rentix/listings").json()["items"],
-                   timeout=60, what=f"delivery to the sandbox:\n{out.text}")
+                   timeout=60, what=lambda: f"delivery to the sandbox:\n{out.text}")
     finally:
         assert stop(process) == 0
     # Everything it started is gone with it.
@@ -87,7 +87,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
     process, out, port = start_dev(state)
     try:
         wait_until(lambda: "dashboard" in out.text, timeout=90,
-                   what=f"the second banner:\n{out.text}")
+                   what=lambda: f"the second banner:\n{out.text}")
         assert secret in out.text
         url = re.search(r"redis\s+(redis://\S+)", out.text).group(1)  # type: ignore[union-attr]
         held = redis.Redis.from_url(url, decode_responses=True)

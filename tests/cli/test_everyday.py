@@ -125,7 +125,7 @@ def test_after_bridge_dev_commands_use_its_configuration_and_name_it(tmp_path: P
     out, err = Stream(dev.stdout), Stream(dev.stderr)
     try:
         wait_until(lambda: "dashboard" in out.text, timeout=40,
-                   what=f"the banner:\n{out.text}\n{err.text}")
+                   what=lambda: f"the banner:\n{out.text}\n{err.text}")
         assert f"configuration  {written}" in out.text
         status = subprocess.run([*BRIDGE, "status"], capture_output=True, text=True,
                                 timeout=30, env=env)
@@ -209,7 +209,7 @@ def test_a_worker_with_json_logs_writes_only_json_lines(redis_url: str, tmp_path
             crm.post(client, SECRET, crm.upsert("north", "apt-1", 1))
         # The portal does not answer: the flush backs off, and says so about its group.
         wait_until(lambda: '"group":"north"' in err.text, timeout=20,
-                   what=f"a log line about the group:\n{err.text}")
+                   what=lambda: f"a log line about the group:\n{err.text}")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0
@@ -237,12 +237,12 @@ def test_serve_with_json_logs_names_the_group_and_listing_of_a_refused_webhook(
             except httpx.HTTPError:
                 return False
 
-        wait_until(answers, timeout=20, what=f"the web process:\n{err.text}")
+        wait_until(answers, timeout=20, what=lambda: f"the web process:\n{err.text}")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             refused = crm.post(client, SECRET, crm.upsert("south", "apt-9", 1))
         assert refused.status_code == 503
         wait_until(lambda: '"listing":"apt-9"' in err.text, timeout=10,
-                   what=f"the refusal's log line:\n{err.text}")
+                   what=lambda: f"the refusal's log line:\n{err.text}")
     finally:
         serve.send_signal(signal.SIGTERM)
         # uvicorn stops gracefully, then re-raises the signal it caught (exit status -15).

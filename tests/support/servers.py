@@ -24,15 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
+               what: str | Callable[[], str] = "") -> object:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds.
+    ``what`` names what was awaited; a callable is asked only then, so a message that quotes a
+    process's output quotes it as it was when the wait ran out."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for "
+                                 f"{described or predicate}")
         time.sleep(0.02)
 
 
