@@ -125,13 +125,14 @@ def wrk_with_cpu(url: str, requests: Path, args: argparse.Namespace,
     near 0 when it always has work); wrk's own CPU, and the share of the machine's CPUs busy,
     from the end of wrk's set-up on."""
     before: dict[str, tuple[float, int]] = {}
+    wrk_set_up: list[float] = []  # wrk's CPU when its run began
     machine: list[int] = []
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     def at_start(wrk_pid: int) -> None:
         before.update({name: (cpu_seconds(proc.pid), scheduled(proc.pid))
                        for name, proc in procs.items()})
-        before["wrk"] = (cpu_seconds(wrk_pid), 0)
+        wrk_set_up.append(cpu_seconds(wrk_pid))
         machine.extend(machine_times())
 
     figures = wrk(url, requests, args.seconds, args.connections, at_start)
@@ -140,7 +141,7 @@ def wrk_with_cpu(url: str, requests: Path, args: argparse.Namespace,
     # wrk is the only child reaped meanwhile.
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     spent = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
-    figures["cpu_wrk_us"] = (spent - before["wrk"][0]) / answered * 1e6
+    figures["cpu_wrk_us"] = (spent - wrk_set_up[0]) / answered * 1e6
     for name, proc in procs.items():
         cpu, runs = before[name]
         figures[f"cpu_{name}_us"] = (cpu_seconds(proc.pid) - cpu) / answered * 1e6
