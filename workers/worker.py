@@ -4,9 +4,15 @@
 worker stops with a connection error; the supervisor logs the outage once, releases that worker,
 waits with capped exponential backoff until Redis answers again and starts a fresh worker. A
 flush that was running is due again by itself (the delivery lease). A worker started while
-Redis is down waits the same way. Anything that is not a connection failure (an unsafe Redis, a
-bug) still stops the process. SIGTERM and SIGINT stop the current worker as arq would and end
-the process normally.
+Redis is down waits the same way. A Redis that keeps its connections open but stops answering
+(a frozen process, a network path that dropped them) fails no call: redis-py would wait on the
+socket for good, silently. So the supervisor pings it on a connection of its own while the
+worker runs, and a ping unanswered for ``STALL_S`` is an outage like a refused connection: said
+once, the worker released (every Redis call on the way out is bounded), a fresh one started
+once Redis answers. A deadline from outside rather than redis-py's ``socket_timeout``: that one
+left a pending write task behind at each outage (seen with redis-py 5.3). Anything that is not
+a connection failure (an unsafe Redis, a bug) still stops the process. SIGTERM and SIGINT stop
+the current worker as arq would and end the process normally.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -25,6 +32,8 @@ from arq import func
 from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import constants as k
 from bridge.clock import now_ms
@@ -45,6 +54,10 @@ from workers.scheduler import ReconcileScheduler, Scheduler
 
 log = logging.getLogger("workers.worker")
 
+
+class RedisStalled(RedisConnectionError):
+    """Redis kept its connections open but did not answer a ping in time."""
+
 HEARTBEAT_S = 5
 
 BACKOFF_FIRST_S = 0.5
@@ -55,6 +68,12 @@ STABLE_S = 30.0
 CONNECT_TIMEOUT_S = 1.0
 # How long a retiring worker's jobs get to record that they stopped, when Redis answers.
 RETIRE_S = 5.0
+# And each of its own last Redis calls (a live Redis answers them in milliseconds).
+LAST_CALL_S = 2.0
+# A ping of the supervisor's unanswered this long: Redis is treated as gone. The same as the
+# read timeout of every other client of the bridge (bridge.connections.redis_client), which
+# also ends the ping; far longer than any command the bridge sends takes.
+STALL_S = 5.0
 # A check reads at its share of the target's rate (a large group on a slow portal takes
 # minutes); it holds its group's check lock, renewed, all the while.
 RECONCILE_TIMEOUT_S = 3_600
@@ -93,11 +112,17 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if "worker_id" in ctx:
-        with contextlib.suppress(*CONNECTION_ERRORS):  # a stale beat is overwritten on return
-            await ctx["redis"].hdel(k.WORKERS, ctx["worker_id"])
+    if "worker_id" in ctx:  # a stale beat is overwritten on return
+        await bounded(ctx["redis"].hdel(k.WORKERS, ctx["worker_id"]))
     for adapter in ctx.pop("adapters", {}).values():
         await adapter.aclose()
+
+
+async def bounded(call: Awaitable[object]) -> None:
+    """A Redis call on the way out: given up on a connection failure, or after
+    ``LAST_CALL_S`` when Redis does not answer at all."""
+    with contextlib.suppress(*CONNECTION_ERRORS):  # TimeoutError is an OSError
+        await asyncio.wait_for(call, LAST_CALL_S)
 
 
 def arq_pool(url: str) -> ArqRedis:
@@ -157,8 +182,7 @@ async def retire(worker: Worker) -> None:
     if pool is None:
         return
     try:
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            await pool.delete(worker.health_check_key)
+        await bounded(pool.delete(worker.health_check_key))
         await shutdown(worker.ctx)
     finally:
         await pool.aclose(close_connection_pool=True)
@@ -168,9 +192,10 @@ async def retire(worker: Worker) -> None:
 class Supervisor:
     """Runs one arq worker at a time and starts a fresh one after a Redis outage."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stall_s: float = STALL_S) -> None:
         assert settings.redis_url
         self.settings = settings
+        self.stall_s = stall_s
         self.url = settings.redis_url
         self.stopping = asyncio.Event()
         self.worker: Worker | None = None
@@ -190,7 +215,7 @@ class Supervisor:
             while not self.stopping.is_set():
                 if await self._redis_answers(probe) and not self.stopping.is_set():
                     started = time.monotonic()
-                    failure = await self._run_worker()
+                    failure = await self._run_worker(probe)
                     if failure is None:
                         return  # stopped by a signal
                     self._went_away(failure)
@@ -200,13 +225,23 @@ class Supervisor:
         finally:
             await probe.aclose()
 
-    async def _run_worker(self) -> BaseException | None:
-        """Run a fresh arq worker until a signal stops it (None) or Redis goes away (the
-        error); any other failure propagates, after the worker is released."""
+    async def _run_worker(self, probe: Redis) -> BaseException | None:
+        """Run a fresh arq worker until a signal stops it (None) or Redis goes away or stops
+        answering (the error); any other failure propagates, after the worker is released."""
         worker = self.worker = create_worker(self.settings, handle_signals=False)
         worker.main_task = asyncio.create_task(worker.main())
-        await asyncio.wait([worker.main_task])
-        failure = None if worker.main_task.cancelled() else worker.main_task.exception()
+        watch = asyncio.create_task(self._watch(probe))
+        try:
+            await asyncio.wait([worker.main_task, watch], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not watch.done():
+                watch.cancel()
+            await asyncio.wait([watch])
+        failure: BaseException | None
+        if worker.main_task.done():
+            failure = None if worker.main_task.cancelled() else worker.main_task.exception()
+        else:  # the stall (or a bug in the watch); retire() cancels the worker
+            failure = watch.exception() or watch.result()
         try:
             await retire(worker)
         finally:
@@ -217,9 +252,34 @@ class Supervisor:
             raise failure
         return failure
 
+    async def _watch(self, probe: Redis) -> BaseException:
+        """Ping Redis every ``HEARTBEAT_S`` while the worker runs; return once a ping goes
+        unanswered for ``stall_s``. A refused ping is left to the worker: its own calls fail
+        too, and it stops by itself."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._ping(probe)
+            except RedisStalled as exc:
+                return exc
+            except Exception as exc:
+                if not is_connection_failure(exc):
+                    raise
+
+    async def _ping(self, probe: Redis) -> None:
+        """PING, or ``RedisStalled`` once it goes unanswered for ``stall_s``, or for the
+        probe's own socket timeout (``bridge.connections.redis_client``), if that is shorter."""
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(probe.ping(), self.stall_s)
+        except (TimeoutError, RedisTimeoutError):  # either way its connection was closed
+            raise RedisStalled(f"no answer to PING within {time.monotonic() - started:.0f} s: "
+                               "the server is frozen or overloaded, or the network path to it "
+                               "dropped the connection") from None
+
     async def _redis_answers(self, probe: Redis) -> bool:
         try:
-            await probe.ping()
+            await self._ping(probe)
         except Exception as exc:
             if not is_connection_failure(exc):
                 raise

@@ -168,20 +168,24 @@ def test_a_worker_started_while_redis_is_down_delivers_once_it_is_up(
         assert "Traceback" not in log, log
 
 
+async def until(predicate: Callable[[], object], what: str, within: float = 20) -> None:
+    """In a test's own event loop: wait for ``predicate``, at most ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def started(supervisor: Supervisor) -> bool:
+    """The supervisor's current worker ran its startup: its scheduler and heartbeat exist."""
+    return supervisor.worker is not None and "tasks" in supervisor.worker.ctx
+
+
 def test_repeated_outages_leave_no_workers_tasks_or_connections_behind(
     redis_back: RedisServer, redis_url: str
 ) -> None:
     """In-process, against the real Redis: each outage retires the arq worker completely."""
     settings = make_settings(redis_url)
-
-    async def until(predicate: Callable[[], object], what: str) -> None:
-        deadline = time.monotonic() + 20
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
-
-    def started(supervisor: Supervisor) -> bool:  # startup ran: scheduler and heartbeat exist
-        return supervisor.worker is not None and "tasks" in supervisor.worker.ctx
 
     async def scenario() -> None:
         supervisor = Supervisor(settings)

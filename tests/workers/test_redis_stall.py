@@ -1,0 +1,122 @@
+"""Workers notice a Redis that stops answering without closing its connections: the session's
+real Redis frozen with SIGSTOP under them (a hung server, or a network path that dropped the
+connections, looks the same from here), then thawed."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from arq.worker import Worker
+
+from tests.conftest import make_settings
+from tests.support.servers import RedisServer
+from tests.support.stack import running_stack
+from tests.workers.test_redis_outage import (
+    CAME_BACK,
+    RECOVERY_S,
+    WENT_AWAY,
+    delivered,
+    notable,
+    post_until_accepted,
+    started,
+    stop_and_read,
+    until,
+    upsert,
+)
+from workers.worker import HEARTBEAT_S, LAST_CALL_S, STALL_S, Supervisor
+
+STALLED = "RedisStalled: no answer to PING within"
+# The longest a worker takes to notice: a heartbeat's wait and the ping's deadline, with room
+# for a loaded machine (it says so once the frozen worker is released, thawed or not).
+NOTICED_S = HEARTBEAT_S + STALL_S + 3
+
+
+@pytest.fixture
+def frozen(redis_srv: RedisServer) -> Iterator[Callable[[bool], None]]:
+    """``frozen(True)`` stops the session's Redis process, ``frozen(False)`` resumes it;
+    whatever a test does, the next one finds it running."""
+    assert redis_srv.process is not None
+    pid = redis_srv.process.pid
+
+    def freeze(on: bool) -> None:
+        os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+
+    try:
+        yield freeze
+    finally:
+        freeze(False)
+
+
+def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it_answers(
+    frozen: Callable[[bool], None], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In-process, with a 1 s stall deadline: the frozen worker is released completely (its
+    tasks, its connections), and the next one runs once Redis answers."""
+    settings = make_settings(redis_url)
+    caplog.set_level(logging.INFO, logger="workers.worker")
+
+    async def scenario() -> None:
+        supervisor = Supervisor(settings, stall_s=1.0)
+        running = asyncio.create_task(supervisor.run())
+        await until(lambda: started(supervisor), "the first worker")
+        tasks = len(asyncio.all_tasks())
+        assert supervisor.worker is not None
+        first: weakref.ref[Worker] = weakref.ref(supervisor.worker)
+        frozen(True)
+        try:
+            await until(lambda: supervisor.redis_down and supervisor.worker is None,
+                        "the stall to be noticed and the frozen worker released",
+                        within=HEARTBEAT_S + 1.0 + 2 * LAST_CALL_S + 10)
+        finally:
+            frozen(False)
+        await until(lambda: not supervisor.redis_down and started(supervisor), "a fresh worker")
+        assert supervisor.worker is not None and supervisor.worker is not first()
+        assert len(asyncio.all_tasks()) == tasks
+        supervisor.stop(signal.SIGTERM)
+        await running
+        gc.collect()
+        assert first() is None
+
+    asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if r.name == "workers.worker"]
+    assert [line for line in said if WENT_AWAY in line] == [
+        next(line for line in said if STALLED in line)], said
+    assert sum(CAME_BACK in line for line in said) == 1, said
+    client = redis.Redis.from_url(redis_url)
+    # Only this client is left: the frozen worker's pool, and the supervisor's probe, were closed.
+    assert len(client.client_list()) == 1  # type: ignore[arg-type]  # redis/redis-py#2399
+    client.close()
+
+
+def test_a_worker_process_says_when_redis_stops_answering_and_delivers_once_it_does(
+    frozen: Callable[[bool], None], redis_url: str, tmp_path: Path
+) -> None:
+    """A real ``bridge worker`` with the default deadline: Redis frozen for longer than the
+    worker takes to notice (the scenario's length, not a wait for something), then thawed."""
+    with running_stack(redis_url, tmp_path, workers=1) as stack:
+        post_until_accepted(stack, upsert("stall", "stall-apt-1", 1))
+        stack.wait(lambda: delivered(stack, {("stall", "stall-apt-1"): 1}), timeout=RECOVERY_S,
+                   what="delivery before the freeze")
+        frozen(True)
+        try:
+            time.sleep(NOTICED_S)
+        finally:
+            frozen(False)
+        post_until_accepted(stack, upsert("stall", "stall-apt-1", 2))
+        stack.wait(lambda: delivered(stack, {("stall", "stall-apt-1"): 2}), timeout=RECOVERY_S,
+                   what="delivery after the thaw")
+        assert stack.workers[0].poll() is None
+        [(code, log)] = stop_and_read(stack)
+        assert code == 0, notable(log)
+        assert log.count(WENT_AWAY) == 1 and STALLED in log, notable(log)
+        assert log.count(CAME_BACK) == 1, notable(log)
