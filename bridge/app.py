@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import html
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge.connections import RedisCheck, redis_client
+from bridge.connections import RedisCheck, address, redis_client
 from bridge.dashboard import dashboard_routes, links
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
@@ -29,6 +33,10 @@ log = logging.getLogger("bridge.app")
 
 LISTEN_HOST_ENV = "BRIDGE_LISTEN_HOST"
 WEBHOOK_PATH = "/webhooks/crm"
+# What a page, an API call or a scrape raises when Redis is away or does not answer in time.
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+RETRY_AFTER_S = "5"
+LOG_AGAIN_S = 60.0
 
 
 class BridgeApp(Starlette):
@@ -48,6 +56,35 @@ class BridgeApp(Starlette):
             await self.webhook(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+class Unavailable:
+    """A dashboard page, API call or /metrics scrape that needs Redis while it is away or does
+    not answer (every read has a 5 s deadline, bridge.connections.redis_client): 503 with
+    Retry-After, saying so in the page's own terms, instead of a 500 and a traceback. Logged
+    at most once a minute per cause (the dashboard polls every few seconds), else at debug
+    level."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.cause: str | None = None
+        self.said_at = 0.0
+
+    async def answer(self, request: Request, exc: Exception) -> Response:
+        cause = f"{type(exc).__name__}: {exc}"
+        message = (f"Redis at {self.where} is not reachable or did not answer in time "
+                   f"({cause}); this works again once it does")
+        if cause != self.cause or time.monotonic() - self.said_at > LOG_AGAIN_S:
+            self.cause, self.said_at = cause, time.monotonic()
+            log.warning("%s %s answered 503: %s", request.method, request.url.path, message)
+        else:
+            log.debug("%s %s answered 503: %s", request.method, request.url.path, message)
+        headers = {"Retry-After": RETRY_AFTER_S}
+        if request.url.path.startswith("/dashboard"):
+            return HTMLResponse(f"<!doctype html><title>Redis unavailable</title><h1>Redis "
+                                f"unavailable</h1><p>{html.escape(message)}</p>",
+                                status_code=503, headers=headers)
+        return error(503, "storage_unavailable", message, headers=headers)
 
 
 def app_from_environment() -> Starlette:
@@ -106,6 +143,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
             return error(503, "storage_unavailable", reason, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
+    unavailable = Unavailable(address(redis))
     routes = [
         Route(WEBHOOK_PATH, webhook, methods=["POST"]),  # taken by BridgeApp first
         Route("/healthz", healthz, methods=["GET"]),
@@ -113,7 +151,8 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         *links.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
-    app = BridgeApp(routes=routes, lifespan=lifespan)
+    app = BridgeApp(routes=routes, lifespan=lifespan,
+                    exception_handlers={e: unavailable.answer for e in UNAVAILABLE})
     app.webhook = webhook
     app.state.settings = settings
     app.state.redis = redis

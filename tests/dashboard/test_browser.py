@@ -1,5 +1,6 @@
 """The dashboard in real headless Chromium while events flow: the figures move without a
-reload, a held sync is released and a quarantined listing retried from the page."""
+reload, a held sync is released and a quarantined listing retried from the page; and while
+Redis is away, the page says so."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.app import create_app
 from tests.conftest import SECRET
+from tests.dashboard.conftest import dashboard_settings
 from tests.support import crm
 from tests.support.cdp import Browser, find_chromium
+from tests.support.redis_servers import server
+from tests.support.servers import serve_app
 from tests.support.stack import Stack, running_stack
 
 CHROMIUM = find_chromium()
@@ -118,3 +123,22 @@ def test_operator_sees_figures_move_releases_and_retries(
         finally:
             stop.set()
             flow.join(timeout=5)
+
+
+def test_the_live_page_says_why_it_stopped_updating_and_resumes(browser: Browser) -> None:
+    """Redis stopped under an open page: the page says it is not updating, and why (the 503's
+    own words), then goes live again once Redis is back; never reloaded."""
+    with server() as own_redis, \
+            serve_app(create_app(dashboard_settings(own_redis.url))) as base:
+        browser.goto(f"{base}/dashboard/")
+        browser.evaluate("window.sameDocument = true")
+        browser.wait_for("document.getElementById('live-state').textContent.startsWith('live')",
+                         what="the first refresh")
+        own_redis.stop()
+        browser.wait_for("document.getElementById('live-state').textContent.includes("
+                         f"'not updating (503: Redis at redis://127.0.0.1:{own_redis.port}/0 "
+                         "is not reachable')", what="the page to say why it stopped")
+        own_redis.start()
+        browser.wait_for("document.getElementById('live-state').textContent.startsWith('live')",
+                         what="the page to go live again")
+        assert browser.evaluate("window.sameDocument") is True

@@ -18,7 +18,8 @@ async function refresh() {
   if (busy || document.hidden || !live()) return;
   try {
     const res = await fetch(location.href, {headers: {"X-Live": "1"}, credentials: "same-origin"});
-    if (!res.ok || busy) throw new Error(res.status);
+    if (!res.ok) throw new Error(await reason(res));
+    if (busy) return;
     const checked = new Set([...live().querySelectorAll("input[name=item]:checked")].map(i => i.value));
     live().innerHTML = await res.text();
     live().querySelectorAll("input[name=item]").forEach(i => { i.checked = checked.has(i.value); });
@@ -30,6 +31,12 @@ async function refresh() {
   } catch (err) {
     document.getElementById("live-state").textContent = "not updating (" + err.message + ")";
   }
+}
+
+// Why a refresh failed: a 503 page says what is wrong (Redis away) in its paragraph.
+async function reason(res) {
+  const said = new DOMParser().parseFromString(await res.text(), "text/html").querySelector("p");
+  return said ? `${res.status}: ${said.textContent}` : String(res.status);
 }
 
 function describe(answer) {
