@@ -4,8 +4,9 @@ errors, and running one async action against Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -82,10 +83,7 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
     """Build ``service(redis, settings)``, run one async action with it, close Redis; the
     errors an operator can act on become one plain line instead of a traceback. The client is
     redis-py's from ``redis_url`` with every option of the URL, as the other processes make."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    from bridge.connections import plain, redis_client, refusal, url_address
+    from bridge.connections import redis_client
 
     settings = load(config_path)
     url = settings.redis_url
@@ -100,10 +98,24 @@ def run_service(config_path: str | None, service: Callable[[Any, Settings], Any]
             await redis.aclose()
 
     try:
-        return asyncio.run(go())
+        with redis_trouble_in_one_line(url):
+            return asyncio.run(go())
     except errors as exc:
         raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # credentials or TLS refused, or no Redis: one line naming it
+
+
+@contextlib.contextmanager
+def redis_trouble_in_one_line(url: str) -> Iterator[None]:
+    """Credentials or TLS refused, or no Redis (down, or not answering): one line naming it,
+    instead of a traceback; anything else goes on as it is."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from bridge.connections import plain, refusal, url_address
+
+    try:
+        yield
+    except Exception as exc:
         refused = refusal(exc, url_address(url))
         if refused is not None:
             raise click.ClickException(str(refused)) from None

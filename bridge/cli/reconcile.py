@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import config_option, load
+from bridge.cli.options import config_option, load, redis_trouble_in_one_line
 from bridge.reconcile.compare import Kind
 
 REPAIRED: tuple[Kind, ...] = ("missing", "drift", "stale")
@@ -60,7 +60,8 @@ def reconcile(config_path: str | None, target: str | None, group: str | None, ap
                 await adapter.aclose()
             await redis.aclose()
 
-    report = asyncio.run(go())
+    with redis_trouble_in_one_line(url):
+        report = asyncio.run(go())
     for line in reports.render(report, apply):
         click.echo(line)
     if report_path is not None:

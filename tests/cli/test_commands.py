@@ -22,6 +22,7 @@ from bridge.dev.embedded import EmbeddedRedis
 from tests.conftest import SECRET, make_settings
 from tests.support import crm
 from tests.support.servers import free_port, serve_app, wait_until
+from tests.support.stack import stack_config
 
 BRIDGE = [sys.executable, "-m", "bridge.cli"]
 
@@ -173,6 +174,24 @@ def test_configuration_error_is_one_plain_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "webhook.tolerance_seconds: found 'soon'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["status"], ["trace", "apt-1"], ["reconcile"], ["target", "pause", "rentix"],
+    ["quarantine", "retry", "--target", "rentix", "apt-1"], ["link", "adopt", "status"],
+])
+def test_an_operator_command_without_redis_says_so_in_one_line(tmp_path: Path,
+                                                                command: list[str]) -> None:
+    port = free_port()  # nothing listens there
+    config = tmp_path / "bridge.toml"  # with both targets (on a port where nothing listens)
+    config.write_text(stack_config(f"redis://127.0.0.1:{port}/0", "http://127.0.0.1:9"))
+    result = subprocess.run([*BRIDGE, *command, "--config", str(config)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (f"Error: Redis at redis://127.0.0.1:{port}/0 does not answer (Error 111 connecting"
+            in result.stderr), result.stderr
+    assert result.stderr.strip().endswith("is it (or `bridge dev`) running?"), result.stderr
 
 
 def test_bridge_send_generates_signs_and_summarises(redis_url: str) -> None:
