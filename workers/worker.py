@@ -74,6 +74,8 @@ LAST_CALL_S = 2.0
 # read timeout of every other client of the bridge (bridge.connections.redis_client), which
 # also ends the ping; far longer than any command the bridge sends takes.
 STALL_S = 5.0
+# How often the supervisor pings while a worker runs (one PING: nothing to Redis).
+WATCH_EVERY_S = 2.0
 # A check reads at its share of the target's rate (a large group on a slow portal takes
 # minutes); it holds its group's check lock, renewed, all the while.
 RECONCILE_TIMEOUT_S = 3_600
@@ -108,11 +110,16 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Release what ``startup`` made; also runs when Redis is away, so Redis is best effort."""
+    await release(ctx, redis_answers=True)
+
+
+async def release(ctx: dict[str, Any], redis_answers: bool) -> None:
+    """``shutdown``, leaving Redis alone when it is known not to answer."""
     for task in ctx.pop("tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if "worker_id" in ctx:  # a stale beat is overwritten on return
+    if "worker_id" in ctx and redis_answers:  # a stale beat is overwritten on return
         await bounded(ctx["redis"].hdel(k.WORKERS, ctx["worker_id"]))
     for adapter in ctx.pop("adapters", {}).values():
         await adapter.aclose()
@@ -157,10 +164,12 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     )
 
 
-async def retire(worker: Worker) -> None:
+async def retire(worker: Worker, redis_answers: bool = True) -> None:
     """Stop an arq worker and release everything it holds (its job tasks, what ``startup``
-    made, its connection pool), whether or not Redis answers. arq's own ``close`` gives up at
-    its first Redis command, leaving the scheduler, the heartbeat and the pool behind."""
+    made, its connection pool), whether or not Redis answers (``redis_answers``: False after a
+    stall, when its last Redis calls would only wait out their bound). arq's own ``close``
+    gives up at its first Redis command, leaving the scheduler, the heartbeat and the pool
+    behind."""
     running = [t for t in worker.tasks.values() if not t.done()]
     for task in running:
         if not task.cancelling():  # a signal may have cancelled it already
@@ -182,8 +191,9 @@ async def retire(worker: Worker) -> None:
     if pool is None:
         return
     try:
-        await bounded(pool.delete(worker.health_check_key))
-        await shutdown(worker.ctx)
+        if redis_answers:
+            await bounded(pool.delete(worker.health_check_key))
+        await release(worker.ctx, redis_answers)
     finally:
         await pool.aclose(close_connection_pool=True)
         worker._pool = None
@@ -192,10 +202,12 @@ async def retire(worker: Worker) -> None:
 class Supervisor:
     """Runs one arq worker at a time and starts a fresh one after a Redis outage."""
 
-    def __init__(self, settings: Settings, stall_s: float = STALL_S) -> None:
+    def __init__(self, settings: Settings, stall_s: float = STALL_S,
+                 watch_every_s: float = WATCH_EVERY_S) -> None:
         assert settings.redis_url
         self.settings = settings
         self.stall_s = stall_s
+        self.watch_every_s = watch_every_s
         self.url = settings.redis_url
         self.stopping = asyncio.Event()
         self.worker: Worker | None = None
@@ -243,7 +255,7 @@ class Supervisor:
         else:  # the stall (or a bug in the watch); retire() cancels the worker
             failure = watch.exception() or watch.result()
         try:
-            await retire(worker)
+            await retire(worker, redis_answers=not isinstance(failure, RedisStalled))
         finally:
             self.worker = None
         if failure is None or self.stopping.is_set():
@@ -253,11 +265,11 @@ class Supervisor:
         return failure
 
     async def _watch(self, probe: Redis) -> BaseException:
-        """Ping Redis every ``HEARTBEAT_S`` while the worker runs; return once a ping goes
+        """Ping Redis every ``watch_every_s`` while the worker runs; return once a ping goes
         unanswered for ``stall_s``. A refused ping is left to the worker: its own calls fail
         too, and it stops by itself."""
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(self.watch_every_s)
             try:
                 await self._ping(probe)
             except RedisStalled as exc:

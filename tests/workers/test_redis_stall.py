@@ -33,12 +33,12 @@ from tests.workers.test_redis_outage import (
     until,
     upsert,
 )
-from workers.worker import HEARTBEAT_S, LAST_CALL_S, STALL_S, Supervisor
+from workers.worker import RETIRE_S, STALL_S, WATCH_EVERY_S, Supervisor
 
 STALLED = "RedisStalled: no answer to PING within"
-# The longest a worker takes to notice: a heartbeat's wait and the ping's deadline, with room
-# for a loaded machine (it says so once the frozen worker is released, thawed or not).
-NOTICED_S = HEARTBEAT_S + STALL_S + 3
+# The longest a worker takes to notice: the wait for its next ping and the ping's deadline, with
+# room for a loaded machine (it says so once the frozen worker is released, thawed or not).
+NOTICED_S = WATCH_EVERY_S + STALL_S + 3
 
 
 @pytest.fixture
@@ -60,13 +60,13 @@ def frozen(redis_srv: RedisServer) -> Iterator[Callable[[bool], None]]:
 def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it_answers(
     frozen: Callable[[bool], None], redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """In-process, with a 1 s stall deadline: the frozen worker is released completely (its
-    tasks, its connections), and the next one runs once Redis answers."""
+    """In-process, with a ping every 0.2 s and a 1 s deadline: the frozen worker is released
+    completely (its tasks, its connections), and the next one runs once Redis answers."""
     settings = make_settings(redis_url)
     caplog.set_level(logging.INFO, logger="workers.worker")
 
     async def scenario() -> None:
-        supervisor = Supervisor(settings, stall_s=1.0)
+        supervisor = Supervisor(settings, stall_s=1.0, watch_every_s=0.2)
         running = asyncio.create_task(supervisor.run())
         await until(lambda: started(supervisor), "the first worker")
         tasks = len(asyncio.all_tasks())
@@ -76,7 +76,7 @@ def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it
         try:
             await until(lambda: supervisor.redis_down and supervisor.worker is None,
                         "the stall to be noticed and the frozen worker released",
-                        within=HEARTBEAT_S + 1.0 + 2 * LAST_CALL_S + 10)
+                        within=0.2 + 1.0 + RETIRE_S + 10)
         finally:
             frozen(False)
         await until(lambda: not supervisor.redis_down and started(supervisor), "a fresh worker")
