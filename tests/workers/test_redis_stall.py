@@ -101,20 +101,28 @@ def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it
 def test_a_worker_process_says_when_redis_stops_answering_and_delivers_once_it_does(
     frozen: Callable[[bool], None], redis_url: str, tmp_path: Path
 ) -> None:
-    """A real ``bridge worker`` with the default deadline: Redis frozen for longer than the
-    worker takes to notice (the scenario's length, not a wait for something), then thawed."""
+    """A real ``bridge worker`` with the default deadline, Redis frozen while a flush is under
+    way (a slow sync holds it) for longer than the worker takes to notice (the scenario's
+    length, not a wait for something), then thawed: every final state reaches both portals."""
     with running_stack(redis_url, tmp_path, workers=1) as stack:
         post_until_accepted(stack, upsert("stall", "stall-apt-1", 1))
         stack.wait(lambda: delivered(stack, {("stall", "stall-apt-1"): 1}), timeout=RECOVERY_S,
                    what="delivery before the freeze")
+        slow = {"portal": "travtus", "path": "/listing/sync", "latency_ms": 1500, "count": 1}
+        assert stack.sandbox.post("/_sandbox/faults", json=slow).status_code in (200, 201)
+        post_until_accepted(stack, upsert("stall", "stall-apt-1", 2))
+        client = redis.Redis.from_url(redis_url)
+        stack.wait(lambda: client.keys("arq:in-progress:*"), what="a flush under way")
+        client.close()
         frozen(True)
         try:
             time.sleep(NOTICED_S)
         finally:
             frozen(False)
-        post_until_accepted(stack, upsert("stall", "stall-apt-1", 2))
-        stack.wait(lambda: delivered(stack, {("stall", "stall-apt-1"): 2}), timeout=RECOVERY_S,
-                   what="delivery after the thaw")
+        post_until_accepted(stack, upsert("stall", "stall-apt-2", 1))
+        latest = {("stall", "stall-apt-1"): 2, ("stall", "stall-apt-2"): 1}
+        stack.wait(lambda: delivered(stack, latest), timeout=RECOVERY_S,
+                   what="every final state after the thaw")
         assert stack.workers[0].poll() is None
         [(code, log)] = stop_and_read(stack)
         assert code == 0, notable(log)
