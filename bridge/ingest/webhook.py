@@ -37,6 +37,18 @@ CPU per event). So each µs of the ingest script costs ~20 µs of latency per re
 and counter upkeep is ~10 of its ~55 µs (measured by leaving them out). Tried and not kept: holding
 calls while a batch is in flight, and writing a call at once when none is (both within the noise
 of interleaved A/B runs); a second web process (slower: 0.44).
+
+What bounds it (2026-11-30, a slower host again: no-op endpoint 7,300-8,700 req/s, the bridge at
+median 0.41 of it, web CPU 219 µs per request, Valkey 135 µs per event): the Redis work per
+event. The same benchmark with the ingest script cut down to its dedupe ``SET NX`` alone (still
+fsynced, every request still verified and validated) ran at 0.62 (0.59-0.65, 3 rounds), Valkey
+at 48 µs per event, and the web process woken 0.06 times per request instead of 0.76: the web
+process waits on Redis, not the reverse. Leaving out single calls (the story's ``LPUSH`` +
+``PEXPIRE``, the group's debounce marks, the body's ``SET``) saves 5-10 µs of ~85 each: every
+call of the ~12 per event costs about the same, so no one of them is the lever. What would be:
+folding events into the desired state off the hot path (the webhook storing the event and its
+dedupe marker, a worker folding batches, where a group's marks and counters coalesce) at the
+price of state, stories and counters that trail the ``202``.
 """
 
 from __future__ import annotations
