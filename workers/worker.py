@@ -6,13 +6,14 @@ waits with capped exponential backoff until Redis answers again and starts a fre
 flush that was running is due again by itself (the delivery lease). A worker started while
 Redis is down waits the same way. A Redis that keeps its connections open but stops answering
 (a frozen process, a network path that dropped them) fails no call: redis-py would wait on the
-socket for good, silently. So the supervisor pings it on a connection of its own while the
-worker runs, and a ping unanswered for ``STALL_S`` is an outage like a refused connection: said
-once, the worker released (every Redis call on the way out is bounded), a fresh one started
-once Redis answers. A deadline from outside rather than redis-py's ``socket_timeout``: that one
-left a pending write task behind at each outage (seen with redis-py 5.3). Anything that is not
-a connection failure (an unsafe Redis, a bug) still stops the process. SIGTERM and SIGINT stop
-the current worker as arq would and end the process normally.
+socket for good, silently. So the supervisor pings it on a connection of its own every
+``WATCH_EVERY_S`` while the worker runs, and a ping unanswered for ``STALL_S`` is an outage like
+a refused connection: said once, the worker released (without its last Redis calls; every
+other call on the way out is bounded), a fresh one started once Redis answers. A deadline from
+outside rather than redis-py's ``socket_timeout``: that one left a pending write task behind at
+each outage (seen with redis-py 5.3). Anything that is not a connection failure (an unsafe
+Redis, a bug) still stops the process. SIGTERM and SIGINT stop the current worker as arq would
+and end the process normally.
 """
 
 from __future__ import annotations
@@ -54,10 +55,6 @@ from workers.scheduler import ReconcileScheduler, Scheduler
 
 log = logging.getLogger("workers.worker")
 
-
-class RedisStalled(RedisConnectionError):
-    """Redis kept its connections open but did not answer a ping in time."""
-
 HEARTBEAT_S = 5
 
 BACKOFF_FIRST_S = 0.5
@@ -76,9 +73,15 @@ LAST_CALL_S = 2.0
 STALL_S = 5.0
 # How often the supervisor pings while a worker runs (one PING: nothing to Redis).
 WATCH_EVERY_S = 2.0
+
+
 # A check reads at its share of the target's rate (a large group on a slow portal takes
 # minutes); it holds its group's check lock, renewed, all the while.
 RECONCILE_TIMEOUT_S = 3_600
+
+
+class RedisStalled(RedisConnectionError):
+    """Redis kept its connections open but did not answer a ping in time."""
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
