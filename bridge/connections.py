@@ -65,14 +65,14 @@ class Durability:
     timeout_ms: int = 2_000
 
 
-def redis_client(url: str) -> Redis:
+def redis_client(url: str, socket_timeout: float | None = 5) -> Redis:
     """redis-py's client for ``url``; options in the URL's query (ssl_ca_certs, db, timeouts,
     ...) win over these defaults."""
     # Short timeouts: the webhook must answer 503 quickly when Redis is away, not hang.
     client: Redis = Redis.from_url(  # from_url is unannotated in redis-py
         url,
         socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_timeout=socket_timeout,
         retry_on_timeout=False,
         health_check_interval=30,
     )

@@ -34,7 +34,6 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import constants as k
 from bridge.clock import now_ms
@@ -68,11 +67,13 @@ RETIRE_S = 5.0
 # And each of its own last Redis calls (a live Redis answers them in milliseconds).
 LAST_CALL_S = 2.0
 # A ping of the supervisor's unanswered this long: Redis is treated as gone. The same as the
-# read timeout of every other client of the bridge (bridge.connections.redis_client), which
-# also ends the ping; far longer than any command the bridge sends takes.
+# read timeout of the bridge's other clients (bridge.connections.redis_client); far longer than
+# any command the bridge sends takes.
 STALL_S = 5.0
-# How often the supervisor pings while a worker runs (one PING: nothing to Redis).
+# How often the supervisor pings while a worker runs (one PING: nothing to Redis), and the
+# slices it waits for the answer in.
 WATCH_EVERY_S = 2.0
+PING_SLICE_S = 0.25
 
 
 # A check reads at its share of the target's rate (a large group on a slow portal takes
@@ -225,7 +226,8 @@ class Supervisor:
             self.worker.handle_sig(signum)  # logs, cancels its jobs and its main task
 
     async def run(self) -> None:
-        probe = redis_client(self.url)
+        # No read timeout of its own: ``_ping`` keeps the deadline, in responsive time.
+        probe = redis_client(self.url, socket_timeout=None)
         try:
             while not self.stopping.is_set():
                 if await self._redis_answers(probe) and not self.stopping.is_set():
@@ -282,15 +284,30 @@ class Supervisor:
                     raise
 
     async def _ping(self, probe: Redis) -> None:
-        """PING, or ``RedisStalled`` once it goes unanswered for ``stall_s``, or for the
-        probe's own socket timeout (``bridge.connections.redis_client``), if that is shorter."""
-        started = time.monotonic()
+        """PING, or ``RedisStalled`` once it has gone unanswered for ``stall_s`` of this
+        process's own responsive time. The wait goes in slices: one that overran by far was
+        this event loop blocked (a long synchronous step of a flush), not Redis, and does not
+        count, so a worker busy with a large group is never taken for a stalled Redis (and
+        restarted mid-flush, again and again)."""
+        ping = asyncio.ensure_future(probe.ping())
+        waited = 0.0
         try:
-            await asyncio.wait_for(probe.ping(), self.stall_s)
-        except (TimeoutError, RedisTimeoutError):  # either way its connection was closed
-            raise RedisStalled(f"no answer to PING within {time.monotonic() - started:.0f} s: "
-                               "the server is frozen or overloaded, or the network path to it "
-                               "dropped the connection") from None
+            while waited < self.stall_s:
+                started = time.monotonic()
+                done, _ = await asyncio.wait({ping}, timeout=PING_SLICE_S)
+                if done:
+                    await ping  # its answer, or the connection failure
+                    return
+                if time.monotonic() - started < 2 * PING_SLICE_S:
+                    waited += PING_SLICE_S
+        finally:
+            if not ping.done():
+                ping.cancel()  # redis-py closes that connection: the next ping opens a new one
+                await asyncio.wait({ping})
+            elif not ping.cancelled():
+                ping.exception()  # seen, whatever it was: the stall is what is reported
+        raise RedisStalled(f"no answer to PING within {self.stall_s:g} s: the server is frozen "
+                           "or overloaded, or the network path to it dropped the connection")
 
     async def _redis_answers(self, probe: Redis) -> bool:
         try:

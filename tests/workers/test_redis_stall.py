@@ -18,6 +18,7 @@ import pytest
 import redis
 from arq.worker import Worker
 
+from bridge.connections import redis_client
 from tests.conftest import make_settings
 from tests.support.servers import RedisServer
 from tests.support.stack import running_stack
@@ -96,6 +97,26 @@ def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it
     # Only this client is left: the frozen worker's pool, and the supervisor's probe, were closed.
     assert len(client.client_list()) == 1  # type: ignore[arg-type]  # redis/redis-py#2399
     client.close()
+
+
+def test_a_ping_held_up_by_the_workers_own_blocked_loop_is_not_a_stall(redis_url: str) -> None:
+    """A long synchronous step (a flush planning a large group) blocks the worker's event loop
+    past the stall deadline while the supervisor's ping is on its way (here: still connecting):
+    Redis answered in time as far as it is concerned, so no stall is declared (else a large
+    group's flush would be cut off and restarted, again and again)."""
+    supervisor = Supervisor(make_settings(redis_url), stall_s=1.0)
+
+    async def scenario() -> None:
+        probe = redis_client(redis_url, socket_timeout=None)
+        try:
+            ping = asyncio.create_task(supervisor._ping(probe))
+            await asyncio.sleep(0)  # the ping starts: a new client connects first
+            time.sleep(1.5)  # noqa: ASYNC251  # the blocking step, past the 1 s deadline
+            await ping  # answered: no RedisStalled
+        finally:
+            await probe.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_a_worker_process_says_when_redis_stops_answering_and_delivers_once_it_does(
