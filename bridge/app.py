@@ -23,7 +23,7 @@ from bridge.connections import RedisCheck, address, redis_client
 from bridge.dashboard import dashboard_routes, links
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
-from bridge.ingest.webhook import WebhookEndpoint
+from bridge.ingest.webhook import RETRY_AFTER_S, WebhookEndpoint
 from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
 from bridge.responses import JSONResponse, error
 from bridge.settings import Settings, load_settings
@@ -35,7 +35,6 @@ LISTEN_HOST_ENV = "BRIDGE_LISTEN_HOST"
 WEBHOOK_PATH = "/webhooks/crm"
 # What a page, an API call or a scrape raises when Redis is away or does not answer in time.
 UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
-RETRY_AFTER_S = "5"
 LOG_AGAIN_S = 60.0
 
 
@@ -140,7 +139,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
             await redis.ping()
         except (RedisError, OSError) as exc:
             reason = check.problem or f"Redis is not reachable: {exc}"
-            return error(503, "storage_unavailable", reason, headers={"Retry-After": "5"})
+            return error(503, "storage_unavailable", reason, headers={"Retry-After": RETRY_AFTER_S})
         return JSONResponse({"status": "ready"})
 
     unavailable = Unavailable(address(redis))
