@@ -5,9 +5,15 @@ use arq's prefixes (``arq.constants``). ``{x}`` stands for a value. Times are Un
 unless named ``_s``. Lua scripts get these names spliced in (``bridge/scripts.py``) or as KEYS,
 never as literals. Keys without a TTL live until the code named under "lifetime" removes them.
 
-Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
+Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
 
     lb:seen:{webhook_id}          string  accepted-at; TTL webhook.dedupe_ttl_seconds
+    lb:inbox                      list    events stored by the webhook and not yet folded into
+                                          the state below, oldest first, each a msgpack array
+                                          (``bridge.ingest.store.entry``); the workers' fold
+                                          (``bridge/ingest/inbox.py``) folds and removes them
+                                          in one script; no TTL, empty (absent) while the
+                                          workers keep up
     lb:listing:{ref}              hash    the desired state of one listing, decoded only by
                                           ``bridge/delivery/desired.py``: g (group), v (version,
                                           -1 when absent), t (occurred_at), d ("1" when
@@ -62,7 +68,7 @@ Ingest (the webhook's Lua script, ``bridge/ingest/store.py``):
                                           {outcome}:{target}; TTL STATS_TTL_S (2 h)
     lb:metrics                    hash    cumulative counters and histogram buckets for
                                           Prometheus (``bridge/counters.py``): written by the
-                                          ingest script, the webhook's rejections, the ledger's
+                                          ingest scripts, the webhook's rejections, the ledger's
                                           attempts and each flush; forever (never reset)
 
 Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
@@ -228,7 +234,7 @@ A listing's story (``bridge trace``, read by ``bridge/ops/trace.py``):
 
     lb:trace:{ref}                list    compact JSON entries (bridge/stories.py), newest
                                           first: every event received for the listing
-                                          (written by the ingest script, duplicates
+                                          (written by the ingest fold, duplicates
                                           and stale ones too), every flush decision about it per
                                           target and every portal call that carried it (the
                                           flush's ledger, fenced). Capped at TRACE_MAXLEN; each
@@ -253,6 +259,7 @@ from arq.constants import default_queue_name, in_progress_key_prefix
 PREFIX = "lb:"
 
 SEEN = PREFIX + "seen:"
+INBOX = PREFIX + "inbox"
 LISTING = PREFIX + "listing:"
 BODY = PREFIX + "body:"
 MEMBERS = PREFIX + "members:"
@@ -261,7 +268,7 @@ PENDING = PREFIX + "pending:"
 DUE = PREFIX + "due"
 STATS = PREFIX + "stats:"
 
-# The fields of lb:listing:{ref}, in one order: the ingest script unpacks them by position and
+# The fields of lb:listing:{ref}, in one order: the ingest fold unpacks them by position and
 # the delivery side reads all but the last (the snapshot floor, which only ingest needs).
 LISTING_FIELDS = ("g", "v", "t", "d", "body", "at", "c", "f")
 # The values of its cause field "c": why the listing is deleted.

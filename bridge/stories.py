@@ -12,7 +12,7 @@ An entry is ``[kind, at, ...]``, kind ``"e"`` (event), ``"d"`` (decision) or ``"
 
     event     ["e", at, webhook_id, type, group, at - occurred_at, version, result(, 1)]
               type: TYPES' letter; result: RESULTS' letter; a trailing 1: absent from a
-              snapshot. Written by the ingest script (bridge/ingest/store.py).
+              snapshot. Written by the ingest fold (bridge/ingest/store.py).
     decision  ["d", at, target, group, DECISIONS index, digest, key, operation, until, detail]
     call      ["c", at, target, group, operation, key, status, outcome, latency_ms, attempt,
                error]
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-# Event types by the ingest script's letter (bridge/ingest/store.py _KIND), and results.
+# Event types by the ingest entry's letter (bridge/ingest/store.py _KIND), and results.
 TYPES = {"c": "listing.created", "u": "listing.updated", "d": "listing.deleted",
          "s": "group.snapshot"}
 RESULTS = {"a": "applied", "s": "stale", "d": "duplicate"}

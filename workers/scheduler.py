@@ -1,5 +1,5 @@
-"""Turns due work into arq jobs: due groups into flushes and due outboxes into sends
-(``Scheduler``), and due reconciliation
+"""Turns due work into arq jobs: the webhook's inbox into state, due groups into flushes and due
+outboxes into sends (``Scheduler``), and due reconciliation
 checks into ``reconcile_group`` jobs (``ReconcileScheduler``). Every worker runs both; any
 number may run at once.
 
@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.ingest.inbox import Inbox
 from bridge.reconcile import schedule
 from bridge.settings import Settings
 from workers.jobs import is_connection_failure
@@ -117,18 +118,22 @@ class Polling(ABC):
 
 
 class Scheduler(Polling):
-    """Due groups (``lb:due``) into ``flush_group`` jobs, and due outboxes (``lb:senders``)
-    into ``send_outbox`` jobs."""
+    """Folds the webhook's inbox (``lb:inbox``) into the desired state, then turns due groups
+    (``lb:due``) into ``flush_group`` jobs and due outboxes (``lb:senders``) into
+    ``send_outbox`` jobs: a change is scheduled in the tick that folds it."""
 
     what = "scheduling due groups"
 
-    def __init__(self, redis: ArqRedis, interval_ms: int, batch: int = 200) -> None:
+    def __init__(self, redis: ArqRedis, interval_ms: int, inbox: Inbox,
+                 batch: int = 200) -> None:
         self.redis = redis
         self.every_s = interval_ms / 1000
+        self.inbox = inbox
         self.batch = batch
         self._take = redis.register_script(TAKE_DUE)
 
     async def tick(self) -> int:
+        await self.inbox.drain()
         enqueued = 0
         for due, job_name in ((k.DUE, k.FLUSH_JOB), (k.SENDERS, k.SEND_JOB)):
             taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])

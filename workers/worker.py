@@ -39,6 +39,7 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.connections import check_redis, redis_client
 from bridge.delivery.flush import Delivery
+from bridge.ingest.inbox import Inbox
 from bridge.portals import adapters_for
 from bridge.reconcile.records import Records
 from bridge.reconcile.service import Reconciler
@@ -105,7 +106,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
     ctx["reconciler"] = Reconciler(ctx["redis"], settings, ctx["adapters"], ctx["delivery"])
     ctx["reconcile_records"] = Records(ctx["redis"])
-    scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms)
+    scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms,
+                          Inbox(ctx["redis"], settings))
     ctx["tasks"] = [asyncio.create_task(scheduler.run()), asyncio.create_task(heartbeat(ctx))]
     if settings.reconcile.interval_s:  # 0: no periodic reconciliation at all
         reconciling = ReconcileScheduler(ctx["redis"], settings)

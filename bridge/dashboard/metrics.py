@@ -147,6 +147,10 @@ class Snapshot(Collector):
         yield self._one("groups_overdue", "Groups due now but not being flushed", len(overdue))
         yield self._one("flushes_running", "Group flushes in progress", len(o.flushing))
         yield self._one("queue_depth", "Jobs in the arq queue", o.queue_depth)
+        yield self._one("inbox_events", "Webhook events stored and not yet folded into the "
+                        "state by a worker", o.inbox.events)
+        yield self._one("inbox_oldest_age_seconds", "Seconds the oldest unfolded event has "
+                        "waited (0: none waits)", (o.inbox.oldest_age_ms or 0) / 1000)
         yield self._one("workers_alive", "Workers with a recent heartbeat",
                         sum(1 for w in o.workers if w.alive))
         age = self._gauge("worker_heartbeat_age_seconds", "Seconds since each worker's "

@@ -1,7 +1,7 @@
-"""The desired state of listings as the webhook's ingest script leaves it in Redis, read back.
+"""The desired state of listings as the ingest fold leaves it in Redis, read back.
 
 ``lb:listing:{ref}`` and ``lb:body:{ref}`` (see ``bridge/constants.py``) are written only by the
-ingest script (and the worker's repacking); this is their one decoder, used by flush claims, the
+ingest fold (and the worker's repacking); this is their one decoder, used by flush claims, the
 operator's views, reconciliation and linking. ``FIELDS`` is the order in which the claim script
 returns a listing's fields, so both sides agree on one list. A hash written before the body had
 a key of its own still holds it as a field: the body key, when there is one, is the newer.
@@ -20,7 +20,7 @@ from bridge import constants as k
 from bridge.packing import unpack
 
 # Field names of the listing hash, in the order the claim script returns them: every field but
-# the snapshot floor, which only the ingest script reads.
+# the snapshot floor, which only the ingest fold reads.
 FIELDS = k.LISTING_FIELDS[:-1]
 # The hash field a body was kept in before it had a key of its own (lb:body:{ref}).
 BODY_FIELD = k.LISTING_FIELDS[4]

@@ -6,7 +6,7 @@ retrying, paused. A hook writes one entry per listing concerned through the flus
 ledger (one write, only while the flush holds its group; none when no listing is concerned).
 The outbox's sender tells the bulk call and what came of each operation
 (``bridge/delivery/sender.py``). Portal calls reach the stories
-through :meth:`~bridge.delivery.ledger.Ledger.record_attempt`, events through the ingest script.
+through :meth:`~bridge.delivery.ledger.Ledger.record_attempt`, events through the ingest fold.
 
 Which listings a decision concerns: a write's own listing; for a group sync, the listings the
 sync changes on the portal (new or other content, or left out); and "unchanged" is said only of

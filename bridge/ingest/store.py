@@ -1,19 +1,23 @@
-"""Durable storage of accepted events: one Lua script, one round trip per webhook.
+"""Durable storage of accepted events, and their folding into the desired state.
 
-The script dedupes by webhook id, orders each listing's changes (version, then occurred_at; at
-equal times the later arrival wins; nothing from before a snapshot that deleted the listing
-counts), folds the event into the desired state of its listings and groups, records why a
-listing was deleted, and marks the groups due for a flush (trailing debounce capped by max
-wait). It also appends the event to the story of each listing it names (``lb:trace:{ref}``:
-applied, stale or duplicate), in the same call, so ``bridge trace`` costs the webhook no round
-trip. Key layout: ``bridge/constants.py``.
+Two Lua scripts. The webhook's (``accept``, one round trip per webhook) dedupes by webhook id,
+counts the event and appends it to the inbox (``lb:inbox``): durable, in arrival order. The
+workers' (``fold``, ``bridge/ingest/inbox.py``) takes the inbox's oldest events and, one by one
+in that order, orders each listing's changes (version, then occurred_at; at equal times the
+later arrival wins; nothing from before a snapshot that deleted the listing counts), folds the
+event into the desired state of its listings and groups, records why a listing was deleted,
+marks the groups due for a flush (trailing debounce capped by max wait, from the time the event
+was received) and appends the event to the story of each listing it names (``lb:trace:{ref}``:
+applied, stale or duplicate). Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -22,7 +26,7 @@ from bridge import counters
 from bridge.connections import Durability
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
-from bridge.scripts import splice
+from bridge.scripts import LuaValue, splice
 from bridge.settings import (
     DebounceSettings,
     RetentionSettings,
@@ -30,11 +34,12 @@ from bridge.settings import (
     WebhookSettings,
 )
 
-_INGEST = """
+# What both scripts share: key names, settings, a listing's story and the counters.
+_COMMON = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
-local DIRTY, BODYK = __DIRTY__, __BODYK__
+local DIRTY, BODYK, INBOX = __DIRTY__, __BODYK__, __INBOX__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
@@ -42,17 +47,25 @@ local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
 local horizon, idle = __HORIZON__, __IDLE__
 local TRACE, TRACE_MAXLEN, trace_ttl = __TRACE__, __TRACE_MAXLEN__, __TRACE_TTL__
-local id, now, kind, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local occurred = tonumber(ARGV[5])
-local stats = STATS .. math.floor(now / 60000)
+-- What a redelivery's entry starts with (no msgpack array does): only its story is told.
+local DUPLICATE = __DUPLICATE__
+
+-- The event being handled: its entry (bridge.ingest.store.entry: webhook id, received at,
+-- kind, group, occurred_at, then ref, version (-1: none), body per listing) and what follows.
+local A, id, now, kind, group, occurred, stats, head
 
 -- A listing's story: one entry per listing the event names, in the stored form of
 -- bridge/stories.py (["e", at, webhook_id, type, group, at - occurred_at, version, result]).
--- The strings are encoded once per call.
+-- The strings are encoded once per event.
 local TYPES = {c = true, u = true, d = true, s = true}
-local head = '["e",' .. ARGV[2] .. ',' .. cjson.encode(id) .. ',"' ..
-             (TYPES[kind] and kind or 'u') .. '",' .. cjson.encode(group) .. ',' ..
-             string.format('%d', now - occurred) .. ','
+local function begin(entry)
+  A = cmsgpack.unpack(entry)
+  id, now, kind, group, occurred = A[1], tonumber(A[2]), A[3], A[4], tonumber(A[5])
+  stats = STATS .. math.floor(now / 60000)
+  head = '["e",' .. A[2] .. ',' .. cjson.encode(id) .. ',"' ..
+         (TYPES[kind] and kind or 'u') .. '",' .. cjson.encode(group) .. ',' ..
+         string.format('%d', now - occurred) .. ','
+end
 local function trace(ref, version, result, absent)
   local key = TRACE .. ref
   local entry = head .. (version == '-1' and 'null' or version) .. ',"' .. result ..
@@ -62,40 +75,48 @@ local function trace(ref, version, result, absent)
   end
   redis.call('PEXPIRE', key, trace_ttl)
 end
+
+-- Count per minute (of the event's receipt); the first count of a minute sets the expiry.
+local function count(field)
+  if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
+end
+-- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
+local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
+"""
+
+# The webhook's script: dedupe, then keep the event in the inbox for the workers to fold. The
+# only work in the request's round trip (see bridge/ingest/webhook.py for what it saves).
+# ARGV: webhook id, received at, the event's entry. Returns {1, 0} stored, {0, 0} duplicate.
+_ACCEPT = _COMMON + """
+if not redis.call('SET', SEEN .. ARGV[1], ARGV[2], 'NX', 'EX', ttl) then
+  stats = STATS .. math.floor(tonumber(ARGV[2]) / 60000)
+  count('duplicate')
+  total(__EVENT_DUPLICATE__)
+  -- Into the inbox too, marked, so its listings' stories tell it after the first delivery.
+  redis.call('RPUSH', INBOX, DUPLICATE .. ARGV[3])
+  return {0, 0}
+end
+-- Counted as received by the fold, in the minute it was received: one call less here.
+redis.call('RPUSH', INBOX, ARGV[3])
+return {1, 0}
+"""
+
+# The workers' script: folds the inbox's oldest events, in arrival order, into the desired
+# state, and removes them, in one atomic step: a fold killed midway never ran, and no event is
+# folded twice. ARGV: at most how many events, and how many listings (past the first event).
+# Returns {events folded, listings they applied, events left}.
+_FOLD = _COMMON + """
+local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
+
 -- Results by their stored letter: applied, stale, duplicate.
 local function outcome(applied)
   if applied == 1 then return 'a' end
   return 's'
 end
 
--- Count per minute; the first count of a minute sets the expiry.
-local function count(field)
-  if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
-end
--- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
-local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
-
-if not redis.call('SET', SEEN .. id, now, 'NX', 'EX', ttl) then
-  count('duplicate')
-  total(__EVENT_DUPLICATE__)
-  -- The listings a redelivery names are the ones the first delivery named.
-  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 'd') end
-  return {0, 0}
-end
-count('received')
-
--- Older than the horizon: the tombstones that would order it may have expired, so it is
--- refused as stale (an expired tombstone never lets a late event bring a listing back).
-if occurred < now - horizon then
-  count('stale')
-  total(__EVENT_STALE__)
-  for i = 6, #ARGV, 3 do trace(ARGV[i], ARGV[i + 1], 's') end
-  return {1, 0}
-end
-
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 -- Returns the group's change counter, now.
-local bursts = {}  -- groups whose burst of changes this call began
+local bursts  -- groups whose burst of changes the event being folded began
 local function touch(g)
   local pk = PENDING .. g
   local cur = redis.call('HMGET', pk, 'first', 'seq')
@@ -164,18 +185,19 @@ local function apply(ref, v, t, g, deleted, body)
   return 1
 end
 
-local applied = 0
-if kind == 's' then
+-- A snapshot: its listings are upserted; listings of the group absent from it are deleted,
+-- unless changed since (at the same time the later arrival wins). The snapshot's time becomes
+-- the floor of each listing it leaves deleted: no event from before it can bring the listing
+-- back, whatever its version.
+local function snapshot()
+  local applied = 0
   local present = {}
-  for i = 6, #ARGV, 3 do
-    present[ARGV[i]] = true
-    local one = apply(ARGV[i], tonumber(ARGV[i + 1]), occurred, group, false, ARGV[i + 2])
-    trace(ARGV[i], ARGV[i + 1], outcome(one))
+  for i = 6, #A, 3 do
+    present[A[i]] = true
+    local one = apply(A[i], tonumber(A[i + 1]), occurred, group, false, A[i + 2])
+    trace(A[i], A[i + 1], outcome(one))
     applied = applied + one
   end
-  -- Listings of the group absent from the snapshot are deleted, unless changed since (at the
-  -- same time the later arrival wins). The snapshot's time becomes the floor of each listing it
-  -- leaves deleted: no event from before it can bring the listing back, whatever its version.
   local seq = touch(group)
   for _, ref in ipairs(redis.call('SMEMBERS', MEMBERS .. group)) do
     if not present[ref] then
@@ -193,27 +215,68 @@ if kind == 's' then
       end
     end
   end
-else
-  applied = apply(ARGV[6], tonumber(ARGV[7]), occurred, group, kind == 'd', ARGV[8])
-  if applied == 0 then count('stale') end
-  trace(ARGV[6], ARGV[7], outcome(applied))
+  return applied
 end
-total((kind ~= 's' and applied == 0) and __EVENT_STALE__ or __EVENT_ACCEPTED__)
 
-return {1, applied}
+-- One event, received at ``now``; how many listings it changed.
+local function fold()
+  bursts = {}
+  count('received')
+  -- Older than the horizon: the tombstones that would order it may have expired, so it is
+  -- refused as stale (an expired tombstone never lets a late event bring a listing back).
+  if occurred < now - horizon then
+    count('stale')
+    total(__EVENT_STALE__)
+    for i = 6, #A, 3 do trace(A[i], A[i + 1], 's') end
+    return 0
+  end
+  local applied
+  if kind == 's' then
+    applied = snapshot()
+  else
+    applied = apply(A[6], tonumber(A[7]), occurred, group, kind == 'd', A[8])
+    if applied == 0 then count('stale') end
+    trace(A[6], A[7], outcome(applied))
+  end
+  total((kind ~= 's' and applied == 0) and __EVENT_STALE__ or __EVENT_ACCEPTED__)
+  return applied
+end
+
+local entries = redis.call('LRANGE', INBOX, 0, max_events - 1)
+local folded, listings, applied = 0, 0, 0
+for _, entry in ipairs(entries) do
+  if folded > 0 and listings >= max_listings then break end
+  if string.sub(entry, 1, 1) == DUPLICATE then
+    -- The listings a redelivery names are the ones the first delivery named.
+    begin(string.sub(entry, 2))
+    for i = 6, #A, 3 do trace(A[i], A[i + 1], 'd') end
+  else
+    begin(entry)
+    applied = applied + fold()
+  end
+  folded = folded + 1
+  listings = listings + (#A - 5) / 3
+end
+if folded > 0 then redis.call('LTRIM', INBOX, folded, -1) end
+return {folded, applied, redis.call('LLEN', INBOX)}
 """
 
 # Settings are known only when the store is built; everything else is spliced in now, so a
 # misspelt name fails the import.
 _SETTINGS = ("TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON")
-INGEST = splice(_INGEST, {
+_NAMES: dict[str, LuaValue] = {
     "SEEN": k.SEEN, "LISTING": k.LISTING, "MEMBERS": k.MEMBERS, "GROUPS": k.GROUPS,
     "PENDING": k.PENDING, "DUE": k.DUE, "STATS": k.STATS, "STATS_TTL": k.STATS_TTL_S,
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
     "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
-    "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
-    "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
+    "INBOX": k.INBOX, "DUPLICATE": "D",
+}
+ACCEPT = splice(_ACCEPT, {
+    **_NAMES, "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
+}, later=_SETTINGS)
+FOLD = splice(_FOLD, {
+    **_NAMES, "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
     "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
 }, later=_SETTINGS)
 
@@ -221,7 +284,6 @@ INGEST = splice(_INGEST, {
 @dataclass(frozen=True)
 class Stored:
     duplicate: bool
-    applied: int
 
 
 class EventStore:
@@ -235,20 +297,20 @@ class EventStore:
         """``prepare`` runs on every (re)connect of the script client and says what a stored
         event must wait for (``bridge.connections.RedisCheck``)."""
         self._redis = redis
-        self._script = ScriptBatcher(url, ingest_script(webhook, debounce, trace, retention),
+        self._script = ScriptBatcher(url, accept_script(webhook, debounce, trace, retention),
                                      prepare=prepare)
         self._unstored = 0  # events answered 503 and not counted in Redis yet
 
     async def put(self, webhook_id: str, event: ValidEvent, now_ms: int) -> Stored:
         try:
-            status, applied = await self._script.call_packed(
-                *script_arguments(webhook_id, now_ms, event))
+            status, _ = await self._script.call_packed(
+                3, script_arguments(webhook_id, now_ms, event))
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
         if self._unstored:
             await self._count_unstored()
-        return Stored(duplicate=status == 0, applied=int(applied))
+        return Stored(duplicate=status == 0)
 
     async def aclose(self) -> None:
         await self._script.aclose()
@@ -276,33 +338,65 @@ class EventStore:
             self._unstored += unstored
 
 
-def ingest_script(webhook: WebhookSettings, debounce: DebounceSettings,
-                  trace: TraceSettings | None = None,
-                  retention: RetentionSettings | None = None) -> str:
+def settings_values(webhook: WebhookSettings, debounce: DebounceSettings,
+                    trace: TraceSettings | None = None,
+                    retention: RetentionSettings | None = None) -> dict[str, LuaValue]:
     trace = trace or TraceSettings()
     retention = retention or RetentionSettings()
-    return splice(INGEST, {"TTL": webhook.dedupe_ttl_seconds, "WINDOW": debounce.window_ms,
-                           "MAXWAIT": debounce.max_wait_ms, "TRACE_TTL": trace.retention_ms,
-                           "HORIZON": retention.horizon_ms})
+    return {"TTL": webhook.dedupe_ttl_seconds, "WINDOW": debounce.window_ms,
+            "MAXWAIT": debounce.max_wait_ms, "TRACE_TTL": trace.retention_ms,
+            "HORIZON": retention.horizon_ms}
 
 
-# The script's ARGV[3]: the event's type, in a letter (created and updated are both upserts).
-_KIND = {"listing.created": b"c", "listing.updated": b"u", "listing.deleted": b"d",
-         "group.snapshot": b"s"}
-_HEAD = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-_LISTING = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+def accept_script(webhook: WebhookSettings, debounce: DebounceSettings,
+                  trace: TraceSettings | None = None,
+                  retention: RetentionSettings | None = None) -> str:
+    return splice(ACCEPT, settings_values(webhook, debounce, trace, retention))
 
 
-def script_arguments(webhook_id: str, now_ms: int, event: ValidEvent) -> tuple[int, bytes]:
-    """The script's ARGV, packed as RESP bulk strings, and their count: webhook id, now, kind,
-    group, occurred_at (ms), then ref, version (-1: none), body for each listing. One format
-    per listing rather than a loop over the arguments: the webhook's hot path."""
-    webhook, group = webhook_id.encode(), event.group.encode()
-    now, occurred = b"%d" % now_ms, b"%d" % event.occurred_ms
-    parts = [_HEAD % (len(webhook), webhook, len(now), now, _KIND[event.type], len(group), group,
-                      len(occurred), occurred)]
+def fold_script(webhook: WebhookSettings, debounce: DebounceSettings,
+                trace: TraceSettings | None = None,
+                retention: RetentionSettings | None = None) -> str:
+    return splice(FOLD, settings_values(webhook, debounce, trace, retention))
+
+
+# The entry's kind: the event's type, in a letter (created and updated are both upserts).
+_KIND = {"listing.created": "c", "listing.updated": "u", "listing.deleted": "d",
+         "group.snapshot": "s"}
+# msgpack, the one structured format both Python and Redis's Lua (cmsgpack) read; every value a
+# string (cmsgpack reads no binary type), as the scripts compare them.
+_ENTRY = msgspec.msgpack.Encoder()
+_STR32 = struct.Struct(">BI").pack
+_READ = msgspec.msgpack.Decoder(list[str])
+# What the accept script puts before a redelivery's entry (no msgpack array starts with it).
+DUPLICATE = b"D"
+_ARGS = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+
+
+def entry(webhook_id: str, now_ms: int, event: ValidEvent) -> bytes:
+    """The event as the inbox keeps it: webhook id, received at, kind, group, occurred_at
+    (ms), then ref, version (-1: none), body for each listing."""
+    fields: list[str | msgspec.Raw] = [webhook_id, str(now_ms), _KIND[event.type], event.group,
+                                       str(event.occurred_ms)]
     for ref, version, body in event.listings:
-        ref_bytes, version_bytes = ref.encode(), b"%d" % version
-        parts.append(_LISTING % (len(ref_bytes), ref_bytes, len(version_bytes), version_bytes,
-                                 len(body), body))
-    return 5 + 3 * len(event.listings), b"".join(parts)
+        fields += (ref, str(version), _as_str(body))
+    return _ENTRY.encode(fields)
+
+
+def _as_str(utf8: bytes) -> msgspec.Raw:
+    """Validated UTF-8 as a msgpack str, as it is: decoding it to write it back costs ~1.3 µs
+    a listing (a str32 header is valid msgpack at any length)."""
+    return msgspec.Raw(_STR32(0xDB, len(utf8)) + utf8)
+
+
+def received_at(stored: bytes) -> int:
+    """When the webhook received an inbox entry (a redelivery's too)."""
+    fields = _READ.decode(stored[1:] if stored[:1] == DUPLICATE else stored)
+    return int(fields[1])
+
+
+def script_arguments(webhook_id: str, now_ms: int, event: ValidEvent) -> bytes:
+    """The accept script's ARGV, packed as RESP bulk strings: webhook id, received at, entry.
+    Packed in one format: the webhook's hot path."""
+    webhook, now, packed = webhook_id.encode(), b"%d" % now_ms, entry(webhook_id, now_ms, event)
+    return _ARGS % (len(webhook), webhook, len(now), now, len(packed), packed)

@@ -99,9 +99,18 @@ class TargetStatus:
 
 
 @dataclass(frozen=True)
+class InboxView:
+    """Events the webhook stored that no worker has folded into the state yet: more than a
+    moment's worth means no worker is folding (bridge/ingest/inbox.py)."""
+    events: int
+    oldest_age_ms: int | None  # how long the oldest has waited; None when there is none
+
+
+@dataclass(frozen=True)
 class Status:
     now: int
     groups: int
+    inbox: InboxView
     due: list[DueGroup]
     queued_jobs: int
     targets: dict[str, TargetStatus]
@@ -179,6 +188,7 @@ class Overview:
     totals: Totals
     calls_per_event: dict[str, float | None]
     latency_ms: Latency
+    inbox: InboxView
     waiting: list[Waiting]
     flushing: list[str]
     queue_depth: int

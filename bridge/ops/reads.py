@@ -20,6 +20,7 @@ from bridge.delivery.desired import DesiredListing, read_listings
 from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
 from bridge.delivery.outbox import Outbox, drain_seconds
 from bridge.delivery.planning import desired_digest
+from bridge.ingest.store import received_at
 from bridge.ops import figures
 from bridge.ops.actions import NotFound
 from bridge.ops.models import (
@@ -31,6 +32,7 @@ from bridge.ops.models import (
     GroupView,
     Heartbeat,
     HeldSync,
+    InboxView,
     ListingState,
     ListingStatus,
     ListingView,
@@ -92,6 +94,7 @@ class Reads:
         return Status(
             now=now,
             groups=await self.redis.scard(k.GROUPS),  # type: ignore[misc]
+            inbox=await self._inbox(now),
             due=await self._due(now),
             queued_jobs=await self.redis.zcard(k.QUEUE),
             targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
@@ -147,6 +150,7 @@ class Reads:
             totals=figures.totals(series),
             calls_per_event=figures.calls_per_event(series),
             latency_ms=figures.latency(await self._latencies()),
+            inbox=await self._inbox(now),
             waiting=await self._waiting(now),
             flushing=await self._flushing(),
             queue_depth=await self.redis.zcard(k.QUEUE),
@@ -161,6 +165,14 @@ class Reads:
                 pipe.hgetall(f"{k.STATS}{minute}")
             rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
         return [{_text(f): int(v) for f, v in row.items()} for row in rows]
+
+    async def _inbox(self, now: int) -> InboxView:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(k.INBOX)
+            pipe.lindex(k.INBOX, 0)
+            events, oldest = await pipe.execute()
+        return InboxView(events=int(events),
+                         oldest_age_ms=None if oldest is None else now - received_at(oldest))
 
     async def _latencies(self) -> list[int]:
         return [int(v) for v in await self.redis.lrange(k.LATENCY, 0, -1)]  # type: ignore[misc]

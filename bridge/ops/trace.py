@@ -2,7 +2,8 @@
 listing page): where it stands on each target, then, newest first, every event received for it,
 every flush decision about it per target and every portal call that carried it.
 
-The entries are written where they happen: events by the ingest script, decisions by the flush
+The entries are written where they happen: events by the ingest fold (``bridge/ingest/store.py``),
+decisions by the flush
 (``bridge/delivery/trace.py``), calls with the ledger's record of each attempt; all in
 ``lb:trace:{ref}`` (``bridge/constants.py``). This module only reads and renders them.
 """
@@ -111,8 +112,13 @@ class Traces(Reads):
         raw = await self.redis.lrange(k.TRACE + ref, 0, k.TRACE_MAXLEN - 1)  # type: ignore[misc]
         listing = (await read_listings(self.redis, [ref])).get(ref)
         if listing is None and not raw:
-            raise NotFound(f"no listing {ref!r} is known, and nothing about it happened in the "
-                           f"last {retention.retention_days:g} days")
+            message = (f"no listing {ref!r} is known, and nothing about it happened in the "
+                       f"last {retention.retention_days:g} days")
+            inbox = await self._inbox(now)
+            if inbox.events:  # its event may be among them: say so, not just "unknown"
+                message += (f"; {inbox.events} received event(s) are waiting for a worker to "
+                            f"fold them (the oldest for {(inbox.oldest_age_ms or 0) / 1000:g} s)")
+            raise NotFound(message)
         entries = newest_first(raw, since=now - retention.retention_ms)
         targets: dict[str, TargetStep] = {}
         if listing is not None:

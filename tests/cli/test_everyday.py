@@ -28,6 +28,7 @@ from bridge.settings import DebounceSettings
 from tests.conftest import SECRET, make_settings
 from tests.ops.test_outbox_view import entry
 from tests.support import crm
+from tests.support.ingest import fold
 from tests.support.servers import free_port, serve_app, wait_until
 
 BRIDGE = [sys.executable, "-m", "bridge.cli"]
@@ -153,6 +154,12 @@ def test_bridge_status_tells_a_running_flush_from_a_waiting_one(redis_url: str, 
         for group in ("calm", "busy"):
             assert crm.post(client, SECRET, crm.upsert(group, f"{group}-1", 1)) \
                     .status_code == 202
+    config = write_config(tmp_path, redis_url, UNREACHABLE_RENTIX)
+    unfolded = subprocess.run([*BRIDGE, "status", "--config", str(config)],
+                              capture_output=True, text=True, timeout=30)
+    assert "received, not yet folded by a worker: 2 event(s), the oldest for " in \
+        unfolded.stdout, unfolded.stdout
+    fold(r, settings)
 
     async def claim() -> None:  # a worker's flush of "busy" starts, under a 60 s lease
         client = Redis.from_url(redis_url)
@@ -172,7 +179,6 @@ def test_bridge_status_tells_a_running_flush_from_a_waiting_one(redis_url: str, 
             pipe.execute_command(*command)
         pipe.execute_command(*reported)
         pipe.execute()
-    config = write_config(tmp_path, redis_url, UNREACHABLE_RENTIX)
     result = subprocess.run([*BRIDGE, "status", "--config", str(config)], capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr

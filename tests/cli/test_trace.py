@@ -21,7 +21,11 @@ def bridge_trace(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def api_trace(stack: Stack, ref: str) -> dict[str, Any]:
-    result: dict[str, Any] = stack.bridge.get(f"/api/listings/{ref}/trace").json()
+    """The listing's story; empty until a worker has folded its first event."""
+    response = stack.bridge.get(f"/api/listings/{ref}/trace")
+    if response.status_code == 404:
+        return {"entries": []}
+    result: dict[str, Any] = response.json()
     return result
 
 

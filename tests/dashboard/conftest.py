@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from bridge.app import create_app
@@ -18,6 +19,7 @@ from bridge.reconcile.records import Records
 from bridge.settings import Settings
 from tests.conftest import make_settings
 from tests.ops.conftest import record_check
+from tests.support.ingest import fold
 from tests.support.servers import serve_app
 
 TARGETS = [
@@ -81,6 +83,12 @@ def seed_drift(redis_url: str) -> None:
 @pytest.fixture
 def app_settings(redis_url: str) -> Settings:
     return dashboard_settings(redis_url)
+
+
+@pytest.fixture
+def folded(app_settings: Settings, r: redis.Redis) -> Callable[[], int]:
+    """Fold what the webhook stored into the state, as a worker would (none runs here)."""
+    return lambda: fold(r, app_settings)
 
 
 @pytest.fixture

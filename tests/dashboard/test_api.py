@@ -3,6 +3,7 @@ nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,11 +27,17 @@ def snapshot(r: redis.Redis) -> dict[str, Any]:
     return {key: r.dump(key) for key in keys}
 
 
-def test_overview_counts_events_duplicates_and_rejections(client: httpx.Client) -> None:
+def test_overview_counts_events_duplicates_and_rejections(
+    client: httpx.Client, folded: Callable[[], int]
+) -> None:
     crm.post(client, SECRET, crm.upsert("g1", "apt-1", 1), msg_id="msg_same")
     crm.post(client, SECRET, crm.upsert("g1", "apt-1", 1), msg_id="msg_same")
     crm.post(client, SECRET, crm.upsert("g1", "apt-2", 1), timestamp=1)  # too old
+    waiting = client.get("/api/overview", params={"minutes": 5}).json()["inbox"]
+    assert waiting["events"] == 2 and 0 <= waiting["oldest_age_ms"] < 10_000
+    folded()
     o = client.get("/api/overview", params={"minutes": 5}).json()
+    assert o["inbox"] == {"events": 0, "oldest_age_ms": None}
     assert len(o["minutes"]) == 5 and len(o["events"]["received"]) == 5
     assert o["totals"]["events"]["received"] == 1
     assert o["totals"]["events"]["duplicate"] == 1
@@ -42,10 +49,11 @@ def test_overview_counts_events_duplicates_and_rejections(client: httpx.Client) 
 
 
 def test_group_search_and_detail_compare_desired_with_accepted(
-    client: httpx.Client, redis_url: str
+    client: httpx.Client, redis_url: str, folded: Callable[[], int]
 ) -> None:
     for ref in ("apt-1", "apt-2"):
         crm.post(client, SECRET, crm.upsert("west-side", ref, 1))
+    folded()
     assert client.get("/api/groups", params={"q": "apt-2"}).json()["groups"][0] == {
         "group": "west-side", "matched": "ref", "ref": "apt-2", "listings": 2}
     assert [g["group"] for g in client.get("/api/groups", params={"q": "west"}).json()[

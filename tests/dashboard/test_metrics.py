@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,12 +23,13 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
             for s in family.samples}
 
 
-def test_metrics_follow_events_deliveries_and_problems(client: httpx.Client,
-                                                       redis_url: str) -> None:
+def test_metrics_follow_events_deliveries_and_problems(client: httpx.Client, redis_url: str,
+                                                       folded: Callable[[], int]) -> None:
     before = scrape(client)
     assert before[("listing_bridge_events_last_hour", (("kind", "received"),))] == 0
     for n in range(3):
         crm.post(client, SECRET, crm.upsert("m", f"apt-{n}", 1))
+    folded()
     seed_problems(redis_url)
     at = now_ms()
     attempts = [Attempt(at, "travtus", "m", "sync", ["apt-0"], "lb-1", "ok", 200, 12.0, 1),

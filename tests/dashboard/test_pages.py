@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import httpx
 
@@ -15,8 +16,10 @@ from tests.ops.test_outbox_view import entry, put, report, send
 from tests.support import crm
 
 
-def test_pages_render_what_an_operator_needs(client: httpx.Client, redis_url: str) -> None:
+def test_pages_render_what_an_operator_needs(client: httpx.Client, redis_url: str,
+                                             folded: Callable[[], int]) -> None:
     crm.post(client, SECRET, crm.upsert("mass", "apt-1", 1))
+    folded()
     seed_problems(redis_url)
     overview = client.get("/dashboard/")
     assert overview.status_code == 200 and "<svg" in overview.text

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +141,10 @@ def query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
 
 @needs_prometheus
 def test_a_real_prometheus_reads_the_bridges_series_and_evaluates_the_alerts(
-        client: httpx.Client, tmp_path: Path) -> None:
+        client: httpx.Client, tmp_path: Path, folded: Callable[[], int]) -> None:
     for n in range(2):
         assert crm.post(client, SECRET, crm.upsert("g", f"apt-{n}", 1)).status_code == 202
+    folded()
     with prometheus(tmp_path, str(client.base_url)) as prom:
         accepted = 'listing_bridge_webhook_events_total{outcome="accepted"}'
         [series] = wait_until(lambda: query(prom, accepted), timeout=30,
@@ -151,6 +152,7 @@ def test_a_real_prometheus_reads_the_bridges_series_and_evaluates_the_alerts(
         assert series["metric"]["job"] == "listing-bridge"
         assert float(series["value"][1]) == 2
         assert crm.post(client, SECRET, crm.upsert("g", "apt-9", 1)).status_code == 202
+        folded()
         wait_until(lambda: [s for s in query(prom, accepted) if float(s["value"][1]) == 3],
                    timeout=30, what="the next scrape to see the third event")
 

@@ -17,9 +17,9 @@ from bridge.clock import now_ms
 from bridge.delivery import claims, ratelimit
 from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
 from bridge.delivery.desired import DesiredListing
-from bridge.ingest.store import ingest_script
 from bridge.scripts import placeholders
 from bridge.settings import Settings
+from tests.support.ingest import Scripts
 from tests.support.sandbox import eventually
 from tests.support.servers import wait_until
 from workers import scheduler
@@ -51,13 +51,12 @@ class Ingest:
 
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
-        self.script = ingest_script(settings.webhook, settings.debounce)
+        self.scripts = Scripts(r, settings)
         self.ids = 0
 
     def _call(self, kind: str, group: str, at: int, *items: str | int) -> None:
         self.ids += 1
-        self.r.eval(self.script, 0, f"wh-{self.ids}", str(at), kind, group, str(at),
-                    *[str(item) for item in items])
+        self.scripts(f"wh-{self.ids}", at, kind, group, at, *items)
 
     def upsert(self, group: str, ref: str, at: int, version: int = -1, **body: object) -> None:
         self._call("u", group, at, ref, version, orjson.dumps({"ref": ref, **body}).decode())

@@ -9,8 +9,8 @@ import redis
 
 from bridge import constants as k
 from bridge import stories
-from bridge.ingest.store import ingest_script
 from bridge.settings import RetentionSettings, Settings
+from tests.support.ingest import Scripts
 
 NOW = 1_796_000_000_000
 HORIZON = RetentionSettings(horizon_days=1)
@@ -18,10 +18,9 @@ HORIZON = RetentionSettings(horizon_days=1)
 
 def run(r: redis.Redis, settings: Settings, webhook_id: str, kind: str, occurred: int,
         ref: str = "apt-1", version: int = 1, now: int = NOW) -> list[int]:
-    script = ingest_script(settings.webhook, settings.debounce, retention=HORIZON)
     body = json.dumps({"rent": version})
-    return list(r.eval(script, 0, webhook_id, now, kind, "g1", occurred, ref, version,
-                       body))  # type: ignore[arg-type]
+    return Scripts(r, settings, HORIZON)(webhook_id, now, kind, "g1", occurred, ref, version,
+                                         body)
 
 
 def test_an_event_older_than_the_horizon_is_refused_as_stale_and_said_so(
@@ -36,6 +35,18 @@ def test_an_event_older_than_the_horizon_is_refused_as_stale_and_said_so(
     assert r.hget(k.METRICS, "webhook_events_total|stale") == "1"
     # Just inside the horizon it is applied.
     assert run(r, settings, "wh-2", "u", late + 2) == [1, 1]
+
+
+def test_the_horizon_is_judged_at_receipt_not_when_a_worker_folds_the_event(
+    r: redis.Redis, settings: Settings
+) -> None:
+    """An event the webhook stored inside the horizon is applied however long it waited in the
+    inbox (no worker ran for a day and more): the fold reads the time it was received."""
+    received = 1_600_000_000_000  # years before this test folds it
+    inside = received - HORIZON.horizon_ms + 1
+    assert run(r, settings, "wh-1", "u", inside, now=received) == [1, 1]
+    assert r.hget(k.LISTING + "apt-1", "at") == str(received)
+    assert run(r, settings, "wh-2", "u", inside - 2, version=2, now=received) == [1, 0]
 
 
 def test_a_compacted_tombstone_refuses_older_news_and_a_newer_version_revives_it(

@@ -17,10 +17,10 @@ import redis
 from bridge import constants as k
 from bridge.app import create_app
 from bridge.delivery.desired import DesiredListing, decode_hash
-from bridge.ingest.store import ingest_script
 from bridge.settings import Settings
 from tests.conftest import SECRET
 from tests.support import crm
+from tests.support.ingest import Scripts, fold
 from tests.support.servers import serve_app
 
 T0 = 1_700_000_000_000
@@ -32,13 +32,12 @@ class Ingest:
 
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
-        self.script = ingest_script(settings.webhook, settings.debounce)
+        self.scripts = Scripts(r, settings)
         self.ids = itertools.count(1)
 
     def _call(self, kind: str, group: str, at: int, *items: str | int) -> int:
         # Received "now" is the event's own time: the per-minute counters stay in view.
-        status, applied = self.r.eval(self.script, 0, f"wh-{next(self.ids)}", at, kind, group,
-                                      at, *items)
+        status, applied = self.scripts(f"wh-{next(self.ids)}", at, kind, group, at, *items)
         assert status == 1
         return int(applied)
 
@@ -237,7 +236,8 @@ def with_number(payload: dict[str, object], number: bytes) -> bytes:
 )
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"NaN", b"Infinity"])
 def test_a_non_finite_number_is_400_naming_the_field_and_a_corrected_redelivery_is_accepted(
-    bridge: httpx.Client, r: redis.Redis, payload: dict[str, object], field: str, number: bytes
+    bridge: httpx.Client, r: redis.Redis, settings: Settings, payload: dict[str, object],
+    field: str, number: bytes
 ) -> None:
     response = crm.post(bridge, SECRET, with_number(payload, number), msg_id="msg_bad")
 
@@ -250,4 +250,5 @@ def test_a_non_finite_number_is_400_naming_the_field_and_a_corrected_redelivery_
 
     corrected = crm.post(bridge, SECRET, with_number(payload, b"42.5"), msg_id="msg_bad")
     assert corrected.status_code == 202, corrected.text
+    fold(r, settings)
     assert r.exists(k.LISTING + "a")

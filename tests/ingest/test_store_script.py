@@ -1,7 +1,10 @@
-"""The ingest script's key names and settings, and the splicing helper every script uses."""
+"""The ingest scripts' key names and settings, and the splicing helper every script uses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import msgspec
 import pytest
 import redis
 
@@ -9,30 +12,53 @@ from bridge import constants as k
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import _bulks
-from bridge.ingest.store import ingest_script
+from bridge.ingest.store import accept_script, fold_script
 from bridge.scripts import ScriptError, placeholders, splice
-from bridge.settings import Settings
+from bridge.settings import DebounceSettings, Settings, WebhookSettings
+from tests.support.ingest import Scripts
 
 T0 = 1_700_000_000_000
 
 
-def test_ingest_script_has_every_placeholder_replaced(settings: Settings) -> None:
-    script = ingest_script(settings.webhook, settings.debounce)
+@pytest.mark.parametrize("build", [accept_script, fold_script])
+def test_ingest_scripts_have_every_placeholder_replaced(
+    settings: Settings, build: Callable[[WebhookSettings, DebounceSettings], str]
+) -> None:
+    script = build(settings.webhook, settings.debounce)
 
     assert not placeholders(script)
     assert "__" not in script
 
 
-def test_ingest_script_left_only_the_settings_for_construction() -> None:
-    assert placeholders(store.INGEST) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON"}
+def test_ingest_scripts_left_only_the_settings_for_construction() -> None:
+    for script in (store.ACCEPT, store.FOLD):
+        assert placeholders(script) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON"}
 
 
-def test_ingest_script_writes_the_keys_bridge_constants_names(
+def test_the_webhook_script_only_stores_the_event_for_the_fold(
+    r: redis.Redis, redis_url: str, settings: Settings
+) -> None:
+    event = ValidEvent("listing.updated", "g1", T0, [("apt-1", 4, b'{"rent": 900}')])
+    script = accept_script(settings.webhook, settings.debounce)
+
+    entry = store.entry("wh-1", T0 + 5, event)
+
+    assert r.eval(script, 0, "wh-1", T0 + 5, entry) == [1, 0]
+    assert set(r.keys("*")) == {k.SEEN + "wh-1", k.INBOX}
+    assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
+    with redis.Redis.from_url(redis_url) as raw:  # msgpack: bytes, not text
+        assert raw.lrange(k.INBOX, 0, -1) == [entry]
+        # A redelivery is answered as one and queued marked, for its listings' stories.
+        assert r.eval(script, 0, "wh-1", T0 + 9, entry) == [0, 0]
+        assert raw.lrange(k.INBOX, 0, -1) == [entry, b"D" + entry]
+        assert store.received_at(raw.lindex(k.INBOX, 1)) == T0 + 5
+    assert r.hgetall(k.METRICS) == {"webhook_events_total|duplicate": "1"}
+
+
+def test_ingest_scripts_write_the_keys_bridge_constants_names(
     r: redis.Redis, settings: Settings
 ) -> None:
-    script = ingest_script(settings.webhook, settings.debounce)
-
-    r.eval(script, 0, "wh-1", T0, "u", "g1", T0, "apt-1", 4, '{"rent": 900}')
+    Scripts(r, settings)("wh-1", T0, "u", "g1", T0, "apt-1", 4, '{"rent": 900}')
 
     assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     assert r.hgetall(k.LISTING + "apt-1") == {
@@ -108,21 +134,23 @@ def test_splice_refuses_a_bool() -> None:
     ValidEvent("group.snapshot", "g1", T0, []),
 ])
 def test_the_packed_script_arguments_are_the_generic_packers(event: ValidEvent) -> None:
-    args: list[bytes | str | int] = ["wh-1", T0 + 5, store._KIND[event.type], event.group,
-                                     event.occurred_ms]
-    for listing in event.listings:
-        args += listing
+    fields: list[str] = ["wh-1", str(T0 + 5), store._KIND[event.type], event.group,
+                         str(event.occurred_ms)]
+    for ref, version, body in event.listings:
+        fields += (ref, str(version), body.decode())
+    entry = store.entry("wh-1", T0 + 5, event)
 
-    assert store.script_arguments("wh-1", T0 + 5, event) == (len(args), _bulks(args))
+    assert msgspec.msgpack.decode(entry) == fields
+    assert store.script_arguments("wh-1", T0 + 5, event) == _bulks(["wh-1", T0 + 5, entry])
 
 
 def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(
     r: redis.Redis, settings: Settings
 ) -> None:
-    script = ingest_script(settings.webhook, settings.debounce)
+    ingest = Scripts(r, settings)
 
     def upsert(n: int, group: str) -> None:
-        r.eval(script, 0, f"wh-{n}", T0 + n, "u", group, T0 + n, "apt-1", n, "{}")
+        ingest(f"wh-{n}", T0 + n, "u", group, T0 + n, "apt-1", n, "{}")
 
     upsert(1, "g1")
     upsert(2, "g1")
@@ -132,5 +160,5 @@ def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(
     upsert(4, "g2")
     upsert(5, "g1")
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"} and not r.exists(k.MEMBERS + "g2")
-    r.eval(script, 0, "wh-6", T0 + 6, "d", "g1", T0 + 6, "apt-1", 6, "")
+    ingest("wh-6", T0 + 6, "d", "g1", T0 + 6, "apt-1", 6, "")
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}, "a deleted listing stays until compacted"

@@ -20,6 +20,7 @@ from bridge.packing import unpack
 from bridge.settings import Settings
 from tests.conftest import OTHER_SECRET, SECRET, make_settings
 from tests.support import crm
+from tests.support.ingest import fold
 from tests.support.servers import redis_server, serve_app
 
 
@@ -61,10 +62,14 @@ def rejections(r: redis.Redis) -> dict[str, int]:
     return counts
 
 
-def test_accepted_event_is_stored_before_202(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_accepted_event_is_stored_before_202(bridge: httpx.Client, r: redis.Redis,
+                                             settings: Settings) -> None:
     response = crm.post(bridge, SECRET, crm.upsert("north", "apt-1", 3), msg_id="msg_1")
     assert response.status_code == 202
     assert response.json() == {"accepted": True, "id": "msg_1"}
+    # Stored in the inbox before the answer; a worker's fold makes it the listing's state.
+    assert r.llen("lb:inbox") == 1 and not r.exists("lb:listing:apt-1")
+    assert fold(r, settings) == 1
     held = stored_listing(r, "apt-1")
     assert held["g"] == "north" and held["v"] == "3" and held["d"] == "0"
     assert orjson.loads(unpack(held["body"]))["external_ref"] == "apt-1"
@@ -73,14 +78,17 @@ def test_accepted_event_is_stored_before_202(bridge: httpx.Client, r: redis.Redi
 
 
 def test_duplicate_webhook_id_is_answered_200_and_not_processed_twice(
-    bridge: httpx.Client, r: redis.Redis
+    bridge: httpx.Client, r: redis.Redis, settings: Settings
 ) -> None:
     payload = crm.upsert("north", "apt-1", 1)
     assert crm.post(bridge, SECRET, payload, msg_id="msg_dup").status_code == 202
+    fold(r, settings)
     seq = r.hget("lb:pending:north", "seq")
+    assert seq == "1"
     again = crm.post(bridge, SECRET, payload, msg_id="msg_dup")
     assert again.status_code == 200
     assert again.json() == {"duplicate": True, "id": "msg_dup"}
+    assert fold(r, settings) == 0
     assert r.hget("lb:pending:north", "seq") == seq
     assert stats(r) == {"received": 1, "duplicate": 1}
 
@@ -230,8 +238,10 @@ def test_redis_unreachable_is_503_with_retry_after_and_never_2xx() -> None:
             own.start()
             # AOF kept what was acknowledged; nothing answered 503 was stored.
             check = redis.Redis.from_url(own.url, decode_responses=True)
+            assert fold(check, settings) == 1
             assert check.hget("lb:listing:a", "v") == "1"
             assert crm.post(client, SECRET, crm.upsert("g", "a", 7)).status_code == 202
+            assert fold(check, settings) == 1
             assert check.hget("lb:listing:a", "v") == "7"
             assert client.get("/readyz").status_code == 200
             check.close()
@@ -260,7 +270,8 @@ def test_svix_headers_are_accepted(bridge: httpx.Client, r: redis.Redis) -> None
 
 
 def test_request_signed_by_the_standardwebhooks_package(bridge: httpx.Client,
-                                                        r: redis.Redis) -> None:
+                                                        r: redis.Redis,
+                                                        settings: Settings) -> None:
     body = orjson.dumps(crm.upsert("g", "a")).decode()
     now = dt.datetime.now(tz=dt.UTC)
     signature = standardwebhooks.Webhook(SECRET).sign("msg_ref", now, body)
@@ -268,6 +279,7 @@ def test_request_signed_by_the_standardwebhooks_package(bridge: httpx.Client,
                "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
     response = bridge.post("/webhooks/crm", content=body, headers=headers)
     assert response.status_code == 202
+    fold(r, settings)
     assert r.exists("lb:listing:a")
 
 
@@ -288,56 +300,72 @@ def test_100_concurrent_posts_of_one_webhook_id_are_stored_once(
         statuses = asyncio.run(storm(url))
     assert statuses.count(202) == 1
     assert statuses.count(200) == 99
+    assert r.llen("lb:inbox") == 100  # one event and 99 marked redeliveries, for the stories
+    assert fold(r, settings) == 1
     assert r.hget("lb:pending:g", "seq") == "1"
     assert stats(r) == {"received": 1, "duplicate": 99}
 
 
-def test_out_of_order_versions_keep_the_newest(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_out_of_order_versions_keep_the_newest(bridge: httpx.Client, r: redis.Redis,
+                                               settings: Settings) -> None:
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 5, bedrooms=5)).status_code == 202
     # An older version arrives late: accepted (it was delivered to us) but changes nothing.
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 4, bedrooms=4)).status_code == 202
+    assert fold(r, settings) == 1  # the first only
     assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 5
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 6, bedrooms=6)).status_code == 202
+    assert fold(r, settings) == 1
     assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 6
 
 
-def test_without_versions_occurred_at_orders(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_without_versions_occurred_at_orders(bridge: httpx.Client, r: redis.Redis,
+                                             settings: Settings) -> None:
     late = crm.event("listing.updated", "g", occurred_at=crm.at(-895),
                      listing=crm.listing("a", bedrooms=2))
     early = crm.event("listing.updated", "g", occurred_at=crm.at(-899),
                       listing=crm.listing("a", bedrooms=1))
     assert crm.post(bridge, SECRET, late).status_code == 202
     assert crm.post(bridge, SECRET, early).status_code == 202
+    assert fold(r, settings) == 1
     assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 2
     assert r.hget("lb:stats:" + str(int(time.time() * 1000) // 60000), "stale") == "1"
 
 
-def test_deletion_and_older_recreate(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_deletion_and_older_recreate(bridge: httpx.Client, r: redis.Redis,
+                                     settings: Settings) -> None:
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 1)).status_code == 202
     deleted = crm.event("listing.deleted", "g", listing={"external_ref": "a", "version": 2})
     assert crm.post(bridge, SECRET, deleted).status_code == 202
+    assert fold(r, settings) == 2
     assert stored_listing(r, "a")["d"] == "1"
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 1)).status_code == 202
+    assert fold(r, settings) == 0
     assert stored_listing(r, "a")["d"] == "1"
     assert crm.post(bridge, SECRET, crm.upsert("g", "a", 3)).status_code == 202
+    assert fold(r, settings) == 1
     assert stored_listing(r, "a")["d"] == "0"
 
 
-def test_a_listing_that_changes_group_moves(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_a_listing_that_changes_group_moves(bridge: httpx.Client, r: redis.Redis,
+                                            settings: Settings) -> None:
     assert crm.post(bridge, SECRET, crm.upsert("north", "a", 1)).status_code == 202
+    fold(r, settings)
     r.delete("lb:due")
     assert crm.post(bridge, SECRET, crm.upsert("south", "a", 2)).status_code == 202
+    fold(r, settings)
     assert not r.sismember("lb:members:north", "a")
     assert r.sismember("lb:members:south", "a")
     assert set(r.zrange("lb:due", 0, -1)) == {"north", "south"}
 
 
-def test_snapshot_deletes_listings_it_leaves_out(bridge: httpx.Client, r: redis.Redis) -> None:
+def test_snapshot_deletes_listings_it_leaves_out(bridge: httpx.Client, r: redis.Redis,
+                                                 settings: Settings) -> None:
     for ref in ("a", "b", "c"):
         assert crm.post(bridge, SECRET, crm.upsert("g", ref, 1)).status_code == 202
     snapshot = crm.event("group.snapshot", "g", occurred_at=crm.at(2700),
                          listings=[crm.listing("a", 2), crm.listing("d", 1)])
     assert crm.post(bridge, SECRET, snapshot).status_code == 202
+    fold(r, settings)
     state = {ref: stored_listing(r, ref)["d"] for ref in ("a", "b", "c", "d")}
     assert state == {"a": "0", "b": "1", "c": "1", "d": "0"}
 
@@ -346,10 +374,12 @@ def test_debounce_due_time_is_trailing_and_capped(redis_url: str, r: redis.Redis
     settings = make_settings(redis_url, debounce={"window_ms": 400, "max_wait_ms": 1000})
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         crm.post(client, SECRET, crm.upsert("g", "a", 1))
+        fold(r, settings)
         first = int(r.hget("lb:pending:g", "first"))
         assert r.zscore("lb:due", "g") == first + 400
         for version in range(2, 40):
             crm.post(client, SECRET, crm.upsert("g", "a", version))
+            fold(r, settings)  # with the time it was received, however late
             last = int(r.hget("lb:pending:g", "last"))
             assert r.zscore("lb:due", "g") == min(last + 400, first + 1000)
 

@@ -26,6 +26,7 @@ from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import DashboardSettings, Settings, load_settings
 from tests.conftest import SECRET
 from tests.support import crm
+from tests.support.ingest import fold
 from tests.support.linking import build_linking_fixture
 from tests.support.servers import serve_app
 
@@ -199,13 +200,17 @@ def test_web_api_sits_behind_the_dashboard_token(settings: Settings,
 # the scan on the realistic fixture ---------------------------------------------------------
 
 def post_crm(settings: Settings, listings: list[dict[str, Any]], groups: int = 4) -> None:
-    """The CRM's listings arrive as group snapshots through the signed webhook."""
+    """The CRM's listings arrive as group snapshots through the signed webhook, and are
+    folded into the state."""
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as bridge:
         for g in range(groups):
             part = listings[g::groups]
             event = crm.event("group.snapshot", f"office-{g}", listings=part)
             response = crm.post(bridge, SECRET, event)
             assert response.status_code in (200, 202), response.text
+    assert settings.redis_url
+    with redis.Redis.from_url(settings.redis_url) as client:
+        fold(client, settings)  # as a worker does; the scan reads the folded state
 
 
 def test_scan_on_the_fixture_links_confident_matches_only_and_twice_changes_nothing(

@@ -11,12 +11,12 @@ from redis.asyncio import Redis
 
 from bridge.clock import now_ms
 from bridge.ingest.events import parse_event
-from bridge.ingest.store import EventStore
 from bridge.ops import Operations
 from bridge.reconcile.compare import GroupCheck, Kind
 from bridge.reconcile.records import Records
 from bridge.settings import Settings
 from tests.conftest import make_settings
+from tests.support.ingest import FoldingStore
 
 OFFLINE = "http://127.0.0.1:9"  # never called: the reads only map listings
 TARGETS = [
@@ -49,10 +49,9 @@ async def ops(redis: Redis, ops_settings: Settings) -> AsyncIterator[Operations]
 
 @pytest.fixture
 async def ingest(redis: Redis, ops_settings: Settings) -> AsyncIterator[Ingest]:
-    """Store a CRM event as the webhook does (the same ingest script)."""
+    """Store a CRM event as the webhook does, and fold it as a worker does (their scripts)."""
     assert ops_settings.redis_url
-    store = EventStore(redis, ops_settings.redis_url, ops_settings.webhook,
-                       ops_settings.debounce)
+    store = FoldingStore(redis, ops_settings)
     count = 0
 
     async def put(event: dict[str, Any]) -> None:

@@ -62,8 +62,8 @@ async def test_a_running_flush_is_found_by_its_live_lease_and_a_lapsed_one_is_no
                                                                ("g2", "changes")]
     assert keys(overview) == [
         "now", "minutes", "events", "rejected", "deliveries", "calls", "totals",
-        "calls_per_event", "latency_ms", "waiting", "flushing", "queue_depth", "workers",
-        "redis", "recent_failures"]
+        "calls_per_event", "latency_ms", "inbox", "waiting", "flushing", "queue_depth",
+        "workers", "redis", "recent_failures"]
     assert overview.redis.maxmemory_policy == "noeviction"
 
 
