@@ -58,7 +58,7 @@ _DEFAULTS: dict[str, Any] = {"attempt": 1, "error": "", "detail": ""}
 
 
 def pack(entry: dict[str, Any]) -> str:
-    """An entry as stored: decisions and calls (events are packed by the ingest script)."""
+    """An entry as stored: decisions and calls (events are packed by the ingest fold)."""
     kind = entry["kind"]
     if kind == "decision" and entry["decision"] in _DECISION_CODE:
         head: list[Any] = ["d", entry["at"], entry["target"], entry["group"],
@@ -73,7 +73,7 @@ def pack(entry: dict[str, Any]) -> str:
 
 
 def unpack(raw: bytes | str) -> dict[str, Any]:
-    """The entry as :func:`pack` (or the ingest script) was given it. Raises ``ValueError``,
+    """The entry as :func:`pack` (or the ingest fold) was given it. Raises ``ValueError``,
     ``KeyError``, ``TypeError`` or ``IndexError`` for what this code cannot read."""
     data = orjson.loads(raw)
     if isinstance(data, dict):

@@ -134,7 +134,7 @@ StoredListing = tuple[str, int, bytes]
 
 
 class ValidEvent(msgspec.Struct, frozen=True, gc=False):
-    """A valid event, reduced to what the ingest script stores."""
+    """A valid event, reduced to what the inbox keeps of it (bridge.ingest.store.entry)."""
 
     type: str  # one of EVENT_TYPES
     group: str

@@ -66,28 +66,19 @@ local function begin(entry)
          (TYPES[kind] and kind or 'u') .. '",' .. cjson.encode(group) .. ',' ..
          string.format('%d', now - occurred) .. ','
 end
-local function trace(ref, version, result, absent)
-  local key = TRACE .. ref
-  local entry = head .. (version == '-1' and 'null' or version) .. ',"' .. result ..
-                (absent and '",1]' or '"]')
-  if redis.call('LPUSH', key, entry) > TRACE_MAXLEN then
-    redis.call('LTRIM', key, 0, TRACE_MAXLEN - 1)
-  end
-  redis.call('PEXPIRE', key, trace_ttl)
-end
-
--- Count per minute (of the event's receipt); the first count of a minute sets the expiry.
-local function count(field)
-  if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
-end
--- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
-local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
 """
 
 # The webhook's script: dedupe, then keep the event in the inbox for the workers to fold. The
 # only work in the request's round trip (see bridge/ingest/webhook.py for what it saves).
 # ARGV: webhook id, received at, the event's entry. Returns {1, 0} stored, {0, 0} duplicate.
 _ACCEPT = _COMMON + """
+-- Count per minute (of the event's receipt); the first count of a minute sets the expiry.
+local function count(field)
+  if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, stats_ttl) end
+end
+-- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
+local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
+
 if not redis.call('SET', SEEN .. ARGV[1], ARGV[2], 'NX', 'EX', ttl) then
   stats = STATS .. math.floor(tonumber(ARGV[2]) / 60000)
   count('duplicate')
@@ -108,6 +99,34 @@ return {1, 0}
 _FOLD = _COMMON + """
 local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
 
+-- What many events of a batch write to the same key is written once, at the end of the batch
+-- (``settle``): counters, each group's debounce marks, each story's expiry. The script is
+-- atomic and Redis's clock stands still while it runs, so the state it leaves is the one that
+-- writing them event by event leaves (tests/ingest/test_inbox.py compares them key by key),
+-- for fewer Redis calls per event.
+local counts, totals = {}, {}  -- per-minute counters by key and field; cumulative by field
+local groups = {}  -- group -> {first, last, seq, burst, dirty_ttl}, as touch() left it
+local stories = {}  -- story keys written
+
+-- Count per minute (of the event's receipt): the first count of a minute sets the expiry.
+local function count(field)
+  local minute = counts[stats]
+  if not minute then minute = {}; counts[stats] = minute end
+  minute[field] = (minute[field] or 0) + 1
+end
+-- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
+local function total(field) totals[field] = (totals[field] or 0) + 1 end
+
+local function trace(ref, version, result, absent)
+  local key = TRACE .. ref
+  local entry = head .. (version == '-1' and 'null' or version) .. ',"' .. result ..
+                (absent and '",1]' or '"]')
+  if redis.call('LPUSH', key, entry) > TRACE_MAXLEN then
+    redis.call('LTRIM', key, 0, TRACE_MAXLEN - 1)
+  end
+  stories[key] = true
+end
+
 -- Results by their stored letter: applied, stale, duplicate.
 local function outcome(applied)
   if applied == 1 then return 'a' end
@@ -115,34 +134,53 @@ local function outcome(applied)
 end
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
--- Returns the group's change counter, now.
-local bursts  -- groups whose burst of changes the event being folded began
+-- Returns the group's change counter, now. Written to lb:pending and lb:due by settle().
+local event  -- the position of the event being folded in this batch
 local function touch(g)
-  local pk = PENDING .. g
-  local cur = redis.call('HMGET', pk, 'first', 'seq')
-  local first, seq = tonumber(cur[1]), (tonumber(cur[2]) or 0) + 1
-  if not first then
-    -- A burst begins (the first change since the group's last claim): the rarer upkeep goes
-    -- here, not in every event. A group idle this long forgets its change counter.
-    first = now
-    bursts[g] = true
-    redis.call('HSET', pk, 'first', now, 'last', now, 'seq', seq)
-    redis.call('PEXPIRE', pk, idle)
-    redis.call('SADD', GROUPS, g)
-  else
-    -- The counter read and written back in one call with 'last' (the script is atomic): one
-    -- Redis call less per event than HINCRBY.
-    redis.call('HSET', pk, 'last', now, 'seq', seq)
+  local mark = groups[g]
+  if not mark then
+    local cur = redis.call('HMGET', PENDING .. g, 'first', 'seq')
+    mark = {first = tonumber(cur[1]), seq = tonumber(cur[2]) or 0}
+    groups[g] = mark
   end
-  redis.call('ZADD', DUE, math.min(now + window, first + maxwait), g)
-  return seq
+  if not mark.first then
+    -- A burst begins (the first change since the group's last claim): the rarer upkeep. A
+    -- group idle this long forgets its change counter.
+    mark.first, mark.burst = now, event
+    redis.call('SADD', GROUPS, g)
+  end
+  mark.last, mark.seq = now, mark.seq + 1
+  return mark.seq
 end
 
 -- The listing changed at the group's change counter ``seq``: flushes plan it until every
--- target has settled that change (bridge/delivery/claims.py).
+-- target has settled that change (bridge/delivery/claims.py). Its expiry is set with the
+-- burst's first change.
 local function dirty(g, ref, seq)
   redis.call('HSET', DIRTY .. g, ref, seq)
-  if bursts[g] then redis.call('PEXPIRE', DIRTY .. g, idle) end
+  if groups[g].burst == event then groups[g].dirty_ttl = true end
+end
+
+-- The batch's deferred writes (see above).
+local function settle()
+  for g, mark in pairs(groups) do
+    local pk = PENDING .. g
+    if mark.burst then
+      redis.call('HSET', pk, 'first', mark.first, 'last', mark.last, 'seq', mark.seq)
+      redis.call('PEXPIRE', pk, idle)
+    else
+      redis.call('HSET', pk, 'last', mark.last, 'seq', mark.seq)
+    end
+    redis.call('ZADD', DUE, math.min(mark.last + window, mark.first + maxwait), g)
+    if mark.dirty_ttl then redis.call('PEXPIRE', DIRTY .. g, idle) end
+  end
+  for key in pairs(stories) do redis.call('PEXPIRE', key, trace_ttl) end
+  for key, fields in pairs(counts) do
+    for field, n in pairs(fields) do
+      if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, stats_ttl) end
+    end
+  end
+  for field, n in pairs(totals) do redis.call('HINCRBY', METRICS, field, n) end
 end
 
 -- Is (v, t) not older than the stored (cv, ct)? Versions order when both have one and differ
@@ -220,7 +258,6 @@ end
 
 -- One event, received at ``now``; how many listings it changed.
 local function fold()
-  bursts = {}
   count('received')
   -- Older than the horizon: the tombstones that would order it may have expired, so it is
   -- refused as stale (an expired tombstone never lets a late event bring a listing back).
@@ -246,6 +283,7 @@ local entries = redis.call('LRANGE', INBOX, 0, max_events - 1)
 local folded, listings, applied = 0, 0, 0
 for _, entry in ipairs(entries) do
   if folded > 0 and listings >= max_listings then break end
+  event = folded + 1
   if string.sub(entry, 1, 1) == DUPLICATE then
     -- The listings a redelivery names are the ones the first delivery named.
     begin(string.sub(entry, 2))
@@ -257,7 +295,10 @@ for _, entry in ipairs(entries) do
   folded = folded + 1
   listings = listings + (#A - 5) / 3
 end
-if folded > 0 then redis.call('LTRIM', INBOX, folded, -1) end
+if folded > 0 then
+  settle()
+  redis.call('LTRIM', INBOX, folded, -1)
+end
 return {folded, applied, redis.call('LLEN', INBOX)}
 """
 
