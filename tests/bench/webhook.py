@@ -19,7 +19,10 @@ CPU and the share of the machine busy count from the end of wrk's set-up (readin
 requests costs it ~2.5 s of CPU, which once inflated its figure threefold). The bridge's line
 adds the events its own counters stored by outcome (at most one per connection more than wrk
 counted: those in flight when wrk stops) and the events per cycle of Redis's event loop (each
-cycle pays one AOF write and fsync). What these showed on the 2-core VM (2026-11-30): at 32
+cycle pays one AOF write and fsync), then the backlog the run left in the inbox, folded as a
+worker folds it and timed (events/s, Redis CPU per event): the webhook only stores events, the
+workers fold them, and this is that cost. ``--with-worker`` runs a ``bridge worker`` folding
+during the run instead, on the same cores. What these showed on the 2-core VM (2026-11-30): at 32
 connections the machine is ~75 % busy and the bridge latency-bound (each request waits for its
 batch's script runs and fsync: ~14 events per cycle); at 64 connections it ran at 0.77 of the
 baseline with less CPU per request (bigger batches).
@@ -48,7 +51,10 @@ from bridge import constants as k
 from bridge import counters
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import event_stream
+from bridge.ingest.inbox import MAX_EVENTS, MAX_LISTINGS
 from bridge.ingest.signatures import sign
+from bridge.ingest.store import fold_script
+from bridge.settings import Settings, load_settings
 from tests.conftest import SECRET
 from tests.support.redis_servers import named_binary, version
 from tests.support.servers import wait_until
@@ -176,6 +182,9 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
                                  str(config), "--port", str(bridge_port),
                                  "--workers", str(args.workers)]),
     }
+    if args.with_worker:
+        procs["worker"] = subprocess.Popen([sys.executable, "-m", "bridge.cli", "worker",
+                                            "--config", str(config)])
     try:
         wait_until(lambda: up(f"http://127.0.0.1:{bridge_port}/readyz", ready=True), timeout=20,
                    what=f"the bridge on appendfsync {fsync}")
@@ -184,16 +193,39 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
         counted = procs if args.workers == 1 else {"redis": procs["redis"]}
         cycles = redis_cycles(redis_port)
         figures = wrk_with_cpu(url, requests, args, counted)
-        figures.update(stored(redis_port))
         # Each cycle of the server's event loop pays one write and fsync of its AOF.
         after = redis_cycles(redis_port)
         if cycles is not None and after is not None:
             figures["per_cycle"] = figures["answered"] / (after - cycles)
+        worker = procs.pop("worker", None)
+        if worker is not None:  # what it left, the backlog below is folded and timed
+            worker.terminate()
+            worker.wait(timeout=10)
+        figures.update(fold_backlog(redis_port, procs["redis"], load_settings(config)))
+        figures.update(stored(redis_port))
         return figures
     finally:
         for proc in reversed(procs.values()):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def fold_backlog(port: int, server: subprocess.Popen[bytes], settings: Settings
+                 ) -> dict[str, float]:
+    """Fold what the webhook left in the inbox, as a worker does (the same script, batches of
+    ``MAX_EVENTS``), and time it: the fold's cost moved off the request's path, not gone."""
+    with redis.Redis(port=port) as client:
+        fold = client.register_script(fold_script(settings.webhook, settings.debounce,
+                                                  settings.trace, settings.retention))
+        cpu, started, events = cpu_seconds(server.pid), time.perf_counter(), 0
+        while True:
+            folded, _, left = fold(args=[MAX_EVENTS, MAX_LISTINGS])
+            events += int(folded)
+            if not int(left):
+                break
+        seconds = time.perf_counter() - started
+    return {"folded": events, "fold_per_s": events / seconds if events else 0.0,
+            "fold_redis_us": (cpu_seconds(server.pid) - cpu) / events * 1e6 if events else 0.0}
 
 
 def redis_cycles(port: int) -> int | None:
@@ -236,6 +268,10 @@ def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None
         text += f"; events stored {counts}"
         if "per_cycle" in figures:
             text += f"; events per Redis cycle {figures['per_cycle']:.1f}"
+        if figures.get("folded"):
+            text += (f"; left to fold {figures['folded']:.0f}, folded then at "
+                     f"{figures['fold_per_s']:.0f} events/s, Redis "
+                     f"{figures['fold_redis_us']:.0f} µs per event")
         text += f"  {figures['rps'] / baseline['rps']:.2f} of the baseline"
     return text
 
@@ -268,6 +304,9 @@ def main() -> None:
                         help="the Redis-compatible server the bridge stores events in")
     parser.add_argument("--workers", type=int, default=1,
                         help="bridge web processes (the baseline always runs one)")
+    parser.add_argument("--with-worker", action="store_true",
+                        help="a bridge worker folds the inbox during the run (on this machine: "
+                             "its CPU and Redis's share the 2 cores with the web and wrk)")
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {fsync: [] for fsync in args.fsync}
     noops: list[dict[str, float]] = []
@@ -300,7 +339,8 @@ def main() -> None:
                   f"request against the no-op's "
                   f"{statistics.median(b['runs_web'] for b in noops):.2f}")
     print(f"{version(named_binary(args.server))} ({SERVERS[args.server]}); bridge web processes: "
-          f"{args.workers}; {args.connections} connections, {args.seconds}s each; "
+          f"{args.workers}; a worker folding alongside: {'yes' if args.with_worker else 'no'}; "
+          f"{args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
 
 
