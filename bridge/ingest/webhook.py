@@ -38,17 +38,23 @@ and counter upkeep is ~10 of its ~55 µs (measured by leaving them out). Tried a
 calls while a batch is in flight, and writing a call at once when none is (both within the noise
 of interleaved A/B runs); a second web process (slower: 0.44).
 
-What bounds it (2026-11-30, a slower host again: no-op endpoint 7,300-8,700 req/s, the bridge at
-median 0.41 of it, web CPU 219 µs per request, Valkey 135 µs per event): the Redis work per
-event. The same benchmark with the ingest script cut down to its dedupe ``SET NX`` alone (still
-fsynced, every request still verified and validated) ran at 0.62 (0.59-0.65, 3 rounds), Valkey
-at 48 µs per event, and the web process woken 0.06 times per request instead of 0.76: the web
-process waits on Redis, not the reverse. Leaving out single calls (the story's ``LPUSH`` +
-``PEXPIRE``, the group's debounce marks, the body's ``SET``) saves 5-10 µs of ~85 each: every
-call of the ~12 per event costs about the same, so no one of them is the lever. What would be:
-folding events into the desired state off the hot path (the webhook storing the event and its
-dedupe marker, a worker folding batches, where a group's marks and counters coalesce) at the
-price of state, stories and counters that trail the ``202``.
+What bounded it (2026-11-30, a slower host again: no-op endpoint 7,300-8,700 req/s, the bridge
+at median 0.41 of it, web CPU 219 µs per request, Valkey 135 µs per event): the Redis work per
+event. The same benchmark with the ingest script cut down to its dedupe ``SET NX`` alone ran at
+0.62, Valkey at 48 µs per event, and no single call of the ~12 per event was the lever.
+
+So the fold left the request's path (later that day, a third host: no-op endpoint 19,700-24,000
+req/s, where the code before ran at 0.38). The webhook's script now dedupes and appends the
+event to the inbox, two calls; the workers fold it (``bridge/ingest/inbox.py``), in batches whose
+writes to one key are made once. Valkey 65 -> 27-33 µs per event; the bridge at median 0.50-0.52
+of the no-op endpoint over three runs of 3 rounds (single rounds 0.42-0.53: the host moves); web
+CPU, 68-86 µs per request against the no-op's 41-50, is now the larger part (the entry's body
+packed as it came, not decoded and encoded again: 2.0 -> 0.8 µs). The fold's cost moved, it did
+not vanish: a worker folds 19-22k events/s (Redis 39-44 µs per event); with one folding during
+the run on the same 2 cores the bridge ran at 0.41-0.43 (Redis 56 µs per event in all), against
+0.32-0.37 before the batch's writes were coalesced and 0.38 when the webhook folded every event
+itself. Tried and not kept: two or three connections to Redis (within the noise: Redis takes
+~10 events a cycle either way).
 """
 
 from __future__ import annotations
