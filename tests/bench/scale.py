@@ -27,7 +27,8 @@ the guard opened (a 20 % deletion is no storm here). Then:
    ``/metrics``) ``--gets`` times at that size;
 4. stops the workers and flushes that group in this process (``Delivery.flush``, the worker's
    code, on the same Redis and sandbox) after changing one listing, then all of them, each
-   through the webhook and after the group's debounce: the CPU time of this process (the
+   through the webhook, folded from the inbox as a worker does (not timed), and after the
+   group's debounce: the CPU time of this process (the
    worker's share; the Redis server's CPU beside it), and of draining the Rentix outbox the
    flush filled, if it did.
 
@@ -63,6 +64,7 @@ from bridge.connections import redis_client
 from bridge.delivery.flush import Delivery
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import ListingFactory
+from bridge.ingest.inbox import Inbox
 from bridge.portals import adapters_for
 from bridge.settings import RentixTarget, Settings, load_settings
 from tests.bench.footprint import Footprint, Namer, Remains, breakdown, measure, remains
@@ -363,6 +365,7 @@ async def changed_flush(bridge: Bridge, plan: Plan, delivery: Delivery, refs: li
     # post_timed runs its own event loop: in a thread, done before the timing starts.
     await asyncio.to_thread(post, bridge, plan.updated(refs), concurrency)
     redis = delivery.redis
+    await Inbox(redis, bridge.settings).drain(budget_s=600)  # the workers' fold, not timed
     await due_now(redis, FLUSH_GROUP)
     redis_before, wall, cpu = await redis_cpu(redis), time.perf_counter(), time.process_time()
     outcome = await delivery.flush(FLUSH_GROUP)
