@@ -46,8 +46,9 @@ event. The same benchmark with the ingest script cut down to its dedupe ``SET NX
 So the fold left the request's path (later that day, a third host: no-op endpoint 19,700-24,000
 req/s, where the code before ran at 0.38). The webhook's script now dedupes and appends the
 event to the inbox, two calls; the workers fold it (``bridge/ingest/inbox.py``), in batches whose
-writes to one key are made once. Valkey 65 -> 27-33 µs per event; the bridge at median 0.50-0.52
-of the no-op endpoint over three runs of 3 rounds (single rounds 0.42-0.53: the host moves); web
+writes to one key are made once. Valkey 65 -> 27-33 µs per event; the bridge at median 0.53 of
+the no-op endpoint over 5 rounds (0.48-0.59; runs of 3 rounds: 0.50-0.52, single rounds down to
+0.42: the host moves), 0.55 on redis-server 7.0; web
 CPU, 68-86 µs per request against the no-op's 41-50, is now the larger part (the entry's body
 packed as it came, not decoded and encoded again: 2.0 -> 0.8 µs). The fold's cost moved, it did
 not vanish: a worker folds 19-22k events/s (Redis 39-44 µs per event); with one folding during
