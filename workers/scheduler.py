@@ -100,12 +100,18 @@ class Polling(ABC):
 
     async def run(self) -> None:
         redis_down = False
+        failing: str | None = None  # the error every tick has met since the last good one
         while True:
             try:
                 await self.tick()
             except Exception as exc:  # a Redis blip must not end the scheduler
                 if not is_connection_failure(exc):
-                    log.exception("%s failed; trying again", self.what)
+                    # Once per cause (an out-of-memory Redis refuses every tick's script):
+                    # a traceback each tick would bury everything else in the log.
+                    cause = f"{type(exc).__name__}: {exc}"
+                    if cause != failing:
+                        log.exception("%s failed; trying again every tick", self.what)
+                    failing = cause
                 elif not redis_down:  # once per outage, not a traceback every tick
                     log.info("%s paused: Redis unavailable (%s: %s)", self.what,
                              type(exc).__name__, str(exc))
@@ -113,7 +119,9 @@ class Polling(ABC):
             else:
                 if redis_down:
                     log.info("%s resumed: Redis is back", self.what)
-                redis_down = False
+                elif failing is not None:
+                    log.info("%s works again", self.what)
+                redis_down, failing = False, None
             await asyncio.sleep(self.every_s)
 
 
