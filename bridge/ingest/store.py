@@ -1,7 +1,7 @@
 """Durable storage of accepted events, and their folding into the desired state.
 
-Two Lua scripts. The webhook's (``accept``, one round trip per webhook) dedupes by webhook id,
-counts the event and appends it to the inbox (``lb:inbox``): durable, in arrival order. The
+Two Lua scripts. The webhook's (``accept``, one round trip per webhook) dedupes by webhook id
+and appends the event to the inbox (``lb:inbox``): durable, in arrival order. The
 workers' (``fold``, ``bridge/ingest/inbox.py``) takes the inbox's oldest events and, one by one
 in that order, orders each listing's changes (version, then occurred_at; at equal times the
 later arrival wins; nothing from before a snapshot that deleted the listing counts), folds the
@@ -34,7 +34,7 @@ from bridge.settings import (
     WebhookSettings,
 )
 
-# What both scripts share: key names, settings, a listing's story and the counters.
+# What both scripts share: key names, settings, and the event being handled (``begin``).
 _COMMON = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
@@ -302,6 +302,9 @@ end
 return {folded, applied, redis.call('LLEN', INBOX)}
 """
 
+# What the accept script puts before a redelivery's entry (no msgpack array starts with it).
+DUPLICATE = b"D"
+
 # Settings are known only when the store is built; everything else is spliced in now, so a
 # misspelt name fails the import.
 _SETTINGS = ("TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON")
@@ -311,7 +314,7 @@ _NAMES: dict[str, LuaValue] = {
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
     "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
-    "INBOX": k.INBOX, "DUPLICATE": "D",
+    "INBOX": k.INBOX, "DUPLICATE": DUPLICATE.decode(),
 }
 ACCEPT = splice(_ACCEPT, {
     **_NAMES, "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
@@ -409,8 +412,6 @@ _KIND = {"listing.created": "c", "listing.updated": "u", "listing.deleted": "d",
 _ENTRY = msgspec.msgpack.Encoder()
 _STR32 = struct.Struct(">BI").pack
 _READ = msgspec.msgpack.Decoder(list[str])
-# What the accept script puts before a redelivery's entry (no msgpack array starts with it).
-DUPLICATE = b"D"
 _ARGS = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 
 
