@@ -23,6 +23,9 @@ class JournalEntry:
     body: Any
     at: str  # when the request arrived
     duration_ms: float
+    # The client went away before its body arrived whole: nothing was applied or answered,
+    # `status` is 499 (nginx's "client closed request") and `body` is None.
+    cut_off: bool = False
 
 
 class Journal:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from .idempotency import Claim, Verdict, fingerprint
@@ -19,6 +19,10 @@ from .wire import Answer, describe_body, media_type, now_iso, route_path
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# The journal's status for a request whose client went away before its body arrived whole
+# (nginx's "client closed request"): a real event (a process killed mid-send) that the witness
+# must show as such, not as a request without a body.
+CUT_OFF = 499
 
 
 @dataclass
@@ -55,20 +59,27 @@ class PortalApp:
         arrived, started = now_iso(), time.monotonic()
         try:
             answer = await self.dispatch(ex)
+        except ClientDisconnect:  # nothing was applied, and there is nobody to answer
+            self._record(ex, arrived, started, CUT_OFF, cut_off=True)
+            return
         except Exception:  # a sandbox bug must still be journalled and answered in format
             log.exception("%s sandbox failed on %s %s", self.name, ex.method, ex.path)
             answer = self.error_answer(500, "fault")
         # An answer's own headers (a fault's, say) win over the rate-limit ones.
         answer = Answer(answer.status, answer.body, {**ex.headers, **answer.headers})
-        ex.state.journal.record(
-            portal=self.name, method=ex.method, path=ex.path, query=request.url.query,
-            status=answer.status, idempotency_key=ex.idempotency_key, replayed=ex.replayed,
-            body=ex.parsed if ex.parsed is not None and ex.raw else describe_body(
-                ex.raw, media_type(request)),
-            at=arrived,
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
-        )
+        self._record(ex, arrived, started, answer.status)
         await answer.to_response()(scope, receive, send)
+
+    def _record(self, ex: Exchange, arrived: str, started: float, status: int,
+                cut_off: bool = False) -> None:
+        ex.state.journal.record(
+            portal=self.name, method=ex.method, path=ex.path, query=ex.request.url.query,
+            status=status, idempotency_key=ex.idempotency_key, replayed=ex.replayed,
+            body=None if cut_off else ex.parsed if ex.parsed is not None and ex.raw
+            else describe_body(ex.raw, media_type(ex.request)),
+            at=arrived, duration_ms=round((time.monotonic() - started) * 1000, 3),
+            cut_off=cut_off,
+        )
 
     async def dispatch(self, ex: Exchange) -> Answer:
         raise NotImplementedError

@@ -103,9 +103,7 @@ def test_a_worker_killed_mid_flush_is_replaced_within_15_seconds_with_the_same_k
         recovery = time.monotonic() - killed_at
         print(f"\nrecovery after SIGKILL mid-flush: {recovery:.1f} s (lease 10 s)")
         assert recovery < 15
-        keys: dict[str, set[str]] = {}
-        for put in stack.writes("rentix", "/listings"):
-            keys.setdefault(put["body"]["externalId"], set()).add(put["idempotency_key"])
+        keys = stack.keys_per_listing("rentix", "/listings", "externalId")
         assert all(len(k) == 1 for k in keys.values())  # the same intent kept its key
 
 
@@ -154,7 +152,7 @@ def _agree(stack: Stack, client: redis.Redis, ref: str, price: int) -> bool:
     record = orjson.loads(raw)
     on_portal = rentix(stack).get(ref, {}).get("formData", {})
     # The ledger keeps a digest of what was sent: that of the write carrying this price.
-    sent = [r["body"] for r in stack.journal("rentix") if r["method"] == "PUT"
+    sent = [r["body"] for r in stack.writes("rentix", "/listings") if r["method"] == "PUT"
             and r["body"]["externalId"] == ref and r["body"]["announcementValue"] == price]
     return (bool(sent) and record["digest"] == digest(sent[-1])
             and on_portal.get("announcementValue") == price

@@ -459,9 +459,7 @@ def test_a_worker_killed_mid_flush_is_recovered_with_the_same_keys(
                    and len(stack.travtus_listings("crash")) == 3,
                    timeout=stack.settings.delivery.job_timeout_s + 15, what="recovery")
         assert time.monotonic() - killed_at < stack.settings.delivery.job_timeout_s + 15
-        keys: dict[str, set[str]] = {}
-        for put in puts(stack):
-            keys.setdefault(put["body"]["externalId"], set()).add(put["idempotency_key"])
+        keys = stack.keys_per_listing("rentix", "/listings", "externalId")
         assert all(len(k) == 1 for k in keys.values())  # same content, same key
 
 

@@ -11,13 +11,15 @@ import redis
 import redis.asyncio as aioredis
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.delivery.claims import Flushes
 from bridge.delivery.desired import decode_hash
 from bridge.delivery.repack import Repacker
 from bridge.settings import Settings
 from tests.delivery.test_claims import Ingest
 
-T0 = 1_700_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+T0 = now_ms()
 
 
 @pytest.fixture

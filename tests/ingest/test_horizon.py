@@ -9,10 +9,12 @@ import redis
 
 from bridge import constants as k
 from bridge import stories
+from bridge.clock import now_ms
 from bridge.settings import RetentionSettings, Settings
 from tests.support.ingest import Scripts
 
-NOW = 1_796_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+NOW = now_ms()
 HORIZON = RetentionSettings(horizon_days=1)
 
 

@@ -12,12 +12,14 @@ import redis
 import redis.asyncio as aioredis
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.inbox import Inbox
 from bridge.settings import Settings
 
-T0 = 1_796_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+T0 = now_ms()
 KINDS = {"u": "listing.updated", "d": "listing.deleted", "s": "group.snapshot"}
 
 

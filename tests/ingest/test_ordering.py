@@ -16,6 +16,7 @@ import redis
 
 from bridge import constants as k
 from bridge.app import create_app
+from bridge.clock import now_ms
 from bridge.delivery.desired import DesiredListing, decode_hash
 from bridge.settings import Settings
 from tests.conftest import SECRET
@@ -23,7 +24,8 @@ from tests.support import crm
 from tests.support.ingest import Scripts, fold
 from tests.support.servers import serve_app
 
-T0 = 1_700_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+T0 = now_ms()
 SNAPSHOT_AT = T0 + 10_000
 
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import _bulks
@@ -17,7 +18,8 @@ from bridge.scripts import ScriptError, placeholders, splice
 from bridge.settings import DebounceSettings, Settings, WebhookSettings
 from tests.support.ingest import Scripts
 
-T0 = 1_700_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+T0 = now_ms()
 
 
 @pytest.mark.parametrize("build", [accept_script, fold_script])

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import httpx
+import socket
+from urllib.parse import urlsplit
 
-from .conftest import KEY, RENTIX, bearer, sync_listing, token
+import httpx
+import orjson
+
+from tests.support.servers import wait_until
+
+from .conftest import KEY, RENTIX, bearer, publishable, sync_listing, token
 
 
 def test_journal_records_both_portals(client: httpx.Client) -> None:
@@ -31,6 +37,33 @@ def test_journal_records_both_portals(client: httpx.Client) -> None:
     assert [e["seq"] for e in travtus] == [4, 5]
     assert [e["seq"] for e in client.get("/_sandbox/journal?since=3").json()["requests"]] == [4, 5]
     assert client.get("/_sandbox/journal?since=x").status_code == 400
+
+
+def test_a_write_cut_off_mid_body_is_journalled_as_such_and_applies_nothing(
+    client: httpx.Client, base_url: str
+) -> None:
+    """A client killed while it sends its body (a worker SIGKILLed mid-PUT) leaves a journal
+    entry that says so: `cut_off`, status 499, no body; the portal holds nothing of it."""
+    body = orjson.dumps(publishable("cut-1"))
+    url = urlsplit(base_url)
+    head = (f"PUT {RENTIX}/listings HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: ApiKey sandbox\r\nIdempotency-Key: cut-key\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(head.encode() + body[: len(body) // 2])
+    entries = wait_until(lambda: client.get("/_sandbox/journal").json()["requests"],
+                         what="the cut-off PUT in the journal")
+    assert isinstance(entries, list)
+    assert [(e["method"], e["status"], e["cut_off"], e["body"], e["idempotency_key"])
+            for e in entries] == [("PUT", 499, True, None, "cut-key")]
+    assert client.get("/_sandbox/rentix/listings").json()["items"] == []
+    # The same key sent whole afterwards is applied, not taken for a replay or a request in flight.
+    again = client.put(f"{RENTIX}/listings", content=body,
+                       headers={**KEY, "Idempotency-Key": "cut-key",
+                                "Content-Type": "application/json"})
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+    whole = client.get("/_sandbox/journal?since=1").json()["requests"]
+    assert [(e["status"], e["cut_off"]) for e in whole] == [(200, False)]
 
 
 def test_rentix_seed_and_inspect(client: httpx.Client) -> None:

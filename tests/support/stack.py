@@ -97,9 +97,27 @@ class Stack:
         params = {"portal": portal} if portal else {}
         return self.sandbox.get("/_sandbox/journal", params=params).json()["requests"]
 
-    def writes(self, portal: str, path: str) -> list[dict[str, Any]]:
+    def writes(self, portal: str, path: str, cut_off: bool = False) -> list[dict[str, Any]]:
+        """The writes to `path` whose body arrived whole, or (`cut_off`) those whose client went
+        away before it did: a worker killed mid-send (nothing applied, no body to read)."""
         return [r for r in self.journal(portal)
-                if r["method"] in ("PUT", "POST", "DELETE") and r["path"].endswith(path)]
+                if r["method"] in ("PUT", "POST", "DELETE") and r["path"].endswith(path)
+                and r["cut_off"] is cut_off]
+
+    def keys_per_listing(self, portal: str, path: str, field: str,
+                         method: str = "PUT") -> dict[str, set[str]]:
+        """The Idempotency-Keys each listing's writes carried (by the body's `field`). A write
+        cut off mid-send has no body to name its listing: its key must be one that a whole
+        write carried, since the intent it belonged to is retried with the same key."""
+        keys: dict[str, set[str]] = {}
+        for write in self.writes(portal, path):
+            if write["method"] != method:
+                continue
+            keys.setdefault(write["body"][field], set()).add(write["idempotency_key"])
+        whole = set().union(*keys.values())
+        lost = {w["idempotency_key"] for w in self.writes(portal, path, cut_off=True)} - whole
+        assert not lost, f"writes cut off mid-send whose key no whole write carried: {lost}"
+        return keys
 
     def rentix_listings(self) -> dict[str, dict[str, Any]]:
         items = self.sandbox.get("/_sandbox/rentix/listings").json()["items"]

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from bridge import constants as k
+from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.packing import unpack
@@ -25,7 +26,8 @@ from tests.support.servers import RedisServer, redis_server, wait_until
 
 LISTINGS = 400
 VERSIONS = 25  # per listing: 10,000 events, a few seconds of folding for one worker
-T0 = 1_796_000_000_000
+# The present, as Redis's clock reads it too: its expiries are judged against it.
+T0 = now_ms()
 
 
 @pytest.fixture
