@@ -5,25 +5,52 @@ ingest fold (and the worker's repacking); this is their one decoder, used by flu
 operator's views, reconciliation and linking. ``FIELDS`` is the order in which the claim script
 returns a listing's fields, so both sides agree on one list. A hash written before the body had
 a key of its own still holds it as a field: the body key, when there is one, is the newer.
+
+Decoding never raises: a listing with a stored value it cannot read (a version Lua kept as a
+double, a body that is not JSON) is returned *unreadable*, with the field and value at fault, so
+that one listing is quarantined and shown, not its whole group wedged (issue 25).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.packing import unpack
+from bridge.packing import PREFIX, unpack
 
 # Field names of the listing hash, in the order the claim script returns them: every field but
 # the snapshot floor, which only the ingest fold reads.
 FIELDS = k.LISTING_FIELDS[:-1]
-# The hash field a body was kept in before it had a key of its own (lb:body:{ref}).
-BODY_FIELD = k.LISTING_FIELDS[4]
+GROUP_FIELD, VERSION_FIELD, OCCURRED_FIELD, DELETED_FIELD, BODY_FIELD, RECEIVED_FIELD, \
+    CAUSE_FIELD = FIELDS
+# What a field means, for an operator reading why a listing cannot be read.
+MEANING = {GROUP_FIELD: "group", VERSION_FIELD: "version", OCCURRED_FIELD: "occurred_at",
+           DELETED_FIELD: "deleted flag", BODY_FIELD: "body", RECEIVED_FIELD: "received_at"}
+EXCERPT_CHARS = 60  # of a value shown in a cause: enough to recognise it, never a whole body
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Why a listing's stored state cannot be used: the field at fault (its name in
+    ``LISTING_FIELDS``), its value as stored (cut short; None when absent) and what is wrong."""
+
+    field: str
+    value: str | None
+    reason: str
+
+    @property
+    def message(self) -> str:
+        stored = "absent" if self.value is None else repr(self.value)
+        return (f"the stored {MEANING.get(self.field, self.field)} ({self.field}) is {stored}: "
+                f"{self.reason}")
 
 
 @dataclass(frozen=True)
@@ -39,33 +66,121 @@ class DesiredListing:
     # for a tombstone written before causes were recorded).
     cause: str | None = None
     packed: bool = False  # the body is stored packed (bridge/packing.py) already
+    # Set when a stored value cannot be read: the listing is then neither live nor deleted
+    # (deleted False, body None): planning quarantines it and keeps what a target holds of it.
+    unreadable: Unreadable | None = None
 
 
-def _text(value: bytes | str | None) -> str | None:
+def excerpt(value: object) -> str:
+    """A value as a cause shows it: text, cut to EXCERPT_CHARS."""
+    if isinstance(value, bytes):
+        text = value.decode(errors="replace")
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = orjson.dumps(value).decode()
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
+
+
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _packed(stored: bytes | str | None) -> bool:
+    if isinstance(stored, str):
+        stored = stored.encode()
+    return stored is not None and stored.startswith(PREFIX)
+
+
+def _version(text: str) -> int | None:
+    if text == "-1":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _ms(text: str) -> int:
+    try:
+        return int(float(text))
+    except (ValueError, OverflowError):
+        raise ValueError("not a time in milliseconds") from None
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError('neither "0" nor "1"')
+    return text == "1"
+
+
+def _body(text: str) -> dict[str, Any] | None:
+    if not text:
+        return None  # as it always read
+    try:
+        raw = unpack(text)
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"not packed correctly ({exc})") from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    return body
+
+
+class _Reader:
+    """Reads one listing's stored values, keeping the first that cannot be read."""
+
+    def __init__(self, values: Mapping[str, bytes | str | None]) -> None:
+        self.values = values
+        self.unreadable: Unreadable | None = None
+
+    def read(self, name: str, parse: Callable[[str], T], absent: T) -> T:
+        stored = self.values.get(name)
+        if stored is None:
+            return absent
+        try:
+            return parse(_text(stored))
+        except ValueError as exc:  # UnicodeDecodeError included
+            reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            self.refuse(name, excerpt(stored), reason)
+            return absent
+
+    def refuse(self, name: str, value: str | None, reason: str) -> None:
+        if self.unreadable is None:
+            self.unreadable = Unreadable(name, value, reason)
 
 
 def decode_fields(ref: str, values: Sequence[bytes | str | None],
                   body_key: bytes | str | None = None) -> DesiredListing | None:
     """One listing from its hash values in ``FIELDS`` order and its body key's value; None if
-    the hash does not exist."""
-    group, version, occurred, deleted, body, received, cause = (_text(v) for v in values)
+    the hash does not exist; unreadable (``DesiredListing.unreadable``) if a value cannot be
+    read."""
+    stored = dict(zip(FIELDS, values, strict=True))
     if body_key is not None:
-        body = _text(body_key)
-    if group is None and occurred is None:
+        stored[BODY_FIELD] = body_key
+    if stored[GROUP_FIELD] is None and stored[OCCURRED_FIELD] is None:
         return None
-    is_deleted = deleted != "0" if deleted is not None else True
-    return DesiredListing(
-        ref=ref,
-        group=group or "",
-        version=None if version in (None, "-1") else int(version),
-        occurred_ms=int(float(occurred or 0)),
-        deleted=is_deleted,
-        body=orjson.loads(unpack(body)) if body else None,
-        received_ms=int(float(received or 0)),
-        cause=cause if is_deleted else None,
-        packed=body is not None and body.startswith("~1"),
-    )
+    reader = _Reader(stored)
+    if stored[GROUP_FIELD] is None:
+        reader.refuse(GROUP_FIELD, None, "a listing always has a group")
+    group = reader.read(GROUP_FIELD, str, "")
+    version = reader.read(VERSION_FIELD, _version, None)
+    occurred = reader.read(OCCURRED_FIELD, _ms, 0)
+    deleted = reader.read(DELETED_FIELD, _flag, True)
+    body = reader.read(BODY_FIELD, _body, None)
+    received = reader.read(RECEIVED_FIELD, _ms, 0)
+    cause = reader.read(CAUSE_FIELD, str, None)
+    if reader.unreadable is not None:
+        return DesiredListing(ref=ref, group=group, version=version, occurred_ms=occurred,
+                              deleted=False, body=None, received_ms=received,
+                              unreadable=reader.unreadable)
+    return DesiredListing(ref=ref, group=group, version=version, occurred_ms=occurred,
+                          deleted=deleted, body=body, received_ms=received,
+                          cause=cause if deleted else None,
+                          packed=body is not None and _packed(stored[BODY_FIELD]))
 
 
 def bare_tombstone(ref: str, group: str) -> DesiredListing:

@@ -13,13 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from bridge.delivery.desired import DesiredListing
+from bridge.delivery.desired import BODY_FIELD, DesiredListing, Unreadable, excerpt
 from bridge.delivery.idempotency import Intent, digest, key_for
 from bridge.delivery.ledger import Accepted, Deletion, Quarantined, sync_scope
 from bridge.portals import Problem, RentixAdapter, TravtusAdapter
 from bridge.settings import GuardSettings
 
 Operation = Literal["upsert", "hide", "delete"]
+# The error type of a listing refused locally because its stored state cannot be read.
+UNREADABLE = "unreadable_state"
+# What a mapping raises on a body it cannot use (a stored body other than the webhook wrote).
+MAPPING_ERRORS = (LookupError, TypeError, ValueError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,29 @@ class ListingContent(Protocol):
     def deleted(self) -> bool: ...
     @property
     def body(self) -> dict[str, Any] | None: ...
+    @property
+    def unreadable(self) -> Unreadable | None: ...
 
 
-def desired_payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
-                    ) -> dict[str, Any] | None:
+def desired_content(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
+                    ) -> dict[str, Any] | Unreadable | None:
     """What a flush sends a target for this listing as it stands, before validation: the
     mapped listing; for a deleted one on a per-listing portal, its deletion payload (sent only
     if that target accepted the listing); None when nothing is sent (the portal's deletion
-    behaviour is "none", or a group sync leaves the listing out)."""
+    behaviour is "none", or a group sync leaves the listing out). Unreadable when its stored
+    state cannot be read, or its body does not map to this target's payload: nothing is sent
+    and the target keeps what it holds."""
+    if listing.unreadable is not None:
+        return listing.unreadable
+    try:
+        return _payload(adapter, listing)
+    except MAPPING_ERRORS as exc:
+        return Unreadable(BODY_FIELD, excerpt(listing.body),
+                          f"does not map to a {adapter.name} listing ({exc!r})")
+
+
+def _payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
+             ) -> dict[str, Any] | None:
     if isinstance(adapter, RentixAdapter):
         if listing.deleted or listing.body is None:
             return adapter.deletion_payload(listing.ref)
@@ -77,12 +96,34 @@ def desired_payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingCon
     return adapter.map_listing(listing.body)
 
 
+def desired_payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
+                    ) -> dict[str, Any] | None:
+    """``desired_content`` where an unreadable listing sends nothing: None."""
+    content = desired_content(adapter, listing)
+    return None if isinstance(content, Unreadable) else content
+
+
 def desired_digest(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
                    ) -> str | None:
     """The digest a target's accepted record has once it holds this listing as it stands:
-    the same comparison the planner makes to decide whether anything needs sending."""
-    payload = desired_payload(adapter, listing)
-    return digest(payload) if payload is not None else None
+    the same comparison the planner makes to decide whether anything needs sending. For a
+    listing that cannot be read, the digest its quarantine entry carries."""
+    content = desired_content(adapter, listing)
+    if isinstance(content, Unreadable):
+        return unreadable_digest(content)
+    return digest(content) if content is not None else None
+
+
+def unreadable_digest(why: Unreadable) -> str:
+    """Stands for the content of a listing that cannot be read: the same while it stays so."""
+    return digest({UNREADABLE: [why.field, why.value, why.reason]})
+
+
+def refusal(ref: str, why: Unreadable) -> Invalid:
+    """A listing that cannot be read, refused as a portal's validation would refuse it: the
+    flush quarantines it for the target like any invalid listing."""
+    return Invalid(ref, Problem(UNREADABLE, why.message, why.field, ref),
+                   unreadable_digest(why))
 
 
 def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredListing],
@@ -94,15 +135,17 @@ def plan_listings(target: str, adapter: RentixAdapter, desired: list[DesiredList
     intents = intents or {}
     for listing in desired:
         intent = intents.get(listing.ref)
-        payload = desired_payload(adapter, listing)
+        payload = desired_content(adapter, listing)
+        if isinstance(payload, Unreadable):
+            _refuse(plan.invalid, refusal(listing.ref, payload), quarantined)
+            continue  # nothing is written: the target keeps what it holds
         if payload is None:
             continue  # nothing to send: deletions are "none" for this target
         write = _write(listing, payload, accepted.get(listing.ref), intent)
         if write is None or _holds(write, accepted, intent):
             continue
         if write.operation == "upsert" and (problems := adapter.validate(payload)):
-            if not _quarantined(listing.ref, write.digest, quarantined):
-                plan.invalid.append(Invalid(listing.ref, problems[0], write.digest))
+            _refuse(plan.invalid, Invalid(listing.ref, problems[0], write.digest), quarantined)
             continue
         if not _quarantined(listing.ref, write.digest, quarantined):
             plan.writes.append(write)
@@ -136,6 +179,13 @@ def _holds(write: ListingWrite, accepted: dict[str, Accepted], intent: Intent | 
 def _quarantined(ref: str, content: str, quarantined: dict[str, Quarantined]) -> bool:
     entry = quarantined.get(ref)
     return entry is not None and entry.digest == content
+
+
+def _refuse(invalid: list[Invalid], item: Invalid, quarantined: dict[str, Quarantined]
+            ) -> None:
+    """Report a refusal once: not again while that content stays quarantined."""
+    if not _quarantined(item.ref, item.digest, quarantined):
+        invalid.append(item)
 
 
 @dataclass
@@ -181,18 +231,15 @@ def plan_sync(adapter: TravtusAdapter, group: str, desired: list[DesiredListing]
     fresh: list[str] = []
     received: dict[str, int] = {}
     for listing in desired:
-        payload = desired_payload(adapter, listing)
-        if payload is None:  # deleted, or left out of the sync
+        entry = _sync_entry(adapter, listing, now_ms)
+        if entry is None:  # deleted, or left out of the sync
             continue
-        d = digest(payload)
-        problems = adapter.validate(payload)
-        if problems:
-            if not _quarantined(listing.ref, d, quarantined):
-                invalid.append(Invalid(listing.ref, problems[0], d))
-            if listing.ref in accepted:
+        if isinstance(entry, Invalid):
+            _refuse(invalid, entry, quarantined)
+            if listing.ref in accepted:  # kept as accepted: never deleted for this
                 records[listing.ref] = accepted[listing.ref]
             continue
-        records[listing.ref] = Accepted(d, payload, now_ms)
+        records[listing.ref] = entry
         fresh.append(listing.ref)
         received[listing.ref] = listing.received_ms
     ordered = [records[ref] for ref in sorted(records)]
@@ -216,6 +263,20 @@ def plan_sync(adapter: TravtusAdapter, group: str, desired: list[DesiredListing]
     )
 
 
+def _sync_entry(adapter: TravtusAdapter, listing: DesiredListing, now_ms: int
+                ) -> Accepted | Invalid | None:
+    """A listing as a sync carries it (the record it would leave), refused (unreadable, or
+    invalid for the portal), or None: left out."""
+    payload = desired_content(adapter, listing)
+    if payload is None:
+        return None
+    if isinstance(payload, Unreadable):
+        return refusal(listing.ref, payload)
+    d = digest(payload)
+    problems = adapter.validate(payload)
+    return Invalid(listing.ref, problems[0], d) if problems else Accepted(d, payload, now_ms)
+
+
 def deletion_cause(ref: str, group: str, member: DesiredListing | None,
                    elsewhere: DesiredListing | None) -> Deletion:
     """Why a group sync deletes ``ref``: *explicit* when the CRM asked for it (deleted, moved
@@ -225,6 +286,8 @@ def deletion_cause(ref: str, group: str, member: DesiredListing | None,
         if elsewhere is not None and elsewhere.group and elsewhere.group != group:
             return Deletion(ref, "explicit", f"moved to group {elsewhere.group}")
         return Deletion(ref, "inferred", "the bridge no longer holds this listing")
+    if member.unreadable is not None:
+        return Deletion(ref, "inferred", f"its state cannot be read: {member.unreadable.message}")
     if member.deleted:
         if member.cause == "snapshot":
             return Deletion(ref, "inferred", "absent from the group's latest snapshot")
@@ -257,6 +320,7 @@ def guard_reason(deletions: list[Deletion], listings: int, accepted_count: int,
     return None
 
 
-__all__ = ["Invalid", "ListingPlan", "ListingWrite", "SyncPlan", "deletion_cause",
-           "desired_digest", "desired_payload", "guard_reason", "plan_listings", "plan_sync",
-           "sync_scope", "unknown_deletions"]
+__all__ = ["UNREADABLE", "Invalid", "ListingPlan", "ListingWrite", "SyncPlan", "deletion_cause",
+           "desired_content", "desired_digest", "desired_payload", "guard_reason",
+           "plan_listings", "plan_sync", "refusal", "sync_scope", "unknown_deletions",
+           "unreadable_digest"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from bridge import constants as k
-from bridge.delivery.desired import DesiredListing
+from bridge.delivery.desired import DesiredListing, decode_fields
 from bridge.delivery.idempotency import Intent
 from bridge.delivery.ledger import Accepted, Deletion, Quarantined
 from bridge.delivery.planning import (
+    UNREADABLE,
     ListingWrite,
     SyncPlan,
     deletion_cause,
@@ -213,6 +215,37 @@ def test_an_invalid_listing_is_reported_once_and_not_again_while_quarantined() -
     assert [w.ref for w in fixed.writes] == ["apt-1"] and fixed.invalid == []
 
 
+def unreadable(ref: str) -> DesiredListing:
+    """A listing whose stored version Lua kept as a double (issue 25)."""
+    decoded = decode_fields(ref, ["g", "1e+20", str(NOW), "0", None, str(NOW), None],
+                            orjson.dumps(listing(external_ref=ref)))
+    assert decoded is not None and decoded.unreadable is not None
+    return decoded
+
+
+def test_an_unreadable_listing_is_refused_once_and_nothing_is_written_for_it() -> None:
+    first = write_for([live("apt-1")])
+    plan = plan_listings("rentix", rentix(), [unreadable("apt-1"), live("apt-2")],
+                         accepted_as(first), {}, {"apt-1": first.intent})
+    assert [w.ref for w in plan.writes] == ["apt-2"]  # no hide, no upsert for apt-1
+    [invalid] = plan.invalid
+    assert (invalid.ref, invalid.problem.error_type, invalid.problem.field) == (
+        "apt-1", UNREADABLE, "v")
+    assert invalid.problem.message == "the stored version (v) is '1e+20': not an integer"
+    again = plan_listings("rentix", rentix(), [unreadable("apt-1")], accepted_as(first),
+                          quarantined_as("apt-1", invalid.digest))
+    assert again.writes == [] and again.invalid == []
+
+
+def test_a_body_that_does_not_map_is_refused_as_unreadable_not_raised() -> None:
+    odd = DesiredListing(ref="apt-1", group="g", version=1, occurred_ms=NOW, deleted=False,
+                         body={"price": "cheap"}, received_ms=NOW)
+    for plan in (plan_listings("rentix", rentix(), [odd], {}, {}), sync([odd])):
+        [invalid] = plan.invalid
+        assert (invalid.problem.error_type, invalid.problem.field) == (UNREADABLE, "body")
+        assert "does not map to a " in invalid.problem.message
+
+
 def test_each_listing_of_a_group_is_planned_on_its_own() -> None:
     first = plan_listings("rentix", rentix(), [live("apt-1"), live("apt-2")], {}, {})
     accepted = {ref: a for w in first.writes for ref, a in accepted_as(w).items()}
@@ -294,6 +327,21 @@ def test_a_refused_listing_the_portal_never_accepted_is_left_out_not_deleted() -
     plan = sync([live("apt-1", property_subtype="house"), live("apt-2")])
     assert plan.refs == ["apt-2"] and plan.deletions == []
     assert [i.ref for i in plan.invalid] == ["apt-1"]
+
+
+def test_an_unreadable_listing_keeps_what_the_portal_holds_of_it_in_the_sync() -> None:
+    first = sync([live("apt-1"), live("apt-2")])
+    plan = sync([unreadable("apt-1"), live("apt-2", bedrooms=5)], first.records,
+                last_digest=first.digest)
+    [invalid] = plan.invalid
+    assert (invalid.ref, invalid.problem.error_type) == ("apt-1", UNREADABLE)
+    assert plan.records["apt-1"] == first.records["apt-1"]  # neither sent anew nor deleted
+    assert plan.deletions == [] and plan.fresh == ["apt-2"]
+    never = sync([unreadable("apt-1"), live("apt-2")])
+    assert never.refs == ["apt-2"] and never.deletions == []
+    # Should the portal hold it unbeknown to the ledger, a sync leaving it out says why.
+    cause = deletion_cause("apt-1", "g", unreadable("apt-1"), None)
+    assert cause.cause == "inferred" and "'1e+20'" in cause.reason
 
 
 # -- why a sync deletes --
