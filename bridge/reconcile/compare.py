@@ -9,7 +9,9 @@ Four kinds of finding (contract §5, ``bridge reconcile``):
 
 Listings the portal holds exactly as desired are *in step*: the ledger may be corrected to them
 without a write. Listings the bridge is not sending on purpose (quarantined at this content,
-held in adoption) are left out: the other views already show them.
+held in adoption) are left out: the other views already show them. A listing whose stored state
+cannot be read is not compared but reported as **unreadable**, with the cause, on every check
+until it is mended: not a portal's drift, so not counted among ``KINDS``, and never repaired.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.delivery.desired import DesiredListing
+from bridge.delivery.desired import DesiredListing, Unreadable
 from bridge.delivery.idempotency import digest
 from bridge.delivery.ledger import Accepted
-from bridge.delivery.planning import desired_payload
+from bridge.delivery.planning import desired_content
 from bridge.portals import RentixAdapter, TravtusAdapter
 
-Kind = Literal["missing", "drift", "stale", "unknown"]
+Kind = Literal["missing", "drift", "stale", "unknown", "unreadable"]
+# The ways a portal is out of step: counted per check and per pass, and repairable.
 KINDS: tuple[Kind, ...] = ("missing", "drift", "stale", "unknown")
+UNREADABLE: Kind = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class GroupCheck:
     def add(self, ref: str, kind: Kind, detail: str, fields: Iterable[str] = ()) -> None:
         self.findings.append(Finding(self.target, self.group, ref, kind, detail, tuple(fields)))
 
+    def unreadable(self, ref: str, why: Unreadable) -> None:
+        """``ref``'s desired state cannot be read: nothing to compare, the cause to show."""
+        self.add(ref, UNREADABLE, why.message, [why.field])
+
     def refs(self, *kinds: Kind) -> list[str]:
         return sorted({f.ref for f in self.findings if f.kind in kinds})
 
@@ -61,11 +69,12 @@ def compare_listings(target: str, group: str, adapter: RentixAdapter,
     portal's read model (None: not there); ``skip`` are refs not being sent on purpose."""
     check = GroupCheck(target, group)
     for listing in members:
-        if listing.ref in skip:
+        payload = desired_content(adapter, listing)
+        if isinstance(payload, Unreadable):
+            check.unreadable(listing.ref, payload)
             continue
-        payload = desired_payload(adapter, listing)
-        if payload is None:
-            continue  # deletions are "none" on this target: nothing to expect
+        if listing.ref in skip or payload is None:
+            continue  # not sent on purpose, or deletions are "none" on this target
         item = items.get(listing.ref)
         if listing.deleted or listing.body is None:
             if payload.get("announcementStatus") == "hidden" and item is None:
@@ -97,9 +106,12 @@ def compare_group(target: str, group: str, adapter: TravtusAdapter,
     held = {ref: item for item in items if (ref := adapter.portal_ref(item))}
     wanted = {listing.ref: listing for listing in members}
     for ref, listing in wanted.items():
+        payload = desired_content(adapter, listing)
+        if isinstance(payload, Unreadable):
+            check.unreadable(ref, payload)
+            continue
         if ref in skip:
             continue
-        payload = desired_payload(adapter, listing)
         item = held.get(ref)
         if payload is None:  # deleted or hidden: the group should not hold it
             if item is not None:
@@ -118,7 +130,9 @@ def compare_group(target: str, group: str, adapter: TravtusAdapter,
                       + ", ".join(d.field for d in differences), [d.field for d in differences])
     for ref in sorted(set(held) - set(wanted)):
         moved = elsewhere.get(ref)
-        if moved is not None and moved.group and moved.group != group:
+        if moved is not None and moved.unreadable is not None:
+            check.unreadable(ref, moved.unreadable)
+        elif moved is not None and moved.group and moved.group != group:
             check.add(ref, "stale", f"on the portal in this group, moved to {moved.group} "
                       "in the CRM")
         elif moved is not None:

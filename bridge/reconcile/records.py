@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.reconcile.compare import KINDS, Finding, GroupCheck
+from bridge.reconcile.compare import KINDS, UNREADABLE, Finding, GroupCheck
 from bridge.reconcile.schedule import BACKOFF_FIRST_MS, BACKOFF_MAX_MS
 from bridge.scripts import splice
 
@@ -66,6 +66,8 @@ local unknown, found, failed, groups = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local token, group, now, next_due = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local record, unknown_count, extra = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local kinds = {__KINDS__}
+-- Listings that cannot be read: not counted in the pass, but the group has found something.
+local unreadable = tonumber(ARGV[8 + 2 * #kinds])
 if redis.call('GET', lock) ~= token then return 0 end
 local old = redis.call('HGET', checks, group)
 local before = 0
@@ -78,7 +80,7 @@ if unknown_count > 0 then
 else
   redis.call('ZREM', unknown, group)
 end
-local any = 0
+local any = unreadable
 for i, kind in ipairs(kinds) do
   local n, fixed = tonumber(ARGV[7 + i]), tonumber(ARGV[7 + #kinds + i])
   any = any + n
@@ -158,6 +160,9 @@ class CheckRecord:
     found: Counts
     repaired: Counts
     unknown_count: int
+    # ref -> why its stored state cannot be read (the field and value at fault), at most
+    # RECONCILE_UNKNOWN_KEPT of them
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,8 @@ class PassState:
 
 
 def counts(findings: list[Finding]) -> Counts:
-    return {kind: sum(1 for f in findings if f.kind == kind) for kind in KINDS}
+    """Findings per kind, unreadable listings too (they are not counted in the pass)."""
+    return {kind: sum(1 for f in findings if f.kind == kind) for kind in (*KINDS, UNREADABLE)}
 
 
 class Records:
@@ -247,12 +253,15 @@ class Records:
         written), 2 if it completed the target's pass."""
         target, group = check.target, check.group
         unknown = [f for f in check.findings if f.kind == "unknown"]
+        unreadable = [f for f in check.findings if f.kind == UNREADABLE]
         found, fixed = counts(check.findings), counts(repaired)
         now = now_ms()
         record = {"at": now, "found": found, "repaired": fixed,
                   "unknown": [{"ref": f.ref, "detail": f.detail}
                               for f in unknown[:k.RECONCILE_UNKNOWN_KEPT]],
-                  "unknown_count": len(unknown)}
+                  "unknown_count": len(unknown),
+                  "unreadable": {f.ref: f.detail
+                                 for f in unreadable[:k.RECONCILE_UNKNOWN_KEPT]}}
         keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
                 f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_CHECKS}{target}",
                 f"{k.RECONCILE_PASS}{target}",
@@ -262,6 +271,7 @@ class Records:
         args: list[Any] = [token, group, now, next_due, orjson.dumps(record), len(unknown),
                            int(whole_portal)]
         args += [found[kind] for kind in KINDS] + [fixed[kind] for kind in KINDS]
+        args.append(len(unreadable))
         return int(await self._record(keys=keys, args=args))
 
     async def failed(self, token: str, target: str, group: str, error: str,
@@ -359,7 +369,9 @@ def _check(group: str, record: dict[str, Any]) -> CheckRecord:
                        found={kind: int(record.get("found", {}).get(kind, 0)) for kind in KINDS},
                        repaired={kind: int(record.get("repaired", {}).get(kind, 0))
                                  for kind in KINDS},
-                       unknown_count=int(record.get("unknown_count", 0)))
+                       unknown_count=int(record.get("unknown_count", 0)),
+                       unreadable={str(ref): str(why) for ref, why
+                                   in record.get("unreadable", {}).items()})
 
 
 def _text(value: bytes | str) -> str:
