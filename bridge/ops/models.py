@@ -18,7 +18,7 @@ from bridge.reconcile.records import CheckRecord, FailedCheck, PassRecord, Unkno
 Series = dict[str, list[int]]  # name -> one count per minute, oldest first
 TargetState = Literal["active", "paused", "rate-limited"]
 ListingStatus = Literal["in step", "pending", "quarantined", "quarantined (discarded)",
-                        "pending removal", "absent"]
+                        "pending removal", "absent", "unreadable"]
 
 
 # -- GET /api/drift (and in each target's status and view) --
@@ -301,6 +301,7 @@ class ListingState:
     status: ListingStatus
     desired_digest: str | None
     accepted: Accepted | None
+    unreadable: str | None = None  # why a flush cannot plan it: the field and value at fault
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ class ListingView:
     received_at: int
     body: dict[str, Any] | None
     targets: dict[str, ListingState]
+    unreadable: str | None = None  # why its stored state cannot be read: field and value
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import budget
 from bridge.delivery.budget import BUCKETS, Budget
-from bridge.delivery.desired import DesiredListing, read_listings
+from bridge.delivery.desired import DesiredListing, Unreadable, read_listings
 from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
 from bridge.delivery.outbox import Outbox, drain_seconds
-from bridge.delivery.planning import desired_digest
+from bridge.delivery.planning import desired_content, desired_digest
 from bridge.ingest.store import received_at
 from bridge.ops import figures
 from bridge.ops.actions import NotFound
@@ -393,7 +393,12 @@ class Reads:
 def listing_state(adapter: Adapter, listing: DesiredListing, accepted: Accepted | None,
                   quarantined: Quarantined | None) -> ListingState:
     """Whether the target holds what a flush would send it now: the planner's digest of the
-    listing compared with the target's accepted record (or with a quarantined version)."""
+    listing compared with the target's accepted record (or with a quarantined version); or
+    that it cannot be planned, and why."""
+    content = desired_content(adapter, listing)
+    if isinstance(content, Unreadable):  # the target keeps what it holds, if anything
+        return ListingState(status="unreadable", desired_digest=None, accepted=accepted,
+                            unreadable=content.message)
     want = desired_digest(adapter, listing)
     status: ListingStatus
     if want is None or ((listing.deleted or listing.body is None) and accepted is None):
@@ -412,7 +417,8 @@ def listing_state(adapter: Adapter, listing: DesiredListing, accepted: Accepted 
 def _listing_view(listing: DesiredListing, targets: dict[str, ListingState]) -> ListingView:
     return ListingView(ref=listing.ref, version=listing.version, deleted=listing.deleted,
                        occurred_at=listing.occurred_ms, received_at=listing.received_ms,
-                       body=listing.body, targets=targets)
+                       body=listing.body, targets=targets,
+                       unreadable=listing.unreadable.message if listing.unreadable else None)
 
 
 def _reported(seen: Budget | None, now: int) -> ReportedBudget | None:

@@ -13,7 +13,7 @@ from bridge.clock import now_ms
 from bridge.delivery.ledger import Accepted, Held, Quarantined
 from bridge.ops import Operations
 from bridge.ops.models import GroupView, ListingState, Overview, Problems, Status, TargetView
-from tests.ops.conftest import Ingest
+from tests.ops.conftest import Ingest, record_check
 from tests.support import crm
 
 
@@ -43,7 +43,8 @@ async def test_group_view_compares_each_listing_with_what_each_target_accepted(
     assert keys(view) == ["group", "pending", "due_in_ms", "flushing", "listings", "targets",
                           "history"]
     assert keys(view.listings[0]) == ["ref", "version", "deleted", "occurred_at",
-                                      "received_at", "body", "targets"]
+                                      "received_at", "body", "targets", "unreadable"]
+    assert keys(first) == ["status", "desired_digest", "accepted", "unreadable"]
     assert keys(view.targets["travtus"]) == ["held", "backoff", "left_on_portal"]
 
 
@@ -129,3 +130,37 @@ async def test_closing_operations_closes_the_adapters_its_reads_built(
     assert len(adapters) == 2
     await ops.aclose()
     assert all(a._client.http.is_closed for a in adapters) and ops._adapters == {}
+
+
+async def test_a_listing_whose_stored_state_cannot_be_read_is_shown_with_its_cause(
+    ops: Operations, ingest: Ingest, redis: Redis
+) -> None:
+    for ref in ("apt-1", "apt-2"):
+        await ingest(crm.upsert("west-side", ref, 1))
+    # A version Lua kept as a double (issue 25): int() cannot read it.
+    await redis.hset(k.LISTING + "apt-2", "v", "1e+20")
+    cause = "the stored version (v) is '1e+20': not an integer"
+    view = await ops.group("west-side")
+    healthy, bad = view.listings
+    assert bad.ref == "apt-2" and bad.unreadable == cause and healthy.unreadable is None
+    assert {name: (s.status, s.unreadable) for name, s in bad.targets.items()} == {
+        "rentix": ("unreadable", cause), "travtus": ("unreadable", cause)}
+    assert healthy.targets["rentix"].status == "pending"
+    assert [f.group for f in await ops.search_groups("apt-2")] == ["west-side"]
+    story = await ops.trace("apt-2")
+    assert {name: step.status for name, step in story.targets.items()} == {
+        "rentix": "unreadable", "travtus": "unreadable"}
+    assert "target rentix (rentix): active" in render_status(await ops.status())
+
+
+async def test_a_check_that_found_an_unreadable_listing_keeps_its_cause_uncounted(
+    ops: Operations, redis: Redis
+) -> None:
+    await redis.sadd(k.GROUPS, "west-side")
+    cause = "the stored body (body) is 'nope': not JSON (unexpected character)"
+    await record_check(redis, "travtus", "west-side", [("apt-2", "unreadable", cause)])
+    [_, travtus] = await ops.drift()
+    [check] = travtus.latest  # the group found something: listed with the cause
+    assert check.unreadable == {"apt-2": cause}
+    assert set(check.found.values()) == {0} and set(travtus.current.found.values()) == {0}
+    assert (await ops.records.last_checks("travtus", ["west-side"]))["west-side"] == check
