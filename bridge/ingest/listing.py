@@ -7,15 +7,38 @@ why not. The msgspec Structs at the end decode the usual case fast (see bridge/i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 Text = Field(min_length=1, max_length=2000)
+
+# A listing's version (contract section 2): the fold compares versions as Lua numbers, doubles,
+# which hold every integer up to 2^53 - 1 exactly and no larger one.
+MAX_VERSION = 2**53 - 1
+VERSION_RANGE = f"a whole number from 0 to {MAX_VERSION} (2^53 - 1)"
+
+
+def _version_in_range(value: Any) -> Any:
+    """A JSON integer in range, or null: nothing coerced, so what orders events is what the
+    CRM wrote. Anything else is refused in words an integrator can act on."""
+    if value is None or (type(value) is int and 0 <= value <= MAX_VERSION):
+        return value
+    try:
+        shown = json.dumps(value)  # as the CRM wrote it: true, "7", 1e+20
+    except (TypeError, ValueError):
+        shown = repr(value)
+    raise PydanticCustomError(
+        "version_range", "Input should be {range}; got {value}",
+        {"range": VERSION_RANGE, "value": shown if len(shown) <= 40 else shown[:37] + "..."})
+
+
+VersionField = Annotated[int | None, BeforeValidator(_version_in_range)]
 
 # The error type of a non-finite number inside ``extra`` (pydantic's own for typed fields); its
 # context's ``extra_path`` is the path below ``extra`` (keys and list indices), which the event
@@ -51,7 +74,7 @@ class Address(_Model):
 
 class Listing(_Model):
     external_ref: str = Field(min_length=1, max_length=255)
-    version: int | None = Field(None, ge=0)
+    version: VersionField = None
     status: Literal["active", "hidden"] = "active"
     deal_type: Literal["rent", "sale"] | None = None
     property_type: Literal["residential", "commercial", "parking"] | None = None
@@ -90,7 +113,7 @@ class ListingRef(_Model):
     """What a ``listing.deleted`` event must carry; other fields are optional and ignored."""
 
     external_ref: str = Field(min_length=1, max_length=255)
-    version: int | None = Field(None, ge=0)
+    version: VersionField = None
 
 
 def non_finite_at(value: Any) -> list[str | int] | None:
@@ -131,6 +154,7 @@ def non_finite_at(value: Any) -> list[str | int] | None:
 FLOAT_LIMIT = 1e16
 Amount = Annotated[float, Meta(ge=0, lt=FLOAT_LIMIT)]
 Count = Annotated[int, Meta(ge=0)]
+Version = Annotated[int, Meta(ge=0, le=MAX_VERSION)]  # out of range: the models say why
 Ref = Annotated[str, Meta(min_length=1, max_length=255)]
 Line = Annotated[str, Meta(max_length=255)]
 Subtype = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -163,7 +187,7 @@ class ListingStruct(_Struct):
     """``Listing``'s fields in its order (the stored JSON keeps it)."""
 
     external_ref: Ref
-    version: Count | UnsetType | None = UNSET
+    version: Version | UnsetType | None = UNSET
     status: Literal["active", "hidden"] | UnsetType = UNSET
     deal_type: Literal["rent", "sale"] | UnsetType | None = UNSET
     property_type: Literal["residential", "commercial", "parking"] | UnsetType | None = UNSET
@@ -189,7 +213,7 @@ class ListingStruct(_Struct):
 
 class ListingRefStruct(_Struct):
     external_ref: Ref
-    version: Count | UnsetType | None = UNSET
+    version: Version | UnsetType | None = UNSET
 
 
 def kept_as_is(listing: ListingStruct | ListingRefStruct) -> bool:
