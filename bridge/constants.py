@@ -48,17 +48,21 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
     lb:pending:{group}            hash    first (first unflushed change; cleared by a claim),
                                           last (latest change), seq (change counter, never
                                           reset; also bumped by mark_due); expires GROUP_IDLE_MS
-                                          after the group's last change
+                                          after the group's last change (each fold batch that
+                                          changes the group renews it); a counter that expired
+                                          starts again above every seq lb:settled and lb:dirty
+                                          still hold, so it never goes back
     lb:dirty:{group}              hash    ref -> the group's seq when the listing last changed:
                                           what flushes plan (``claims.py``); an entry goes once
                                           every target has settled that change (lb:settled); PX
-                                          GROUP_IDLE_MS
+                                          GROUP_IDLE_MS, renewed with lb:pending's
     lb:settled:{group}            hash    target -> the seq up to which that target has settled
                                           every change of the group (accepted, quarantined, or
                                           queued for bulk), set by a flush whose turn for it was
                                           clean; deleted by mark_due (an operator's action, a
                                           resume, a repair: doubt), so the next flush plans the
-                                          whole group; PX GROUP_IDLE_MS
+                                          whole group; PX GROUP_IDLE_MS, renewed by each finish
+                                          and with lb:pending's
     lb:due                        zset    group -> when its flush is due (debounce, retry, or
                                           when a running flush's lease would lapse); the
                                           scheduler polls it; a finish removes the group

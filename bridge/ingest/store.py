@@ -39,7 +39,7 @@ _COMMON = """
 -- Key names and settings are spliced in as constants: fewer arguments to pack on every call.
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
-local DIRTY, BODYK, INBOX = __DIRTY__, __BODYK__, __INBOX__
+local DIRTY, SETTLED, BODYK, INBOX = __DIRTY__, __SETTLED__, __BODYK__, __INBOX__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
@@ -105,7 +105,7 @@ local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
 -- writing them event by event leaves (tests/ingest/test_inbox.py compares them key by key),
 -- for fewer Redis calls per event.
 local counts, totals = {}, {}  -- per-minute counters by key and field; cumulative by field
-local groups = {}  -- group -> {first, last, seq, burst, dirty_ttl}, as touch() left it
+local groups = {}  -- group -> {first, last, seq, burst}, as touch() left it
 local stories = {}  -- story keys written
 
 -- Count per minute (of the event's receipt): the first count of a minute sets the expiry.
@@ -133,20 +133,30 @@ local function outcome(applied)
   return 's'
 end
 
+-- The highest change counter the group's other keys still hold: a target's settled seq, a
+-- listing's unsettled change.
+local function recorded(g)
+  local top = 0
+  for _, key in ipairs({SETTLED .. g, DIRTY .. g}) do
+    for _, seq in ipairs(redis.call('HVALS', key)) do top = math.max(top, tonumber(seq)) end
+  end
+  return top
+end
+
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 -- Returns the group's change counter, now. Written to lb:pending and lb:due by settle().
-local event  -- the position of the event being folded in this batch
 local function touch(g)
   local mark = groups[g]
   if not mark then
     local cur = redis.call('HMGET', PENDING .. g, 'first', 'seq')
-    mark = {first = tonumber(cur[1]), seq = tonumber(cur[2]) or 0}
+    -- No counter (lb:pending expired, or was lost): it goes on above every seq still recorded,
+    -- never back to or below one a target settled, which would hide the change from claims.
+    mark = {first = tonumber(cur[1]), seq = tonumber(cur[2]) or recorded(g)}
     groups[g] = mark
   end
   if not mark.first then
-    -- A burst begins (the first change since the group's last claim): the rarer upkeep. A
-    -- group idle this long forgets its change counter.
-    mark.first, mark.burst = now, event
+    -- A burst begins (the first change since the group's last claim): the rarer upkeep.
+    mark.first, mark.burst = now, true
     redis.call('SADD', GROUPS, g)
   end
   mark.last, mark.seq = now, mark.seq + 1
@@ -154,11 +164,9 @@ local function touch(g)
 end
 
 -- The listing changed at the group's change counter ``seq``: flushes plan it until every
--- target has settled that change (bridge/delivery/claims.py). Its expiry is set with the
--- burst's first change.
+-- target has settled that change (bridge/delivery/claims.py).
 local function dirty(g, ref, seq)
   redis.call('HSET', DIRTY .. g, ref, seq)
-  if groups[g].burst == event then groups[g].dirty_ttl = true end
 end
 
 -- The batch's deferred writes (see above).
@@ -167,12 +175,15 @@ local function settle()
     local pk = PENDING .. g
     if mark.burst then
       redis.call('HSET', pk, 'first', mark.first, 'last', mark.last, 'seq', mark.seq)
-      redis.call('PEXPIRE', pk, idle)
     else
       redis.call('HSET', pk, 'last', mark.last, 'seq', mark.seq)
     end
+    -- Every change renews the group's counter, unsettled changes and settled seqs: they share
+    -- one lifetime, GROUP_IDLE_MS past the last change (or flush: its finish renews them).
+    redis.call('PEXPIRE', pk, idle)
+    redis.call('PEXPIRE', DIRTY .. g, idle)
+    redis.call('PEXPIRE', SETTLED .. g, idle)
     redis.call('ZADD', DUE, math.min(mark.last + window, mark.first + maxwait), g)
-    if mark.dirty_ttl then redis.call('PEXPIRE', DIRTY .. g, idle) end
   end
   for key in pairs(stories) do redis.call('PEXPIRE', key, trace_ttl) end
   for key, fields in pairs(counts) do
@@ -283,7 +294,6 @@ local entries = redis.call('LRANGE', INBOX, 0, max_events - 1)
 local folded, listings, applied = 0, 0, 0
 for _, entry in ipairs(entries) do
   if folded > 0 and listings >= max_listings then break end
-  event = folded + 1
   if string.sub(entry, 1, 1) == DUPLICATE then
     -- The listings a redelivery names are the ones the first delivery named.
     begin(string.sub(entry, 2))
@@ -314,7 +324,7 @@ _NAMES: dict[str, LuaValue] = {
     "LISTING_FIELDS": k.LISTING_FIELDS, "CAUSE_DELETED": k.CAUSE_DELETED,
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
     "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
-    "INBOX": k.INBOX, "DUPLICATE": DUPLICATE.decode(),
+    "INBOX": k.INBOX, "DUPLICATE": DUPLICATE.decode(), "SETTLED": k.SETTLED,
 }
 ACCEPT = splice(_ACCEPT, {
     **_NAMES, "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
