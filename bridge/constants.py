@@ -27,12 +27,15 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           that left the listing out and deleted it or found it
                                           deleted; an event from before it is stale whatever
                                           its version; ingest only); names: LISTING_FIELDS;
-                                          a live listing has no TTL; once every target has
+                                          w (LISTING_SOURCES: the webhook ids, one a line, of
+                                          the events that set the state at its time t: at an
+                                          equal time a redelivery of one of them changes
+                                          nothing; ingest only); no TTL; once every target has
                                           accepted its deletion, a flush compacts it to a bare
-                                          tombstone (g, v, t, d, f) that expires
-                                          retention.horizon_days after max(t, f)
-                                          (``delivery/tombstones.py``); an event that brings it
-                                          back removes the expiry
+                                          tombstone (g, v, t, d, f, w) listed in lb:tombstones
+                                          (``delivery/tombstones.py``), which the fold removes
+                                          once it expired for every event that may still be
+                                          folded; an event that brings it back unlists it
     lb:body:{ref}                 string  the listing's canonical JSON as the webhook stored it,
                                           packed by the flush that claims it
                                           (``bridge/packing.py``). Apart from lb:listing so
@@ -56,6 +59,14 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           what flushes plan (``claims.py``); an entry goes once
                                           every target has settled that change (lb:settled); PX
                                           GROUP_IDLE_MS, renewed with lb:pending's
+    lb:tombstones                 zset    ref -> when its compacted tombstone expires (ms:
+                                          retention.horizon_days after max(t, f)), set by the
+                                          compaction; the tombstone orders events received
+                                          until then. The fold removes member and hash once
+                                          the expiry is before the receipt of the inbox's
+                                          oldest event and before Redis's clock, both less
+                                          TOMBSTONE_GRACE_MS; an event that revives the
+                                          listing removes the member
     lb:settled:{group}            hash    target -> the seq up to which that target has settled
                                           every change of the group (accepted, quarantined, or
                                           queued for bulk), set by a flush whose turn for it was
@@ -268,6 +279,7 @@ LISTING = PREFIX + "listing:"
 BODY = PREFIX + "body:"
 MEMBERS = PREFIX + "members:"
 GROUPS = PREFIX + "groups"
+TOMBSTONES = PREFIX + "tombstones"
 PENDING = PREFIX + "pending:"
 DUE = PREFIX + "due"
 STATS = PREFIX + "stats:"
@@ -275,6 +287,9 @@ STATS = PREFIX + "stats:"
 # The fields of lb:listing:{ref}, in one order: the ingest fold unpacks them by position and
 # the delivery side reads all but the last (the snapshot floor, which only ingest needs).
 LISTING_FIELDS = ("g", "v", "t", "d", "body", "at", "c", "f")
+# And the webhook ids that set the state at its time: ingest's alone, so not among the fields
+# above (the delivery side reads all of those but the last, by position).
+LISTING_SOURCES = "w"
 # The values of its cause field "c": why the listing is deleted.
 CAUSE_DELETED = "deleted"  # a listing.deleted event
 CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
@@ -323,6 +338,9 @@ RECONCILE_PASS_GROUPS = ":groups"  # lb:reconcile:pass:{target}:groups
 RECONCILE_UNKNOWN = PREFIX + "reconcile:unknown:"
 RECONCILE_FOUND = PREFIX + "reconcile:found:"
 
+# A tombstone stays this long past its expiry by Redis's clock: a webhook reads its clock
+# (the receipt time) before its script stores the event, on a host whose clock may differ.
+TOMBSTONE_GRACE_MS = 2_000
 # Per-group markers and histories (lb:pending, lb:history, lb:syncdigest, lb:release,
 # lb:discarded, lb:backoff of a group) expire when the group has been idle this long.
 GROUP_IDLE_MS = 30 * 86_400_000

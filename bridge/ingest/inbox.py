@@ -10,6 +10,10 @@ same tick, so the fold adds no delay of its own to delivery.
 One script call folds a batch and removes it from the inbox: a worker killed or frozen mid-fold
 folded nothing, Redis's AOF holds the batch's effects whole or not at all, and two workers never
 fold the same event (their calls run one after the other, each on what the other left).
+
+The same call removes compacted tombstones that no event still waiting (or being stored) was
+received before the expiry of (``lb:tombstones``): every tick calls it at least once, an empty
+inbox too, so tombstones go on time when nothing arrives.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class Inbox:
         return Folded(int(events), int(applied), int(left))
 
     async def drain(self, budget_s: float = DRAIN_S) -> int:
-        """Fold until the inbox is empty or ``budget_s`` has passed; how many events."""
+        """Fold until the inbox is empty or ``budget_s`` has passed; how many events. One call
+        at least, however empty the inbox: it removes expired tombstones too."""
         deadline = time.monotonic() + budget_s
         total = 0
         while True:

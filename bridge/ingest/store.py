@@ -4,11 +4,14 @@ Two Lua scripts. The webhook's (``accept``, one round trip per webhook) dedupes 
 and appends the event to the inbox (``lb:inbox``): durable, in arrival order. The
 workers' (``fold``, ``bridge/ingest/inbox.py``) takes the inbox's oldest events and, one by one
 in that order, orders each listing's changes (version, then occurred_at; at equal times the
-later arrival wins; nothing from before a snapshot that deleted the listing counts), folds the
-event into the desired state of its listings and groups, records why a listing was deleted,
-marks the groups due for a flush (trailing debounce capped by max wait, from the time the event
-was received) and appends the event to the story of each listing it names (``lb:trace:{ref}``:
-applied, stale or duplicate). Key layout: ``bridge/constants.py``.
+later arrival wins, unless it is a redelivery of an event that set the listing at that time;
+nothing from before a snapshot that deleted the listing counts), folds the event into the
+desired state of its listings and groups, records why a listing was deleted, marks the groups
+due for a flush (trailing debounce capped by max wait, from the time the event was received)
+and appends the event to the story of each listing it names (``lb:trace:{ref}``: applied, stale
+or duplicate). Every event is judged as of its receipt, however late it is folded: a compacted
+tombstone orders the events received until its expiry, and the fold removes it only once no
+event received before then can still be folded. Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ _COMMON = """
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
 local DIRTY, SETTLED, BODYK, INBOX = __DIRTY__, __SETTLED__, __BODYK__, __INBOX__
--- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), and its causes.
+local TOMBSTONES = __TOMBSTONES__
+-- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), its causes, and
+-- the field naming the events that set its state (bridge.constants.LISTING_SOURCES).
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
+local SOURCES = __SOURCES__
 local CAUSE_DELETED, CAUSE_SNAPSHOT = __CAUSE_DELETED__, __CAUSE_SNAPSHOT__
 local ttl, stats_ttl = __TTL__, __STATS_TTL__
 local window, maxwait = __WINDOW__, __MAXWAIT__
@@ -94,10 +100,12 @@ return {1, 0}
 
 # The workers' script: folds the inbox's oldest events, in arrival order, into the desired
 # state, and removes them, in one atomic step: a fold killed midway never ran, and no event is
-# folded twice. ARGV: at most how many events, and how many listings (past the first event).
-# Returns {events folded, listings they applied, events left}.
+# folded twice. Then, inbox empty or not, removes compacted tombstones no event can need any
+# more (``purge``). ARGV: at most how many events, and how many listings (past the first
+# event). Returns {events folded, listings they applied, events left}.
 _FOLD = _COMMON + """
 local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
+local GRACE, PURGE = __GRACE__, __PURGE__
 
 -- What many events of a batch write to the same key is written once, at the end of the batch
 -- (``settle``): counters, each group's debounce marks, each story's expiry. The script is
@@ -195,31 +203,68 @@ local function settle()
 end
 
 -- Is (v, t) not older than the stored (cv, ct)? Versions order when both have one and differ
--- (-1: none); otherwise occurred_at does, and at equal times the later arrival wins.
+-- (-1: none); otherwise occurred_at does, and at equal times the later arrival wins. Versions
+-- are integers below 2^53 (the webhook refuses others): as Lua's doubles they compare exactly.
 local function current(v, t, cv, ct)
   if v >= 0 and cv >= 0 and v ~= cv then return v > cv end
   return t >= ct
 end
 
+-- The listing's SOURCES field: the webhook ids, one a line (no header value holds a line
+-- break), of the events that set its state at its time ``t``. A later arrival at that same
+-- time wins unless it is one of them: a redelivery past the dedupe window (senders retry for
+-- days) never undoes what a different event set since.
+local function among(sources, webhook_id)
+  return sources ~= nil and
+         string.find('\\n' .. sources .. '\\n', '\\n' .. webhook_id .. '\\n', 1, true) ~= nil
+end
+-- SOURCES once this event sets the state: one more at the same time, else this one alone.
+local function sources_after(sources, same_time)
+  if same_time and sources then return sources .. '\\n' .. id end
+  return id
+end
+
+-- Apply one listing of the event: 1 if it changed the listing, else 0 (and true when the
+-- event is a redelivery of one that already set it).
 local function apply(ref, v, t, g, deleted, body)
   local lk = LISTING .. ref
-  local cur = redis.call('HMGET', lk, V, T, G, FLOOR, CAUSE, AT)
-  local moved_from = nil
+  local cur = redis.call('HMGET', lk, V, T, G, FLOOR, CAUSE, AT, SOURCES)
+  if cur[2] and not cur[6] then
+    -- A compacted tombstone (it has no AT) orders the events received until its expiry
+    -- (lb:tombstones); for one received later it is gone, as it always was: the horizon
+    -- refuses whatever it would have refused by time.
+    local expiry = redis.call('ZSCORE', TOMBSTONES, ref)
+    if expiry and now > tonumber(expiry) then
+      redis.call('DEL', lk)
+      redis.call('ZREM', TOMBSTONES, ref)
+      cur = {}
+    end
+  end
+  local moved_from, same_time = nil, false
   if cur[2] then
     -- A snapshot that deleted the listing at its floor outranks any event from before it.
     local floor = tonumber(cur[4])
     if floor and t < floor then return 0 end
-    if not current(v, t, tonumber(cur[1]), tonumber(cur[2])) then return 0 end
+    local ct = tonumber(cur[2])
+    if not current(v, t, tonumber(cur[1]), ct) then return 0 end
+    same_time = t == ct
+    if same_time and among(cur[7], id) then return 0, true end
     if deleted then g = cur[3] end  -- a deletion applies wherever the listing is
     if cur[3] ~= g then moved_from = cur[3] end
   end
-  -- A compacted tombstone (it has no AT) expires; a listing that comes back does not.
-  if cur[2] and not cur[6] then redis.call('PERSIST', lk) end
+  local sources = sources_after(cur[7], same_time)
+  -- A compacted tombstone that comes back leaves lb:tombstones (PERSIST: one that expired by
+  -- a TTL, as tombstones did before lb:tombstones, must not expire either).
+  if cur[2] and not cur[6] then
+    redis.call('ZREM', TOMBSTONES, ref)
+    redis.call('PERSIST', lk)
+  end
   if deleted then
-    redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now)
+    redis.call('HSET', lk, V, v, T, t, G, g, D, '1', CAUSE, CAUSE_DELETED, AT, now,
+               SOURCES, sources)
   else
     -- The body has a key of its own: with only short values the hash stays a listpack.
-    redis.call('HSET', lk, V, v, T, t, G, g, D, '0', AT, now)
+    redis.call('HSET', lk, V, v, T, t, G, g, D, '0', AT, now, SOURCES, sources)
     redis.call('SET', BODYK .. ref, body)
     if cur[5] then redis.call('HDEL', lk, CAUSE) end
   end
@@ -243,21 +288,25 @@ local function snapshot()
   local present = {}
   for i = 6, #A, 3 do
     present[A[i]] = true
-    local one = apply(A[i], tonumber(A[i + 1]), occurred, group, false, A[i + 2])
-    trace(A[i], A[i + 1], outcome(one))
+    local one, again = apply(A[i], tonumber(A[i + 1]), occurred, group, false, A[i + 2])
+    trace(A[i], A[i + 1], again and 'd' or outcome(one))
     applied = applied + one
   end
   local seq = touch(group)
   for _, ref in ipairs(redis.call('SMEMBERS', MEMBERS .. group)) do
     if not present[ref] then
       local lk = LISTING .. ref
-      local cur = redis.call('HMGET', lk, T, D, FLOOR)
+      local cur = redis.call('HMGET', lk, T, D, FLOOR, SOURCES)
+      local same_time = tonumber(cur[1]) == occurred
       if cur[2] == '1' then
         if (tonumber(cur[3]) or -1) < occurred then redis.call('HSET', lk, FLOOR, occurred) end
+      elseif same_time and among(cur[4], id) then
+        -- This snapshot deleted it before (a redelivery): what brought it back since stands.
+        trace(ref, '-1', 'd', true)
       elseif cur[1] and tonumber(cur[1]) <= occurred then
         -- A live listing's floor is at most its time: this snapshot's time is the new max.
         redis.call('HSET', lk, D, '1', T, occurred, CAUSE, CAUSE_SNAPSHOT, FLOOR, occurred,
-                   AT, now)
+                   AT, now, SOURCES, sources_after(cur[4], same_time))
         dirty(group, ref, seq)
         trace(ref, '-1', 'a', true)
         applied = applied + 1
@@ -282,12 +331,63 @@ local function fold()
   if kind == 's' then
     applied = snapshot()
   else
-    applied = apply(A[6], tonumber(A[7]), occurred, group, kind == 'd', A[8])
+    local again
+    applied, again = apply(A[6], tonumber(A[7]), occurred, group, kind == 'd', A[8])
     if applied == 0 then count('stale') end
-    trace(A[6], A[7], outcome(applied))
+    trace(A[6], A[7], again and 'd' or outcome(applied))
   end
   total((kind ~= 's' and applied == 0) and __EVENT_STALE__ or __EVENT_ACCEPTED__)
   return applied
+end
+
+-- When the webhook received an inbox entry (a redelivery's too), read from the entry's first
+-- bytes (it may be a snapshot of megabytes): a msgpack array of strings, received-at second.
+local function received(entry)
+  local i = string.byte(entry, 1) == string.byte(DUPLICATE) and 2 or 1
+  local b = string.byte(entry, i)
+  i = i + ((b == 0xdc and 3) or (b == 0xdd and 5) or 1)  -- the array's header
+  for field = 1, 2 do
+    local length, header
+    b = string.byte(entry, i)
+    if b >= 0xa0 and b <= 0xbf then length, header = b - 0xa0, 1
+    elseif b == 0xd9 then length, header = string.byte(entry, i + 1), 2
+    elseif b == 0xda then
+      local x, y = string.byte(entry, i + 1, i + 2)
+      length, header = x * 256 + y, 3
+    else  -- 0xdb
+      local w, x, y, z = string.byte(entry, i + 1, i + 4)
+      length, header = ((w * 256 + x) * 256 + y) * 256 + z, 5
+    end
+    if field == 2 then
+      return tonumber(string.sub(entry, i + header, i + header + length - 1))
+    end
+    i = i + header + length
+  end
+end
+
+-- Compacted tombstones whose lifetime is over. One orders every event received until its
+-- expiry, so it goes only once every event still waiting was received after that: before the
+-- receipt of the inbox's oldest entry and before Redis's clock, less GRACE (a webhook reads
+-- its clock before its script stores the event, on a host whose clock may differ a little).
+-- At most PURGE a call: a mass expiry never holds Redis; the next calls take the rest.
+local function purge()
+  local clock = redis.call('TIME')
+  local before = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - GRACE
+  if #redis.call('ZRANGEBYSCORE', TOMBSTONES, '-inf', string.format('(%d', before),
+                 'LIMIT', 0, 1) == 0 then return end
+  local head = redis.call('LINDEX', INBOX, 0)
+  if head then
+    local ok, at = pcall(received, head)
+    if not (ok and at) then return end  -- an entry it cannot read: keep every tombstone
+    before = math.min(before, at - GRACE)
+  end
+  for _, ref in ipairs(redis.call('ZRANGEBYSCORE', TOMBSTONES, '-inf',
+                                  string.format('(%d', before), 'LIMIT', 0, PURGE)) do
+    redis.call('ZREM', TOMBSTONES, ref)
+    -- Only the tombstone itself: a listing that came back (it has AT) left the set already.
+    local lk = LISTING .. ref
+    if redis.call('HEXISTS', lk, AT) == 0 then redis.call('DEL', lk) end
+  end
 end
 
 local entries = redis.call('LRANGE', INBOX, 0, max_events - 1)
@@ -309,11 +409,14 @@ if folded > 0 then
   settle()
   redis.call('LTRIM', INBOX, folded, -1)
 end
+purge()
 return {folded, applied, redis.call('LLEN', INBOX)}
 """
 
 # What the accept script puts before a redelivery's entry (no msgpack array starts with it).
 DUPLICATE = b"D"
+# One fold call removes at most this many expired tombstones (~5 µs each).
+PURGE_TOMBSTONES = 200
 
 # Settings are known only when the store is built; everything else is spliced in now, so a
 # misspelt name fails the import.
@@ -325,13 +428,15 @@ _NAMES: dict[str, LuaValue] = {
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
     "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
     "INBOX": k.INBOX, "DUPLICATE": DUPLICATE.decode(), "SETTLED": k.SETTLED,
+    "TOMBSTONES": k.TOMBSTONES, "SOURCES": k.LISTING_SOURCES,
 }
 ACCEPT = splice(_ACCEPT, {
     **_NAMES, "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),
 }, later=_SETTINGS)
 FOLD = splice(_FOLD, {
     **_NAMES, "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
-    "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
+    "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"), "GRACE": k.TOMBSTONE_GRACE_MS,
+    "PURGE": PURGE_TOMBSTONES,
 }, later=_SETTINGS)
 
 

@@ -1,5 +1,6 @@
 """The retention horizon at ingest: events older than it are refused as stale, and a
-compacted tombstone orders late events until it expires, then comes back to life only for news."""
+compacted tombstone orders the late events received until it expires, then comes back to life
+only for news."""
 
 from __future__ import annotations
 
@@ -54,15 +55,35 @@ def test_the_horizon_is_judged_at_receipt_not_when_a_worker_folds_the_event(
 def test_a_compacted_tombstone_refuses_older_news_and_a_newer_version_revives_it(
     r: redis.Redis, settings: Settings
 ) -> None:
-    # What a flush leaves once every target accepted the deletion (bridge/delivery/tombstones).
+    # What a flush leaves once every target accepted the deletion (bridge/delivery/tombstones):
+    # a bare hash, listed with its expiry, which the fold removes once it has passed for every
+    # event that may still be folded.
+    expires = NOW - 10 + HORIZON.horizon_ms
     r.hset(k.LISTING + "apt-1", mapping={"g": "g1", "v": "5", "t": str(NOW - 10), "d": "1"})
-    r.pexpireat(k.LISTING + "apt-1", NOW - 10 + HORIZON.horizon_ms)
+    r.zadd(k.TOMBSTONES, {"apt-1": expires})
     assert run(r, settings, "wh-1", "u", NOW - 5, version=4) == [1, 0]
-    assert r.hget(k.LISTING + "apt-1", "d") == "1" and r.pttl(k.LISTING + "apt-1") > 0
+    assert r.hget(k.LISTING + "apt-1", "d") == "1" and r.pttl(k.LISTING + "apt-1") == -1
+    assert r.zscore(k.TOMBSTONES, "apt-1") == expires, "it lives until its expiry"
     assert run(r, settings, "wh-2", "u", NOW - 5, version=6) == [1, 1]
     assert r.hget(k.LISTING + "apt-1", "d") == "0"
-    assert r.pttl(k.LISTING + "apt-1") == -1, "a listing that came back does not expire"
+    assert r.zscore(k.TOMBSTONES, "apt-1") is None, "a listing that came back does not expire"
+    assert r.pttl(k.LISTING + "apt-1") == -1
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+
+
+def test_a_tombstone_goes_once_its_horizon_passed_and_no_older_event_waits(
+    r: redis.Redis, settings: Settings
+) -> None:
+    """Past its expiry (and the grace for webhooks storing events now) a fold removes it, an
+    empty one too; one not expired yet stays."""
+    past = now_ms() - k.TOMBSTONE_GRACE_MS - 1
+    for ref, expires in (("apt-1", past), ("apt-2", now_ms() + 60_000)):
+        r.hset(k.LISTING + ref, mapping={"g": "g1", "v": "5", "t": "1", "d": "1"})
+        r.zadd(k.TOMBSTONES, {ref: expires})
+    assert not r.exists(k.INBOX)
+    Scripts(r, settings, HORIZON).fold_all()
+    assert not r.exists(k.LISTING + "apt-1") and r.exists(k.LISTING + "apt-2")
+    assert r.zrange(k.TOMBSTONES, 0, -1) == ["apt-2"]
 
 
 def test_a_groups_change_counter_expires_when_the_group_is_idle(

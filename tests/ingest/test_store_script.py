@@ -64,7 +64,7 @@ def test_ingest_scripts_write_the_keys_bridge_constants_names(
 
     assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     assert r.hgetall(k.LISTING + "apt-1") == {
-        "g": "g1", "v": "4", "t": str(T0), "d": "0", "at": str(T0)}
+        "g": "g1", "v": "4", "t": str(T0), "d": "0", "at": str(T0), k.LISTING_SOURCES: "wh-1"}
     assert r.get(k.BODY + "apt-1") == '{"rent": 900}'
     assert r.object("encoding", k.LISTING + "apt-1") == "listpack"  # short values only
     assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
