@@ -10,10 +10,28 @@ import pytest
 import redis
 
 from bridge.settings import Settings, parse_settings
+from tests.support import tiers
 from tests.support.servers import RedisServer, redis_server
 
 SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0001").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0002").decode()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tiers.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tiers.add_automatic_markers(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    tiers.running(item)
+    try:
+        return (yield)
+    finally:
+        tiers.running(None)
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 from bridge import stories
+from bridge.clock import now_ms
 from bridge.delivery.trace import DECISIONS
 
-AT = 1_796_032_520_760
+AT = now_ms()  # any instant: stories store times as they are
 KEY = "lb-cd131cc4e2b9397c76cdd4e33af4f85d51a2a83e"
 
 
@@ -59,10 +60,10 @@ def test_stored_entries_take_about_half_of_their_json_objects() -> None:
 
 
 def test_the_ingest_scripts_event_entries_read_as_events() -> None:
-    stored = '["e",1796032519621,"msg_1","c","branch-7",7,1,"a"]'
+    stored = f'["e",{AT},"msg_1","c","branch-7",7,1,"a"]'
     assert stories.unpack(stored) == {
-        "kind": "event", "at": 1796032519621, "webhook_id": "msg_1", "type": "listing.created",
-        "group": "branch-7", "occurred_at": 1796032519614, "version": 1, "result": "applied"}
+        "kind": "event", "at": AT, "webhook_id": "msg_1", "type": "listing.created",
+        "group": "branch-7", "occurred_at": AT - 7, "version": 1, "result": "applied"}
     absent = stories.unpack('["e",5,"msg_2","s","branch-7",0,null,"a",1]')
     assert absent["type"] == "group.snapshot" and absent["version"] is None
     assert absent["absent"] is True

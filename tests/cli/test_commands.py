@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ from bridge.dev import embedded
 from bridge.dev.embedded import EmbeddedRedis
 from tests.conftest import SECRET, make_settings
 from tests.support import crm
+from tests.support.output import Output
 from tests.support.servers import free_port, serve_app, wait_until
 from tests.support.stack import stack_config
 
@@ -33,20 +33,6 @@ def write_config(tmp_path: Path, redis_url: str, extra: str = "") -> Path:
     return path
 
 
-class Output:
-    """Collects a child's output in a thread so a test can wait for a line, with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.text = ""
-        assert process.stdout is not None
-        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.text += line
-
-
 def start_dev(state: Path) -> tuple[subprocess.Popen[str], Output, int]:
     port = free_port()
     process = subprocess.Popen(
@@ -54,7 +40,7 @@ def start_dev(state: Path) -> tuple[subprocess.Popen[str], Output, int]:
          "--state-dir", str(state)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    return process, Output(process), port
+    return process, Output(process.stdout), port
 
 
 def stop(process: subprocess.Popen[str]) -> int:
@@ -62,6 +48,7 @@ def stop(process: subprocess.Popen[str]) -> int:
     return process.wait(timeout=30)
 
 
+@pytest.mark.processes
 def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path: Path) -> None:
     state = tmp_path / "state"
     process, out, port = start_dev(state)
@@ -98,6 +85,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
         assert stop(process) == 0
 
 
+@pytest.mark.processes
 def test_bridge_dev_stops_at_once_when_a_process_cannot_start(tmp_path: Path) -> None:
     # The web process cannot listen on a port that is taken: bridge dev says so and exits,
     # without waiting out its start-up deadline or printing the banner.
@@ -134,6 +122,7 @@ def test_embedded_server_falls_back_to_the_valkey_wheel(tmp_path: Path,
         server.stop()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_a_redis_that_may_evict_is_refused(tmp_path: Path, command: str) -> None:
     port = free_port()
@@ -153,11 +142,12 @@ def test_a_redis_that_may_evict_is_refused(tmp_path: Path, command: str) -> None
         server.wait()
 
 
+@pytest.mark.processes
 def test_worker_heartbeats_and_stops_cleanly_on_sigterm(redis_url: str, tmp_path: Path,
                                                         r: redis.Redis) -> None:
     config = write_config(tmp_path, redis_url)
     process = subprocess.Popen([*BRIDGE, "worker", "--config", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: r.hlen("lb:workers"), timeout=15, what="a heartbeat")
     beat = orjson.loads(next(iter(r.hvals("lb:workers"))))
     assert beat["pid"] == process.pid
@@ -166,6 +156,7 @@ def test_worker_heartbeats_and_stops_cleanly_on_sigterm(redis_url: str, tmp_path
     assert r.hlen("lb:workers") == 0  # it said goodbye
 
 
+@pytest.mark.processes
 def test_configuration_error_is_one_plain_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(f'[webhook]\nsecrets = ["{SECRET}"]\ntolerance_seconds = "soon"\n')
@@ -176,6 +167,7 @@ def test_configuration_error_is_one_plain_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("command", [
     ["status"], ["trace", "apt-1"], ["reconcile"], ["target", "pause", "rentix"],
     ["quarantine", "retry", "--target", "rentix", "apt-1"], ["link", "adopt", "status"],
@@ -194,6 +186,7 @@ def test_an_operator_command_without_redis_says_so_in_one_line(tmp_path: Path,
     assert result.stderr.strip().endswith("is it (or `bridge dev`) running?"), result.stderr
 
 
+@pytest.mark.processes
 def test_bridge_send_generates_signs_and_summarises(redis_url: str) -> None:
     with serve_app(create_app(make_settings(redis_url))) as url:
         result = subprocess.run(
@@ -206,6 +199,7 @@ def test_bridge_send_generates_signs_and_summarises(redis_url: str) -> None:
     assert "202: 60" in result.stdout
 
 
+@pytest.mark.processes
 def test_bridge_send_reads_json_lines(redis_url: str, tmp_path: Path) -> None:
     lines = [orjson.dumps(crm.upsert("g", f"a-{i}", 1)).decode() for i in range(3)]
     lines.append('{"type": "listing.updated"}')
@@ -221,6 +215,7 @@ def test_bridge_send_reads_json_lines(redis_url: str, tmp_path: Path) -> None:
     assert "202: 3" in result.stdout and "400: 1" in result.stdout
 
 
+@pytest.mark.processes
 def test_serve_with_several_workers_stores_webhooks(redis_url: str, tmp_path: Path,
                                                     r: redis.Redis) -> None:
     config = write_config(tmp_path, redis_url)

@@ -9,11 +9,9 @@ import contextlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -23,9 +21,13 @@ from bridge.sandbox import SandboxSettings
 from bridge.sandbox import create_app as create_sandbox
 from tests.conftest import SECRET
 from tests.support import crm
+from tests.support.output import Output
 from tests.support.redis_servers import server, valkey_binary, wait_for_fsync_policy
 from tests.support.servers import free_port, serve_app, wait_until
 from tests.support.stack import stack_config
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 BRIDGE = [sys.executable, "-m", "bridge.cli"]
 # Redis-py's socket timeout in the bridge: a refusal must come well before it.
@@ -39,19 +41,6 @@ def write_config(tmp_path: Path, redis_url: str, sandbox: str = "http://127.0.0.
             else stack_config(redis_url, sandbox))
     path.write_text(text)
     return path
-
-
-class Output:
-    """A child's stderr, collected in a thread so a test can wait for a line."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        self.text = ""
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.text += line
 
 
 def run(command: str, config: Path) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -9,9 +9,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import orjson
@@ -29,31 +28,16 @@ from tests.conftest import SECRET, make_settings
 from tests.ops.test_outbox_view import entry
 from tests.support import crm
 from tests.support.ingest import fold
+from tests.support.output import Output
 from tests.support.servers import free_port, serve_app, wait_until
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 BRIDGE = [sys.executable, "-m", "bridge.cli"]
 JSON_KEYS = {"time", "level", "logger", "message"}
 UNREACHABLE_RENTIX = ('[[targets]]\nname = "rentix"\nkind = "rentix"\n'
                       'base_url = "http://127.0.0.1:9/rentix/api/v1"\napi_key = "k"\n')
-
-
-class Stream:
-    """Collects a child's stream in a thread, so that a test can wait for a line with a
-    deadline and the child never blocks on a full pipe."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        self.text = ""
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.text += line
-
-    def finished(self) -> str:
-        self._thread.join(timeout=10)
-        return self.text
 
 
 def environment(state_home: Path) -> dict[str, str]:
@@ -123,7 +107,7 @@ def test_after_bridge_dev_commands_use_its_configuration_and_name_it(tmp_path: P
         [*BRIDGE, "dev", "--port", str(port), "--sandbox-port", str(free_port()),
          "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    out, err = Stream(dev.stdout), Stream(dev.stderr)
+    out, err = Output(dev.stdout), Output(dev.stderr)
     try:
         wait_until(lambda: "dashboard" in out.text, timeout=40,
                    what=lambda: f"the banner:\n{out.text}\n{err.text}")
@@ -208,7 +192,7 @@ def test_a_worker_with_json_logs_writes_only_json_lines(redis_url: str, tmp_path
     worker = subprocess.Popen([*BRIDGE, "worker", "--config", str(config), "--log-format",
                                "json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
-    err = Stream(worker.stderr)
+    err = Output(worker.stderr)
     try:
         settings = make_settings(redis_url, debounce={"window_ms": 0, "max_wait_ms": 0})
         with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as client:
@@ -235,7 +219,7 @@ def test_serve_with_json_logs_names_the_group_and_listing_of_a_refused_webhook(
     serve = subprocess.Popen([*BRIDGE, "serve", "--config", str(config), "--port", str(port),
                               "--log-format", "json"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = Stream(serve.stderr)
+    err = Output(serve.stderr)
     try:
         def answers() -> bool:
             try:

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support import crm
 from tests.support.stack import Stack, running_stack
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 
 def bridge_trace(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,9 +21,9 @@ from tests.support.servers import serve_app
 from tests.support.stack import Stack, running_stack
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it: "
-    "apt-get install chromium)")
+    "apt-get install chromium)")]
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def hold_a_mass_deletion(stack: Stack) -> None:
     for i in range(8):
         stack.post(crm.upsert("mass", f"apt-{i}", 1))
     stack.wait(lambda: len(stack.travtus_listings("mass")) == 8, what="first sync")
-    stack.post(crm.event("group.snapshot", "mass", occurred_at="2027-01-01T00:00:00Z",
+    stack.post(crm.event("group.snapshot", "mass", occurred_at=crm.at(3600),
                          listings=[crm.listing("apt-0", 2), crm.listing("apt-1", 2)]))
     stack.wait(lambda: problems(stack)["held"], what="the held sync")
 
@@ -69,6 +69,7 @@ def keep_posting(base_url: str, stop: threading.Event) -> None:
                                               deposit=version))
 
 
+@pytest.mark.processes
 def test_operator_sees_figures_move_releases_and_retries(
     redis_url: str, tmp_path: Path, browser: Browser
 ) -> None:

@@ -187,7 +187,7 @@ def another_web_process(stack: Stack) -> Iterator[httpx.Client]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
                                 str(stack.config), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             wait_until(lambda: _answers(client), timeout=20, what="bridge serve to answer")
@@ -208,6 +208,7 @@ def _answers(client: httpx.Client) -> bool:
         return False
 
 
+@pytest.mark.processes
 def test_deliveries_to_the_sandbox_show_in_every_web_process_alike(
         redis_url: str, tmp_path: Path) -> None:
     with running_stack(redis_url, tmp_path) as stack:

@@ -169,6 +169,7 @@ def test_an_empty_token_never_starts_an_app(redis_url: str) -> None:
         create_app(blank, listen_host="0.0.0.0")
 
 
+@pytest.mark.processes
 def test_bridge_serve_with_an_empty_token_says_so_and_stops(redis_url: str,
                                                            tmp_path: Path) -> None:
     config = tmp_path / "bridge.toml"

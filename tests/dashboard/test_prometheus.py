@@ -54,18 +54,21 @@ def served_names(client: httpx.Client) -> set[str]:
             for suffix in suffixes.get(kind, ("",))}
 
 
+@pytest.mark.prometheus
 @needs_promtool
 def test_alert_rules_pass_promtool_check() -> None:
     result = promtool("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.prometheus
 @needs_promtool
 def test_alert_rules_pass_their_promtool_unit_tests() -> None:
     result = promtool("test", "rules", "alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.prometheus
 @needs_promtool
 def test_example_prometheus_configuration_is_valid() -> None:
     result = promtool("check", "config", "--syntax-only", "prometheus.yml")
@@ -139,6 +142,7 @@ def query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
     return result
 
 
+@pytest.mark.prometheus
 @needs_prometheus
 def test_a_real_prometheus_reads_the_bridges_series_and_evaluates_the_alerts(
         client: httpx.Client, tmp_path: Path, folded: Callable[[], int]) -> None:

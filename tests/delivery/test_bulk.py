@@ -335,6 +335,7 @@ def rentix_requests(stack: Stack) -> list[dict[str, Any]]:
     return [r for r in stack.journal("rentix") if r["method"] in ("PUT", "POST")]
 
 
+@pytest.mark.processes
 def test_a_burst_goes_by_bulk_across_groups_and_a_trickle_by_put(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -363,6 +364,7 @@ def test_a_burst_goes_by_bulk_across_groups_and_a_trickle_by_put(
         assert [r["method"] for r in later] == ["PUT"]
 
 
+@pytest.mark.processes
 def test_a_worker_killed_during_a_bulk_is_replaced_and_every_bulk_is_applied_once(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -394,6 +396,7 @@ async def wait_until_async(probe: Any, within_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.processes
 def test_adoption_holds_creates_that_would_go_by_bulk_and_the_linked_listing_goes(
     redis_url: str, tmp_path: Path, sandbox_url: str, sandbox: httpx.Client
 ) -> None:

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 
 from bridge.delivery.idempotency import digest
 from tests.support import crm
 from tests.support.stack import Stack, running_stack
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 
 def rentix(stack: Stack) -> dict[str, dict[str, Any]]:
@@ -172,13 +176,13 @@ def test_a_release_names_the_reviewed_sync_and_a_changed_one_sends_nothing(
         for i in range(20):
             stack.post(crm.upsert("pin", f"apt-{i}", 1))
         stack.wait(lambda: len(stack.travtus_listings("pin")) == 20, what="first sync")
-        stack.post(crm.event("group.snapshot", "pin", occurred_at="2027-01-01T00:00:00Z",
+        stack.post(crm.event("group.snapshot", "pin", occurred_at=crm.at(3600),
                              listings=[crm.listing(f"apt-{i}", 2) for i in range(14)]))
         stack.wait(lambda: _held(stack, "pin"), what="the sync deleting 6 held")
         reviewed = _held(stack, "pin")
         assert reviewed is not None and len(reviewed["deletions"]) == 6
         # Before the operator clicks, an empty snapshot replaces what is held.
-        stack.post(crm.event("group.snapshot", "pin", occurred_at="2027-01-02T00:00:00Z",
+        stack.post(crm.event("group.snapshot", "pin", occurred_at=crm.at(7200),
                              listings=[]))
         stack.wait(lambda: (_held(stack, "pin") or {}).get("digest") != reviewed["digest"],
                    what="the new held sync")

@@ -19,6 +19,9 @@ from tests.support import crm
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, running_stack
 
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
+
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bridge.cli", *args, "--config",
@@ -329,7 +332,7 @@ def test_a_mass_deletion_is_held_until_released(redis_url: str, tmp_path: Path) 
         for i in range(10):
             stack.post(crm.upsert("mass", f"apt-{i}", 1))
         stack.wait(lambda: len(stack.travtus_listings("mass")) == 10, what="first sync")
-        snapshot = crm.event("group.snapshot", "mass", occurred_at="2027-01-01T00:00:00Z",
+        snapshot = crm.event("group.snapshot", "mass", occurred_at=crm.at(3600),
                              listings=[crm.listing("apt-0", 2), crm.listing("apt-1", 2)])
         stack.post(snapshot)
         stack.wait(lambda: status(stack)["targets"]["travtus"]["held"].get("mass"),
@@ -359,7 +362,7 @@ def test_inferring_too_large_a_fraction_of_deletions_is_held_and_a_discard_keeps
             stack.post(crm.upsert("frac", f"apt-{i}", 1))
         stack.wait(lambda: len(stack.travtus_listings("frac")) == 4, what="first sync")
         # A snapshot without apt-0 and apt-1: deletions the bridge infers, 2 of 4 > 0.2.
-        stack.post(crm.event("group.snapshot", "frac", occurred_at="2027-01-01T00:00:00Z",
+        stack.post(crm.event("group.snapshot", "frac", occurred_at=crm.at(3600),
                              listings=[crm.listing("apt-2", 2), crm.listing("apt-3", 2)]))
         stack.wait(lambda: status(stack)["targets"]["travtus"]["held"].get("frac"),
                    what="held")

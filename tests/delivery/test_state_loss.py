@@ -8,11 +8,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from tests.support import crm
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, running_stack
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 
 def _held(stack: Stack, group: str) -> dict[str, Any] | None:
@@ -119,7 +123,7 @@ def test_after_redis_loses_everything_snapshots_rebuild_the_ledger_writing_only_
             if group == "east":
                 listings[0] = crm.listing("east-0", 2, price={"amount": 777, "currency": "EUR",
                                                               "period": "monthly"})
-            stack.post(crm.event("group.snapshot", group, occurred_at="2027-01-01T00:00:00Z",
+            stack.post(crm.event("group.snapshot", group, occurred_at=crm.at(3600),
                                  listings=listings))
         stack.wait(lambda: stack.rentix_listings()["east-0"]["formData"][
             "announcementValue"] == 777 and stack.travtus_listings("east")["east-0"][

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
 from tests.support import crm
 from tests.support.servers import serve_app
 from tests.support.stack import Stack, running_stack
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 COLUMNA = {**crm.listing("x")["address"], "lat": None, "lng": None}
 

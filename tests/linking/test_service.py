@@ -117,6 +117,7 @@ async def test_link_records_the_ref_and_unlink_forgets_it(
     await lk.redis.aclose()
 
 
+@pytest.mark.processes
 def test_cli_turns_each_link_error_into_what_to_do(config: Path, sandbox: httpx.Client) -> None:
     a, b = seed(sandbox, crm.hand_made(), crm.hand_made("Chișinău, strada Columna 81, ap. 14"))
     done = cli(config, "add", "--target", "rentix", str(a), "apt-1")
@@ -213,6 +214,7 @@ def post_crm(settings: Settings, listings: list[dict[str, Any]], groups: int = 4
         fold(client, settings)  # as a worker does; the scan reads the folded state
 
 
+@pytest.mark.processes
 def test_scan_on_the_fixture_links_confident_matches_only_and_twice_changes_nothing(
     config: Path, settings: Settings, sandbox: httpx.Client, tmp_path: Path
 ) -> None:
@@ -232,7 +234,8 @@ def test_scan_on_the_fixture_links_confident_matches_only_and_twice_changes_noth
     applied = cli(config, "scan", "--target", "rentix", "--apply", "--out", str(out))
     assert applied.returncode == 0, applied.stderr
     report = json.loads(next(out.glob("*.json")).read_text())
-    rows = list(csv.DictReader(next(out.glob("*.csv")).open(encoding="utf-8")))
+    with next(out.glob("*.csv")).open(encoding="utf-8") as table:
+        rows = list(csv.DictReader(table))
     assert report["counts"]["skipped_linked"] == len(fx.linked) == 20
     assert len(report["linked"]) == report["counts"]["matched"] > 0
     assert sum(row["status"] == "matched" for row in rows) == report["counts"]["matched"]
@@ -262,6 +265,7 @@ def test_scan_on_the_fixture_links_confident_matches_only_and_twice_changes_noth
 
 # adoption state ------------------------------------------------------------------------------
 
+@pytest.mark.processes
 async def test_scan_keeps_adoption_on_while_listings_are_ambiguous(
     tmp_path: Path, redis_url: str, sandbox_url: str, sandbox: httpx.Client, r: redis.Redis
 ) -> None:
@@ -297,6 +301,7 @@ async def test_scan_keeps_adoption_on_while_listings_are_ambiguous(
     await lk.redis.aclose()
 
 
+@pytest.mark.processes
 def test_adoption_end_refuses_a_target_that_is_not_adopting(config: Path) -> None:
     result = cli(config, "adopt", "end", "--target", "rentix")
     assert result.returncode == 1

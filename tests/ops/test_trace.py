@@ -75,6 +75,7 @@ def fault(stack: Stack, **spec: Any) -> None:
 
 # -- the whole bridge tells each listing's story --
 
+@pytest.mark.processes
 def test_an_update_its_redelivery_a_stale_event_and_an_unchanged_one_are_told_with_each_send(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ def test_an_update_its_redelivery_a_stale_event_and_an_unchanged_one_are_told_wi
         assert call["latency_ms"] >= 0 and call["group"] == "story"
 
 
+@pytest.mark.processes
 def test_the_story_is_kept_for_the_retention_by_every_writer(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_the_story_is_kept_for_the_retention_by_every_writer(
         assert WEEK_MS - 60_000 < pttl(client, "apt-1") <= WEEK_MS
 
 
+@pytest.mark.processes
 def test_a_rentix_write_refused_with_400_is_quarantined_in_the_story(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -180,6 +183,7 @@ def test_a_rentix_write_refused_with_400_is_quarantined_in_the_story(
     assert len(entries(again, "call", "rentix")) == 1
 
 
+@pytest.mark.processes
 def test_a_held_and_a_rate_limited_travtus_sync_are_in_the_story(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -218,6 +222,7 @@ def test_a_held_and_a_rate_limited_travtus_sync_are_in_the_story(
     assert limited["targets"]["rentix"]["in_step"]
 
 
+@pytest.mark.processes
 def test_entries_expire_after_a_tiny_retention(redis_url: str, tmp_path: Path) -> None:
     retention_days = 0.00005  # 4.32 s
     retention_ms = round(retention_days * 86_400_000)
@@ -281,6 +286,7 @@ def monitor(redis_url: str, action: Callable[[], object]) -> list[tuple[str, str
     return seen
 
 
+@pytest.mark.processes
 def test_the_dashboard_shows_a_listing_story_linked_from_its_group(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -71,6 +71,7 @@ def repaired(view: dict[str, Any], kind: str) -> int:
     return int(last + view["current"]["repaired"][kind])
 
 
+@pytest.mark.processes
 def test_hand_edits_on_both_portals_are_repaired_by_the_workers_alone(stack: Stack) -> None:
     deliver(stack, "hand", 2)
     stack.wait(lambda: all(v["last_pass"] for v in drift(stack).values()), timeout=20,
@@ -107,6 +108,7 @@ def test_hand_edits_on_both_portals_are_repaired_by_the_workers_alone(stack: Sta
     stack.wait(recorded, timeout=30, what="the repairs recorded")
 
 
+@pytest.mark.processes
 def test_a_hand_made_listing_is_listed_as_unknown_and_never_touched(stack: Stack) -> None:
     deliver(stack, "known", 1)
     made = stack.sandbox.post("/_sandbox/rentix/listings", json={"listings": [crm.hand_made()]})
@@ -137,6 +139,7 @@ def test_a_hand_made_listing_is_listed_as_unknown_and_never_touched(stack: Stack
                for item in stack.sandbox.get("/_sandbox/rentix/listings").json()["items"])
 
 
+@pytest.mark.processes
 def test_a_failing_check_is_retried_with_backoff_and_shown_meanwhile(stack: Stack) -> None:
     deliver(stack, "flaky", 1)
     fault = stack.sandbox.post("/_sandbox/faults", json={
@@ -152,6 +155,7 @@ def test_a_failing_check_is_retried_with_backoff_and_shown_meanwhile(stack: Stac
                what="the check to succeed once the portal answers")
 
 
+@pytest.mark.processes
 def test_with_interval_zero_no_check_is_scheduled_or_run(redis_url: str, tmp_path: Path
                                                         ) -> None:
     with fast_stack(redis_url, tmp_path, interval_s=0) as stack:
@@ -169,6 +173,7 @@ def test_with_interval_zero_no_check_is_scheduled_or_run(redis_url: str, tmp_pat
         client.close()
 
 
+@pytest.mark.processes
 def test_two_workers_never_check_one_group_at_once(redis_url: str, tmp_path: Path) -> None:
     groups = ("a", "b", "c")
     with fast_stack(redis_url, tmp_path, workers=2) as stack:

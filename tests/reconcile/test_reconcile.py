@@ -10,8 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import crm
 from tests.support.stack import Stack, running_stack
+
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
 
 RENTIX = {"Authorization": "ApiKey sandbox"}
 

@@ -65,10 +65,14 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "worker", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        """A `bridge worker` process; its log goes to worker-N.log beside the configuration
+        (a file: a pipe nobody reads would block it once full)."""
+        log = self.config.with_name(f"worker-{len(self.workers) + 1}.log")
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bridge.cli", "worker", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
         self.workers.append(process)
         return process
 

@@ -24,6 +24,9 @@ from bridge.settings import Settings, load_settings
 from tests.conftest import SECRET
 from tests.support.servers import RedisServer, redis_server, wait_until
 
+# The tier of every test here (tests/support/tiers.py).
+pytestmark = pytest.mark.processes
+
 LISTINGS = 400
 VERSIONS = 25  # per listing: 10,000 events, a few seconds of folding for one worker
 # The present, as Redis's clock reads it too: its expiries are judged against it.

@@ -106,6 +106,7 @@ def assert_outage_logged_once(log: str) -> None:
     assert log.count("Traceback") <= 6, notable(log)
 
 
+@pytest.mark.processes
 def test_two_workers_ride_out_a_redis_restart_and_deliver_every_final_state(
     redis_back: RedisServer, redis_url: str, tmp_path: Path
 ) -> None:
@@ -149,6 +150,7 @@ def test_two_workers_ride_out_a_redis_restart_and_deliver_every_final_state(
             assert_outage_logged_once(log)
 
 
+@pytest.mark.processes
 def test_a_worker_started_while_redis_is_down_delivers_once_it_is_up(
     redis_back: RedisServer, redis_url: str, tmp_path: Path
 ) -> None:

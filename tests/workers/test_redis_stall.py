@@ -119,6 +119,7 @@ def test_a_ping_held_up_by_the_workers_own_blocked_loop_is_not_a_stall(redis_url
     asyncio.run(scenario())
 
 
+@pytest.mark.processes
 def test_a_worker_process_says_when_redis_stops_answering_and_delivers_once_it_does(
     frozen: Callable[[bool], None], redis_url: str, tmp_path: Path
 ) -> None:
