@@ -23,7 +23,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import orjson
 from redis.asyncio import Redis
@@ -38,15 +38,120 @@ from bridge.delivery.desired import (
     bare_tombstone,
     decode_fields,
 )
+from bridge.delivery.idempotency import DISTRUSTED
 from bridge.logs import about
-from bridge.scripts import splice
+from bridge.scripts import LuaValue, splice
 from bridge.settings import DebounceSettings
 
 log = logging.getLogger("bridge.delivery.claims")
 
 # Planning imports DesiredListing from here.
-__all__ = ["CLAIM", "FENCED", "FINISH", "RENEW", "Claim", "Command", "DesiredListing",
-           "Flushes", "Lease", "LeaseLost", "RenewableLease", "kept", "mark_due"]
+__all__ = ["ACCEPTED_LUA", "ACCEPTED_NAMES", "CLAIM", "FENCED", "FINISH", "RENEW", "Acceptance",
+           "Claim", "Command", "DesiredListing", "Flushes", "Lease", "LeaseLost",
+           "RenewableLease", "Stamp", "kept", "mark_due", "stamp"]
+
+# What a write was planned from: the listing's group, version (-1: none), occurred_at, deleted
+# (1/0) and received-at, as lb:listing holds them. Every applied event changes the last.
+Stamp = tuple[str, int, int, int, int]
+_STAMP_FIELDS = tuple(k.LISTING_FIELDS[i] for i in (0, 1, 2, 3, 5))
+
+
+def stamp(listing: DesiredListing) -> Stamp:
+    """The stamp of the desired state a write is planned from."""
+    version = -1 if listing.version is None else listing.version
+    return (listing.group, version, listing.occurred_ms, int(listing.deleted),
+            listing.received_ms)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """A write's acceptance as the fenced script checks it (``accepted`` in ACCEPTED_LUA):
+    ``target`` and ``key`` for a per-listing write, whose intent it settles (no key: whatever
+    intent stands); a group sync's listings have neither."""
+
+    ref: str
+    stamp: Stamp | None
+    target: str | None = None
+    key: str | None = None
+
+    def arg(self) -> dict[str, object]:
+        out: dict[str, object] = {"ref": self.ref}  # no nulls: cjson would decode them truthy
+        for name in ("stamp", "target", "key"):
+            if (value := getattr(self, name)) is not None:
+                out[name] = value
+        return out
+
+
+# Lua functions for the scripts that record a portal's acceptance (FENCED here, the outbox's
+# SETTLE) and for mark_due; spliced with ACCEPTED_NAMES. A group's change counter (seq) never
+# goes backwards: created afresh (lb:pending gone), it starts above every seq the group still
+# records in lb:settled and lb:dirty. Pending, dirty and settled share one lifetime.
+ACCEPTED_LUA = """
+local function lifetime(g)
+  for _, key in ipairs({__PENDING__ .. g, __DIRTY__ .. g, __SETTLED__ .. g}) do
+    redis.call('PEXPIRE', key, __IDLE__)
+  end
+end
+
+-- A fresh change of group g: its next seq.
+local function bump(g)
+  local pk = __PENDING__ .. g
+  if redis.call('HEXISTS', pk, 'seq') == 1 then return redis.call('HINCRBY', pk, 'seq', 1) end
+  local top = 0
+  for _, key in ipairs({__SETTLED__ .. g, __DIRTY__ .. g}) do
+    for _, value in ipairs(redis.call('HVALS', key)) do
+      top = math.max(top, tonumber(value) or 0)
+    end
+  end
+  redis.call('HSET', pk, 'seq', top + 1)
+  return top + 1
+end
+
+-- The listing ref changed (again) in group g: planned by g's next flush, due now.
+local function redirty(ref, g, now)
+  redis.call('HSET', __DIRTY__ .. g, ref, bump(g))
+  lifetime(g)
+  redis.call('ZADD', __DUE__, 'LT', now, g)
+end
+
+-- Has the listing's desired state moved on from stamp {g, v, t, d, at} (nil: unknown)? Its
+-- current group, or nil when the listing is gone.
+local function moved_on(ref, stamp)
+  local cur = redis.call('HMGET', __LISTING__ .. ref, __STAMP_FIELDS__)
+  if not cur[1] then return false, nil end
+  if not stamp then return true, cur[1] end
+  local deleted = cur[4] ~= '0' and 1 or 0
+  local moved = cur[1] ~= stamp[1] or (tonumber(cur[2]) or -1) ~= stamp[2]
+    or (tonumber(cur[3]) or 0) ~= stamp[3] or deleted ~= stamp[4]
+    or (tonumber(cur[5]) or 0) ~= stamp[5]
+  return moved, cur[1]
+end
+
+-- A write of ref (per-listing: to target, with intent key) was accepted, planned from stamp.
+-- If the listing moved on since, it is marked changed again in its current group (so no
+-- flush that settled the newer change before this record leaves the portal on older content);
+-- `force`: in any case. A newer write of it queued behind this one (`later`) settles that.
+-- The write's own intent goes (no key: whatever stands); another's, if the listing moved on,
+-- is distrusted: the portal may have applied the two writes in either order.
+local function accepted(target, ref, key, stamp, now, force, later)
+  local moved, g = moved_on(ref, stamp)
+  if later then moved = false end
+  if g and (moved or force) then redirty(ref, g, now) end
+  if not target then return end
+  local ik = __INTENT__ .. target
+  local raw = redis.call('HGET', ik, ref)
+  if not raw then return end
+  if not key or cjson.decode(raw).key == key then
+    redis.call('HDEL', ik, ref)
+  elseif moved then
+    redis.call('HSET', ik, ref, __DISTRUSTED__)
+  end
+end
+"""
+ACCEPTED_NAMES: dict[str, LuaValue] = {
+    "PENDING": k.PENDING, "DIRTY": k.DIRTY, "SETTLED": k.SETTLED, "DUE": k.DUE,
+    "IDLE": k.GROUP_IDLE_MS, "LISTING": k.LISTING, "INTENT": k.INTENT,
+    "STAMP_FIELDS": _STAMP_FIELDS, "DISTRUSTED": orjson.dumps(asdict(DISTRUSTED)).decode()}
 
 # ARGV[4...]: the targets. Returns {0, pttl} when another flush holds the group; else the token,
 # seq, first, how many listings follow, each target's settled seq ('' when none: the whole group
@@ -142,15 +247,22 @@ return 1
 """, {"LEASE": k.LEASE, "DUE": k.DUE, "FLUSHING": k.FLUSHING})
 
 # The writes of a flush after a portal call: all of them if the token is current, else none.
-FENCED = splice("""
+# ARGV: group, token, JSON [commands], then (optional) JSON [Acceptance.arg()] of the writes
+# the commands record as accepted, checked after them, and now.
+FENCED = splice(ACCEPTED_LUA + """
 local g, token = ARGV[1], ARGV[2]
 if redis.call('GET', __LEASE__ .. g) ~= token then return 0 end
 for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+for _, o in ipairs(cjson.decode(ARGV[4] or '[]')) do
+  accepted(o.target, o.ref, o.key, o.stamp, tonumber(ARGV[5]), false, false)
+end
 return 1
-""", {"LEASE": k.LEASE})
+""", {**ACCEPTED_NAMES, "LEASE": k.LEASE})
 
-# ARGV[8]: JSON [targets whose turn settled every change up to the claimed seq]; ARGV[9]: JSON
-# [every target]. A change every target has settled leaves lb:dirty.
+# ARGV: group, token, the claimed seq, when the group is next due (-1: not), now, the debounce
+# window and max wait, JSON [targets whose turn settled every change up to the claimed seq:
+# never a later one, whose content the flush did not plan], JSON [every target]. A change every
+# target has settled leaves lb:dirty. The group's scheduling keys get one lifetime.
 FINISH = splice("""
 local g, token, claimed = ARGV[1], ARGV[2], ARGV[3]
 local next_due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -164,7 +276,7 @@ for _, t in ipairs(cjson.decode(ARGV[8])) do
     redis.call('HSET', sk, t, claimed)
   end
 end
-redis.call('PEXPIRE', sk, __IDLE__)
+for _, key in ipairs({sk, dk, __PENDING__ .. g}) do redis.call('PEXPIRE', key, __IDLE__) end
 local floor = nil
 for _, t in ipairs(cjson.decode(ARGV[9])) do
   local value = tonumber(redis.call('HGET', sk, t))
@@ -209,19 +321,27 @@ class LeaseLost(Exception):
     """Another flush took the group: this one must stop calling portals and write nothing."""
 
 
+# ARGV: when, then the groups. Each gets a fresh seq (bump: never backwards), forgets what its
+# targets settled, and is due at `when` unless sooner.
+MARK_DUE = splice(ACCEPTED_LUA + """
+local at = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local g = ARGV[i]
+  bump(g)
+  redis.call('DEL', __SETTLED__ .. g)
+  lifetime(g)
+  redis.call('ZADD', __DUE__, 'LT', at, g)
+end
+return #ARGV - 1
+""", ACCEPTED_NAMES)
+
+
 async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
     """Make groups due now, as a change would: a flush running meanwhile keeps them due. What
     every target had settled is forgotten: the next flush plans the whole group (an operator's
     action, a resume, a repair: whatever was settled may need sending again)."""
-    if not groups:
-        return
-    async with redis.pipeline(transaction=True) as pipe:
-        for group in groups:
-            pipe.hincrby(f"{k.PENDING}{group}", "seq", 1)
-            pipe.pexpire(f"{k.PENDING}{group}", k.GROUP_IDLE_MS)
-            pipe.delete(f"{k.SETTLED}{group}")
-        pipe.zadd(k.DUE, dict.fromkeys(groups, at_ms), lt=True)
-        await pipe.execute()
+    if groups:
+        await redis.register_script(MARK_DUE)(keys=[], args=[at_ms, *groups])
 
 
 @dataclass(frozen=True)
@@ -274,7 +394,8 @@ class RenewableLease(ABC):
     async def _renew(self) -> bool: ...
 
     @abstractmethod
-    async def _fenced(self, commands: Sequence[Command]) -> bool: ...
+    async def _fenced(self, commands: Sequence[Command],
+                      accepted: Sequence[Acceptance] = ()) -> bool: ...
 
     def _log_extra(self) -> dict[str, str]:
         return {}
@@ -309,11 +430,13 @@ class RenewableLease(ABC):
                 log.warning("could not renew the lease on %s: %s", self.what, exc,
                             extra=self._log_extra())
 
-    async def apply(self, commands: Sequence[Command]) -> None:
-        """Run ``commands`` atomically if the lease is still held; else LeaseLost."""
-        if not commands:
+    async def apply(self, commands: Sequence[Command],
+                    accepted: Sequence[Acceptance] = ()) -> None:
+        """Run ``commands`` atomically if the lease is still held; else LeaseLost. ``accepted``:
+        the writes they record as accepted (see ACCEPTED_LUA), checked in the same step."""
+        if not commands and not accepted:
             return
-        if not await self._fenced(commands):
+        if not await self._fenced(commands, accepted):
             self._lost = True
             raise LeaseLost(f"{self.what} was taken over")
 
@@ -352,8 +475,9 @@ class Lease(RenewableLease):
     async def _renew(self) -> bool:
         return await self._flushes.renew(self.claim, self.lease_ms)
 
-    async def _fenced(self, commands: Sequence[Command]) -> bool:
-        return await self._flushes.fenced(self.claim, commands)
+    async def _fenced(self, commands: Sequence[Command],
+                      accepted: Sequence[Acceptance] = ()) -> bool:
+        return await self._flushes.fenced(self.claim, commands, accepted)
 
 
 class Flushes:
@@ -402,9 +526,11 @@ class Flushes:
         return bool(await self._renew(keys=[], args=[claim.group, claim.token, now_ms(),
                                                      lease_ms]))
 
-    async def fenced(self, claim: Claim, commands: Sequence[Command]) -> bool:
+    async def fenced(self, claim: Claim, commands: Sequence[Command],
+                     accepted: Sequence[Acceptance] = ()) -> bool:
         return bool(await self._fenced(keys=[], args=[
-            claim.group, claim.token, orjson.dumps(list(_split(commands)))]))
+            claim.group, claim.token, orjson.dumps(list(_split(commands))),
+            orjson.dumps([a.arg() for a in accepted]), now_ms()]))
 
     async def finish(self, claim: Claim, next_due_ms: int | None,
                      settled: Sequence[str] = ()) -> bool:

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.adoption import Adoption
-from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
+from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, Stamp, mark_due, stamp
 from bridge.delivery.desired import DesiredListing, bare_tombstone, read_listings
 from bridge.delivery.ledger import (
     Accepted,
@@ -87,6 +87,7 @@ class ListingTurn:
     deadline: float
     adopting: bool
     by_bulk: set[str]  # refs whose writes go through the outbox
+    stamps: dict[str, Stamp]  # what each listing's write is planned from
     queued: list[ListingWrite] = field(default_factory=list)
     held: bool = False  # a create was held for adoption: the turn settled not everything
 
@@ -263,9 +264,10 @@ class GroupFlush:
         attempts, _ = await self.ledger.backoff(name, self.group)
         turn = ListingTurn(target, adapter, accepted, attempts, verified, deadline,
                            await self.adoption.active(target),
-                           await self._by_bulk(target, plan.writes))
+                           await self._by_bulk(target, plan.writes),
+                           {listing.ref: stamp(listing) for listing in desired})
         stop = await self._write_each(turn, plan.writes)
-        await self._enqueue(name, turn.queued)
+        await self._enqueue(turn)
         if stop is not False:
             return stop
         if attempts:
@@ -320,7 +322,7 @@ class GroupFlush:
                 wait = await self._rate_slot(name, turn.target.requests_per_minute)
                 if wait:
                     return wait
-                held = await self._already_held(adapter, write)
+                held = await self._already_held(adapter, write, turn.stamps[write.ref])
                 if isinstance(held, Result):
                     return await self._setback(name, held)
                 if held:
@@ -338,7 +340,7 @@ class GroupFlush:
             if write.new_intent:
                 await self.ledger.intend(name, {write.ref: write.intent})
             result = await self._send_listing(adapter, write)
-            stop = await self._settle_listing(name, write, result, turn.attempts)
+            stop = await self._settle_listing(name, write, result, turn)
             if stop is not False:
                 return stop
         return False
@@ -353,18 +355,21 @@ class GroupFlush:
             return await self.trace.rate_limited(turn.target.name, reset)
         return None
 
-    async def _enqueue(self, name: str, writes: list[ListingWrite]) -> None:
-        """Put writes in the target's outbox with their intents: one write, fenced."""
+    async def _enqueue(self, turn: ListingTurn) -> None:
+        """Put the turn's queued writes in the target's outbox with their intents: one write,
+        fenced."""
+        name, writes = turn.target.name, turn.queued
         if not writes:
             return
         now = now_ms()
         fresh = {write.ref: write.intent for write in writes if write.new_intent}
-        await self.ledger.apply([
-            *intend_commands(name, fresh),
-            *outbox.put_commands(name, [Queued.of(w, self.group, now) for w in writes], now)])
+        entries = [Queued.of(w, self.group, now, turn.stamps[w.ref]) for w in writes]
+        await self.ledger.apply([*intend_commands(name, fresh),
+                                 *outbox.put_commands(name, entries, now)])
         await self.trace.queued(name, writes)
 
-    async def _already_held(self, adapter: RentixAdapter, write: ListingWrite) -> bool | Result:
+    async def _already_held(self, adapter: RentixAdapter, write: ListingWrite, planned: Stamp
+                            ) -> bool | Result:
         """Does the portal hold this write's content already? Then the ledger learns it and
         nothing is sent. The failed read's result when the portal could not be read."""
         self.lease.ensure()
@@ -379,19 +384,22 @@ class GroupFlush:
             return False
         # Held as desired, or nothing there to hide or delete.
         await self.ledger.record_accepted(adapter.name, write.ref,
-                                          Accepted(write.digest, write.payload, now_ms()))
+                                          Accepted(write.digest, write.payload, now_ms()),
+                                          planned)
         return True
 
     async def _settle_listing(self, name: str, write: ListingWrite, result: Result,
-                              attempts: int) -> int | bool | None:
+                              turn: ListingTurn) -> int | bool | None:
         """Record one write's outcome; False to go on with the next write, else when the
         group is due again (None: not for this target)."""
         try:
             await self._record(name, write.operation, [write.ref], write.key, result,
-                               attempts + 1, [now_ms() - write.received_ms] if result.ok else [])
+                               turn.attempts + 1,
+                               [now_ms() - write.received_ms] if result.ok else [])
             if result.ok:
                 await self.ledger.record_accepted(
-                    name, write.ref, Accepted(write.digest, write.payload, now_ms()))
+                    name, write.ref, Accepted(write.digest, write.payload, now_ms()),
+                    turn.stamps[write.ref], write.key)
                 return False
         except LeaseLost:
             if result.ok:
@@ -465,7 +473,8 @@ class GroupFlush:
                 # The portal already holds the group as desired (say, after Redis lost its
                 # data): the ledger learns it, and nothing is written.
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh, self.epoch, accepted)
+                                              plan.fresh, self.epoch, accepted,
+                                              self._planned(name, plan))
                 await self.trace.unchanged(name, "the portal holds it already")
                 self.settled.add(name)
                 return None
@@ -484,7 +493,8 @@ class GroupFlush:
                                latencies)
             if result.ok:
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh, self.epoch, accepted)
+                                              plan.fresh, self.epoch, accepted,
+                                              self._planned(name, plan))
         except LeaseLost:
             if result.ok:
                 await self._after_lost_write(name, sync_scope(group), plan.digest)
@@ -495,6 +505,11 @@ class GroupFlush:
             self.settled.add(name)
             return None
         return await self._sync_refused(name, plan, result)
+
+    def _planned(self, name: str, plan: SyncPlan) -> dict[str, Stamp]:
+        """What the sync's fresh listings were planned from."""
+        desired = self.desired[name]
+        return {ref: stamp(desired[ref]) for ref in plan.fresh}
 
     async def _plan_sync(self, name: str, adapter: TravtusAdapter
                          ) -> tuple[SyncPlan, dict[str, Accepted], dict[str, Quarantined],

@@ -46,6 +46,11 @@ class Intent:
         return self.digest == content and self.base == (base or "")
 
 
+# The intent a write in doubt leaves: no content matches it, so the next flush sends the desired
+# content again (under a fresh key).
+DISTRUSTED = Intent(digest="(unknown)", base="(unknown)", key="")
+
+
 def key_for(intent: Intent | None, content: str, base: str | None) -> tuple[str, bool]:
     """The key of the write of ``content`` over ``base``: the standing intent's key when it is
     the same write (a retry), else a fresh one. The flag says whether the key is new."""

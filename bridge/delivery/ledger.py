@@ -25,8 +25,8 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import counters, stories
 from bridge.clock import now_ms
-from bridge.delivery.claims import Command, LeaseLost, mark_due
-from bridge.delivery.idempotency import Intent
+from bridge.delivery.claims import Acceptance, Command, LeaseLost, Stamp, mark_due
+from bridge.delivery.idempotency import DISTRUSTED, Intent
 from bridge.packing import pack, unpack
 from bridge.scripts import splice
 from bridge.settings import TraceSettings
@@ -92,7 +92,8 @@ class Attempt:
 class Fence(Protocol):
     """Where a flush's writes go: applied only while the flush holds its group."""
 
-    async def apply(self, commands: Sequence[Command]) -> None: ...
+    async def apply(self, commands: Sequence[Command],
+                    accepted: Sequence[Acceptance] = ()) -> None: ...
 
 
 class HeldChanged(Exception):
@@ -196,11 +197,16 @@ def call_entry(entry: Attempt) -> dict[str, Any]:
             "latency_ms": entry.latency_ms, "attempt": entry.attempt}
 
 
-async def write(redis: Redis, fence: Fence | None, commands: Sequence[Command]) -> None:
-    """Run ``commands`` atomically: through ``fence`` (a flush's lease) when there is one."""
+async def write(redis: Redis, fence: Fence | None, commands: Sequence[Command],
+                accepted: Sequence[Acceptance] = ()) -> None:
+    """Run ``commands`` atomically: through ``fence`` (a flush's lease) when there is one.
+    ``accepted``: the planned writes they record as accepted, checked by the fence's script
+    (a flush's writes alone are planned)."""
     if fence is not None:
-        await fence.apply(commands)
+        await fence.apply(commands, accepted)
         return
+    if accepted:
+        raise ValueError("a planned write's acceptance is recorded through a flush's fence")
     async with redis.pipeline(transaction=True) as pipe:
         for command in commands:
             pipe.execute_command(*command)
@@ -220,8 +226,8 @@ class Ledger:
         """This ledger with every write going through ``fence``."""
         return Ledger(self.redis, fence, self.trace_ttl_ms)
 
-    async def _write(self, *commands: Command) -> None:
-        await write(self.redis, self.fence, commands)
+    async def _write(self, *commands: Command, accepted: Sequence[Acceptance] = ()) -> None:
+        await write(self.redis, self.fence, commands, accepted)
 
     async def _read_json_hash(self, key: str, refs: list[str] | None
                               ) -> dict[str, dict[str, Any]]:
@@ -240,26 +246,33 @@ class Ledger:
         records = await self._read_json_hash(accepted_key(target, group), refs)
         return {ref: Accepted(**data) for ref, data in records.items()}
 
-    async def record_accepted(self, target: str, ref: str, record: Accepted) -> None:
+    async def record_accepted(self, target: str, ref: str, record: Accepted,
+                              planned: Stamp | None = None, key: str | None = None) -> None:
         """The target accepted this listing's write: it holds ``record`` now; the intent is
         settled and any quarantine of the listing is over. Only the digest and time are
         kept: a per-listing target's payload is never sent again from the ledger (a group
-        sync's is: ``record_sync`` keeps those)."""
-        await self._write(
+        sync's is: ``record_sync`` keeps those). ``planned``: the stamp of the desired state a
+        flush planned the write from (then its intent ``key`` alone is settled, and a listing
+        that moved on since is marked changed again: ``claims.ACCEPTED_LUA``)."""
+        commands: list[Command] = [
             ("HSET", accepted_key(target, None), ref, _json(compact(record))),
-            ("HDEL", f"{k.INTENT}{target}", ref),
-            ("HDEL", f"{k.QUARANTINE}{target}", ref),
-        )
+            ("HDEL", f"{k.QUARANTINE}{target}", ref)]
+        if planned is None:
+            await self._write(*commands, ("HDEL", f"{k.INTENT}{target}", ref))
+            return
+        await self._write(*commands, accepted=[Acceptance(ref, planned, target, key)])
 
     async def record_sync(self, target: str, group: str, digest: str,
                           records: dict[str, Accepted], fresh: list[str],
                           epoch: str | None = None,
-                          previous: dict[str, Accepted] | None = None) -> None:
+                          previous: dict[str, Accepted] | None = None,
+                          planned: dict[str, Stamp] | None = None) -> None:
         """A group sync was accepted: the group on the portal is now exactly ``records`` (so
         verified in ``epoch``); the listings sent with their current content (``fresh``) are
         out of quarantine. ``previous``: the group's records as read under the same lease;
         then only what changed is written (a one-listing change in a large group rewrites one
-        record, not all of them)."""
+        record, not all of them). ``planned``: the stamps the fresh listings were planned
+        from (a flush's sync): one that moved on since is marked changed again."""
         commands = _records_commands(accepted_key(target, group), records, previous)
         commands += [
             ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest, "PX", str(k.GROUP_IDLE_MS)),
@@ -270,7 +283,8 @@ class Ledger:
         ]
         if epoch is not None:
             commands.append(("HSET", f"{k.VERIFIED}{target}", group, epoch))
-        await self._write(*commands)
+        await self._write(*commands, accepted=[Acceptance(ref, stamp)
+                                               for ref, stamp in (planned or {}).items()])
 
     async def mark_verified(self, target: str, group: str, epoch: str) -> None:
         """The group was checked against the portal (or written whole) in ``epoch``."""
@@ -305,8 +319,7 @@ class Ledger:
     async def distrust(self, target: str, scope: str) -> None:
         """A write for ``scope`` may have reached the portal after another flush moved on: an
         intent no content matches makes the next flush send the desired content again."""
-        await self._write(("HSET", f"{k.INTENT}{target}", scope,
-                           _json(Intent(digest="(unknown)", base="(unknown)", key=""))))
+        await self._write(("HSET", f"{k.INTENT}{target}", scope, _json(DISTRUSTED)))
 
     # -- quarantine --
 

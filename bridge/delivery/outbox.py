@@ -30,7 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.delivery.claims import Command
+from bridge.delivery.claims import ACCEPTED_LUA, ACCEPTED_NAMES, Command, Stamp
 from bridge.delivery.planning import ListingWrite, Operation
 from bridge.scripts import splice
 
@@ -53,11 +53,19 @@ class Queued:
     received_ms: int
     queued_at: int
     attempts: int = 0
+    # The stamp of the desired state it was planned from (claims.stamp); None in entries
+    # queued before stamps were kept: their acceptance replans the listing.
+    stamp: Stamp | None = None
+
+    def __post_init__(self) -> None:
+        if self.stamp is not None:  # JSON gives a list back
+            object.__setattr__(self, "stamp", tuple(self.stamp))
 
     @classmethod
-    def of(cls, write: ListingWrite, group: str, now: int) -> Queued:
+    def of(cls, write: ListingWrite, group: str, now: int, planned: Stamp | None = None
+           ) -> Queued:
         return cls(write.ref, group, write.operation, write.payload, write.digest, write.base,
-                   write.key, write.received_ms, now)
+                   write.key, write.received_ms, now, stamp=planned)
 
     def bulk_op(self) -> dict[str, Any]:
         """The operation as a bulk request carries it (a delete payload is one already)."""
@@ -132,13 +140,16 @@ def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
     ]
 
 
-# Settle a bulk's answer, if this sender still holds the target. ARGV[3]: per operation
-# {kind = accepted | refused | retry, ref, group, deletion, digest, key, record (JSON to store),
-# at (retry)}. ARGV[5]: now.
+# Settle a bulk's answer, if this sender still holds the target. ARGV[1]: target; ARGV[2]: the
+# sender's token; ARGV[3]: per operation {kind = accepted | refused | retry, ref, group,
+# deletion, digest, key, record (JSON to store), at (retry), stamp (what it was planned from;
+# absent in old entries)}; ARGV[4]: further commands (history, figures, stories); ARGV[5]: now.
 # An outbox entry goes (or is rescheduled) only if it still holds that very write; a newer
 # write of the listing stays. The operation's intent is settled if it is still the standing
-# one. ARGV[4]: further commands (history, figures, stories). Returns 1, or 0 (not held).
-SETTLE = splice("""
+# one. An accepted write whose listing moved on since it was planned marks it changed again
+# (``accepted`` in claims.ACCEPTED_LUA) unless a newer write of it waits behind; an accepted
+# deletion always does, so its group's next flush compacts it. Returns 1, or 0 (not held).
+SETTLE = splice(ACCEPTED_LUA + """
 local target, token = ARGV[1], ARGV[2]
 if redis.call('GET', __SENDER__ .. target) ~= token then return 0 end
 local box, ready = __OUTBOX__ .. target, __READY__ .. target
@@ -160,18 +171,13 @@ for _, o in ipairs(cjson.decode(ARGV[3])) do
       redis.call('HDEL', box, o.ref)
       redis.call('ZREM', ready, o.ref)
     end
-    local intent = redis.call('HGET', intents, o.ref)
-    if intent and cjson.decode(intent).key == o.key then redis.call('HDEL', intents, o.ref) end
     if o.kind == 'accepted' then
       redis.call('HSET', __ACCEPTED__ .. target, o.ref, o.record)
       redis.call('HDEL', __QUARANTINE__ .. target, o.ref)
-      if o.deletion then
-        -- Its group's next flush sees the deletion accepted, and compacts the listing.
-        local seq = redis.call('HINCRBY', __PENDING__ .. o.group, 'seq', 1)
-        redis.call('HSET', __DIRTY__ .. o.group, o.ref, seq)
-        redis.call('ZADD', __DUE__, 'LT', ARGV[5], o.group)
-      end
+      accepted(target, o.ref, o.key, o.stamp, tonumber(ARGV[5]), o.deletion, raw and not same)
     else
+      local intent = redis.call('HGET', intents, o.ref)
+      if intent and cjson.decode(intent).key == o.key then redis.call('HDEL', intents, o.ref) end
       redis.call('HSET', __QUARANTINE__ .. target, o.ref, o.record)
     end
   end
@@ -179,9 +185,8 @@ end
 redis.call('DEL', __BATCH__ .. target)
 for _, command in ipairs(cjson.decode(ARGV[4])) do redis.call(unpack(command)) end
 return 1
-""", {"SENDER": k.SENDER, "OUTBOX": k.OUTBOX, "READY": k.OUTBOX_READY, "INTENT": k.INTENT,
-      "ACCEPTED": k.ACCEPTED, "QUARANTINE": k.QUARANTINE, "BATCH": k.OUTBOX_BATCH,
-      "PENDING": k.PENDING, "DIRTY": k.DIRTY, "DUE": k.DUE})
+""", {**ACCEPTED_NAMES, "SENDER": k.SENDER, "OUTBOX": k.OUTBOX, "READY": k.OUTBOX_READY,
+      "ACCEPTED": k.ACCEPTED, "QUARANTINE": k.QUARANTINE, "BATCH": k.OUTBOX_BATCH})
 
 
 class Outbox:

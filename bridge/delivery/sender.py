@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import budget
-from bridge.delivery.claims import Command, LeaseLost, RenewableLease, kept
+from bridge.delivery.claims import Acceptance, Command, LeaseLost, RenewableLease, kept
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
@@ -125,9 +125,12 @@ class Settled:
     why: str = ""
 
     def arg(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ref": self.op.ref, "group": self.op.group,
-                "deletion": self.op.operation != "upsert", "digest": self.op.digest,
-                "key": self.op.key, "record": self.record, "at": self.at}
+        out = {"kind": self.kind, "ref": self.op.ref, "group": self.op.group,
+               "deletion": self.op.operation != "upsert", "digest": self.op.digest,
+               "key": self.op.key, "record": self.record, "at": self.at}
+        if self.op.stamp is not None:  # no nulls: cjson would decode them truthy
+            out["stamp"] = self.op.stamp
+        return out
 
 
 class SenderLease(RenewableLease):
@@ -148,7 +151,10 @@ class SenderLease(RenewableLease):
         return bool(await self._sender._renew(keys=[], args=[self.target, self.token,
                                                              self.lease_ms, now_ms()]))
 
-    async def _fenced(self, commands: Sequence[Command]) -> bool:
+    async def _fenced(self, commands: Sequence[Command],
+                      accepted: Sequence[Acceptance] = ()) -> bool:
+        if accepted:  # a sender's acceptances are recorded by outbox.SETTLE
+            raise ValueError("the sender records acceptances through outbox.SETTLE")
         return bool(await self._sender._fenced(keys=[], args=[
             self.target, self.token, orjson.dumps(list(commands))]))
 

@@ -103,3 +103,29 @@ async def test_doubt_forgets_what_was_settled_and_the_next_claim_is_whole(
     assert refs(whole) == ["apt-0", "apt-1", "apt-2"]
     assert whole.settled == {"rentix": None, "travtus": None}
 
+
+
+async def test_a_change_counter_created_afresh_starts_above_every_seq_the_group_records(
+    flushes: Flushes, ingest: Ingest, r: redis.Redis, redis_url: str
+) -> None:
+    for i in range(3):
+        ingest.upsert("g1", f"apt-{i}", T0 + i)
+    await flushes.finish(await claim(flushes, T0 + 5), None, ["rentix"])  # travtus behind
+    recorded = max(int(v) for v in [*r.hvals(k.SETTLED + "g1"), *r.hvals(k.DIRTY + "g1")])
+    r.delete(k.PENDING + "g1")  # lapsed (idle, or expiries that did not match)
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await mark_due(client, ["g1"], T0 + 10)
+    assert int(r.hget(k.PENDING + "g1", "seq") or 0) > recorded
+
+
+async def test_a_finish_gives_the_groups_scheduling_keys_one_lifetime(
+    flushes: Flushes, ingest: Ingest, r: redis.Redis
+) -> None:
+    ingest.upsert("g1", "apt-1", T0)
+    ingest.upsert("g1", "apt-2", T0)
+    running = await claim(flushes, T0 + 1)
+    for key in (k.PENDING + "g1", k.DIRTY + "g1"):
+        r.pexpire(key, 60_000)  # set long ago: close to lapsing
+    await flushes.finish(running, None, ["rentix"])
+    lifetimes = [r.pttl(key) for key in (k.PENDING + "g1", k.DIRTY + "g1", k.SETTLED + "g1")]
+    assert all(k.GROUP_IDLE_MS - 60_000 < ttl <= k.GROUP_IDLE_MS for ttl in lifetimes), lifetimes
