@@ -88,6 +88,30 @@ SWEEP_S = 60.0
 SWEEP_BATCH = 500
 
 
+class OncePerCause:
+    """Logs a step that keeps failing once per cause (an out-of-memory Redis refuses every
+    tick's script: a traceback each tick would bury everything else in the log), and once
+    when it works again."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failing: str | None = None  # the error every try has met since the last good one
+
+    def failed(self, exc: BaseException) -> None:
+        cause = f"{type(exc).__name__}: {exc}"
+        if cause != self.failing:
+            log.error("%s failed; trying again every tick", self.what, exc_info=exc)
+        self.failing = cause
+
+    def worked(self) -> bool:
+        """Log the recovery, if it is one; whether it was."""
+        if self.failing is None:
+            return False
+        log.info("%s works again", self.what)
+        self.failing = None
+        return True
+
+
 class Polling(ABC):
     """A loop that ticks every ``every_s`` seconds and rides out Redis outages."""
 
@@ -100,18 +124,13 @@ class Polling(ABC):
 
     async def run(self) -> None:
         redis_down = False
-        failing: str | None = None  # the error every tick has met since the last good one
+        errors = OncePerCause(self.what)
         while True:
             try:
                 await self.tick()
             except Exception as exc:  # a Redis blip must not end the scheduler
                 if not is_connection_failure(exc):
-                    # Once per cause (an out-of-memory Redis refuses every tick's script):
-                    # a traceback each tick would bury everything else in the log.
-                    cause = f"{type(exc).__name__}: {exc}"
-                    if cause != failing:
-                        log.exception("%s failed; trying again every tick", self.what)
-                    failing = cause
+                    errors.failed(exc)
                 elif not redis_down:  # once per outage, not a traceback every tick
                     log.info("%s paused: Redis unavailable (%s: %s)", self.what,
                              type(exc).__name__, str(exc))
@@ -119,9 +138,9 @@ class Polling(ABC):
             else:
                 if redis_down:
                     log.info("%s resumed: Redis is back", self.what)
-                elif failing is not None:
-                    log.info("%s works again", self.what)
-                redis_down, failing = False, None
+                else:
+                    errors.worked()
+                redis_down = False
             await asyncio.sleep(self.every_s)
 
 
@@ -139,9 +158,10 @@ class Scheduler(Polling):
         self.inbox = inbox
         self.batch = batch
         self._take = redis.register_script(TAKE_DUE)
+        self._fold_errors = OncePerCause("folding the inbox")
 
     async def tick(self) -> int:
-        await self.inbox.drain()
+        await self._fold()
         enqueued = 0
         for due, job_name in ((k.DUE, k.FLUSH_JOB), (k.SENDERS, k.SEND_JOB)):
             taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])
@@ -150,6 +170,19 @@ class Scheduler(Polling):
                 job = await self.redis.enqueue_job(job_name, name, _queue_name=k.QUEUE)
                 enqueued += job is not None
         return enqueued
+
+    async def _fold(self) -> None:
+        """Fold the inbox. A fold that fails (a script error, an entry it cannot read) never
+        holds back the flushes and sends of what is folded already: logged, and the tick goes
+        on. Redis being away is the tick's to ride out."""
+        try:
+            await self.inbox.drain()
+        except Exception as exc:
+            if is_connection_failure(exc):
+                raise
+            self._fold_errors.failed(exc)
+        else:
+            self._fold_errors.worked()
 
 
 class ReconcileScheduler(Polling):
