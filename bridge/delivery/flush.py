@@ -570,9 +570,14 @@ class GroupFlush:
         not know would be deleted too, and counts as inferred."""
         deletions = list(plan.deletions)
         unknown: list[str] = []
+        unreadable: list[str] = []
         on_portal: list[dict[str, Any]] | None = None
         verified = await self.ledger.verified(name, plan.group)
-        if deletions or last is None or verified != self.epoch:
+        members = self.desired.get(name, {})
+        # An unreadable listing the sync cannot carry: only the portal says if it would go.
+        dark = any(m.unreadable is not None and ref not in plan.records
+                   for ref, m in members.items())
+        if deletions or last is None or verified != self.epoch or dark:
             self.lease.ensure()
             on_portal = await adapter.find_all(plan.group)
             self.lease.ensure()
@@ -580,12 +585,14 @@ class GroupFlush:
             portal_refs = {str(item.get("external_ref")) for item in on_portal}
             unknown = sorted(portal_refs - known - set(plan.records) - set(accepted))
             deletions += unknown_deletions(unknown)
-            members = self.desired.get(name, {})
             deleted_refs = {d.ref for d in deletions}
             # Known listings the portal holds that the sync leaves out, the ledger unaware.
+            left_out = sorted(portal_refs & set(members) - set(plan.records) - deleted_refs)
             deletions += [deletion_cause(ref, plan.group, members[ref], None)
-                          for ref in sorted(portal_refs & set(members) - set(plan.records)
-                                            - deleted_refs)]
+                          for ref in left_out]
+            # A listing whose stored state cannot be read is left out of the sync: on the
+            # portal, the ledger unaware, the sync would delete what nobody asked to delete.
+            unreadable = [ref for ref in left_out if members[ref].unreadable is not None]
         reason = guard_reason(deletions, len(plan.listings), len(accepted) or len(deletions),
                               self.settings.guard)
         if unknown:  # never deleted without an operator, whatever the guard settings
@@ -593,6 +600,10 @@ class GroupFlush:
             reason = (f"{first}the portal holds {len(unknown)} listing(s) the bridge has never "
                       "heard of; the sync would delete them"
                       + (f" (and {reason})" if reason else ""))
+        if unreadable:  # likewise: an operator decides
+            reason = (f"the portal holds {len(unreadable)} listing(s) whose stored state the "
+                      f"bridge cannot read ({', '.join(unreadable[:5])}); the sync would delete "
+                      "them" + (f" (and {reason})" if reason else ""))
         if reason is None:
             return None, on_portal
         return _held(plan, reason, deletions, unknown), on_portal

@@ -225,3 +225,27 @@ async def test_each_unreadable_value_is_quarantined_on_every_target_and_the_grou
         check = await bridge.reconciler.check(spec, GROUP)
         assert [(f.ref, f.kind, f.fields) for f in check.findings] == [
             ("apt-2", "unreadable", (field,))]
+
+
+async def test_an_unreadable_listing_on_travtus_that_the_ledger_forgot_holds_the_sync(
+    bridge: Bridge
+) -> None:
+    """Left out of the sync, it would be deleted as "on the portal but never sent" (one of six
+    is within both guards): the sync is held for an operator instead."""
+    refs = [f"apt-{i}" for i in range(6)]
+    for ref in refs:
+        await bridge.upsert(ref, 1)
+    await bridge.flush()
+    assert set(await bridge.travtus()) == set(refs)
+    # The ledger lost one listing's Travtus record (a restore, a hand edit), and that
+    # listing's state became unreadable: the sync cannot carry it.
+    await bridge.redis.hdel(f"{k.ACCEPTED}travtus:{GROUP}", "apt-2")
+    await bridge.upsert("apt-2", 2, **rent(900))
+    await bridge.redis.hset(k.LISTING + "apt-2", "v", "1e+20")
+    await bridge.upsert("apt-1", 2, **rent(650))
+    await bridge.flush()
+
+    assert set(await bridge.travtus()) == set(refs), "nothing deleted from Travtus"
+    held = await bridge.ops.ledger.held("travtus")
+    assert "cannot read (apt-2)" in held[GROUP].reason
+    assert not await bridge.deletions()
