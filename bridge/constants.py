@@ -57,7 +57,10 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           still hold, so it never goes back
     lb:dirty:{group}              hash    ref -> the group's seq when the listing last changed:
                                           what flushes plan (``claims.py``); an entry goes once
-                                          every target has settled that change (lb:settled); PX
+                                          every target has settled that change (lb:settled);
+                                          an acceptance of content the listing has moved past
+                                          sets it again, with a fresh seq, in the listing's
+                                          current group (``claims.ACCEPTED_LUA``); PX
                                           GROUP_IDLE_MS, renewed with lb:pending's
     lb:tombstones                 zset    ref -> when its compacted tombstone expires (ms:
                                           retention.horizon_days after max(t, f)), set by the
@@ -107,7 +110,10 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:intent:{target}            hash    ref (or "(group):{group}") -> JSON {digest, base, key}:
                                           the write in flight and its idempotency key, recorded
                                           before the call; removed once the portal's answer is
-                                          recorded (accepted or refused) or an operator retries
+                                          recorded (accepted or refused) or an operator retries;
+                                          replaced by a marker no content matches (distrusted)
+                                          when another write of the ref landed after the
+                                          listing moved on: the next flush writes it again
     lb:accepted:{target}          hash    ref -> JSON {digest, payload, at}: what a per-listing
                                           target last accepted for that listing; removed when
                                           the listing is compacted to a tombstone
@@ -154,7 +160,8 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           when it is unlinked (linking) or its listing is
                                           compacted to a tombstone
     lb:outbox:{target}            hash    ref -> JSON write {ref, group, operation, payload,
-                                          digest, base, key, received_ms, queued_at, attempts}:
+                                          digest, base, key, received_ms, queued_at, attempts,
+                                          stamp (the desired state it was planned from)}:
                                           a per-listing write waiting to go out by bulk
                                           (``outbox.py``), newest content per ref; removed when
                                           the target's answer for that very content (digest and
