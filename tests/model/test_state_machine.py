@@ -119,9 +119,12 @@ class Delivered:
 class BridgeMachine(RuleBasedStateMachine):
     redis_url: ClassVar[str]
     sandbox_url: ClassVar[str]
+    examples: ClassVar[int] = 0  # examples run so far (BRIDGE_MODEL_LOG names a file for them)
 
     def __init__(self) -> None:
         super().__init__()
+        BridgeMachine.examples += 1
+        self.number = BridgeMachine.examples
         self.loop = asyncio.new_event_loop()
         self.r = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self.r.flushdb()
@@ -185,6 +188,9 @@ class BridgeMachine(RuleBasedStateMachine):
             if self.workers and self.steps_unchecked and not self.broken:
                 self.settle()
         finally:
+            if log := os.environ.get("BRIDGE_MODEL_LOG"):
+                with open(log, "a") as out:
+                    out.write(f"example {self.number}: {'failed' if self.broken else 'ok'}\n")
             for worker in self.workers:
                 for adapter in worker.adapters.values():
                     self.run(adapter.aclose())
