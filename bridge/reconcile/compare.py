@@ -16,7 +16,7 @@ until it is mended: not a portal's drift, so not counted among ``KINDS``, and ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +50,8 @@ class GroupCheck:
     group: str
     findings: list[Finding] = field(default_factory=list)
     in_step: dict[str, Accepted] = field(default_factory=dict)  # ref -> what it holds
+    # ref -> why it was not compared: not sent on purpose (quarantined, queued for a bulk...)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def add(self, ref: str, kind: Kind, detail: str, fields: Iterable[str] = ()) -> None:
         self.findings.append(Finding(self.target, self.group, ref, kind, detail, tuple(fields)))
@@ -64,7 +66,7 @@ class GroupCheck:
 
 def compare_listings(target: str, group: str, adapter: RentixAdapter,
                      members: list[DesiredListing], items: dict[str, dict[str, Any] | None],
-                     skip: set[str], now_ms: int) -> GroupCheck:
+                     skip: Collection[str], now_ms: int) -> GroupCheck:
     """A per-listing portal's view of one group: ``items`` maps each member's ref to the
     portal's read model (None: not there); ``skip`` are refs not being sent on purpose."""
     check = GroupCheck(target, group)
@@ -98,7 +100,7 @@ def compare_listings(target: str, group: str, adapter: RentixAdapter,
 
 def compare_group(target: str, group: str, adapter: TravtusAdapter,
                   members: list[DesiredListing], items: list[dict[str, Any]],
-                  elsewhere: dict[str, DesiredListing], skip: set[str],
+                  elsewhere: dict[str, DesiredListing], skip: Collection[str],
                   now_ms: int) -> GroupCheck:
     """A group-sync portal's view of one group: ``items`` is what it holds for the group;
     ``elsewhere`` the desired state of portal refs that are not members (moved away)."""

@@ -1,4 +1,5 @@
-"""What the workers' periodic pass found, kept for the operator, and the lock of each check.
+"""What the workers' periodic pass and manual runs (``bridge reconcile``) found, kept for the
+operator, and the lock of each periodic check.
 
 Each check of a group on a target runs under that group's *check lock* (``lb:reconcile:lock:
 {target}:{group}``, a token with a short expiry, renewed while it runs), so one group is never
@@ -7,7 +8,9 @@ lock is still its own: the group's last check, the totals of the pass under way 
 once every group, and the whole portal on a per-listing target, has been checked since it
 began: its totals then become the last full pass's), the groups whose last check found
 something or listings unknown to the bridge, and when the group is next due. A failure is
-written the same way, with its backoff. Key layout: ``bridge/constants.py``.
+written the same way, with its backoff. A manual run writes each group's last check the same
+way (``source`` "manual"), but not the pass's totals, the schedule or a lock: the pages show
+what it found until the group's next check. Key layout: ``bridge/constants.py``.
 """
 
 from __future__ import annotations
@@ -58,8 +61,33 @@ redis.call('ZREM', running, group)
 return 1
 """
 
+# A group's last check, by the periodic pass or a manual run alike: kept, with the groups that
+# found something or listings unknown to the bridge, and the count of those in every last check.
+LAST_CHECK = """
+-- The group in a zset of the newest groups (at most keep of them) while yes, else out of it.
+local function mark(zset, yes, now, group, keep)
+  if yes then
+    redis.call('ZADD', zset, now, group)
+    redis.call('ZREMRANGEBYRANK', zset, 0, -(keep + 1))
+  else
+    redis.call('ZREM', zset, group)
+  end
+end
+local function last_check(checks, pass, unknown, found, group, now, record, unknown_count, any)
+  local old = redis.call('HGET', checks, group)
+  local before = 0
+  if old then before = tonumber(cjson.decode(old)['unknown_count']) or 0 end
+  redis.call('HSET', checks, group, record)
+  redis.call('HINCRBY', pass, 'unknown', unknown_count - before)
+  mark(unknown, unknown_count > 0, now, group, __UNKNOWN_GROUPS__)
+  mark(found, any > 0, now, group, __FOUND_GROUPS__)
+end
+"""
+LAST_CHECK_VALUES = {"UNKNOWN_GROUPS": k.RECONCILE_UNKNOWN_GROUPS,
+                     "FOUND_GROUPS": k.RECONCILE_FOUND_GROUPS}
+
 # Returns 0 (the lock is not this check's: nothing written), 1, or 2 when the pass is full.
-RECORD = splice("""
+RECORD = splice(LAST_CHECK + """
 local lock, due, running, checks, pass, passed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
 local unknown, found, failed, groups = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -69,17 +97,6 @@ local kinds = {__KINDS__}
 -- Listings that cannot be read: not counted in the pass, but the group has found something.
 local unreadable = tonumber(ARGV[8 + 2 * #kinds])
 if redis.call('GET', lock) ~= token then return 0 end
-local old = redis.call('HGET', checks, group)
-local before = 0
-if old then before = tonumber(cjson.decode(old)['unknown_count']) or 0 end
-redis.call('HSET', checks, group, record)
-redis.call('HINCRBY', pass, 'unknown', unknown_count - before)
-if unknown_count > 0 then
-  redis.call('ZADD', unknown, now, group)
-  redis.call('ZREMRANGEBYRANK', unknown, 0, -(__UNKNOWN_GROUPS__ + 1))
-else
-  redis.call('ZREM', unknown, group)
-end
 local any = unreadable
 for i, kind in ipairs(kinds) do
   local n, fixed = tonumber(ARGV[7 + i]), tonumber(ARGV[7 + #kinds + i])
@@ -87,12 +104,7 @@ for i, kind in ipairs(kinds) do
   redis.call('HINCRBY', pass, 'found:' .. kind, n)
   redis.call('HINCRBY', pass, 'repaired:' .. kind, fixed)
 end
-if any > 0 then
-  redis.call('ZADD', found, now, group)
-  redis.call('ZREMRANGEBYRANK', found, 0, -(__FOUND_GROUPS__ + 1))
-else
-  redis.call('ZREM', found, group)
-end
+last_check(checks, pass, unknown, found, group, now, record, unknown_count, any)
 redis.call('HDEL', failed, group)
 redis.call('HSETNX', pass, 'started', now)
 redis.call('HINCRBY', pass, 'checks', 1)
@@ -119,8 +131,15 @@ redis.call('ZADD', due, next_due, group)
 redis.call('DEL', lock)
 redis.call('ZREM', running, group)
 return 1 + full
-""", {"KINDS": KINDS, "UNKNOWN_GROUPS": k.RECONCILE_UNKNOWN_GROUPS,
-      "FOUND_GROUPS": k.RECONCILE_FOUND_GROUPS})
+""", {"KINDS": KINDS, **LAST_CHECK_VALUES})
+
+# A manual run's check (``bridge reconcile``): the group's last check as the periodic pass keeps
+# it, so the pages show it; neither the pass under way, the schedule nor a check's lock moves.
+MANUAL = splice(LAST_CHECK + """
+last_check(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), ARGV[3],
+           tonumber(ARGV[4]), tonumber(ARGV[5]))
+return 1
+""", LAST_CHECK_VALUES)
 
 # Returns 0 (the lock is not this check's), else the delay before the group's next try.
 FAIL = splice("""
@@ -158,11 +177,21 @@ class CheckRecord:
     group: str
     at: int
     found: Counts
-    repaired: Counts
+    repaired: Counts  # confirmed by reading the portal back
     unknown_count: int
     # ref -> why its stored state cannot be read (the field and value at fault), at most
     # RECONCILE_UNKNOWN_KEPT of them
     unreadable: dict[str, str] = field(default_factory=dict)
+    source: str = "periodic"  # or "manual": bridge reconcile
+    remaining: Counts = field(default_factory=dict)  # still differing after the check
+    # ref -> why a difference found was not repaired, at most RECONCILE_UNKNOWN_KEPT of them
+    not_repaired: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outstanding(self) -> int:
+        """The bridge's own differences known to remain: missing, drift and stale (unknown
+        listings are not its own, and are shown apart)."""
+        return sum(n for kind, n in self.remaining.items() if kind != "unknown")
 
 
 @dataclass(frozen=True)
@@ -205,6 +234,7 @@ class Records:
         self._release = redis.register_script(RELEASE)
         self._record = redis.register_script(RECORD)
         self._fail = redis.register_script(FAIL)
+        self._manual = redis.register_script(MANUAL)
 
     # -- the check's lock --
 
@@ -256,12 +286,8 @@ class Records:
         unreadable = [f for f in check.findings if f.kind == UNREADABLE]
         found, fixed = counts(check.findings), counts(repaired)
         now = now_ms()
-        record = {"at": now, "found": found, "repaired": fixed,
-                  "unknown": [{"ref": f.ref, "detail": f.detail}
-                              for f in unknown[:k.RECONCILE_UNKNOWN_KEPT]],
-                  "unknown_count": len(unknown),
-                  "unreadable": {f.ref: f.detail
-                                 for f in unreadable[:k.RECONCILE_UNKNOWN_KEPT]}}
+        record = _record(now, "periodic", check.findings, repaired,
+                         {kind: found[kind] - fixed[kind] for kind in found}, {})
         keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
                 f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_CHECKS}{target}",
                 f"{k.RECONCILE_PASS}{target}",
@@ -273,6 +299,19 @@ class Records:
         args += [found[kind] for kind in KINDS] + [fixed[kind] for kind in KINDS]
         args.append(len(unreadable))
         return int(await self._record(keys=keys, args=args))
+
+    async def record_manual(self, check: GroupCheck, repaired: list[Finding],
+                            remaining: list[Finding], not_repaired: dict[str, str]) -> None:
+        """Write a manual run's check of a group as its last check: ``remaining`` is what the
+        portal still differs by afterwards (read back after a repair)."""
+        target = check.target
+        still = [f for f in remaining if f.kind == "unknown"]
+        record = _record(now_ms(), "manual", check.findings, repaired, counts(remaining),
+                         not_repaired, remaining)
+        keys = [f"{k.RECONCILE_CHECKS}{target}", f"{k.RECONCILE_PASS}{target}",
+                f"{k.RECONCILE_UNKNOWN}{target}", f"{k.RECONCILE_FOUND}{target}"]
+        await self._manual(keys=keys, args=[check.group, record["at"], orjson.dumps(record),
+                                            len(still), len(check.findings)])
 
     async def failed(self, token: str, target: str, group: str, error: str,
                      interval_ms: int) -> int:
@@ -364,14 +403,40 @@ def _counts(fields: dict[str, int], prefix: str) -> Counts:
     return {kind: fields.get(prefix + kind, 0) for kind in KINDS}
 
 
+def _record(at: int, source: str, findings: list[Finding], repaired: list[Finding],
+            remaining: Counts, not_repaired: dict[str, str],
+            after: list[Finding] | None = None) -> dict[str, Any]:
+    """A check's JSON; its unknown and unreadable listings are those of ``after`` (what still
+    differs) when given, else of ``findings``."""
+    after = findings if after is None else after
+    unknown = [f for f in after if f.kind == "unknown"]
+    unreadable = [f for f in after if f.kind == UNREADABLE]
+    kept = k.RECONCILE_UNKNOWN_KEPT
+    return {"at": at, "source": source, "found": counts(findings), "repaired": counts(repaired),
+            "remaining": remaining,
+            "unknown": [{"ref": f.ref, "detail": f.detail} for f in unknown[:kept]],
+            "unknown_count": len(unknown),
+            "unreadable": {f.ref: f.detail for f in unreadable[:kept]},
+            "not_repaired": dict(list(not_repaired.items())[:kept])}
+
+
 def _check(group: str, record: dict[str, Any]) -> CheckRecord:
-    return CheckRecord(group=group, at=int(record.get("at", 0)),
-                       found={kind: int(record.get("found", {}).get(kind, 0)) for kind in KINDS},
-                       repaired={kind: int(record.get("repaired", {}).get(kind, 0))
-                                 for kind in KINDS},
+    found = _kinds(record.get("found", {}))
+    repaired = _kinds(record.get("repaired", {}))
+    # Records written before "remaining" was kept: what was found and not repaired.
+    remaining = _kinds(record.get("remaining")
+                       or {kind: found[kind] - repaired[kind] for kind in KINDS})
+    return CheckRecord(group=group, at=int(record.get("at", 0)), found=found, repaired=repaired,
                        unknown_count=int(record.get("unknown_count", 0)),
                        unreadable={str(ref): str(why) for ref, why
-                                   in record.get("unreadable", {}).items()})
+                                   in record.get("unreadable", {}).items()},
+                       source=str(record.get("source", "periodic")), remaining=remaining,
+                       not_repaired={str(ref): str(why) for ref, why
+                                     in record.get("not_repaired", {}).items()})
+
+
+def _kinds(values: dict[str, Any]) -> Counts:
+    return {kind: int(values.get(kind, 0)) for kind in KINDS}
 
 
 def _text(value: bytes | str) -> str:
