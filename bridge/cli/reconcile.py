@@ -24,12 +24,16 @@ def register(main: click.Group) -> None:
 @click.option("--group", default=None, help="Only this group (default: every group seen).")
 @click.option("--apply", is_flag=True,
               help="Repair what is the bridge's own: send missing and drifted listings again, "
-                   "take down stale ones (through the guards). Unknown ones are never touched.")
+                   "take down stale ones (through the guards), and read the portal back: each "
+                   "finding says whether it was repaired, and why not. Unknown ones are never "
+                   "touched.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write every finding to this file: JSON, or CSV for *.csv.")
+              default=None,
+              help="Write every finding and its outcome to this file: JSON, or CSV for *.csv.")
 def reconcile(config_path: str | None, target: str | None, group: str | None, apply: bool,
               report_path: Path | None) -> None:
-    """Compare each portal with the CRM's state: missing, drift, stale, unknown."""
+    """Compare each portal with the CRM's state: missing, drift, stale, unknown. Each run's
+    checks are recorded for the dashboard, as the periodic pass's are."""
     import asyncio
 
     from bridge.connections import redis_client

@@ -78,6 +78,11 @@ def test_hand_edits_and_a_hand_deletion_are_found_and_repaired_and_a_second_run_
 
         _, report = reconcile(stack, "--apply")
         assert report["repaired"] == {"missing": 1, "drift": 2, "stale": 0, "unknown": 0}
+        # Each repair confirmed by reading the portal back; nothing said to remain.
+        assert {f["ref"]: f["outcome"] for f in report["findings"]} == dict.fromkeys(
+            ["hand-0", "hand-1", "hand-2"], "repaired")
+        assert all("read back" in f["why"] for f in report["findings"])
+        assert report["remaining"] == {"missing": 0, "drift": 0, "stale": 0, "unknown": 0}
         on_rentix = stack.rentix_listings()
         assert on_rentix["hand-0"]["formData"]["announcementValue"] == 500
         assert "hand-2" in on_rentix
