@@ -334,7 +334,7 @@ def _at(request: dict[str, Any]) -> float:
 
 def _stop(stack: Stack) -> list[str]:
     stack.stop_workers()
-    return [w.stderr.read().decode() if w.stderr else "" for w in stack.workers]
+    return [stack.log_of(w) for w in stack.workers]
 
 
 async def test_a_paused_targets_checks_wait_for_its_resume(arq_redis: ArqRedis,

@@ -63,6 +63,7 @@ class Stack:
         self.bridge = bridge
         self.sandbox = sandbox
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, Path] = {}
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A `bridge worker` process; its log goes to worker-N.log beside the configuration
@@ -74,7 +75,12 @@ class Stack:
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
         self.workers.append(process)
+        self._logs[process.pid] = log
         return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        """What a worker has logged so far."""
+        return self._logs[process.pid].read_text(errors="replace")
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGKILL)

@@ -81,15 +81,10 @@ def delivered(stack: Stack, latest: dict[tuple[str, str], int]) -> bool:
     return True
 
 
-def stderr_of(process: subprocess.Popen[bytes]) -> str:
-    assert process.stderr is not None
-    return process.stderr.read().decode(errors="replace")
-
-
 def stop_and_read(stack: Stack) -> list[tuple[int | None, str]]:
     """SIGTERM every worker; their exit codes and everything they logged."""
     stack.stop_workers()
-    return [(process.returncode, stderr_of(process)) for process in stack.workers]
+    return [(process.returncode, stack.log_of(process)) for process in stack.workers]
 
 
 def notable(log: str) -> str:
