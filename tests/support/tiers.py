@@ -8,8 +8,9 @@ and enforced by ``--strict-markers``):
     processes    starts bridge processes: ``bridge serve``/``worker``/``dev``, CLI commands
     browser      drives Debian's headless Chromium
     prometheus   runs promtool or a real Prometheus
+    model        the state machine against its model (tests/model/: Hypothesis, a minute)
 
-``./scripts/test --fast`` runs what starts no process of the bridge, browser or Prometheus.
+``./scripts/test --fast`` runs the first two.
 The last three markers are written on the tests; a test that starts such a process without its
 marker fails at that line, so the fast tier never silently grows slow.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 MARKED = ("processes", "browser", "prometheus")
-ALL = ("unit", "redis", *MARKED)
+ALL = ("unit", "redis", *MARKED, "model")
 
 
 def tier_of(args: Any) -> str | None:
