@@ -127,9 +127,11 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           error_type, message, field, since, discarded}: until
                                           the target accepts that ref (or an operator retries,
                                           or the listing is compacted to a tombstone)
-    lb:held:{target}              hash    group -> JSON held sync {digest, reason, deletions,
-                                          listings, since, unknown_on_portal, causes}: until
-                                          the sync is sent, no longer needed, or discarded
+    lb:held:{target}              hash    group -> JSON held change {digest, reason, deletions,
+                                          listings, since, unknown_on_portal, causes}: the
+                                          guards' one decision per group, the same entry on
+                                          every target it holds; until the target sends the
+                                          deletions, no longer needs to, or a discard
     lb:backoff:{target}:{group}   hash    attempts, not_before: until the target accepts again;
                                           PX GROUP_IDLE_MS
     lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);

@@ -65,10 +65,6 @@ def render_status(status: Status) -> list[str]:
     for name, target in status.targets.items():
         lines.append(f"target {name} ({target.kind}): {target.state}"
                      + (f"; last error: {target.last_error}" if target.last_error else ""))
-        for group, held in target.held.items():
-            lines.append(f"  HELD {group}: {held.reason}")
-            if held.deletions:
-                lines.append(f"    would delete: {', '.join(held.deletions[:20])}")
         for ref, q in target.quarantined.items():
             where = f" ({q.field})" if q.field else ""
             lines.append(f"  QUARANTINED {ref} in {q.group}: {q.error_type}{where}: "
@@ -76,6 +72,12 @@ def render_status(status: Status) -> list[str]:
         if target.outbox is not None:
             lines += render_outbox(target.outbox, status.now)
         lines += render_drift(target.drift, status.now)
+    for change in status.held:  # once per group, whichever targets hold it
+        lines += [f"HELD {change.group} on {', '.join(change.targets)}: {change.reason}",
+                  f"  digest {change.digest}: bridge held release|discard --digest "
+                  f"{change.digest} {change.group}"]
+        if change.deletions:
+            lines.append(f"  would delete: {', '.join(change.deletions[:20])}")
     return lines
 
 
@@ -165,13 +167,14 @@ digest_option = click.option(
          "held sync is shown and you are asked to confirm.")
 
 
-def reviewed_digest(config_path: str | None, target: str, group: str, digest: str | None,
-                    verb: str) -> str:
-    """The digest the operator names, or the one they confirm after seeing the held sync."""
+def reviewed_digest(config_path: str | None, target: str | None, group: str,
+                    digest: str | None, verb: str) -> str:
+    """The digest the operator names, or the one they confirm after seeing the held change."""
     if digest:
         return digest
     held = run_operation(config_path, lambda ops: ops.held_sync(target, group))
-    click.echo(f"held sync of {group} on {target} (digest {held.digest}): {held.reason}")
+    click.echo(f"held change of {group} on {', '.join(held.targets)} (digest {held.digest}): "
+               f"{held.reason}")
     click.echo(f"it keeps {held.listings} listing(s) and would delete "
                f"{len(held.deletions)}: {', '.join(held.deletions) or 'none'}")
     for cause in held.causes:
@@ -180,30 +183,37 @@ def reviewed_digest(config_path: str | None, target: str, group: str, digest: st
     return held.digest
 
 
+target_option = click.option(
+    "--target", default=None,
+    help="Only this target's hold; by default every target holding the change.")
+
+
 @held.command("release")
 @config_option
-@click.option("--target", required=True)
+@target_option
 @digest_option
 @click.argument("group")
-def held_release(config_path: str | None, target: str, group: str, digest: str | None) -> None:
-    """Send the held sync of GROUP that you reviewed, deletions included."""
+def held_release(config_path: str | None, target: str | None, group: str,
+                 digest: str | None) -> None:
+    """Send the held change of GROUP that you reviewed, deletions included."""
     digest = reviewed_digest(config_path, target, group, digest, "Release")
     entry = run_operation(config_path, lambda ops: ops.release(target, group, digest))
-    click.echo(f"released {group} on {target}; it will delete: "
+    click.echo(f"released {group} on {', '.join(entry.targets)}; it will delete: "
                f"{', '.join(entry.deletions) or 'nothing'}")
 
 
 @held.command("discard")
 @config_option
-@click.option("--target", required=True)
+@target_option
 @digest_option
 @click.argument("group")
-def held_discard(config_path: str | None, target: str, group: str, digest: str | None) -> None:
-    """Do not send the held sync of GROUP that you reviewed (once the group changes, its sync
-    is judged afresh)."""
+def held_discard(config_path: str | None, target: str | None, group: str,
+                 digest: str | None) -> None:
+    """Do not send the deletions of GROUP's held change that you reviewed: every portal keeps
+    those listings (once the group changes, its change is judged afresh)."""
     digest = reviewed_digest(config_path, target, group, digest, "Discard")
-    run_operation(config_path, lambda ops: ops.discard(target, group, digest))
-    click.echo(f"discarded the held sync of {group} on {target}")
+    entry = run_operation(config_path, lambda ops: ops.discard(target, group, digest))
+    click.echo(f"discarded the held change of {group} on {', '.join(entry.targets)}")
 
 
 @click.group()

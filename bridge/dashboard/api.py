@@ -167,7 +167,7 @@ async def resume(request: Request) -> Response:
 @answers_errors
 async def held_release(request: Request) -> Response:
     body = await json_body(request)
-    held = await operations(request).release(text_field(body, "target"),
+    held = await operations(request).release(optional_target(body),
                                              text_field(body, "group"),
                                              text_field(body, "digest"))
     return JSONResponse({"released": held})
@@ -176,10 +176,21 @@ async def held_release(request: Request) -> Response:
 @answers_errors
 async def held_discard(request: Request) -> Response:
     body = await json_body(request)
-    held = await operations(request).discard(text_field(body, "target"),
+    held = await operations(request).discard(optional_target(body),
                                              text_field(body, "group"),
                                              text_field(body, "digest"))
     return JSONResponse({"discarded": held})
+
+
+async def held(request: Request) -> Response:
+    """Each group's held change once, with the targets it holds (``?group=`` for one)."""
+    return JSONResponse({"held": await operations(request).held_changes(
+        request.query_params.get("group") or None)})
+
+
+def optional_target(body: dict[str, Any]) -> str | None:
+    """A held change's target when one is named; else every target that holds it."""
+    return None if body.get("target") is None else text_field(body, "target")
 
 
 @answers_errors
@@ -211,6 +222,7 @@ def router() -> Router:
         Route("/listings/{ref:path}/trace", listing_trace, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
         Route("/drift", drift, methods=["GET"]),
+        Route("/held", held, methods=["GET"]),
         Route("/held/release", held_release, methods=["POST"]),
         Route("/held/discard", held_discard, methods=["POST"]),
         Route("/quarantine/retry", quarantine_retry, methods=["POST"]),

@@ -193,7 +193,7 @@ class Snapshot(Collector):
                 families["state"].add_metric([t.name, state], int(t.state == state))
             families["quarantined"].add_metric([t.name], t.quarantined)
             families["held"].add_metric([t.name], t.held)
-            since = [h.since for h in self.held if h.target == t.name]
+            since = [h.since for h in self.held if t.name in h.targets]
             families["held_age"].add_metric([t.name], max(now - min(since), 0) / 1000
                                             if since else 0)
             families["budget"].add_metric([t.name], t.rate_limit.available)

@@ -4,7 +4,9 @@ independently.
 Each target's outcome decides what happens next: accepted content is recorded (so it is never
 sent again), refused content is quarantined for that target alone, transient failures back off
 without holding a worker slot (the group is simply due again later), rate limits and invalid
-credentials hold the whole target, and destructive syncs are held for an operator.
+credentials hold the whole target, and the guards judge the group's deletions once for every
+target (``guard.py``): what they hold waits for an operator on every target that would remove
+something, while the rest of the change flows.
 
 Every write after a portal call goes through the flush's lease (``claims.Lease``): if another
 flush has taken the group meanwhile (this worker froze, or lost Redis for longer than the lease),
@@ -27,10 +29,10 @@ from bridge.delivery import outbox
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, Stamp, mark_due, stamp
 from bridge.delivery.desired import DesiredListing, bare_tombstone, read_listings
+from bridge.delivery.guard import NOTHING, GroupGuard, Proposal, Verdict
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
-    Deletion,
     Held,
     Ledger,
     Quarantined,
@@ -45,9 +47,9 @@ from bridge.delivery.planning import (
     SyncPlan,
     deletion_cause,
     desired_digest,
-    guard_reason,
     plan_listings,
     plan_sync,
+    removes,
     unknown_deletions,
 )
 from bridge.delivery.ratelimit import RateLimiter
@@ -89,7 +91,9 @@ class ListingTurn:
     by_bulk: set[str]  # refs whose writes go through the outbox
     stamps: dict[str, Stamp]  # what each listing's write is planned from
     queued: list[ListingWrite] = field(default_factory=list)
-    held: bool = False  # a create was held for adoption: the turn settled not everything
+    # A create held for adoption, or deletions held by the guards: the turn settled not
+    # everything.
+    held: bool = False
 
     @property
     def bulk_on(self) -> bool:
@@ -159,6 +163,8 @@ class GroupFlush:
         # Targets whose turn settled every change the claim holds (lb:settled).
         self.settled: set[str] = set()
         self.desired: dict[str, dict[str, DesiredListing]] = {}  # per group-sync target
+        self.guard = GroupGuard(claim.group, [t.name for t in self.settings.targets],
+                                self.settings.guard)
 
     @property
     def group(self) -> str:
@@ -170,7 +176,7 @@ class GroupFlush:
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.
         deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
         targets = self.settings.targets
-        results = await asyncio.gather(*[self._turn(t, deadline) for t in targets],
+        results = await asyncio.gather(*[self._judged_turn(t, deadline) for t in targets],
                                        return_exceptions=True)
         next_due: int | None = None
         for target, result in zip(targets, results, strict=True):
@@ -225,6 +231,14 @@ class GroupFlush:
         in_doubt = bool(await self.ledger.intents(target.name, [sync_scope(self.group)]))
         return {ref for ref in refs if sync_done(held, in_doubt, ref)}
 
+    async def _judged_turn(self, target: RentixTarget | TravtusTarget, deadline: float
+                           ) -> int | None:
+        """A target's turn; however it ends, the guards no longer wait for its proposal."""
+        try:
+            return await self._turn(target, deadline)
+        finally:
+            self.guard.leave(target.name)
+
     async def _turn(self, target: RentixTarget | TravtusTarget, deadline: float) -> int | None:
         state = await self.ledger.target_state(target.name)
         if state.get("paused"):
@@ -261,12 +275,16 @@ class GroupFlush:
         plan = plan_listings(name, adapter, desired, accepted, quarantined, intents)
         await self.trace.listings_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
+        # Deletions the guards hold go neither as single writes nor by bulk; the rest flows.
+        withheld, released = await self._judge_listings(name, adapter, desired, plan.writes)
+        writes = [write for write in plan.writes if write.ref not in withheld]
         attempts, _ = await self.ledger.backoff(name, self.group)
         turn = ListingTurn(target, adapter, accepted, attempts, verified, deadline,
                            await self.adoption.active(target),
-                           await self._by_bulk(target, plan.writes),
-                           {listing.ref: stamp(listing) for listing in desired})
-        stop = await self._write_each(turn, plan.writes)
+                           await self._by_bulk(target, writes),
+                           {listing.ref: stamp(listing) for listing in desired},
+                           held=bool(withheld))
+        stop = await self._write_each(turn, writes)
         await self._enqueue(turn)
         if stop is not False:
             return stop
@@ -276,7 +294,19 @@ class GroupFlush:
             await self.ledger.mark_verified(name, self.group, self.epoch)
         if not turn.held:
             self.settled.add(name)  # sent, queued for bulk, or quarantined: all settled
+            if released:  # the released deletions went: the operator's decision is spent
+                await self.ledger.unhold(name, self.group)
         return None
+
+    async def _judge_listings(self, name: str, adapter: RentixAdapter,
+                              desired: list[DesiredListing], writes: list[ListingWrite]
+                              ) -> tuple[set[str], bool]:
+        """The guards' verdict on what these writes would remove (``_withheld``)."""
+        proposal = await self._listing_proposal(name, adapter, desired, writes)
+        if proposal is None:
+            self.guard.leave(name)
+            return await self._withheld(name, NOTHING)
+        return await self._withheld(name, await self.guard.judge(name, proposal))
 
     async def _by_bulk(self, target: RentixTarget, writes: list[ListingWrite]) -> set[str]:
         """The writes that go by bulk (through the outbox): all of them when more are waiting
@@ -448,36 +478,50 @@ class GroupFlush:
         plan, accepted, quarantined, last = await self._plan_sync(name, adapter)
         await self.trace.sync_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
-        if plan.unchanged:
+        if plan.unchanged or (last is None and not plan.listings and not accepted):
+            # Unchanged, or a group we have never synced with nothing to say: no change to
+            # judge, and a change held before is no more.
+            self.guard.leave(name)
+            await self._withheld(name, NOTHING)
             self.settled.add(name)
             return None
         if _quarantined_sync(plan, quarantined.get(sync_scope(group))):
             return None
-        if await self._discarded(name, plan):
-            return None
-        if last is None and not plan.listings and not accepted:
+        try:
+            proposal, on_portal = await self._sync_proposal(name, adapter, plan, accepted, last)
+        except PortalError as exc:
+            return await self._setback(name, exc.result)
+        withheld, released = await self._withheld(name, await self.guard.judge(name, proposal))
+        if withheld:
+            return await self._sync_withheld(target, adapter, withheld, accepted)
+        if not released and on_portal is not None and _holds_exactly(adapter, plan, on_portal):
+            # The portal already holds the group as desired (say, after Redis lost its
+            # data): the ledger learns it, and nothing is written.
+            await self.ledger.record_sync(name, group, plan.digest, plan.records,
+                                          plan.fresh, self.epoch, accepted,
+                                          self._planned(name, plan))
+            await self.trace.unchanged(name, "the portal holds it already")
             self.settled.add(name)
-            return None  # nothing to say about a group we have never synced
-        if await self.ledger.released_digest(name, group) != plan.digest:
-            try:
-                held, on_portal = await self._guard(name, adapter, plan, accepted, last)
-            except PortalError as exc:
-                return await self._setback(name, exc.result)
-            if held:
-                await self.ledger.hold(name, group, held)
-                await self.trace.held(name, held)
-                log.warning("holding %s sync of %s: %s", name, group, held.reason,
-                            extra=about(group, name))
-                return None
-            if on_portal is not None and _holds_exactly(adapter, plan, on_portal):
-                # The portal already holds the group as desired (say, after Redis lost its
-                # data): the ledger learns it, and nothing is written.
-                await self.ledger.record_sync(name, group, plan.digest, plan.records,
-                                              plan.fresh, self.epoch, accepted,
-                                              self._planned(name, plan))
-                await self.trace.unchanged(name, "the portal holds it already")
-                self.settled.add(name)
-                return None
+            return None
+        return await self._send_sync(target, adapter, plan, accepted)
+
+    async def _sync_withheld(self, target: TravtusTarget, adapter: TravtusAdapter,
+                             withheld: set[str], accepted: dict[str, Accepted]) -> int | None:
+        """The change's deletions are held back: the sync keeps those listings as the portal
+        holds them and carries the rest of the change. Nothing is sent when it would still
+        delete listings the ledger has no record of (never sent there, or unreadable)."""
+        if withheld - set(accepted):
+            return None
+        plan, accepted, _, _ = await self._plan_sync(target.name, adapter, keep=withheld)
+        if plan.unchanged or plan.deletions:
+            return None
+        return await self._send_sync(target, adapter, plan, accepted, holding=True)
+
+    async def _send_sync(self, target: TravtusTarget, adapter: TravtusAdapter, plan: SyncPlan,
+                         accepted: dict[str, Accepted], holding: bool = False) -> int | None:
+        """Send the sync and record its outcome. ``holding``: it keeps listings whose deletion
+        is held, so the held change stays (and the turn settles nothing)."""
+        name, group = target.name, self.group
         wait = await self._rate_slot(name, target.requests_per_minute)
         if wait:
             return wait
@@ -494,7 +538,7 @@ class GroupFlush:
             if result.ok:
                 await self.ledger.record_sync(name, group, plan.digest, plan.records,
                                               plan.fresh, self.epoch, accepted,
-                                              self._planned(name, plan))
+                                              self._planned(name, plan), keep_held=holding)
         except LeaseLost:
             if result.ok:
                 await self._after_lost_write(name, sync_scope(group), plan.digest)
@@ -502,7 +546,8 @@ class GroupFlush:
         if result.ok:
             if attempts:
                 await self.ledger.clear_backoff(name, group)
-            self.settled.add(name)
+            if not holding:
+                self.settled.add(name)
             return None
         return await self._sync_refused(name, plan, result)
 
@@ -511,18 +556,21 @@ class GroupFlush:
         desired = self.desired[name]
         return {ref: stamp(desired[ref]) for ref in plan.fresh}
 
-    async def _plan_sync(self, name: str, adapter: TravtusAdapter
+    async def _plan_sync(self, name: str, adapter: TravtusAdapter, keep: set[str] | None = None
                          ) -> tuple[SyncPlan, dict[str, Accepted], dict[str, Quarantined],
                                     str | None]:
         """The group's whole state for a sync. Members the target has settled keep the payload
         it accepted (not read, not mapped again); only the changes are planned afresh, unless
-        the target settled nothing or Redis may have lost state since it was last checked."""
+        the target settled nothing or Redis may have lost state since it was last checked.
+        ``keep``: listings whose deletion is held, kept in the sync as the target accepted
+        them."""
         group = self.group
         accepted = await self.ledger.accepted(name, group)
         whole = (self.claim.settled.get(name) is None
                  or await self.ledger.verified(name, group) != self.epoch)
         kept = {} if whole else {ref: accepted[ref] for ref in self.claim.others
                                  if ref in accepted}
+        kept.update({ref: accepted[ref] for ref in keep or () if ref in accepted})
         desired = [*self.claim.listings,
                    *await self._listings_of([r for r in self.claim.others if r not in kept])]
         self.desired[name] = {listing.ref: listing for listing in desired}
@@ -548,26 +596,71 @@ class GroupFlush:
         found = await read_listings(self.d.redis, refs)
         return [found.get(ref) or bare_tombstone(ref, self.group) for ref in refs]
 
-    async def _discarded(self, name: str, plan: SyncPlan) -> bool:
-        """An operator discarded this very sync, and the group has not changed since. Once it
-        has, the discard is spent: the sync is judged afresh (and held again if need be)."""
+    # -- the guards: one decision per group flush (guard.py) --
+
+    async def _withheld(self, name: str, verdict: Verdict) -> tuple[set[str], bool]:
+        """What the verdict means for this target: the refs whose deletion it keeps back
+        (held for an operator, or discarded by one), and whether an operator released them.
+        A held entry this target no longer holds goes."""
+        entry = await self.ledger.held_of(name, self.group)
+        if not verdict.holds(name):
+            if entry is not None:
+                await self.ledger.unhold(name, self.group)
+            return set(), False
+        if await self.ledger.released_digest(name, self.group) == verdict.digest:
+            return set(), True
+        if await self._discarded(name, verdict.digest):
+            return verdict.refs, False
+        if entry is None or (entry.digest, entry.reason) != (verdict.digest, verdict.reason):
+            held = verdict.held()
+            await self.ledger.hold(name, self.group, held)
+            await self.trace.held(name, held, whole=name not in self._per_listing_targets)
+            log.warning("holding the deletions of %s on %s: %s", self.group, name,
+                        held.reason, extra=about(self.group, name))
+        return verdict.refs, False
+
+    @property
+    def _per_listing_targets(self) -> set[str]:
+        return {t.name for t in self.settings.targets if isinstance(t, RentixTarget)}
+
+    async def _discarded(self, name: str, digest: str) -> bool:
+        """An operator discarded this very change, and the group has not changed since. Once
+        it has, the discard is spent: the change is judged afresh (and held again if need
+        be)."""
         marker = await self.ledger.discarded(name, self.group)
         if marker is None:
             return False
-        digest, seq = marker
-        if seq == self.claim.seq and digest == plan.digest:
+        marked, seq = marker
+        if seq == self.claim.seq and marked == digest:
             return True
         if seq != self.claim.seq:
             await self.ledger.forget_discard(name, self.group)
         return False
 
-    async def _guard(self, name: str, adapter: TravtusAdapter, plan: SyncPlan,
-                     accepted: dict[str, Accepted], last: str | None
-                     ) -> tuple[Held | None, list[dict[str, Any]] | None]:
-        """Hold a sync that would delete too much. The portal is read first whenever the sync
-        deletes anything, on the group's first sync, and whenever Redis may have lost state
-        since the group was last checked (another epoch): what it holds that the bridge does
-        not know would be deleted too, and counts as inferred."""
+    async def _listing_proposal(self, name: str, adapter: RentixAdapter,
+                                desired: list[DesiredListing], writes: list[ListingWrite]
+                                ) -> Proposal | None:
+        """What a per-listing turn's writes would remove from the group, and the group's
+        size on the portal (members it holds, not already taken down); None: nothing."""
+        members = {listing.ref: listing for listing in desired}
+        holds = await self.ledger.accepted(name, None, self.claim.members)
+        removing = [w for w in writes if removes(w, members[w.ref], w.ref in holds)]
+        if not removing:
+            return None
+        gone = {w.ref for w in removing}
+        present = {ref for ref, record in holds.items()
+                   if record.digest != desired_digest(adapter, bare_tombstone(ref, self.group))}
+        creates = sum(1 for w in writes if w.ref not in holds and w.ref not in gone)
+        deletions = [deletion_cause(w.ref, self.group, members[w.ref], None) for w in removing]
+        return Proposal(deletions, len(present - gone) + creates, len(present))
+
+    async def _sync_proposal(self, name: str, adapter: TravtusAdapter, plan: SyncPlan,
+                             accepted: dict[str, Accepted], last: str | None
+                             ) -> tuple[Proposal, list[dict[str, Any]] | None]:
+        """What a sync would delete. The portal is read first whenever the sync deletes
+        anything, on the group's first sync, and whenever Redis may have lost state since the
+        group was last checked (another epoch): what it holds that the bridge does not know
+        would be deleted too, and counts as inferred."""
         deletions = list(plan.deletions)
         unknown: list[str] = []
         unreadable: list[str] = []
@@ -593,20 +686,18 @@ class GroupFlush:
             # A listing whose stored state cannot be read is left out of the sync: on the
             # portal, the ledger unaware, the sync would delete what nobody asked to delete.
             unreadable = [ref for ref in left_out if members[ref].unreadable is not None]
-        reason = guard_reason(deletions, len(plan.listings), len(accepted) or len(deletions),
-                              self.settings.guard)
+        forced: list[str] = []
         if unknown:  # never deleted without an operator, whatever the guard settings
             first = "first sync of the group, and " if last is None else ""
-            reason = (f"{first}the portal holds {len(unknown)} listing(s) the bridge has never "
-                      "heard of; the sync would delete them"
-                      + (f" (and {reason})" if reason else ""))
+            forced.append(f"{first}the portal holds {len(unknown)} listing(s) the bridge has "
+                          "never heard of; the sync would delete them")
         if unreadable:  # likewise: an operator decides
-            reason = (f"the portal holds {len(unreadable)} listing(s) whose stored state the "
-                      f"bridge cannot read ({', '.join(unreadable[:5])}); the sync would delete "
-                      "them" + (f" (and {reason})" if reason else ""))
-        if reason is None:
-            return None, on_portal
-        return _held(plan, reason, deletions, unknown), on_portal
+            forced.append(f"the portal holds {len(unreadable)} listing(s) whose stored state "
+                          f"the bridge cannot read ({', '.join(unreadable[:5])}); the sync "
+                          "would delete them")
+        proposal = Proposal(deletions, len(plan.listings), len(accepted) or len(deletions),
+                            "; ".join(forced) or None, unknown)
+        return proposal, on_portal
 
     async def _sync_refused(self, name: str, plan: SyncPlan, result: Result) -> int | None:
         group = self.group
@@ -623,7 +714,8 @@ class GroupFlush:
         if result.outcome is Outcome.CREDENTIALS_INVALID and result.error_type == \
                 "no_access_to_group":
             reason = f"the portal refuses access to this group: {result.message}"
-            await self.ledger.hold(name, group, held := _held(plan, reason, [], []))
+            held = Held(plan.digest, reason, [], len(plan.listings), now_ms())
+            await self.ledger.hold(name, group, held)
             await self.trace.held(name, held)
             return None
         return await self._setback(name, result)
@@ -699,12 +791,6 @@ class GroupFlush:
                         str(result.outcome), result.status, round(result.latency_ms, 1),
                         attempt, error)
         await self.ledger.record_attempt(entry, latencies, self.trace.call_refs(target, refs))
-
-
-def _held(plan: SyncPlan, reason: str, deletions: list[Deletion], unknown: list[str]) -> Held:
-    return Held(plan.digest, reason, [d.ref for d in deletions], len(plan.listings), now_ms(),
-                unknown, [{"ref": d.ref, "cause": d.cause, "reason": d.reason}
-                          for d in deletions])
 
 
 def _holds_exactly(adapter: TravtusAdapter, plan: SyncPlan, on_portal: list[dict[str, Any]]

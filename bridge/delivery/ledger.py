@@ -104,21 +104,34 @@ class HeldChanged(Exception):
         self.current = current
 
 
-# Release or discard a held sync only if it is still the one the operator reviewed.
-# Returns {0} when nothing is held, {1, held} when another sync is held, {2, held} when done.
+# Release or discard a held change on every target named that holds it, only if it is still
+# the one the operator reviewed there: all of them or none.
+# KEYS: none (the keys derive from the targets). ARGV[1]: group; ARGV[2]: the reviewed digest;
+# ARGV[3]: release | discard; ARGV[4]: the group's change counter (lb:pending seq);
+# ARGV[5..]: targets. Returns {0} when none of them holds the group, {1, held} when one holds
+# another change (that one), {2, held} when done.
 PINNED = splice("""
-local target, group, digest, action, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local held = redis.call('HGET', __HELD__ .. target, group)
-if not held then return {0} end
-if cjson.decode(held)['digest'] ~= digest then return {1, held} end
-local marker = cjson.encode({digest = digest, seq = seq})
-if action == 'release' then
-  redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
-else
-  redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
-  redis.call('HDEL', __HELD__ .. target, group)
+local group, digest, action, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local holding, first = {}, nil
+for i = 5, #ARGV do
+  local held = redis.call('HGET', __HELD__ .. ARGV[i], group)
+  if held then
+    if cjson.decode(held)['digest'] ~= digest then return {1, held} end
+    table.insert(holding, ARGV[i])
+    first = first or held
+  end
 end
-return {2, held}
+if not first then return {0} end
+local marker = cjson.encode({digest = digest, seq = seq})
+for _, target in ipairs(holding) do
+  if action == 'release' then
+    redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
+  else
+    redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
+    redis.call('HDEL', __HELD__ .. target, group)
+  end
+end
+return {2, first}
 """, {"HELD": k.HELD, "RELEASE": k.RELEASE, "DISCARDED": k.DISCARDED,
       "IDLE": k.GROUP_IDLE_MS})
 
@@ -266,18 +279,21 @@ class Ledger:
                           records: dict[str, Accepted], fresh: list[str],
                           epoch: str | None = None,
                           previous: dict[str, Accepted] | None = None,
-                          planned: dict[str, Stamp] | None = None) -> None:
+                          planned: dict[str, Stamp] | None = None,
+                          keep_held: bool = False) -> None:
         """A group sync was accepted: the group on the portal is now exactly ``records`` (so
         verified in ``epoch``); the listings sent with their current content (``fresh``) are
         out of quarantine. ``previous``: the group's records as read under the same lease;
         then only what changed is written (a one-listing change in a large group rewrites one
         record, not all of them). ``planned``: the stamps the fresh listings were planned
-        from (a flush's sync): one that moved on since is marked changed again."""
+        from (a flush's sync): one that moved on since is marked changed again. ``keep_held``:
+        the sync kept listings whose deletion the guards hold, so the held change stays."""
         commands = _records_commands(accepted_key(target, group), records, previous)
+        if not keep_held:
+            commands += [("DEL", f"{k.RELEASE}{target}:{group}"),
+                         ("HDEL", f"{k.HELD}{target}", group)]
         commands += [
             ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest, "PX", str(k.GROUP_IDLE_MS)),
-            ("DEL", f"{k.RELEASE}{target}:{group}"),
-            ("HDEL", f"{k.HELD}{target}", group),
             ("HDEL", f"{k.INTENT}{target}", sync_scope(group)),
             ("HDEL", f"{k.QUARANTINE}{target}", *fresh, sync_scope(group)),
         ]
@@ -362,6 +378,10 @@ class Ledger:
         raw = await self.redis.hgetall(f"{k.HELD}{target}")  # type: ignore[misc]
         return {_text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
 
+    async def held_of(self, target: str, group: str) -> Held | None:
+        raw = await self.redis.hget(f"{k.HELD}{target}", group)  # type: ignore[misc]
+        return Held(**orjson.loads(raw)) if raw else None
+
     async def hold(self, target: str, group: str, entry: Held) -> None:
         """Hold a sync for an operator. A release given for an earlier held sync no longer
         applies: the operator must review this one."""
@@ -369,22 +389,29 @@ class Ledger:
                           ("DEL", f"{k.RELEASE}{target}:{group}"))
 
     async def unhold(self, target: str, group: str) -> None:
-        await self._write(("HDEL", f"{k.HELD}{target}", group))
+        """The target holds the group's change no more (done, or no longer held): its entry
+        and any release of it go."""
+        await self._write(("HDEL", f"{k.HELD}{target}", group),
+                          ("DEL", f"{k.RELEASE}{target}:{group}"))
 
-    async def release(self, target: str, group: str, digest: str) -> Held | None:
-        """The operator lets the held sync they reviewed (``digest``) go out. None when nothing
-        is held; HeldChanged when another sync is held now."""
-        return await self._pinned_action("release", target, group, digest)
+    async def release(self, targets: str | Sequence[str], group: str, digest: str
+                      ) -> Held | None:
+        """The operator lets the held change they reviewed (``digest``) go out, on each of
+        ``targets`` that holds it. None when none holds anything; HeldChanged (nothing done)
+        when one holds another change now."""
+        return await self._pinned_action("release", targets, group, digest)
 
-    async def discard(self, target: str, group: str, digest: str) -> Held | None:
-        """The operator refuses the held sync they reviewed: that content is not sent until the
-        group changes (then it is judged afresh)."""
-        return await self._pinned_action("discard", target, group, digest)
+    async def discard(self, targets: str | Sequence[str], group: str, digest: str
+                      ) -> Held | None:
+        """The operator refuses the held change they reviewed, on each of ``targets`` that
+        holds it: it is not sent until the group changes (then it is judged afresh)."""
+        return await self._pinned_action("discard", targets, group, digest)
 
-    async def _pinned_action(self, action: str, target: str, group: str, digest: str
-                             ) -> Held | None:
+    async def _pinned_action(self, action: str, targets: str | Sequence[str], group: str,
+                             digest: str) -> Held | None:
+        names = [targets] if isinstance(targets, str) else list(targets)
         seq = _s(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
-        answer = await self._pinned(keys=[], args=[target, group, digest, action, seq])
+        answer = await self._pinned(keys=[], args=[group, digest, action, seq, *names])
         if int(answer[0]) == 0:
             return None
         held = Held(**orjson.loads(answer[1]))

@@ -295,6 +295,15 @@ def deletion_cause(ref: str, group: str, member: DesiredListing | None,
     return Deletion(ref, "explicit", "hidden in the CRM")
 
 
+def removes(write: ListingWrite, listing: DesiredListing, on_portal: bool) -> bool:
+    """Does a per-listing write take the listing off the portal: a deletion or a hide, or an
+    update that hides a listing the portal shows (the CRM hid it; a group sync leaves such a
+    listing out, the guards count it as the same deletion)?"""
+    if write.operation != "upsert":
+        return True
+    return on_portal and listing.body is not None and listing.body.get("status") == "hidden"
+
+
 def unknown_deletions(refs: list[str]) -> list[Deletion]:
     """Listings on the portal that the bridge never sent there: a sync would delete them."""
     return [Deletion(ref, "inferred", "on the portal, never sent there by the bridge")
@@ -322,5 +331,5 @@ def guard_reason(deletions: list[Deletion], listings: int, accepted_count: int,
 
 __all__ = ["UNREADABLE", "Invalid", "ListingPlan", "ListingWrite", "SyncPlan", "deletion_cause",
            "desired_content", "desired_digest", "desired_payload", "guard_reason",
-           "plan_listings", "plan_sync", "refusal", "sync_scope", "unknown_deletions",
+           "plan_listings", "plan_sync", "refusal", "removes", "sync_scope", "unknown_deletions",
            "unreadable_digest"]

@@ -174,9 +174,15 @@ class FlushTrace:
         self._waiting[target] = [r for r in self._waiting.get(target, []) if r not in done]
         await self._note(target, "quarantined", items)
 
-    async def held(self, target: str, held: Held) -> None:
-        """A group sync held for an operator: its listings and those it would delete."""
-        refs = list(dict.fromkeys([*self._stopping(target), *held.deletions]))
+    async def held(self, target: str, held: Held, whole: bool = True) -> None:
+        """A change held for an operator: the listings it would delete, and, when the whole
+        turn stops (a group sync held as a whole), the turn's other listings."""
+        if whole:
+            refs = list(dict.fromkeys([*self._stopping(target), *held.deletions]))
+        else:
+            refs = held.deletions
+            self._waiting[target] = [r for r in self._waiting.get(target, [])
+                                     if r not in refs]
         await self._note(target, "held", [(ref, {"digest": held.digest, "detail": held.reason})
                                           for ref in refs])
 

@@ -1,6 +1,6 @@
-"""What an operator can do: release or discard a held sync, retry or discard quarantined
-listings, pause or resume a target, make groups due. Every change goes through the ledger
-(``bridge/delivery/ledger.py``), as the worker's own do."""
+"""What an operator can do: release or discard a held change (on every target holding it, or
+one named), retry or discard quarantined listings, pause or resume a target, make groups due.
+Every change goes through the ledger (``bridge/delivery/ledger.py``), as the worker's own do."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from bridge.clock import now_ms
 from bridge.delivery.claims import mark_due
 from bridge.delivery.ledger import Held, HeldChanged, Ledger
+from bridge.ops.models import HeldSync
 from bridge.settings import Settings
 
 
@@ -23,9 +24,10 @@ class NotFound(OperationError):
 class HeldSyncChanged(OperationError):
     """The held sync is no longer the one the operator reviewed: nothing was done."""
 
-    def __init__(self, target: str, group: str, reviewed: str, current: Held) -> None:
+    def __init__(self, target: str | None, group: str, reviewed: str, current: Held) -> None:
+        where = f"on {target}" if target else "held"
         super().__init__(
-            f"the held sync of group {group!r} on {target} has changed since you reviewed it "
+            f"the change of group {group!r} {where} has changed since you reviewed it "
             f"(you named {reviewed}, it is now {current.digest}); nothing was done. It now "
             f"would delete {len(current.deletions)} listing(s): "
             f"{', '.join(current.deletions[:20]) or 'none'}. Review it and name its digest.")
@@ -53,34 +55,52 @@ class Actions:
 
     # -- held syncs --
 
-    async def held_sync(self, target: str, group: str) -> Held:
-        held = (await self.ledger.held(self._target(target))).get(group)
-        if held is None:
-            raise NotFound(f"no held sync for group {group!r} on {target}")
-        return held
+    async def held_sync(self, target: str | None, group: str) -> HeldSync:
+        """The group's held change, as an operator reviews it; on ``target`` alone when one
+        is named. Without one, the targets must hold the same change."""
+        changes = HeldSync.of(group, await self._held_entries(target, group))
+        if not changes:
+            raise NotFound(f"no held change for group {group!r}"
+                           + (f" on {target}" if target else ""))
+        if len(changes) > 1:
+            raise OperationError(
+                f"group {group!r} holds different changes: "
+                + "; ".join(f"{', '.join(c.targets)}: {c.digest}" for c in changes)
+                + ". Name the target (--target) and its digest.")
+        return changes[0]
 
-    async def release(self, target: str, group: str, digest: str) -> Held:
-        """Send exactly the held content the operator reviewed (``digest``), deletions
-        included, at once; if another sync is held now, nothing happens (HeldSyncChanged)."""
-        try:
-            held = await self.ledger.release(self._target(target), group, digest)
-        except HeldChanged as exc:
-            raise HeldSyncChanged(target, group, digest, exc.current) from None
-        if held is None:
-            raise NotFound(f"no held sync for group {group!r} on {target}")
+    async def release(self, target: str | None, group: str, digest: str) -> HeldSync:
+        """Let the held change the operator reviewed (``digest``) go out, deletions included,
+        at once, on every target holding it (or ``target`` alone); if another change is held
+        now, nothing happens anywhere (HeldSyncChanged)."""
+        change = await self._pinned("release", target, group, digest)
         await self.make_due(group)
-        return held
+        return change
 
-    async def discard(self, target: str, group: str, digest: str) -> Held:
-        """Do not send the held content the operator reviewed; once the group changes, its
-        sync is judged afresh."""
+    async def discard(self, target: str | None, group: str, digest: str) -> HeldSync:
+        """Do not send the held change's deletions the operator reviewed, on every target
+        holding it (or ``target`` alone): each portal keeps those listings; once the group
+        changes, its change is judged afresh."""
+        return await self._pinned("discard", target, group, digest)
+
+    async def _pinned(self, action: str, target: str | None, group: str, digest: str
+                      ) -> HeldSync:
+        entries = await self._held_entries(target, group)
+        act = self.ledger.release if action == "release" else self.ledger.discard
         try:
-            held = await self.ledger.discard(self._target(target), group, digest)
+            held = await act(list(entries), group, digest)
         except HeldChanged as exc:
             raise HeldSyncChanged(target, group, digest, exc.current) from None
         if held is None:
-            raise NotFound(f"no held sync for group {group!r} on {target}")
-        return held
+            raise NotFound(f"no held change for group {group!r}"
+                           + (f" on {target}" if target else ""))
+        return HeldSync.of(group, {t: h for t, h in entries.items() if h.digest == digest})[0]
+
+    async def _held_entries(self, target: str | None, group: str) -> dict[str, Held]:
+        """Each target's held entry for the group (``target``'s alone when named)."""
+        names = [self._target(target)] if target else [t.name for t in self.settings.targets]
+        entries = {name: await self.ledger.held_of(name, group) for name in names}
+        return {name: held for name, held in entries.items() if held is not None}
 
     # -- quarantine --
 

@@ -8,7 +8,7 @@ the charts draw any number of named series.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bridge.delivery.budget import Bucket
@@ -115,6 +115,7 @@ class Status:
     queued_jobs: int
     targets: dict[str, TargetStatus]
     workers: dict[str, Heartbeat]
+    held: list[HeldSync] = field(default_factory=list)  # one per group's held change
 
 
 # -- GET /api/overview --
@@ -229,10 +230,11 @@ class TargetView:
 
 @dataclass(frozen=True)
 class HeldSync:
-    """A held sync with the target and group it belongs to."""
+    """A group's change held by the guards, once, with the targets it holds (each target
+    keeps the same entry: ``lb:held:{target}``)."""
 
-    target: str
     group: str
+    targets: list[str]
     digest: str
     reason: str
     deletions: list[str]
@@ -242,8 +244,18 @@ class HeldSync:
     causes: list[dict[str, str]]  # per deletion: ref, cause (explicit/inferred), reason
 
     @classmethod
-    def of(cls, target: str, group: str, held: Held) -> HeldSync:
-        return cls(target=target, group=group, **asdict(held))
+    def of(cls, group: str, entries: dict[str, Held]) -> list[HeldSync]:
+        """The group's held changes from each target's entry: one per digest (one in all
+        unless an entry predates the others, say one stored before holds were per group)."""
+        by_digest: dict[str, dict[str, Held]] = {}
+        for target, held in sorted(entries.items()):
+            by_digest.setdefault(held.digest, {})[target] = held
+        changes = []
+        for same in by_digest.values():
+            first = next(iter(same.values()))
+            fields = {**asdict(first), "since": min(h.since for h in same.values())}
+            changes.append(cls(group=group, targets=list(same), **fields))
+        return changes
 
 
 @dataclass(frozen=True)

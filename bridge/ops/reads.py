@@ -17,7 +17,7 @@ from bridge.clock import now_ms
 from bridge.delivery import budget
 from bridge.delivery.budget import BUCKETS, Budget
 from bridge.delivery.desired import DesiredListing, Unreadable, read_listings
-from bridge.delivery.ledger import Accepted, Attempt, Ledger, Quarantined
+from bridge.delivery.ledger import Accepted, Attempt, Held, Ledger, Quarantined
 from bridge.delivery.outbox import Outbox, drain_seconds
 from bridge.delivery.planning import desired_content, desired_digest
 from bridge.ingest.store import received_at
@@ -99,6 +99,7 @@ class Reads:
             queued_jobs=await self.redis.zcard(k.QUEUE),
             targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
             workers=await self._heartbeats(),
+            held=await self.held_changes(),
         )
 
     async def _due(self, now: int) -> list[DueGroup]:
@@ -303,16 +304,23 @@ class Reads:
 
     async def problems(self) -> Problems:
         quarantined: list[QuarantinedListing] = []
-        held: list[HeldSync] = []
         for target in self.settings.targets:
             quarantined += [QuarantinedListing.of(target.name, ref, q) for ref, q in
                             (await self.ledger.quarantined(target.name)).items()
                             if not q.discarded]
-            held += [HeldSync.of(target.name, group, h)
-                     for group, h in (await self.ledger.held(target.name)).items()]
         quarantined.sort(key=lambda q: (q.since, q.target, q.ref))
-        held.sort(key=lambda h: (h.since, h.target, h.group))
-        return Problems(quarantined=quarantined, held=held)
+        return Problems(quarantined=quarantined, held=await self.held_changes())
+
+    async def held_changes(self, group: str | None = None) -> list[HeldSync]:
+        """Each group's held change once, with the targets holding it, oldest first."""
+        by_group: dict[str, dict[str, Held]] = {}
+        for target in self.settings.targets:
+            for name, entry in (await self.ledger.held(target.name)).items():
+                if group is None or name == group:
+                    by_group.setdefault(name, {})[target.name] = entry
+        held = [change for name, entries in by_group.items()
+                for change in HeldSync.of(name, entries)]
+        return sorted(held, key=lambda h: (h.since, h.group, h.targets))
 
     # -- groups --
 

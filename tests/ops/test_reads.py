@@ -92,7 +92,7 @@ async def test_problems_targets_and_status_show_held_and_quarantined_work(
     await ops.pause("rentix", "portal maintenance")
     problems = await ops.problems()
     assert isinstance(problems, Problems) and problems.count == 2
-    assert keys(problems.held[0]) == ["target", "group", "digest", "reason", "deletions",
+    assert keys(problems.held[0]) == ["group", "targets", "digest", "reason", "deletions",
                                       "listings", "since", "unknown_on_portal", "causes"]
     assert keys(problems.quarantined[0]) == ["target", "ref", "digest", "group", "error_type",
                                              "message", "field", "since", "discarded"]
@@ -104,8 +104,9 @@ async def test_problems_targets_and_status_show_held_and_quarantined_work(
     assert isinstance(status, Status)
     lines = render_status(status)
     assert "target rentix (rentix): paused (portal maintenance)" in lines
-    assert "  HELD mass: it would delete 2 listings" in lines
-    assert "    would delete: apt-8, apt-9" in lines
+    assert "HELD mass on travtus: it would delete 2 listings" in lines
+    assert "  digest d-mass: bridge held release|discard --digest d-mass mass" in lines
+    assert "  would delete: apt-8, apt-9" in lines
     assert "  QUARANTINED apt-1 in bad: validation_failed (files): needs 3 photos" in lines
 
 
