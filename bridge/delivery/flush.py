@@ -478,7 +478,8 @@ class GroupFlush:
         plan, accepted, quarantined, last = await self._plan_sync(name, adapter)
         await self.trace.sync_planned(name, adapter, plan, accepted, quarantined)
         await self._quarantine(name, plan.invalid)
-        if plan.unchanged or (last is None and not plan.listings and not accepted):
+        if plan.unchanged or (last is None and not plan.listings and not accepted
+                              and not await self._sync_in_doubt(name)):
             # Unchanged, or a group we have never synced with nothing to say: no change to
             # judge, and a change held before is no more.
             self.guard.leave(name)
@@ -555,6 +556,11 @@ class GroupFlush:
         """What the sync's fresh listings were planned from."""
         desired = self.desired[name]
         return {ref: stamp(desired[ref]) for ref in plan.fresh}
+
+    async def _sync_in_doubt(self, name: str) -> bool:
+        """A sync recorded as in flight and never answered (its flush lost the lease, or died)
+        may have reached the portal: the group is not one that was never synced."""
+        return bool(await self.ledger.intents(name, [sync_scope(self.group)]))
 
     async def _plan_sync(self, name: str, adapter: TravtusAdapter, keep: set[str] | None = None
                          ) -> tuple[SyncPlan, dict[str, Accepted], dict[str, Quarantined],
