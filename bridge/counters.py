@@ -50,7 +50,7 @@ WEBHOOK_OUTCOMES = ("accepted", "duplicate", "stale")
 FLUSH_RESULTS = ("done", "more_to_do", "lease_lost", "error", "cancelled")
 # The webhook's refusals (bridge/ingest/webhook.py), 503s included.
 REJECTION_REASONS = ("invalid_signature", "invalid_event", "body_too_large",
-                     "unsupported_media_type", "storage_unavailable")
+                     "unsupported_media_type", "storage_unavailable", "storage_full")
 
 WEBHOOK_EVENTS = Spec(
     "webhook_events_total", "Webhook events answered 200/202, by outcome: accepted (stored, "
@@ -58,7 +58,8 @@ WEBHOOK_EVENTS = Spec(
     "the bridge holds)", ("outcome",))
 WEBHOOK_REJECTIONS = Spec(
     "webhook_rejections_total", "Webhook requests refused, by reason (storage_unavailable: "
-    "answered 503 because Redis could not store the event; counted once Redis is back)",
+    "answered 503 because Redis could not store the event; counted once Redis is back; "
+    "storage_full: answered 503 because Redis neared its memory or inbox ceiling)",
     ("reason",))
 PORTAL_REQUESTS = Spec(
     "portal_requests_total", "Delivery calls to the portals, by target, operation and outcome",

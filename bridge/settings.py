@@ -32,6 +32,13 @@ class WebhookSettings(_Section):
     tolerance_seconds: int = Field(300, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     dedupe_ttl_seconds: int = Field(72 * 3600, ge=60)
+    # Events waiting to be folded (lb:inbox) at which the webhook answers 503 with Retry-After
+    # (a redelivery of a stored event is still answered 200): ~1.3 KB each for a 1 KB event.
+    max_inbox_events: int = Field(200_000, ge=1)
+    # The webhook answers 503 with Retry-After once Redis's used_memory reaches this share of
+    # its maxmemory (read at most once a second): the rest is left for the workers to fold the
+    # inbox into state and flush it. No maxmemory set: no ceiling of this kind.
+    max_memory_share: float = Field(0.8, gt=0, le=1)
 
     @field_validator("secrets")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 
 from arq.worker import Retry
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, WatchError
+from redis.exceptions import AuthenticationError, AuthorizationError, OutOfMemoryError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,9 +29,11 @@ log = logging.getLogger("workers.jobs")
 
 # What "Redis is not there" looks like; waiting helps only with these. (TimeoutError and
 # ConnectionRefusedError are OSErrors; BusyLoadingError, a Redis replaying its AOF, is a
-# ConnectionError.) Credentials that Redis refuses do not heal by waiting.
+# ConnectionError.) Credentials that Redis refuses do not heal by waiting. A Redis past its
+# maxmemory refuses writes (OutOfMemoryError) until the fold frees the inbox or an operator
+# makes room: an outage to ride out like a restart, never a reason for a worker to exit.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError,
-                                                      OSError)
+                                                      OSError, OutOfMemoryError)
 NOT_TRANSIENT: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
 
 # An interrupted flush runs again this soon, if Redis is back by then.

@@ -11,8 +11,11 @@ socket for good, silently. So the supervisor pings it on a connection of its own
 a refused connection: said once, the worker released (without its last Redis calls; every
 other call on the way out is bounded), a fresh one started once Redis answers. A deadline from
 outside rather than redis-py's ``socket_timeout``: that one left a pending write task behind at
-each outage (seen with redis-py 5.3). Anything that is not a connection failure (an unsafe
-Redis, a bug) still stops the process. SIGTERM and SIGINT stop the current worker as arq would
+each outage (seen with redis-py 5.3). A Redis past its maxmemory (OutOfMemoryError, from the
+bridge's calls or arq's own: job enqueue, health check) is an outage too, said once: until a ping
+answers and, after folding the inbox itself, the supervisor finds Redis below its maxmemory,
+no fresh worker starts. Anything that is not a connection failure (an unsafe Redis, a bug)
+still stops the process. SIGTERM and SIGINT stop the current worker as arq would
 and end the process normally.
 """
 
@@ -34,6 +37,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 
 from bridge import constants as k
 from bridge.clock import now_ms
@@ -218,6 +222,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.worker: Worker | None = None
         self.redis_down = False
+        self.out_of_memory = False  # the outage is a full Redis (it answers, refusing writes)
         self.delay = BACKOFF_FIRST_S
 
     def stop(self, signum: signal.Signals) -> None:
@@ -314,6 +319,8 @@ class Supervisor:
     async def _redis_answers(self, probe: Redis) -> bool:
         try:
             await self._ping(probe)
+            if self.out_of_memory:
+                await self._make_room(probe)
         except Exception as exc:
             if not is_connection_failure(exc):
                 raise
@@ -324,7 +331,19 @@ class Supervisor:
             self.redis_down = False
         return True
 
+    async def _make_room(self, probe: Redis) -> None:
+        """After an OutOfMemoryError: fold the inbox (its script runs past maxmemory, and
+        what it folds leaves the inbox), then OutOfMemoryError again if Redis is still full. A
+        worker started now would only meet the error again at its first write."""
+        await Inbox(probe, self.settings).drain()
+        info = await probe.info("memory")
+        used, ceiling = int(info["used_memory"]), int(info.get("maxmemory", 0))
+        if ceiling and used >= ceiling:
+            raise OutOfMemoryError("Redis is still past its maxmemory after folding the inbox: "
+                                   "raise maxmemory or free memory")
+
     def _went_away(self, exc: BaseException) -> None:
+        self.out_of_memory = isinstance(exc, OutOfMemoryError)
         if not self.redis_down:  # str(exc): a kept log record must not pin the old worker
             log.warning("Redis at %s is unavailable (%s: %s); delivery paused until it "
                         "answers (checking with backoff, at least every %.0f s)",

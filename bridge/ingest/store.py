@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import counters
 from bridge.connections import Durability
+from bridge.ingest.admission import MemoryGauge, StorageFull
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
 from bridge.scripts import LuaValue, splice
@@ -76,7 +77,9 @@ end
 
 # The webhook's script: dedupe, then keep the event in the inbox for the workers to fold. The
 # only work in the request's round trip (see bridge/ingest/webhook.py for what it saves).
-# ARGV: webhook id, received at, the event's entry. Returns {1, 0} stored, {0, 0} duplicate.
+# KEYS: none (names spliced in). ARGV: webhook id, received at, the event's entry, and at most
+# how many events the inbox may hold (optional: no limit). Returns {1, 0} stored, {0, 0}
+# duplicate, {2, 0} refused: the inbox is full.
 _ACCEPT = _COMMON + """
 -- Count per minute (of the event's receipt); the first count of a minute sets the expiry.
 local function count(field)
@@ -84,11 +87,22 @@ local function count(field)
 end
 -- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
 local function total(field) redis.call('HINCRBY', METRICS, field, 1) end
-
-if not redis.call('SET', SEEN .. ARGV[1], ARGV[2], 'NX', 'EX', ttl) then
+local function duplicate()
   stats = STATS .. math.floor(tonumber(ARGV[2]) / 60000)
   count('duplicate')
   total(__EVENT_DUPLICATE__)
+end
+
+-- A full inbox refuses a new event before its dedupe marker is set (its retry must not pass
+-- for a duplicate); a redelivery of a stored one is answered as such, its story left untold.
+local limit = tonumber(ARGV[4])
+if limit and redis.call('LLEN', INBOX) >= limit then
+  if redis.call('EXISTS', SEEN .. ARGV[1]) == 0 then return {2, 0} end
+  duplicate()
+  return {0, 0}
+end
+if not redis.call('SET', SEEN .. ARGV[1], ARGV[2], 'NX', 'EX', ttl) then
+  duplicate()
   -- Into the inbox too, marked, so its listings' stories tell it after the first delivery.
   redis.call('RPUSH', INBOX, DUPLICATE .. ARGV[3])
   return {0, 0}
@@ -101,9 +115,13 @@ return {1, 0}
 # The workers' script: folds the inbox's oldest events, in arrival order, into the desired
 # state, and removes them, in one atomic step: a fold killed midway never ran, and no event is
 # folded twice. Then, inbox empty or not, removes compacted tombstones no event can need any
-# more (``purge``). ARGV: at most how many events, and how many listings (past the first
-# event). Returns {events folded, listings they applied, events left}.
-_FOLD = _COMMON + """
+# more (``purge``). KEYS: none (names spliced in). ARGV: at most how many events, and how many
+# listings (past the first event). Returns {events folded, listings they applied, events left}.
+# ``allow-oom`` (Redis >= 7.0, Valkey): a Redis past its maxmemory still lets the fold run, so
+# the inbox it frees can never be what keeps it full (the webhook stops admitting well before,
+# bridge/ingest/admission.py, leaving the room that state takes). Each entry leaves the inbox
+# as it is read (LPOP), before what it folds into is written.
+_FOLD = "#!lua flags=allow-oom\n" + _COMMON + """
 local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
 local GRACE, PURGE = __GRACE__, __PURGE__
 
@@ -390,10 +408,11 @@ local function purge()
   end
 end
 
-local entries = redis.call('LRANGE', INBOX, 0, max_events - 1)
 local folded, listings, applied = 0, 0, 0
-for _, entry in ipairs(entries) do
-  if folded > 0 and listings >= max_listings then break end
+while folded < max_events and (folded == 0 or listings < max_listings) do
+  -- Only what this call folds is read (a snapshot may be a megabyte).
+  local entry = redis.call('LPOP', INBOX)
+  if not entry then break end
   if string.sub(entry, 1, 1) == DUPLICATE then
     -- The listings a redelivery names are the ones the first delivery named.
     begin(string.sub(entry, 2))
@@ -405,10 +424,7 @@ for _, entry in ipairs(entries) do
   folded = folded + 1
   listings = listings + (#A - 5) / 3
 end
-if folded > 0 then
-  settle()
-  redis.call('LTRIM', INBOX, folded, -1)
-end
+if folded > 0 then settle() end
 purge()
 return {folded, applied, redis.call('LLEN', INBOX)}
 """
@@ -446,7 +462,9 @@ class Stored:
 
 
 class EventStore:
-    """Writes accepted events to Redis; the worker side reads the state they fold into."""
+    """Writes accepted events to Redis; the worker side reads the state they fold into. Refuses
+    them (``StorageFull``) once Redis nears the ceilings of ``[webhook]`` (bridge/ingest/
+    admission.py)."""
 
     def __init__(self, redis: Redis, url: str, webhook: WebhookSettings,
                  debounce: DebounceSettings,
@@ -459,19 +477,31 @@ class EventStore:
         self._script = ScriptBatcher(url, accept_script(webhook, debounce, trace, retention),
                                      prepare=prepare)
         self._unstored = 0  # events answered 503 and not counted in Redis yet
+        self._max_inbox = webhook.max_inbox_events
+        self.memory = MemoryGauge(redis, webhook.max_memory_share)
 
     async def put(self, webhook_id: str, event: ValidEvent, now_ms: int) -> Stored:
+        if self.memory.full():
+            raise StorageFull(f"Redis's used_memory has reached {self.memory.ceiling:.0%} of "
+                              "its maxmemory ([webhook] max_memory_share): events wait until "
+                              "the workers fold the inbox")
+        arguments = script_arguments(webhook_id, now_ms, event, self._max_inbox)
         try:
-            status, _ = await self._script.call_packed(
-                3, script_arguments(webhook_id, now_ms, event))
+            status, _ = await self._script.call_packed(4, arguments)
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
+        if status == 2:
+            raise StorageFull(f"the inbox holds [webhook] max_inbox_events "
+                              f"({self._max_inbox}) events: events wait until the workers "
+                              "fold it")
+        self.memory.stored(len(arguments))
         if self._unstored:
             await self._count_unstored()
         return Stored(duplicate=status == 0)
 
     async def aclose(self) -> None:
+        await self.memory.aclose()
         await self._script.aclose()
 
     async def count_rejection(self, reason: str, now_ms: int) -> None:
@@ -552,8 +582,13 @@ def received_at(stored: bytes) -> int:
     return int(fields[1])
 
 
-def script_arguments(webhook_id: str, now_ms: int, event: ValidEvent) -> bytes:
-    """The accept script's ARGV, packed as RESP bulk strings: webhook id, received at, entry.
-    Packed in one format: the webhook's hot path."""
+def script_arguments(webhook_id: str, now_ms: int, event: ValidEvent,
+                     max_inbox: int | None = None) -> bytes:
+    """The accept script's ARGV, packed as RESP bulk strings: webhook id, received at, entry,
+    and the inbox's ceiling when given. Packed in one format: the webhook's hot path."""
     webhook, now, packed = webhook_id.encode(), b"%d" % now_ms, entry(webhook_id, now_ms, event)
-    return _ARGS % (len(webhook), webhook, len(now), now, len(packed), packed)
+    args = _ARGS % (len(webhook), webhook, len(now), now, len(packed), packed)
+    if max_inbox is None:
+        return args
+    limit = b"%d" % max_inbox
+    return b"%s$%d\r\n%s\r\n" % (args, len(limit), limit)

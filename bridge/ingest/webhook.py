@@ -3,6 +3,8 @@
 Everything else (planning, delivery) is the worker's. A ``202`` is sent only after Redis holds
 the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After``, and the cause
 (in the script client's words: credentials, TLS, durability...) is logged once, not per request.
+So is a Redis near its memory ceiling or a full inbox (``storage_full``, see
+bridge/ingest/admission.py): refused while the workers still have room to fold what was accepted.
 
 What a request costs (a 1 KB generated event; medians of repeated runs on a shared 2-core VM,
 so ±20 %). Per step, in-process: verifying 6.5 -> 3.9 µs (each secret's HMAC keyed once and
@@ -68,6 +70,7 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
+from bridge.ingest.admission import StorageFull
 from bridge.ingest.events import InvalidEvent, ValidEvent, parse_event
 from bridge.ingest.signatures import SignatureError, Verifier
 from bridge.ingest.store import EventStore
@@ -192,6 +195,11 @@ class WebhookEndpoint:
                           errors=[{"field": e.field, "message": e.message} for e in exc.errors])
         try:
             outcome = await self.store.put(webhook_id, event, int(now * 1000))
+        except StorageFull as exc:
+            # Refused with headroom left: the workers need it to fold what was accepted.
+            self._refused(webhook_id, exc, event)
+            await self.store.count_rejection("storage_full", int(now * 1000))
+            return refuse(503, "storage_full", f"{exc}; retry later")
         except (RedisError, OSError) as exc:
             self._refused(webhook_id, exc, event)
             return refuse(503, "storage_unavailable", "the event could not be stored; retry later")
