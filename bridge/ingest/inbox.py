@@ -7,9 +7,11 @@ marks, the listings' stories and the counters are the fold's, exactly as the web
 did them before, with the time each event was received. A folded change is scheduled in the
 same tick, so the fold adds no delay of its own to delivery.
 
-One script call folds a batch and removes it from the inbox: a worker killed or frozen mid-fold
-folded nothing, Redis's AOF holds the batch's effects whole or not at all, and two workers never
-fold the same event (their calls run one after the other, each on what the other left).
+One script call folds a batch and removes it from the inbox, reading only the entries it folds
+(a snapshot may be a megabyte), and runs even on a Redis past its maxmemory (``allow-oom``): a
+worker killed or frozen mid-fold folded nothing, Redis's AOF holds the batch's effects whole or
+not at all, and two workers never fold the same event (their calls run one after the other,
+each on what the other left).
 
 The same call removes compacted tombstones that no event still waiting (or being stored) was
 received before the expiry of (``lb:tombstones``): every tick calls it at least once, an empty

@@ -103,8 +103,11 @@ if limit and redis.call('LLEN', INBOX) >= limit then
 end
 if not redis.call('SET', SEEN .. ARGV[1], ARGV[2], 'NX', 'EX', ttl) then
   duplicate()
-  -- Into the inbox too, marked, so its listings' stories tell it after the first delivery.
-  redis.call('RPUSH', INBOX, DUPLICATE .. ARGV[3])
+  -- Into the inbox too, marked, so its listings' stories tell it after the first delivery:
+  -- without its bodies (a snapshot's may be a megabyte), which no story tells.
+  local story = cmsgpack.unpack(ARGV[3])
+  for i = 8, #story, 3 do story[i] = '' end
+  redis.call('RPUSH', INBOX, DUPLICATE .. cmsgpack.pack(story))
   return {0, 0}
 end
 -- Counted as received by the fold, in the minute it was received: one call less here.

@@ -62,6 +62,17 @@ def used_share(client: redis.Redis) -> float:
     return int(info["used_memory"]) / int(info["maxmemory"])
 
 
+def start_workers_and_deliver(stack: Stack, latest: dict[tuple[str, str], int]) -> None:
+    """Two workers deliver every acknowledged state, and the webhook accepts again."""
+    for _ in range(2):
+        stack.start_worker()
+    stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S,
+               what="every acknowledged state")
+    post_until_accepted(stack, event(*REFS[0], 10_000), timeout=30)
+    latest[REFS[0]] = 10_000
+    stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S, what="a new event")
+
+
 def assert_workers_kept_running(stack: Stack) -> None:
     alive = [process.poll() is None for process in stack.workers]
     logs = [notable(stack.log_of(process)) for process in stack.workers]
@@ -87,13 +98,7 @@ def test_the_webhook_refuses_before_redis_is_full_and_workers_deliver_every_ackn
         assert client.set("lb:test:probe", "x")
         client.delete("lb:test:probe")
 
-        for _ in range(2):
-            stack.start_worker()
-        stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S,
-                   what="every acknowledged state")
-        post_until_accepted(stack, event(*REFS[0], 10_000), timeout=30)
-        latest[REFS[0]] = 10_000
-        stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S, what="a new event")
+        start_workers_and_deliver(stack, latest)
         assert_workers_kept_running(stack)
     client.close()
 
@@ -111,13 +116,7 @@ def test_workers_started_against_a_full_redis_fold_the_inbox_and_deliver_without
             client.set("lb:test:probe", "x")
         assert crm.post(stack.bridge, SECRET, event(*REFS[0], 10_000)).status_code == 503
 
-        for _ in range(2):
-            stack.start_worker()
-        stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S,
-                   what="every acknowledged state")
-        post_until_accepted(stack, event(*REFS[0], 10_000), timeout=30)
-        latest[REFS[0]] = 10_000
-        stack.wait(lambda: delivered(stack, latest), timeout=DELIVERY_S, what="a new event")
+        start_workers_and_deliver(stack, latest)
         for process in stack.workers:  # an outage is said once, never once per try
             assert stack.log_of(process).count(WENT_AWAY) <= 1, notable(stack.log_of(process))
         assert_workers_kept_running(stack)
