@@ -298,11 +298,23 @@ def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
         return f"{key}: missing; {_expectation(error)}"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown setting (found {error['input']!r}); check its spelling"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return _wrong_kind(key, error)
     found = error.get("input")
     return f"{key or '(top level)'}: found {found!r}; expected {_expectation(error)}"
 
 
 _KINDS = {"rentix", "travtus"}
+
+
+def _wrong_kind(key: str, error: ErrorDetails) -> str:
+    """A target whose ``kind`` names no adapter: say which kinds there are, in the file's words
+    (pydantic's would speak of input tags and discriminators)."""
+    kinds = " or ".join(repr(kind) for kind in sorted(_KINDS))
+    if error["type"] == "union_tag_not_found":
+        return f"{key}.kind: missing; use {kinds}"
+    found = error["input"].get("kind") if isinstance(error["input"], dict) else None
+    return f"{key}.kind: {found!r} is not a kind of target; use {kinds}"
 
 
 def _expectation(error: ErrorDetails) -> str:
@@ -312,7 +324,10 @@ def _expectation(error: ErrorDetails) -> str:
 
 
 def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
-    data = expand_env(data)
+    try:
+        data = expand_env(data)
+    except ConfigError as exc:  # named like every other problem: file, then setting
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

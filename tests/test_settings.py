@@ -53,10 +53,12 @@ def test_missing_environment_variable_is_named(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RENTIX_API_KEY", raising=False)
     text = f'[webhook]\nsecrets = ["{SECRET}"]\n' + TARGETS
+    config = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        load_settings(write(tmp_path, text))
-    assert "targets[0].api_key" in str(err.value)
-    assert "RENTIX_API_KEY is not set" in str(err.value)
+        load_settings(config)
+    # Like every other configuration error: the file, then the setting, then what is wrong.
+    assert str(err.value) == (f"{config}: targets[0].api_key: found '${{RENTIX_API_KEY}}', but "
+                              "the environment variable RENTIX_API_KEY is not set")
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,10 @@ def test_missing_environment_variable_is_named(tmp_path: Path,
          ["targets[0].base_url", "'ftp://x'"]),
         ({"webhook": {"secrets": [SECRET]},
           "targets": [{"name": "r", "kind": "idealista", "base_url": "https://x"}]},
-         ["targets[0]", "'rentix', 'travtus'"]),
+         ["targets[0].kind: 'idealista' is not a kind of target; use 'rentix' or 'travtus'"]),
+        ({"webhook": {"secrets": [SECRET]},
+          "targets": [{"name": "r", "base_url": "https://x"}]},
+         ["targets[0].kind: missing; use 'rentix' or 'travtus'"]),
         ({"webhook": {"secrets": [SECRET]},
           "targets": [{"name": "t", "kind": "travtus", "base_url": "https://x"}]},
          ["targets[0].token_url: missing", "targets[0].client_id: missing"]),
@@ -106,6 +111,16 @@ def test_bad_settings_name_key_value_and_expectation(data: dict[str, object],
     assert message.startswith("bridge.toml: ")
     for part in expected:
         assert part in message, message
+
+
+def test_a_misspelt_kind_names_the_kinds_there_are_and_nothing_else(tmp_path: Path) -> None:
+    text = (f'[webhook]\nsecrets = ["{SECRET}"]\n[[targets]]\nname = "r"\nkind = "rentx"\n'
+            'base_url = "https://crm.rentix.md/api/v1"\napi_key = "k"\n')
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    assert str(err.value) == (f"{config}: targets[0].kind: 'rentx' is not a kind of target; "
+                              "use 'rentix' or 'travtus'")
 
 
 def test_redis_durability_defaults_to_fsync_without_replicas() -> None:
