@@ -14,6 +14,18 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           (``bridge/ingest/inbox.py``) folds and removes them
                                           in one script; no TTL, empty (absent) while the
                                           workers keep up
+    lb:inbox:dead                 list    inbox entries the fold could not handle, set aside
+                                          in the order it met them, each a JSON line {error,
+                                          at, attempts} then the entry as it was; until an
+                                          operator retries (back to the inbox's head) or
+                                          discards it (``bridge inbox dead``); while it is not
+                                          empty no tombstone is purged (a retried event is
+                                          judged as of its receipt)
+    lb:inbox:retries              hash    sha1 of a retried entry -> the times it was set aside:
+                                          read and removed by the fold that sets it aside
+                                          again; PX INBOX_RETRIES_MS after the last retry (an
+                                          entry folded after its retry leaves its field until
+                                          then)
     lb:listing:{ref}              hash    the desired state of one listing, decoded only by
                                           ``bridge/delivery/desired.py``: g (group), v (version,
                                           -1 when absent), t (occurred_at), d ("1" when
@@ -136,7 +148,12 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           PX GROUP_IDLE_MS
     lb:target:{target}            hash    blocked_until, last_error, last_error_at (delivery);
                                           budget:general, budget:bulk: JSON {limit, remaining,
-                                          reset, at}, the X-RateLimit-* headers last seen;
+                                          reset, at}, the X-RateLimit-* headers last seen
+                                          (per-listing targets: general with each single
+                                          write's record, bulk with each bulk's);
+                                          token_expires_at: when the group-sync target's
+                                          OAuth token a worker fetched last expires (ms; set
+                                          with the first call's record after the fetch);
                                           paused, paused_at (operators); forever, fields cleared
                                           by an operator's resume
     lb:ratelimit:{target}         string  GCRA theoretical arrival time shared by all workers;
@@ -284,6 +301,8 @@ PREFIX = "lb:"
 
 SEEN = PREFIX + "seen:"
 INBOX = PREFIX + "inbox"
+INBOX_DEAD = PREFIX + "inbox:dead"
+INBOX_RETRIES = PREFIX + "inbox:retries"
 LISTING = PREFIX + "listing:"
 BODY = PREFIX + "body:"
 MEMBERS = PREFIX + "members:"
@@ -350,6 +369,8 @@ RECONCILE_FOUND = PREFIX + "reconcile:found:"
 # A tombstone stays this long past its expiry by Redis's clock: a webhook reads its clock
 # (the receipt time) before its script stores the event, on a host whose clock may differ.
 TOMBSTONE_GRACE_MS = 2_000
+# A retried inbox entry's count of failures is kept this long for the fold that meets it next.
+INBOX_RETRIES_MS = 86_400_000
 # Per-group markers and histories (lb:pending, lb:history, lb:syncdigest, lb:release,
 # lb:discarded, lb:backoff of a group) expire when the group has been idle this long.
 GROUP_IDLE_MS = 30 * 86_400_000

@@ -24,10 +24,20 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery import outbox
+from bridge.delivery import budget, outbox
 from bridge.delivery.adoption import Adoption
-from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, Stamp, mark_due, stamp
+from bridge.delivery.claims import (
+    Claim,
+    Command,
+    Flushes,
+    Lease,
+    LeaseLost,
+    Stamp,
+    mark_due,
+    stamp,
+)
 from bridge.delivery.desired import DesiredListing, bare_tombstone, read_listings
 from bridge.delivery.guard import NOTHING, GroupGuard, Proposal, Verdict
 from bridge.delivery.ledger import (
@@ -36,6 +46,7 @@ from bridge.delivery.ledger import (
     Held,
     Ledger,
     Quarantined,
+    attempt_commands,
     counted_flush,
     intend_commands,
     sync_scope,
@@ -75,6 +86,8 @@ log = logging.getLogger("bridge.delivery.flush")
 # target's turn and make the group due again then.
 MAX_INLINE_WAIT_MS = 2_000
 REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
+# The field of lb:target:{target} holding a group-sync target's token expiry (Unix ms).
+TOKEN_EXPIRES_AT = "token_expires_at"
 
 
 @dataclass
@@ -133,6 +146,9 @@ class Delivery:
         self.repacker = Repacker(redis)
         rentix = {name: a for name, a in adapters.items() if isinstance(a, RentixAdapter)}
         self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
+        # target -> the token expiry this process last recorded (Travtus): written once per
+        # token fetched, not with every sync.
+        self.token_expiry_recorded: dict[str, int] = {}
 
     async def flush(self, group: str) -> str:
         floor = self.witness.floor
@@ -723,6 +739,8 @@ class GroupFlush:
             held = Held(plan.digest, reason, [], len(plan.listings), now_ms())
             await self.ledger.hold(name, group, held)
             await self.trace.held(name, held)
+            log.warning("holding the sync of %s on %s: %s", group, name, reason,
+                        extra=about(group, name))
             return None
         return await self._setback(name, result)
 
@@ -760,7 +778,8 @@ class GroupFlush:
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(target, reason.strip())
             await self.trace.paused(target, reason.strip())
-            log.error("pausing %s: %s", target, reason, extra=about(self.group, target))
+            log.error("pausing %s (by the bridge: credentials refused): %s", target, reason,
+                      extra=about(self.group, target))
             return None
         if result.outcome is Outcome.RATE_LIMITED:
             until = int(result.retry_at * 1000) if result.retry_at else None
@@ -789,6 +808,10 @@ class GroupFlush:
                    for item in invalid}
         await self.ledger.quarantine(target, entries, settled or ())
         await self.trace.quarantined(target, entries)
+        for ref, entry in entries.items():
+            listing = None if ref == sync_scope(self.group) else ref
+            log.info("quarantined %s on %s: %s", ref, target, entry.message,
+                     extra=about(self.group, target, listing))
 
     async def _record(self, target: str, operation: str, refs: list[str], key: str,
                       result: Result, attempt: int, latencies: list[int]) -> None:
@@ -796,7 +819,38 @@ class GroupFlush:
         entry = Attempt(now_ms(), target, self.group, operation, refs[:50], key,
                         str(result.outcome), result.status, round(result.latency_ms, 1),
                         attempt, error)
-        await self.ledger.record_attempt(entry, latencies, self.trace.call_refs(target, refs))
+        # What the answers told about the target goes in the same atomic write: no extra
+        # round trip per call.
+        token = self._new_token_expiry(target)
+        await self.ledger.apply([*attempt_commands(entry, latencies, self.ledger.trace_ttl_ms,
+                                                   self.trace.call_refs(target, refs)),
+                                 *self._budget_seen(target, entry.at),
+                                 *_token_command(target, token)])
+        if token is not None:
+            self.d.token_expiry_recorded[target] = token
+
+    def _budget_seen(self, target: str, at: int) -> list[Command]:
+        """A per-listing portal's general budget as its last answer's X-RateLimit-* headers
+        said (a single write: PUT, hide, delete; bulks record theirs in the sender)."""
+        adapter = self.d.adapters[target]
+        if not isinstance(adapter, RentixAdapter):
+            return []
+        command = budget.command(target, {"general": budget.from_headers(adapter.rate_limit,
+                                                                         at)})
+        return [command] if command else []
+
+    def _new_token_expiry(self, target: str) -> int | None:
+        """A group-sync portal's token expiry, when this process fetched a token it has not
+        recorded yet (so once per token, not with every sync)."""
+        adapter = self.d.adapters[target]
+        if not isinstance(adapter, TravtusAdapter):
+            return None
+        expires = adapter.tokens.expires_at
+        return None if expires == self.d.token_expiry_recorded.get(target) else expires
+
+def _token_command(target: str, expires: int | None) -> list[Command]:
+    return [] if expires is None else [("HSET", f"{k.TARGET}{target}", TOKEN_EXPIRES_AT,
+                                        str(expires))]
 
 
 def _holds_exactly(adapter: TravtusAdapter, plan: SyncPlan, on_portal: list[dict[str, Any]]

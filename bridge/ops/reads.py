@@ -20,6 +20,7 @@ from bridge.delivery.desired import DesiredListing, Unreadable, read_listings
 from bridge.delivery.ledger import Accepted, Attempt, Held, Ledger, Quarantined
 from bridge.delivery.outbox import Outbox, drain_seconds
 from bridge.delivery.planning import desired_content, desired_digest
+from bridge.ingest.inbox import DeadLetters
 from bridge.ingest.store import received_at
 from bridge.ops import figures
 from bridge.ops.actions import NotFound
@@ -172,8 +173,10 @@ class Reads:
             pipe.llen(k.INBOX)
             pipe.lindex(k.INBOX, 0)
             events, oldest = await pipe.execute()
+        dead = await DeadLetters(self.redis).summary()
         return InboxView(events=int(events),
-                         oldest_age_ms=None if oldest is None else now - received_at(oldest))
+                         oldest_age_ms=None if oldest is None else now - received_at(oldest),
+                         dead=dead.count, dead_oldest_at=dead.oldest_at)
 
     async def _latencies(self) -> list[int]:
         return [int(v) for v in await self.redis.lrange(k.LATENCY, 0, -1)]  # type: ignore[misc]
@@ -242,7 +245,7 @@ class Reads:
             blocked_until=_int(state.get("blocked_until")),
             last_error=state.get("last_error") or None,
             last_error_at=_int(state.get("last_error_at")),
-            # Travtus tokens live in the workers' memory; shown when a worker records them.
+            # Recorded by the flush whose call fetched the token (the tokens stay in memory).
             token_expires_at=_int(expires) if target.kind == "travtus" else None,
             rate_limit=figures.budget(float(tat) if tat else None, target.requests_per_minute,
                                       now),

@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from bridge.clock import now_ms
 from bridge.portals.outcomes import Outcome, Result
 from bridge.portals.transport import send
 from bridge.portals.travtus_errors import classify
@@ -38,6 +39,9 @@ class TokenCache:
         self._refresh_at = 0.0  # monotonic
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many tokens were requested (observability, tests)
+        # When the current token expires (Unix ms; None before the first): the delivery
+        # records it in lb:target:{target} for the dashboard, which cannot see this memory.
+        self.expires_at: int | None = None
 
     async def get(self) -> str:
         if self._fresh():
@@ -84,3 +88,4 @@ class TokenCache:
         margin = min(REFRESH_MARGIN_S, ttl / 4)
         self._token = body["access_token"]
         self._refresh_at = time.monotonic() + ttl - margin
+        self.expires_at = now_ms() + int(ttl * 1000)
