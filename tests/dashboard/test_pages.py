@@ -26,7 +26,8 @@ def test_pages_render_what_an_operator_needs(client: httpx.Client, redis_url: st
     assert "3 problem(s) need an operator" in overview.text
     problems = client.get("/dashboard/problems").text
     assert "Release would delete 2 listing(s) on travtus" in problems
-    assert "<li>apt-8" in problems and "unit_type is not allowed" in problems
+    assert '<li><a href="/dashboard/listings/apt-8">apt-8</a>' in problems
+    assert "unit_type is not allowed" in problems
     targets = client.get("/dashboard/targets").text
     assert "API key, no token" in targets and "5 of 5 now" in targets
     assert "none (group sync)" in targets  # travtus: no outbox
