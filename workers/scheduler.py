@@ -172,9 +172,11 @@ class Scheduler(Polling):
         return enqueued
 
     async def _fold(self) -> None:
-        """Fold the inbox. A fold that fails (a script error, an entry it cannot read) never
-        holds back the flushes and sends of what is folded already: logged, and the tick goes
-        on. Redis being away is the tick's to ride out."""
+        """Fold the inbox. An entry the fold cannot handle goes aside in the same call
+        (``lb:inbox:dead``, logged by the inbox) and the rest is folded; a fold that fails
+        whole (the script itself) never holds back the flushes and sends of what is folded
+        already: logged once per cause, and the tick goes on. Redis being away is the tick's to
+        ride out."""
         try:
             await self.inbox.drain()
         except Exception as exc:

@@ -44,7 +44,7 @@ _COMMON = """
 local SEEN, LISTING, MEMBERS, GROUPS = __SEEN__, __LISTING__, __MEMBERS__, __GROUPS__
 local PENDING, DUE, STATS, METRICS = __PENDING__, __DUE__, __STATS__, __METRICS__
 local DIRTY, SETTLED, BODYK, INBOX = __DIRTY__, __SETTLED__, __BODYK__, __INBOX__
-local TOMBSTONES = __TOMBSTONES__
+local TOMBSTONES, DEAD, RETRIES = __TOMBSTONES__, __DEAD__, __RETRIES__
 -- The listing hash's fields, by position (bridge.constants.LISTING_FIELDS), its causes, and
 -- the field naming the events that set its state (bridge.constants.LISTING_SOURCES).
 local G, V, T, D, BODY, AT, CAUSE, FLOOR = __LISTING_FIELDS__
@@ -65,8 +65,8 @@ local A, id, now, kind, group, occurred, stats, head
 -- bridge/stories.py (["e", at, webhook_id, type, group, at - occurred_at, version, result]).
 -- The strings are encoded once per event.
 local TYPES = {c = true, u = true, d = true, s = true}
-local function begin(entry)
-  A = cmsgpack.unpack(entry)
+local function begin(decoded)
+  A = decoded
   id, now, kind, group, occurred = A[1], tonumber(A[2]), A[3], A[4], tonumber(A[5])
   stats = STATS .. math.floor(now / 60000)
   head = '["e",' .. A[2] .. ',' .. cjson.encode(id) .. ',"' ..
@@ -119,7 +119,11 @@ return {1, 0}
 # state, and removes them, in one atomic step: a fold killed midway never ran, and no event is
 # folded twice. Then, inbox empty or not, removes compacted tombstones no event can need any
 # more (``purge``). KEYS: none (names spliced in). ARGV: at most how many events, and how many
-# listings (past the first event). Returns {events folded, listings they applied, events left}.
+# listings (past the first event). Returns {events folded, listings they applied, events left},
+# then why each entry it set aside could not be folded. An entry that cannot be folded (its shape is
+# checked before anything is written for it; an error of Redis's own is caught) goes to
+# lb:inbox:dead and the rest is folded: Redis does not undo a failing script's writes, so one
+# left to fail would drop the entries it had popped and the due marks of those it had folded.
 # ``allow-oom`` (Redis >= 7.0, Valkey): a Redis past its maxmemory still lets the fold run, so
 # the inbox it frees can never be what keeps it full (the webhook stops admitting well before,
 # bridge/ingest/admission.py, leaving the room that state takes). Each entry leaves the inbox
@@ -136,15 +140,28 @@ local GRACE, PURGE = __GRACE__, __PURGE__
 local counts, totals = {}, {}  -- per-minute counters by key and field; cumulative by field
 local groups = {}  -- group -> {first, last, seq, burst}, as touch() left it
 local stories = {}  -- story keys written
+-- While an entry is folded: the counts it added (table, field, ...), taken back if it fails.
+local made
 
 -- Count per minute (of the event's receipt): the first count of a minute sets the expiry.
 local function count(field)
   local minute = counts[stats]
   if not minute then minute = {}; counts[stats] = minute end
   minute[field] = (minute[field] or 0) + 1
+  made[#made + 1] = minute; made[#made + 1] = field
 end
 -- And since ever, by outcome, for Prometheus (bridge/counters.py): accepted, duplicate, stale.
-local function total(field) totals[field] = (totals[field] or 0) + 1 end
+local function total(field)
+  totals[field] = (totals[field] or 0) + 1
+  made[#made + 1] = totals; made[#made + 1] = field
+end
+local function uncount()
+  for i = 1, #made, 2 do
+    local t, field = made[i], made[i + 1]
+    t[field] = t[field] - 1
+    if t[field] == 0 then t[field] = nil end
+  end
+end
 
 local function trace(ref, version, result, absent)
   local key = TRACE .. ref
@@ -396,6 +413,8 @@ local function purge()
   local before = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - GRACE
   if #redis.call('ZRANGEBYSCORE', TOMBSTONES, '-inf', string.format('(%d', before),
                  'LIMIT', 0, 1) == 0 then return end
+  -- An event set aside may be retried, as of its receipt: its tombstones wait for it.
+  if redis.call('EXISTS', DEAD) == 1 then return end
   local head = redis.call('LINDEX', INBOX, 0)
   if head then
     local ok, at = pcall(received, head)
@@ -411,25 +430,96 @@ local function purge()
   end
 end
 
-local folded, listings, applied = 0, 0, 0
-while folded < max_events and (folded == 0 or listings < max_listings) do
+-- An entry as bridge.ingest.store.entry writes it, decoded; or nil and why it cannot be folded.
+-- Checked before anything is written for it: an entry of another shape (a release that wrote
+-- them otherwise, one pushed by hand) goes aside whole instead of half folded.
+local function integral(text)
+  local n = tonumber(text)
+  return n ~= nil and n == math.floor(n)
+end
+local function readable(payload)
+  local ok, E = pcall(cmsgpack.unpack, payload)
+  if not ok or type(E) ~= 'table' then return nil, 'not a msgpack array' end
+  local n = #E
+  if n < 5 or (n - 5) % 3 ~= 0 then
+    return nil, 'an array of ' .. n .. ' fields: 5, then 3 per listing, expected'
+  end
+  for i = 1, n do
+    if type(E[i]) ~= 'string' then return nil, 'field ' .. i .. ' is not a string' end
+  end
+  if not TYPES[E[3]] then return nil, 'field 3 is no kind of event (c, u, d, s)' end
+  if E[3] ~= 's' and n ~= 8 then return nil, 'a listing event names ' .. (n - 5) / 3 ..
+                                             ' listings: 1 expected' end
+  if string.find(E[1], '\\n', 1, true) then return nil, 'the webhook id holds a line break' end
+  if not (integral(E[2]) and integral(E[5])) then
+    return nil, 'received at (field 2) or occurred at (field 5) is not a whole number'
+  end
+  for i = 7, n, 3 do
+    if not integral(E[i]) then
+      return nil, 'the version in field ' .. i .. ' is not a whole number'
+    end
+  end
+  return E
+end
+
+-- Why a fold failed, as text: a Redis command's error is a table.
+local function reason(err)
+  if type(err) == 'table' then return tostring(err.err or cjson.encode(err)) end
+  return tostring(err)
+end
+
+-- One entry; how many listings it changed.
+local function fold_entry(decoded, redelivery)
+  begin(decoded)
+  if not redelivery then return fold() end
+  -- The listings a redelivery names are the ones the first delivery named.
+  for i = 6, #A, 3 do trace(A[i], A[i + 1], 'd') end
+  return 0
+end
+
+-- An entry the fold cannot handle goes aside, with why, to lb:inbox:dead (a JSON line: error,
+-- at, attempts; then the entry as it was), and the inbox goes on. An operator retries it (back
+-- to the inbox's head, its attempts kept in lb:inbox:retries) or discards it.
+local aside = {}
+local function set_aside(entry, why)
+  local clock = redis.call('TIME')
+  local sum = redis.sha1hex(entry)
+  local attempts = 1 + (tonumber(redis.call('HGET', RETRIES, sum)) or 0)
+  redis.call('HDEL', RETRIES, sum)
+  redis.call('RPUSH', DEAD, cjson.encode({
+    error = why, attempts = attempts,
+    at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000),
+  }) .. '\\n' .. entry)
+  aside[#aside + 1] = why
+end
+
+local folded, listings, applied, taken = 0, 0, 0, 0
+while taken < max_events and (taken == 0 or listings < max_listings) do
   -- Only what this call folds is read (a snapshot may be a megabyte).
   local entry = redis.call('LPOP', INBOX)
   if not entry then break end
-  if string.sub(entry, 1, 1) == DUPLICATE then
-    -- The listings a redelivery names are the ones the first delivery named.
-    begin(string.sub(entry, 2))
-    for i = 6, #A, 3 do trace(A[i], A[i + 1], 'd') end
-  else
-    begin(entry)
-    applied = applied + fold()
+  taken = taken + 1
+  local redelivery = string.sub(entry, 1, 1) == DUPLICATE
+  local decoded, why = readable(redelivery and string.sub(entry, 2) or entry)
+  if decoded then
+    made = {}
+    local ok, result = pcall(fold_entry, decoded, redelivery)
+    if ok then
+      applied, folded = applied + result, folded + 1
+    else
+      -- Redis keeps what a failing script wrote: what this entry wrote before its error
+      -- (a shape checked above leaves only an error of Redis's own, such as a key of the
+      -- wrong type) stays, its groups marked due below with the rest; its counts go.
+      uncount()
+      why = reason(result)
+    end
+    listings = listings + (#decoded - 5) / 3
   end
-  folded = folded + 1
-  listings = listings + (#A - 5) / 3
+  if why then set_aside(entry, why) end
 end
-if folded > 0 then settle() end
+settle()
 purge()
-return {folded, applied, redis.call('LLEN', INBOX)}
+return {folded, applied, redis.call('LLEN', INBOX), unpack(aside)}
 """
 
 # What the accept script puts before a redelivery's entry (no msgpack array starts with it).
@@ -447,7 +537,8 @@ _NAMES: dict[str, LuaValue] = {
     "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT, "TRACE": k.TRACE, "TRACE_MAXLEN": k.TRACE_MAXLEN,
     "METRICS": k.METRICS, "IDLE": k.GROUP_IDLE_MS, "DIRTY": k.DIRTY, "BODYK": k.BODY,
     "INBOX": k.INBOX, "DUPLICATE": DUPLICATE.decode(), "SETTLED": k.SETTLED,
-    "TOMBSTONES": k.TOMBSTONES, "SOURCES": k.LISTING_SOURCES,
+    "TOMBSTONES": k.TOMBSTONES, "SOURCES": k.LISTING_SOURCES, "DEAD": k.INBOX_DEAD,
+    "RETRIES": k.INBOX_RETRIES,
 }
 ACCEPT = splice(_ACCEPT, {
     **_NAMES, "EVENT_DUPLICATE": counters.WEBHOOK_EVENTS.field("duplicate"),

@@ -104,6 +104,10 @@ class InboxView:
     moment's worth means no worker is folding (bridge/ingest/inbox.py)."""
     events: int
     oldest_age_ms: int | None  # how long the oldest has waited; None when there is none
+    # Entries the fold could not handle, set aside for an operator (lb:inbox:dead), and when
+    # the first of them was set aside (None: none is).
+    dead: int = 0
+    dead_oldest_at: int | None = None
 
 
 @dataclass(frozen=True)

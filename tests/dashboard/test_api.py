@@ -37,7 +37,7 @@ def test_overview_counts_events_duplicates_and_rejections(
     assert waiting["events"] == 2 and 0 <= waiting["oldest_age_ms"] < 10_000
     folded()
     o = client.get("/api/overview", params={"minutes": 5}).json()
-    assert o["inbox"] == {"events": 0, "oldest_age_ms": None}
+    assert o["inbox"] == {"events": 0, "oldest_age_ms": None, "dead": 0, "dead_oldest_at": None}
     assert len(o["minutes"]) == 5 and len(o["events"]["received"]) == 5
     assert o["totals"]["events"]["received"] == 1
     assert o["totals"]["events"]["duplicate"] == 1
