@@ -1,8 +1,8 @@
 """The ``bridge`` command line (contract section 5): one module per command family.
 
 ``processes`` (serve, worker, sandbox), ``dev`` (dev, send), ``operate`` (status, held,
-quarantine, target), ``reconcile``, ``trace`` (a listing's story) and ``link`` (external-ID
-linking); ``options`` holds what they share.
+quarantine, target), ``inbox`` (events set aside), ``reconcile``, ``trace`` (a listing's
+story) and ``link`` (external-ID linking); ``options`` holds what they share.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import click
 
 from bridge import logs
-from bridge.cli import dev, link, operate, processes, reconcile, trace
+from bridge.cli import dev, inbox, link, operate, processes, reconcile, trace
 
 
 @click.group()
@@ -22,7 +22,7 @@ def main(verbose: bool) -> None:
     logs.configure("text", logging.DEBUG if verbose else logging.INFO)
 
 
-for family in (processes, dev, operate, reconcile, trace):
+for family in (processes, dev, operate, inbox, reconcile, trace):
     family.register(main)
 main.add_command(link.link)
 

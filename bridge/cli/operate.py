@@ -55,6 +55,9 @@ def render_status(status: Status) -> list[str]:
     if status.inbox.events:
         lines.append(f"received, not yet folded by a worker: {status.inbox.events} event(s), "
                      f"the oldest for {(status.inbox.oldest_age_ms or 0) / 1000:.1f} s")
+    if status.inbox.dead:
+        lines.append(f"SET ASIDE {status.inbox.dead} event(s) the workers could not fold: "
+                     "bridge inbox dead list")
     flushing = [d for d in status.due if d.flushing_until is not None]
     waiting = [d for d in status.due if d.flushing_until is None and d.in_ms > 0]
     due_now = len(status.due) - len(flushing) - len(waiting)

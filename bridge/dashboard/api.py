@@ -205,6 +205,34 @@ async def quarantine_discard(request: Request) -> Response:
     return JSONResponse({"discarded": await operations(request).discard_many(items)})
 
 
+async def inbox_dead(request: Request) -> Response:
+    """The inbox entries the fold set aside (lb:inbox:dead), the first set aside first."""
+    return JSONResponse({"dead": await operations(request).dead_events()})
+
+
+def dead_ids(body: dict[str, Any]) -> list[str] | None:
+    """``{"ids": [...]}`` names entries set aside; ``{"all": true}`` takes every one."""
+    if body.get("all") is True:
+        return None
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise BadRequest("send 'ids': a non-empty list of ids from GET /api/inbox/dead, "
+                         "or 'all': true")
+    return ids
+
+
+@answers_errors
+async def inbox_dead_retry(request: Request) -> Response:
+    ids = dead_ids(await json_body(request))
+    return JSONResponse({"retried": await operations(request).retry_dead(ids)})
+
+
+@answers_errors
+async def inbox_dead_discard(request: Request) -> Response:
+    ids = dead_ids(await json_body(request))
+    return JSONResponse({"discarded": await operations(request).discard_dead(ids)})
+
+
 async def unknown(request: Request) -> Response:
     return error(404, "not_found", f"no API endpoint {request.method} {request.url.path}; "
                  "see docs/api.md")
@@ -227,5 +255,8 @@ def router() -> Router:
         Route("/held/discard", held_discard, methods=["POST"]),
         Route("/quarantine/retry", quarantine_retry, methods=["POST"]),
         Route("/quarantine/discard", quarantine_discard, methods=["POST"]),
+        Route("/inbox/dead", inbox_dead, methods=["GET"]),
+        Route("/inbox/dead/retry", inbox_dead_retry, methods=["POST"]),
+        Route("/inbox/dead/discard", inbox_dead_discard, methods=["POST"]),
         Route("/{rest:path}", unknown),
     ])

@@ -151,6 +151,8 @@ class Snapshot(Collector):
                         "state by a worker", o.inbox.events)
         yield self._one("inbox_oldest_age_seconds", "Seconds the oldest unfolded event has "
                         "waited (0: none waits)", (o.inbox.oldest_age_ms or 0) / 1000)
+        yield self._one("inbox_dead_events", "Inbox entries the fold could not handle, set "
+                        "aside until an operator retries or discards them", o.inbox.dead)
         yield self._one("workers_alive", "Workers with a recent heartbeat",
                         sum(1 for w in o.workers if w.alive))
         age = self._gauge("worker_heartbeat_age_seconds", "Seconds since each worker's "

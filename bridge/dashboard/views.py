@@ -113,6 +113,11 @@ async def problems(request: Request) -> Response:
     return await render(request, "problems.html", p=await operations(request).problems())
 
 
+async def inbox_dead(request: Request) -> Response:
+    """The inbox entries the fold set aside, to retry or discard."""
+    return await render(request, "inbox_dead.html", dead=await operations(request).dead_events())
+
+
 def router() -> Router:
     static = StaticFiles(directory=str(files("bridge.dashboard") / "static"))
     return Router(routes=[
@@ -122,5 +127,6 @@ def router() -> Router:
         Route("/groups/{group:path}", group, methods=["GET"]),
         Route("/listings/{ref:path}", listing, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
+        Route("/inbox/dead", inbox_dead, methods=["GET"]),
         Mount("/static", app=static, name="static"),
     ])

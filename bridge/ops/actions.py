@@ -4,11 +4,14 @@ Every change goes through the ledger (``bridge/delivery/ledger.py``), as the wor
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from redis.asyncio import Redis
 
 from bridge.clock import now_ms
 from bridge.delivery.claims import mark_due
 from bridge.delivery.ledger import Held, HeldChanged, Ledger
+from bridge.ingest.inbox import DeadEvent, DeadLetters
 from bridge.ops.models import HeldSync
 from bridge.settings import Settings
 
@@ -135,6 +138,27 @@ class Actions:
             if missing:
                 raise NotFound(f"not quarantined on {target}: {', '.join(missing)}")
         return by_target
+
+    # -- inbox entries the fold set aside (lb:inbox:dead) --
+
+    async def dead_events(self) -> list[DeadEvent]:
+        return await DeadLetters(self.redis).events()
+
+    async def retry_dead(self, ids: list[str] | None) -> list[DeadEvent]:
+        """Put the entries named by id (``None``: all) back at the inbox's head."""
+        return await self._dead(DeadLetters(self.redis).retry, ids)
+
+    async def discard_dead(self, ids: list[str] | None) -> list[DeadEvent]:
+        """Drop the entries named by id (``None``: all) for good."""
+        return await self._dead(DeadLetters(self.redis).discard, ids)
+
+    async def _dead(self, act: Callable[[list[str] | None], Awaitable[list[DeadEvent]]],
+                    ids: list[str] | None) -> list[DeadEvent]:
+        try:
+            return await act(ids)
+        except KeyError as exc:
+            raise NotFound(f"not set aside (lb:inbox:dead): {exc.args[0]}; "
+                           "`bridge inbox dead list` lists them") from None
 
     # -- targets --
 
