@@ -20,7 +20,8 @@ def register(main: click.Group) -> None:
 @click.command()
 @config_option
 @host_port(8000)
-@click.option("--sandbox-port", type=int, default=8001, show_default=True)
+@click.option("--sandbox-port", type=int, default=8001, show_default=True,
+              help="The sandbox portals' port.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the embedded Redis keeps its data (default: the user's state dir).")
 @log_format_option
@@ -44,11 +45,15 @@ def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
               "one `bridge dev` printed).")
 @click.option("--file", "file_", type=click.File("rb"), help="Events as JSON lines ('-': stdin).")
 @click.option("--generate", type=int, help="Generate this many realistic events instead.")
-@click.option("--groups", type=int, default=5, show_default=True)
-@click.option("--listings-per-group", type=int, default=20, show_default=True)
+@click.option("--groups", type=int, default=5, show_default=True,
+              help="With --generate: how many groups the events spread over.")
+@click.option("--listings-per-group", type=int, default=20, show_default=True,
+              help="With --generate: how many listings each group holds.")
 @click.option("--rate", type=float, help="Events per second (default: as fast as it can).")
-@click.option("--concurrency", type=int, default=16, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--concurrency", type=int, default=16, show_default=True,
+              help="Requests in flight at once.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="With --generate: the same seed generates the same events.")
 def send(config_path: str | None, url: str, secret: str | None, file_: Any,
          generate: int | None, groups: int, listings_per_group: int, rate: float | None,
          concurrency: int, seed: int) -> None:

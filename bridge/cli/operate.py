@@ -38,7 +38,7 @@ def run_operation(config_path: str | None, action: Callable[[Operations], Awaita
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(config_path: str | None, as_json: bool) -> None:
-    """Queues, held syncs and quarantine, in the terminal."""
+    """Queues, held syncs, quarantine and targets, in the terminal."""
     import orjson
 
     result = run_operation(config_path, lambda ops: ops.status())
@@ -161,7 +161,8 @@ def _when(due: DueGroup) -> str:
 
 @click.group()
 def held() -> None:
-    """Syncs held by a guard: see what they would delete, then release or discard them."""
+    """Syncs held by a guard: see what they would delete, then release or discard the one you
+    reviewed."""
 
 
 digest_option = click.option(
@@ -224,33 +225,40 @@ def quarantine() -> None:
     """Listings a portal refused: retry them or discard them."""
 
 
+quarantined_on = click.option("--target", required=True,
+                              help="The target that refused the listings.")
+
+
 @quarantine.command("retry")
 @config_option
-@click.option("--target", required=True)
+@quarantined_on
 @click.argument("refs", nargs=-1, required=True)
 def quarantine_retry(config_path: str | None, target: str, refs: tuple[str, ...]) -> None:
+    """Send the listings REFS to the target again (once their data is fixed)."""
     count = run_operation(config_path, lambda ops: ops.retry(target, list(refs)))
     click.echo(f"{count} listing(s) will be sent to {target} again")
 
 
 @quarantine.command("discard")
 @config_option
-@click.option("--target", required=True)
+@quarantined_on
 @click.argument("refs", nargs=-1, required=True)
 def quarantine_discard(config_path: str | None, target: str, refs: tuple[str, ...]) -> None:
+    """Stop sending the listings REFS to the target until their content changes."""
     count = run_operation(config_path, lambda ops: ops.discard_quarantined(target, list(refs)))
     click.echo(f"{count} listing(s) discarded for {target} (until their content changes)")
 
 
 @click.group()
 def target() -> None:
-    """Pause or resume delivery to a target."""
+    """Pause or resume delivery to a target: changes accumulate while it is paused."""
 
 
 @target.command("pause")
 @config_option
 @click.argument("name")
 def target_pause(config_path: str | None, name: str) -> None:
+    """Stop delivery to the target NAME; its changes keep accumulating."""
     run_operation(config_path, lambda ops: ops.pause(name))
     click.echo(f"{name} paused; changes keep accumulating")
 
@@ -259,5 +267,6 @@ def target_pause(config_path: str | None, name: str) -> None:
 @config_option
 @click.argument("name")
 def target_resume(config_path: str | None, name: str) -> None:
+    """Resume delivery to the target NAME; the changes waiting flow now."""
     run_operation(config_path, lambda ops: ops.resume(name))
     click.echo(f"{name} resumed; waiting changes flow now")

@@ -33,8 +33,10 @@ log_format_option = click.option(
 
 def host_port(default_port: int) -> Callable[[F], F]:
     def decorate(func: F) -> F:
-        func = click.option("--port", type=int, default=default_port, show_default=True)(func)
-        return click.option("--host", default="127.0.0.1", show_default=True)(func)
+        func = click.option("--port", type=int, default=default_port, show_default=True,
+                            help="The port to listen on.")(func)
+        return click.option("--host", default="127.0.0.1", show_default=True,
+                            help="The address to listen on (0.0.0.0: every interface).")(func)
 
     return decorate
 

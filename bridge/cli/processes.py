@@ -107,9 +107,12 @@ def worker(config_path: str | None, log_format: str) -> None:
 @click.command()
 @config_option
 @host_port(8001)
-@click.option("--rentix-api-key", default="sandbox", show_default=True)
-@click.option("--travtus-client-id", default="sandbox", show_default=True)
-@click.option("--travtus-client-secret", default="sandbox", show_default=True)
+@click.option("--rentix-api-key", default="sandbox", show_default=True,
+              help="The API key the sandbox's Rentix accepts.")
+@click.option("--travtus-client-id", default="sandbox", show_default=True,
+              help="The client ID the sandbox's Travtus accepts.")
+@click.option("--travtus-client-secret", default="sandbox", show_default=True,
+              help="The client secret the sandbox's Travtus accepts.")
 @click.option("--token-ttl", type=int, default=3600, show_default=True,
               help="Travtus token lifetime, seconds.")
 @click.option("--rentix-per-minute", type=int, default=300, show_default=True,

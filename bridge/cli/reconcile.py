@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge.cli.options import config_option, load, redis_trouble_in_one_line
 from bridge.reconcile.compare import Kind
+
+if TYPE_CHECKING:
+    from bridge.reconcile.service import Reconciler
 
 REPAIRED: tuple[Kind, ...] = ("missing", "drift", "stale")
 
@@ -54,7 +57,7 @@ def reconcile(config_path: str | None, target: str | None, group: str | None, ap
         adapters = adapters_for(settings)
         try:
             reconciler = Reconciler(redis, settings, adapters)
-            groups = [group] if group else await reconciler.groups()
+            groups = await known_groups(reconciler, group)
             steps = len(groups) * len(reconciler.targets(target))
             with click.progressbar(length=steps, label="reconciling", file=sys.stderr) as bar:
                 return await reconciler.run(target, group, REPAIRED if apply else (),
@@ -71,3 +74,15 @@ def reconcile(config_path: str | None, target: str | None, group: str | None, ap
     if report_path is not None:
         reports.write(report, report_path, apply)
         click.echo(f"report: {report_path}")
+
+
+async def known_groups(reconciler: Reconciler, group: str | None) -> list[str]:
+    """Every group seen, or the one named: a name the bridge never saw is a typo, not a group
+    to report as all "unknown" listings."""
+    seen = await reconciler.groups()
+    if group is None:
+        return list(seen)
+    if group not in seen:
+        raise click.ClickException(f"unknown group {group!r}: the bridge has received no event "
+                                   "for it (`bridge status` counts the groups known)")
+    return [group]

@@ -21,7 +21,8 @@ def register(main: click.Group) -> None:
               help="Print the story as JSON (the same as GET /api/listings/{ref}/trace).")
 @click.argument("ref")
 def trace(config_path: str | None, as_json: bool, ref: str) -> None:
-    """One listing's story: events received, decisions per target, portal calls."""
+    """One listing's story: where it stands on each portal, then every event received, flush
+    decision per target and portal call, newest first."""
     import orjson
 
     from bridge.ops.trace import render_trace

@@ -171,6 +171,7 @@ def _print_banner(base: str, secret: str, sandbox: str, redis_url: str, config: 
                f"{sandbox}/_sandbox/journal")
     click.echo(f"  redis          {redis_url}")
     click.echo(f"  configuration  {config}")
-    click.echo(f"  try it         bridge send --generate 200 --url {base}/webhooks/crm")
+    click.echo("  try it         .venv/bin/bridge send --generate 200"  # send defaults to this URL
+               + ("" if base == "http://127.0.0.1:8000" else f" --url {base}/webhooks/crm"))
     click.echo("")
     sys.stdout.flush()
