@@ -26,3 +26,10 @@ def model_profile(request: pytest.FixtureRequest) -> settings:
     session's default profile, which other tests may rely on)."""
     name = request.config.getoption("hypothesis_profile", default=None) or "ci"
     return settings.get_profile(name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long profile runs for many minutes: its own timeout, past the module's."""
+    if config.getoption("hypothesis_profile", default=None) == "long":
+        for item in items:
+            item.add_marker(pytest.mark.timeout(3600))
