@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast, get_args
 
 import orjson
 from starlette.requests import Request
@@ -15,9 +15,11 @@ from starlette.routing import Route, Router
 
 from bridge.dashboard.auth import is_json
 from bridge.ops import HeldSyncChanged, NotFound, OperationError, Operations
+from bridge.ops.models import GroupSort
 from bridge.responses import JSONResponse, error
 
 Handler = Callable[[Request], Awaitable[Response]]
+GROUP_SORTS: tuple[str, ...] = get_args(GroupSort)
 
 
 class BadRequest(Exception):
@@ -113,10 +115,24 @@ async def targets(request: Request) -> Response:
 
 @answers_errors
 async def groups(request: Request) -> Response:
-    query = request.query_params.get("q", "").strip()
-    if not query:
-        raise BadRequest("pass q: a group name (or part of one) or a listing's external ref")
-    return JSONResponse({"groups": await operations(request).search_groups(query)})
+    """A search with ``q``; else one page of every group (``sort``, ``page``, ``per_page``)."""
+    query = request.query_params.get("q")
+    if query is not None:
+        if not query.strip():
+            raise BadRequest("'q' must name a group (or part of one) or a listing's external "
+                             "ref; leave it out to list every group")
+        return JSONResponse({"groups": await operations(request).search_groups(query)})
+    sort, page, per_page = group_page_params(request)
+    return JSONResponse(await operations(request).list_groups(sort, page, per_page))
+
+
+def group_page_params(request: Request) -> tuple[GroupSort, int, int]:
+    """The list's ``sort`` (default name), ``page`` (from 1) and ``per_page`` (1 to 200)."""
+    sort = request.query_params.get("sort", "name")
+    if sort not in GROUP_SORTS:
+        raise BadRequest(f"'sort' must be one of {', '.join(GROUP_SORTS)}, found {sort!r}")
+    return (cast(GroupSort, sort), int_param(request, "page", 1, 1, 1_000_000),
+            int_param(request, "per_page", 50, 1, 200))
 
 
 @answers_errors

@@ -16,9 +16,8 @@ from starlette.staticfiles import StaticFiles
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.dashboard import charts
-from bridge.dashboard.api import operations
+from bridge.dashboard.api import GROUP_SORTS, BadRequest, group_page_params, operations
 from bridge.ops import NotFound
-from bridge.ops.models import GroupMatch
 
 env = Environment(loader=PackageLoader("bridge.dashboard", "templates"),
                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -82,9 +81,19 @@ async def targets(request: Request) -> Response:
 
 
 async def groups(request: Request) -> Response:
+    """A search with ``q``; else a page of every group, as GET /api/groups lists them."""
+    ops = operations(request)
     query = request.query_params.get("q", "").strip()
-    found: list[GroupMatch] = await operations(request).search_groups(query) if query else []
-    return await render(request, "groups.html", query=query, found=found)
+    if query:
+        return await render(request, "groups.html", query=query,
+                            found=await ops.search_groups(query))
+    try:
+        sort, page, per_page = group_page_params(request)
+    except BadRequest as exc:
+        return await render(request, "groups.html", status_code=400, query="", found=[],
+                            message=str(exc))
+    return await render(request, "groups.html", query="", found=[],
+                        listed=await ops.list_groups(sort, page, per_page), sorts=GROUP_SORTS)
 
 
 async def group(request: Request) -> Response:

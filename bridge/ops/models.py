@@ -301,6 +301,31 @@ class GroupMatch:
     listings: int
 
 
+GroupSort = Literal["name", "pending", "held", "last_change"]
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One group in the list, its figures read for the page shown alone."""
+
+    group: str
+    listings: int  # members, tombstones included
+    pending: int  # listings with a change some target has not settled (lb:dirty)
+    pending_since: int | None  # the first change no flush has taken yet
+    last_change: int | None  # None: no change in GROUP_IDLE_MS
+    due_in_ms: int | None  # its flush (or retry) is scheduled; <= 0: due now
+    held: list[str]  # targets holding a change of the group for an operator
+
+
+@dataclass(frozen=True)
+class GroupPage:
+    groups: list[GroupRow]
+    sort: GroupSort
+    page: int
+    per_page: int
+    total: int  # every group ever seen
+
+
 # -- GET /api/groups/{group} --
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def test_bad_input_answers_an_error_and_changes_nothing(client: httpx.Client, re
         ("POST", "/api/targets/rentix/pause", [], 400),
         ("GET", "/api/overview?minutes=abc", None, 400),
         ("GET", "/api/overview?minutes=1000", None, 400),
-        ("GET", "/api/groups", None, 400),
+        ("GET", "/api/groups?sort=size", None, 400),
         ("GET", "/api/groups/never-seen", None, 404),
         ("GET", "/api/nothing-here", None, 404),
     ]
