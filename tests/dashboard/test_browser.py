@@ -92,16 +92,16 @@ def test_operator_sees_figures_move_releases_and_retries(
 
             # Problems: the held sync says what release would delete; release it.
             browser.goto(f"{base}/dashboard/problems")
-            held = browser.text("[data-held='travtus/mass']") or ""
-            assert "Release would delete 6 listing(s) on travtus" in held
+            held = browser.text("[data-held$='/mass']") or ""
+            assert "Release would delete 6 listing(s) on rentix and travtus" in held
             assert all(f"apt-{i}" in held for i in range(2, 8))
-            release = "[data-held='travtus/mass'] button.danger"
+            release = "[data-held$='/mass'] button.danger"
             browser.click(release)  # arms: the button now spells out the consequence
             assert "click again to confirm" in (browser.text(release) or "")
             browser.click(release)
             browser.wait_for("document.getElementById('flash').textContent"
                              ".includes('Released')", what="the release to be confirmed")
-            browser.wait_for("!document.querySelector(\"[data-held='travtus/mass']\")",
+            browser.wait_for("!document.querySelector(\"[data-held$='/mass']\")",
                              what="the held sync to leave the page")
             stack.wait(lambda: set(stack.travtus_listings("mass")) == {"apt-0", "apt-1"},
                        what="the released sync on the portal")
