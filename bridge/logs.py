@@ -17,6 +17,9 @@ LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_FORMAT_ENV = "BRIDGE_LOG_FORMAT"
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT = ("group", "target", "listing")
+# Libraries that log a line per request or job at INFO: an operator's log would be mostly theirs
+# (a dev.log once had 262 of 424 lines from httpx alone). WARNING and up unless ``-v``.
+CHATTY = ("httpx", "httpcore", "uvicorn.access", "arq.jobs")
 
 
 def about(group: str | None = None, target: str | None = None,
@@ -55,5 +58,31 @@ def configure(log_format: str, level: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(TEXT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    quiet_libraries(verbose=level <= logging.DEBUG)
     # Python's own warnings become log lines too, so that stderr stays one format.
     logging.captureWarnings(log_format == "json")
+
+
+def be_verbose() -> None:
+    """``-v``: DEBUG and every library's lines, in whatever format is configured."""
+    logging.getLogger().setLevel(logging.DEBUG)
+    quiet_libraries(verbose=True)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """The libraries' per-request and per-job lines at WARNING, unless ``verbose``. arq's
+    worker logger also says when the worker starts and stops: those lines pass."""
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    arq = logging.getLogger("arq.worker")
+    arq.removeFilter(_per_job)
+    if not verbose:
+        arq.addFilter(_per_job)
+
+
+def _per_job(record: logging.LogRecord) -> bool:
+    """False for arq's per-job lines (``  0.01s → job:flush()``) and its health records."""
+    if record.levelno >= logging.WARNING:
+        return True
+    message = str(record.msg)
+    return not (message.startswith("%6.2fs") or message.startswith("recording health"))

@@ -4,6 +4,7 @@ Every change goes through the ledger (``bridge/delivery/ledger.py``), as the wor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -12,8 +13,11 @@ from bridge.clock import now_ms
 from bridge.delivery.claims import mark_due
 from bridge.delivery.ledger import Held, HeldChanged, Ledger
 from bridge.ingest.inbox import DeadEvent, DeadLetters
+from bridge.logs import about
 from bridge.ops.models import HeldSync
 from bridge.settings import Settings
+
+log = logging.getLogger("bridge.ops.actions")
 
 
 class OperationError(Exception):
@@ -97,7 +101,11 @@ class Actions:
         if held is None:
             raise NotFound(f"no held change for group {group!r}"
                            + (f" on {target}" if target else ""))
-        return HeldSync.of(group, {t: h for t, h in entries.items() if h.digest == digest})[0]
+        change = HeldSync.of(group, {t: h for t, h in entries.items() if h.digest == digest})[0]
+        done = "released" if action == "release" else "discarded"
+        log.info("an operator %s the held change %s of %s on %s", done, digest, group,
+                 ", ".join(change.targets), extra=about(group, target))
+        return change
 
     async def _held_entries(self, target: str | None, group: str) -> dict[str, Held]:
         """Each target's held entry for the group (``target``'s alone when named)."""
@@ -113,11 +121,16 @@ class Actions:
         if missing:
             raise NotFound(f"not quarantined on {target}: {', '.join(missing)}")
         await self.ledger.retry_quarantined(target, refs)
+        log.info("an operator retried %s on %s", ", ".join(refs), target,
+                 extra=about(target=target, listing=refs[0] if len(refs) == 1 else None))
         await self.make_due(*{entry.group for entry in entries.values()})
         return len(entries)
 
     async def discard_quarantined(self, target: str, refs: list[str]) -> int:
-        return await self.ledger.discard_quarantine(self._target(target), refs)
+        discarded = await self.ledger.discard_quarantine(self._target(target), refs)
+        log.info("an operator discarded %s on %s", ", ".join(refs), target,
+                 extra=about(target=target, listing=refs[0] if len(refs) == 1 else None))
+        return discarded
 
     async def retry_many(self, items: list[tuple[str, str]]) -> int:
         """Retry (target, ref) pairs across targets; checks them all before changing any."""
@@ -164,6 +177,8 @@ class Actions:
 
     async def pause(self, target: str, reason: str = "paused by an operator") -> None:
         await self.ledger.pause(self._target(target), reason)
+        log.info("pausing %s (by an operator): %s", target, reason, extra=about(target=target))
 
     async def resume(self, target: str) -> None:
         await self.ledger.resume(self._target(target))
+        log.info("resuming %s (by an operator)", target, extra=about(target=target))
