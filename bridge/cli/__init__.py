@@ -8,11 +8,13 @@ story) and ``link`` (external-ID linking); ``options`` holds what they share.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import click
 
 from bridge import logs
 from bridge.cli import dev, inbox, link, operate, processes, reconcile, trace
+from bridge.cli.options import verbose_option
 
 
 @click.group()
@@ -25,5 +27,17 @@ def main(verbose: bool) -> None:
 for family in (processes, dev, operate, inbox, reconcile, trace):
     family.register(main)
 main.add_command(link.link)
+
+
+def _commands(group: click.Group) -> Iterator[click.Command]:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            yield from _commands(command)
+        else:
+            yield command
+
+
+for _command in _commands(main):
+    verbose_option(_command)  # every command, its families' modules unchanged
 
 __all__ = ["main"]

@@ -52,25 +52,26 @@ def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
 @click.option("--rate", type=float, help="Events per second (default: as fast as it can).")
 @click.option("--concurrency", type=int, default=16, show_default=True,
               help="Requests in flight at once.")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="With --generate: the same seed generates the same events.")
+@click.option("--seed", type=int,
+              help="With --generate: the same seed generates the same events (default: a new "
+                   "one each run, named in the summary).")
 def send(config_path: str | None, url: str, secret: str | None, file_: Any,
          generate: int | None, groups: int, listings_per_group: int, rate: float | None,
-         concurrency: int, seed: int) -> None:
+         concurrency: int, seed: int | None) -> None:
     """Sign and post events to a bridge: a file of JSON lines, or generated ones."""
-    from bridge.dev.generate import event_stream
-    from bridge.dev.sender import quiet_requests, send_events
+    from bridge.dev.sender import secret_problem, send_events
 
-    if not click.get_current_context().find_root().params.get("verbose"):
-        quiet_requests()  # the progress bar says how far it is; -v logs every request
     secret = secret or _default_secret(config_path)
+    problem = secret_problem(secret)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--secret")
     if (file_ is None) == (generate is None):
         raise click.UsageError("give exactly one of --file or --generate")
     if file_ is not None:
         lines = [line.strip() for line in file_ if line.strip()]
         events: list[Any] = list(lines)
     else:
-        events = list(event_stream(generate or 0, groups, listings_per_group, seed))
+        events = _generated(generate or 0, groups, listings_per_group, seed)
     with click.progressbar(length=len(events), label="sending", file=sys.stderr) as bar:
         report = asyncio.run(send_events(url, secret, events, concurrency=concurrency,
                                          rate=rate, on_sent=lambda: bar.update(1)))
@@ -78,6 +79,21 @@ def send(config_path: str | None, url: str, secret: str | None, file_: Any,
         click.echo(line)
     if report.errors or any(s >= 400 for s in report.statuses):
         sys.exit(1)
+
+
+def _generated(count: int, groups: int, per_group: int, seed: int | None) -> list[Any]:
+    """Versions from the clock (microseconds, well inside the 2^53 a version may reach): a
+    second run is newer than the first, not refused as stale, whatever its seed."""
+    import secrets
+    import time
+
+    from bridge.dev.generate import event_stream
+
+    seed = secrets.randbelow(1_000_000) if seed is None else seed
+    first = time.time_ns() // 1000
+    click.echo(f"generating {count} events with --seed {seed}, versions from {first} (the "
+               "clock: newer than any earlier run's)")
+    return list(event_stream(count, groups, per_group, seed, first))
 
 
 def _default_secret(config_path: str | None) -> str:

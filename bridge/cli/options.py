@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS
+from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, be_verbose
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +29,17 @@ log_format_option = click.option(
     help="Lines of text, or one JSON object per line (time, level, logger, message, and group, "
          f"target, listing where known) for a log collector (or ${LOG_FORMAT_ENV}).",
 )
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        be_verbose()
+
+
+def verbose_option(func: F) -> F:
+    """``-v`` after a command as well as before it (``bridge send -v``, ``bridge -v send``)."""
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                        callback=_verbose, help="Log more (as `bridge -v`).")(func)
 
 
 def host_port(default_port: int) -> Callable[[F], F]:

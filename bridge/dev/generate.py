@@ -60,8 +60,8 @@ class ListingFactory:
             "furnished": rng.random() < 0.7,
         }
 
-    def edit(self, listing: dict[str, Any]) -> dict[str, Any]:
-        edited = {**listing, "version": listing["version"] + 1}
+    def edit(self, listing: dict[str, Any], version: int | None = None) -> dict[str, Any]:
+        edited = {**listing, "version": listing["version"] + 1 if version is None else version}
         change = self.rng.choice(["price", "price", "description", "available_from", "furnished"])
         if change == "price":
             edited["price"] = {**listing["price"], "amount": self.rng.randrange(250, 1500, 10)}
@@ -76,9 +76,11 @@ class ListingFactory:
 
 
 def event_stream(
-    count: int, groups: int, per_group: int, seed: int = 1
+    count: int, groups: int, per_group: int, seed: int = 1, first_version: int = 1
 ) -> Iterator[dict[str, Any]]:
-    """``count`` events over ``groups`` groups of ``per_group`` listings: creates, then edits."""
+    """``count`` events over ``groups`` groups of ``per_group`` listings: creates, then edits.
+    Event ``n`` carries version ``first_version + n``: a stream that starts above the last
+    one's versions is newer throughout, not refused as stale."""
     factory = ListingFactory(seed)
     state: dict[str, tuple[str, dict[str, Any]]] = {}
     refs = [(f"group-{g:03d}", f"lst-{g:03d}-{i:03d}") for g in range(groups)
@@ -87,10 +89,10 @@ def event_stream(
     for n in range(count):
         group, ref = refs[n] if n < len(refs) else factory.rng.choice(refs)
         if ref in state:
-            listing = factory.edit(state[ref][1])
+            listing = factory.edit(state[ref][1], first_version + n)
             type_ = "listing.updated"
         else:
-            listing = factory.listing(ref)
+            listing = factory.listing(ref, first_version + n)
             type_ = "listing.created"
         state[ref] = (group, listing)
         occurred = (start + dt.timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import time
 import uuid
@@ -16,17 +18,37 @@ import orjson
 
 from bridge.ingest.signatures import sign
 
+log = logging.getLogger("bridge.dev.sender")
+# Distinct refusals listed in the summary; the rest are counted in one line.
+MAX_REFUSALS_SHOWN = 10
 
-def quiet_requests() -> None:
-    """httpx logs every request at INFO: one line per event would bury the progress bar."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot sign a webhook (None: it can): ``whsec_`` and base64, as the
+    bridge's configuration and the CRM's dashboard give it."""
+    if not secret.startswith("whsec_"):
+        return "a webhook secret starts with whsec_ (as `bridge dev` prints it)"
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        return "what follows whsec_ in a webhook secret is base64"
+    return None if key else "the secret is empty after whsec_"
+
+
+def refusal(response: httpx.Response) -> str:
+    """A refusal in the bridge's own words: its ``{"error": {"type", "message"}}`` body."""
+    try:
+        error = response.json()["error"]
+        return f"{response.status_code} {error['type']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code}: {response.text[:200] or response.reason_phrase}"
 
 
 @dataclass
 class SendReport:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -48,6 +70,18 @@ class SendReport:
             out.append(f"  {status}: {count}")
         for reason, count in sorted(self.errors.items()):
             out.append(f"  {reason}: {count}")
+        return out + self._refusal_lines()
+
+    def _refusal_lines(self) -> list[str]:
+        if not self.refusals:
+            return []
+        common = self.refusals.most_common()
+        out = ["refused, in the bridge's words:"]
+        out += [f"  {count} x {reason}" for reason, count in common[:MAX_REFUSALS_SHOWN]]
+        rest = common[MAX_REFUSALS_SHOWN:]
+        if rest:
+            out.append(f"  {sum(c for _, c in rest)} x {len(rest)} other refusals "
+                       "(`bridge send -v` logs each)")
         return out
 
 
@@ -86,6 +120,9 @@ async def send_events(
             try:
                 response = await client.post(url, content=body, headers=headers)
                 report.statuses[response.status_code] += 1
+                if response.status_code >= 400:
+                    report.refusals[refusal(response)] += 1
+                    log.debug("refused: %s", response.text)
             except httpx.HTTPError as exc:
                 report.errors[type(exc).__name__] += 1
             report.latencies_ms.append((time.perf_counter() - t0) * 1000)
