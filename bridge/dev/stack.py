@@ -11,6 +11,7 @@ import base64
 import logging
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import click
 import httpx
 
 from bridge.dev.embedded import EmbeddedRedis, default_state_dir, die_with_parent, state_dir
+from bridge.dev.lock import AlreadyRunning, DevLock, holder_of
 from bridge.settings import RedisSettings, Settings, load_settings
 
 log = logging.getLogger("bridge.dev")
@@ -84,8 +86,34 @@ def _with_user_sections(settings: Settings, lines: list[str]) -> str:
 
 
 def _spawn(*args: str, log_format: str = "text") -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *args, "--log-format", log_format],
-                            preexec_fn=die_with_parent)
+    verbose = ["-v"] if logging.getLogger().isEnabledFor(logging.DEBUG) else []
+    return subprocess.Popen([sys.executable, "-m", "bridge.cli", *verbose, *args,
+                             "--log-format", log_format], preexec_fn=die_with_parent)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Would a server fail to listen there? (SO_REUSEADDR as uvicorn binds: a port left in
+    TIME_WAIT is free, one something listens on is not.)"""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _refuse_if_busy(directory: Path, host: str, port: int, sandbox_port: int) -> None:
+    """Before anything is started or written: another ``bridge dev`` on this state directory,
+    or anything on our ports (its health check would answer for ours)."""
+    holder = holder_of(directory)
+    if holder is not None:
+        raise click.ClickException(str(AlreadyRunning(directory, holder)))
+    for where, number in ((host, port), ("127.0.0.1", sandbox_port)):
+        if _port_taken(where, number):
+            raise click.ClickException(
+                f"port {number} on {where} is in use (another `bridge dev`?); stop it, or "
+                "give --port and --sandbox-port that are free")
 
 
 def _wait_http(url: str, children: list[subprocess.Popen[bytes]],
@@ -108,8 +136,22 @@ def _wait_http(url: str, children: list[subprocess.Popen[bytes]],
 
 def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
             directory: Path | None, log_format: str = "text") -> int:
-    directory = directory or state_dir()
+    directory = directory or default_state_dir()
+    _refuse_if_busy(directory, host, port, sandbox_port)
     directory.mkdir(parents=True, exist_ok=True)
+    lock = DevLock(directory)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:  # started since the check above
+        raise click.ClickException(str(exc)) from None
+    try:
+        return _run_locked(lock, config_path, host, port, sandbox_port, directory, log_format)
+    finally:
+        lock.release()
+
+
+def _run_locked(lock: DevLock, config_path: str | None, host: str, port: int,
+                sandbox_port: int, directory: Path, log_format: str) -> int:
     settings = load_settings(config_path) if config_path else None
     redis: EmbeddedRedis | None = None
     if settings is not None and settings.redis_url:
@@ -120,6 +162,9 @@ def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
         redis_url = redis.url
     secret = settings.webhook.secrets[0] if settings else dev_secret(directory)
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    base = f"http://{host}:{port}"
+    lock.record(webhook=f"{base}/webhooks/crm", dashboard=f"{base}/dashboard",
+                sandbox=sandbox_url, redis=redis_url)
     config_file = dev_config_file(directory)
     config_file.write_text(dev_config(settings, redis_url, secret, sandbox_url))
     config_file.chmod(0o600)
@@ -138,7 +183,6 @@ def run_dev(config_path: str | None, host: str, port: int, sandbox_port: int,
         children.append(_spawn("serve", "--config", str(config_file), "--host", host,
                                "--port", str(port), log_format=log_format))
         children.append(_spawn("worker", "--config", str(config_file), log_format=log_format))
-        base = f"http://{host}:{port}"
         _wait_http(f"{base}/healthz", children)
         _wait_http(f"{sandbox_url}/_sandbox/journal", children)
         _print_banner(base, secret, sandbox_url, redis_url, config_file)

@@ -87,18 +87,19 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
 
 @pytest.mark.processes
 def test_bridge_dev_stops_at_once_when_a_process_cannot_start(tmp_path: Path) -> None:
-    # The web process cannot listen on a port that is taken: bridge dev says so and exits,
-    # without waiting out its start-up deadline or printing the banner.
+    # The web process could not listen on a port that is taken: bridge dev says so and exits
+    # before starting anything, without printing the banner.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
         process = subprocess.Popen(
-            [*BRIDGE, "dev", "--port", str(taken.getsockname()[1]), "--sandbox-port",
+            [*BRIDGE, "dev", "--port", str(port), "--sandbox-port",
              str(free_port()), "--state-dir", str(tmp_path / "state")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out, _ = process.communicate(timeout=45)
     assert process.returncode != 0
-    assert "a bridge process exited before" in out
+    assert f"port {port} on 127.0.0.1 is in use" in out
     assert "dashboard" not in out
 
 
