@@ -49,7 +49,7 @@ class Spec:
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "stale")
 FLUSH_RESULTS = ("done", "more_to_do", "lease_lost", "error", "cancelled")
 # The webhook's refusals (bridge/ingest/webhook.py), 503s included.
-REJECTION_REASONS = ("invalid_signature", "invalid_event", "body_too_large",
+REJECTION_REASONS = ("invalid_signature", "invalid_json", "invalid_event", "body_too_large",
                      "unsupported_media_type", "storage_unavailable", "storage_full")
 
 WEBHOOK_EVENTS = Spec(

@@ -84,7 +84,6 @@ WANTED = {name.encode(): name for name in (
     "content-type", "content-length", "webhook-id", "webhook-timestamp", "webhook-signature",
     "svix-id", "svix-timestamp", "svix-signature",
 )}
-REASONS = {401: "invalid_signature", 413: "body_too_large", 415: "unsupported_media_type"}
 
 
 class BodyTooLarge(Exception):
@@ -94,19 +93,21 @@ class BodyTooLarge(Exception):
 class Answer:
     """Status, JSON body and extra headers, before they become ASGI messages."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "reason", "status")
 
     def __init__(self, status: int, body: bytes,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+                 headers: list[tuple[bytes, bytes]] | None = None,
+                 reason: str | None = None) -> None:
         self.status = status
         self.body = body
         self.headers = headers or []
+        self.reason = reason  # a refusal's error type: what the rejection counters name
 
 
 def refuse(status: int, type_: str, message: str, **details: Any) -> Answer:
     headers = [(b"retry-after", RETRY_AFTER_S.encode())] if status == 503 else None
     body = {"error": {"type": type_, "message": message, **details}}
-    return Answer(status, orjson.dumps(body), headers)
+    return Answer(status, orjson.dumps(body), headers, reason=type_)
 
 
 def stored(status: int, key: bytes, webhook_id: str) -> Answer:
@@ -165,7 +166,7 @@ class WebhookEndpoint:
         except ConnectionResetError:
             return  # nobody to answer
         if answer.status >= 400 and answer.status != 503:
-            await self.store.count_rejection(REASONS.get(answer.status, "invalid_event"),
+            await self.store.count_rejection(answer.reason or "invalid_event",
                                              int(time.time() * 1000))
         await send({"type": "http.response.start", "status": answer.status, "headers": [
             (b"content-type", b"application/json"),

@@ -140,6 +140,7 @@ def test_body_not_json_is_400(bridge: httpx.Client, r: redis.Redis) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_json"
     assert stored_nothing(r)
+    assert rejections(r) == {"invalid_json": 1}  # counted as what it is, not invalid_event
 
 
 @pytest.mark.parametrize(
