@@ -310,6 +310,10 @@ class SenderTurn:
             orjson.dumps(extra), now_ms()])
         if not int(applied):
             raise LeaseLost(f"{self.lease.what} was taken over")
+        for item in settled:  # one line per listing an operator must look at, as a flush says
+            if item.kind == "refused":
+                log.info("quarantined %s on %s: %s", item.op.ref, self.name, item.why,
+                         extra=about(item.op.group, self.name, item.op.ref))
 
     async def _failed(self, batch: Batch, result: Result, seen: Command | None) -> int | None:
         """The whole request failed: keep it in flight (same key) and say when to try again;
@@ -335,7 +339,8 @@ class SenderTurn:
         await self.lease.apply(commands)
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(self.name, reason)
-            log.error("pausing %s: %s", self.name, reason, extra=about(target=self.name))
+            log.error("pausing %s (by the bridge: credentials refused): %s", self.name, reason,
+                      extra=about(target=self.name))
             return now + PAUSED_RECHECK_MS
         if result.outcome is Outcome.RATE_LIMITED and result.retry_at:
             until = int(result.retry_at * 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -149,8 +150,9 @@ async def test_a_backlog_from_many_groups_goes_in_bulks_of_at_most_100_each_appl
 
 
 async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its_listing(
-    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.delivery.sender")
     good = [write(f"ok-{i}", "g1") for i in range(3)]
     bad = write("bad-1", "g2")
     bad = Queued(bad.ref, bad.group, "upsert", {**bad.payload, "propertyType": "castle"},
@@ -174,6 +176,10 @@ async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its
         assert await Outbox(client).depth(TARGET) == 0
         trace = [stories.unpack(x) for x in await client.lrange(f"{k.TRACE}bad-1", 0, -1)]  # type: ignore[misc]
         assert [e.get("decision") or e["kind"] for e in trace] == ["quarantined", "call"]
+        # One line for the operator, about that listing alone (issue 28, item 3).
+        said = [r for r in caplog.records if r.getMessage().startswith("quarantined ")]
+        assert [(r.group, r.target, r.listing) for r in said] == [  # type: ignore[attr-defined]
+            ("g2", TARGET, "bad-1")]
 
 
 async def test_a_bulk_whose_every_operation_fails_quarantines_each_with_its_own_message(
