@@ -97,8 +97,12 @@ def notable(log: str) -> str:
 def assert_outage_logged_once(log: str) -> None:
     assert log.count(WENT_AWAY) == 1, [line for line in log.splitlines() if WENT_AWAY in line]
     assert log.count(CAME_BACK) == 1, notable(log)
-    # At most one per flush cut off mid-way (the delivery code logs those), never one per poll.
-    assert log.count("Traceback") <= 6, notable(log)
+    # At most one per flush cut off mid-way (the delivery code logs those, three groups here)
+    # and one for arq's own bookkeeping of a job it was finishing when Redis went (its task's
+    # error is logged by asyncio), never one per poll.
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    cut_off = sum(line.endswith(" failed") for line in errors)
+    assert cut_off <= 3 and len(errors) <= cut_off + 1, notable(log)
 
 
 @pytest.mark.processes
