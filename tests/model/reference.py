@@ -17,17 +17,25 @@ The rules, per listing:
   group's other listings unless they changed after it (at equal times the snapshot, the later
   arrival, wins); no event from before a snapshot that left a listing out (and deleted it, or
   found it deleted) brings it back, whatever its version;
-- a listing whose status is ``hidden`` is left out of the portals, as a deleted one is.
+- a listing whose status is ``hidden`` is left out of the portals, as a deleted one is;
+- a deleted listing is remembered for the horizon after the later of its time and its floor,
+  and longer while the bridge still keeps more than its tombstone (a deletion not every target
+  is done with is never compacted): an event received once a compacted tombstone's lifetime is
+  over finds nothing to order it by, whatever its version (``bridge/delivery/tombstones.py``).
+  Whether the bridge compacted it is the caller's to say (``compacted``); without it the model
+  never forgets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Kind = Literal["upsert", "delete", "snapshot"]
 Outcome = Literal["applied", "stale", "duplicate"]
+# Does the bridge keep only a compacted tombstone of this ref (or nothing at all)?
+Compacted = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -76,20 +84,45 @@ class Reference:
     listings: dict[str, ListingState] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)  # webhook id -> accepted at
 
-    def receive(self, event: Received) -> dict[str, Outcome]:
-        """Fold one delivery; what it did to each listing it names (a snapshot's absent
-        listings that it deleted are named too)."""
+    def receive(self, event: Received, compacted: Compacted | None = None
+                ) -> dict[str, Outcome]:
+        """Accept and fold one delivery; what it did to each listing it names (a snapshot's
+        absent listings that it deleted are named too)."""
+        if not self.accept(event):
+            return dict.fromkeys((item.ref for item in event.items), "duplicate")
+        return self.fold(event, compacted)
+
+    def accept(self, event: Received) -> bool:
+        """The webhook's dedupe: False for a redelivery within the dedupe window of the
+        webhook id's acceptance (nothing is folded), else True."""
         first = self.seen.get(event.webhook_id)
         if first is not None and event.received_ms < first + self.dedupe_ms:
-            return dict.fromkeys((item.ref for item in event.items), "duplicate")
+            return False
         self.seen[event.webhook_id] = event.received_ms
+        return True
+
+    def fold(self, event: Received, compacted: Compacted | None = None) -> dict[str, Outcome]:
+        """Fold an accepted delivery (``compacted``: as the bridge stands when it folds it)."""
         if event.occurred_ms < event.received_ms - self.horizon_ms:
             return dict.fromkeys((item.ref for item in event.items), "stale")
+        for ref in {item.ref for item in event.items} | (
+                {r for r, s in self.listings.items() if s.group == event.group}
+                if event.kind == "snapshot" else set()):
+            self._expire(ref, event.received_ms, compacted)
         if event.kind == "snapshot":
             return self._snapshot(event)
         item = event.items[0]
         deleted = event.kind == "delete"
         return {item.ref: self._apply(item, event.occurred_ms, event.group, deleted)}
+
+    def _expire(self, ref: str, received: int, compacted: Compacted | None) -> None:
+        """Forget a deleted listing whose compacted tombstone's lifetime was over when this
+        event was received."""
+        cur = self.listings.get(ref)
+        if cur is None or not cur.deleted or compacted is None:
+            return
+        if received > max(cur.occurred_ms, cur.floor or 0) + self.horizon_ms and compacted(ref):
+            del self.listings[ref]
 
     def _apply(self, item: Item, occurred: int, group: str, deleted: bool) -> Outcome:
         cur = self.listings.get(item.ref)
