@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,7 +37,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_srv() -> Iterator[RedisServer]:
-    with redis_server() as server:
+    with contextlib.ExitStack() as stack:
+        with tiers.session_server():
+            server = stack.enter_context(redis_server())
         yield server
 
 
@@ -44,7 +47,8 @@ def redis_srv() -> Iterator[RedisServer]:
 def redis_url(redis_srv: RedisServer) -> Iterator[str]:
     """A clean database on the session's own server (it holds only what tests made)."""
     if redis_srv.process is None or redis_srv.process.poll() is not None:
-        redis_srv.start()  # a test that stopped Redis must not break the next one
+        with tiers.session_server():
+            redis_srv.start()  # a test that stopped Redis must not break the next one
     client = redis.Redis.from_url(redis_srv.url)
     client.flushdb()
     client.close()

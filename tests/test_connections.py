@@ -25,6 +25,9 @@ from bridge.settings import RedisSettings
 from tests.support.redis_servers import Server, server, valkey_binary
 from tests.support.servers import free_port
 
+# Every test here checks a server of its own (module-scoped ones among them).
+pytestmark = pytest.mark.servers
+
 FSYNC = RedisSettings()
 NONE = RedisSettings(durability="none")
 

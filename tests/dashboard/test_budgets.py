@@ -30,6 +30,9 @@ from tests.support import crm
 from tests.support.ingest import FoldingStore
 from tests.support.servers import serve_app
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 GROUP = "budgets"
 TOKEN_TTL_S = 3600  # the sandbox's default token lifetime
 

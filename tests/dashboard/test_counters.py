@@ -79,6 +79,7 @@ def test_webhook_events_and_rejections_are_counted_by_outcome_and_reason(
     assert value(after, "events_last_hour", kind="received") == 3
 
 
+@pytest.mark.servers
 def test_events_refused_while_redis_is_away_are_counted_once_it_is_back() -> None:
     with redis_server() as own:
         settings = make_settings(own.url)

@@ -52,6 +52,7 @@ def assert_unavailable(response: httpx.Response, own_redis: Server) -> None:
         assert problem["message"].startswith(said), problem
 
 
+@pytest.mark.servers
 def test_pages_api_and_metrics_say_redis_is_down_and_work_again_once_it_is_back(
     dashboard: httpx.Client, own_redis: Server
 ) -> None:
@@ -65,6 +66,7 @@ def test_pages_api_and_metrics_say_redis_is_down_and_work_again_once_it_is_back(
     wait_until(lambda: works(dashboard), what="the dashboard to work again")
 
 
+@pytest.mark.servers
 def test_a_frozen_redis_gets_a_503_within_the_read_deadline_not_a_hang(
     dashboard: httpx.Client, own_redis: Server
 ) -> None:

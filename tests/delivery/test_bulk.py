@@ -37,6 +37,9 @@ from tests.support import crm
 from tests.support.servers import serve_app, wait_until
 from tests.support.stack import Stack, running_stack
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 TARGET = "rentix"
 
 

@@ -17,6 +17,9 @@ from bridge.ingest.events import parse_event
 from tests.delivery.test_unreadable_state import Bridge, bridge, sandbox_url  # noqa: F401
 from tests.support import crm
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 OLD, NEW = "gc", "ga"
 
 

@@ -34,6 +34,9 @@ from tests.support import crm
 from tests.support.ingest import FoldingStore
 from tests.support.servers import serve_app
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 GROUP_SETTLE_S = 20.0
 
 

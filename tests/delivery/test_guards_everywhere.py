@@ -31,6 +31,9 @@ from tests.support import crm
 from tests.support.ingest import FoldingStore
 from tests.support.servers import serve_app
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 GROUP = "west"
 ALL = [f"apt-{i:02}" for i in range(20)]
 BOTH = ["rentix", "travtus"]

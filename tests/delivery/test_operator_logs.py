@@ -22,6 +22,9 @@ from tests.delivery.test_guards_everywhere import (  # noqa: F401
 )
 from tests.support import crm
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 FORMAT = JSONFormatter()
 
 

@@ -35,6 +35,9 @@ from tests.support import crm
 from tests.support.ingest import FoldingStore
 from tests.support.servers import serve_app
 
+# Real flushes in this process against the sandbox (tests/support/tiers.py).
+pytestmark = pytest.mark.flows
+
 GROUP = "west"
 TARGETS = ("rentix", "travtus")
 VERSION_CAUSE = "the stored version (v) is '1e+20': not an integer"

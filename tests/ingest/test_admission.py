@@ -67,6 +67,7 @@ async def test_redis_near_its_memory_ceiling_refuses_new_events(
         await store.aclose()
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("binary", [redis_binary, valkey_binary], ids=["redis", "valkey"])
 def test_the_fold_runs_on_a_redis_past_its_maxmemory(binary: Callable[[], str]) -> None:
     """Its script is flagged allow-oom (Redis >= 7.0 and Valkey read the shebang): the inbox

@@ -37,6 +37,7 @@ def accept(r: redis.Redis, scripts: Scripts, webhook_id: str, event: ValidEvent)
     return int(status)
 
 
+@pytest.mark.servers
 def test_each_fold_call_reads_only_the_snapshot_it_folds(own: Server) -> None:
     r = own.client()
     scripts = Scripts(r, make_settings(own.url))
@@ -59,6 +60,7 @@ def test_each_fold_call_reads_only_the_snapshot_it_folds(own: Server) -> None:
     r.close()
 
 
+@pytest.mark.servers
 def test_a_redelivered_snapshot_is_stored_without_its_bodies(own: Server) -> None:
     r = own.client()
     scripts = Scripts(r, make_settings(own.url))

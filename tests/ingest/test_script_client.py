@@ -125,6 +125,7 @@ async def test_a_script_error_reaches_its_caller_and_the_connection_stays_usable
     assert connections_received(r) == connections  # no reconnect was needed
 
 
+@pytest.mark.servers
 async def test_stopping_the_server_fails_every_call_in_flight_and_a_restart_recovers(
     batcher: ScriptBatcher, running_redis: RedisServer, r: redis.Redis,
 ) -> None:

@@ -90,6 +90,7 @@ def command_calls(admin: redis.Redis, command: str) -> int:
 
 # -- every production URL ----------------------------------------------------------------------
 
+@pytest.mark.servers
 async def test_tls_with_an_acl_user_whose_password_has_escapes_runs_as_that_user() -> None:
     user = ("bridge-ingest", "p@ss:w/rd%41+é?#")  # (redis-server splits its arguments at spaces)
     with server(tls=True, user=user) as srv:
@@ -102,6 +103,7 @@ async def test_tls_with_an_acl_user_whose_password_has_escapes_runs_as_that_user
         assert calls_of(srv) == ["one"]
 
 
+@pytest.mark.servers
 async def test_tls_options_in_the_url_are_read_as_redis_py_reads_them() -> None:
     # Only a CA that signed the server's certificate is trusted; ssl_cert_reqs=none trusts any.
     with server(tls=True) as srv:
@@ -110,6 +112,7 @@ async def test_tls_options_in_the_url_are_read_as_redis_py_reads_them() -> None:
             assert await client.call(["unverified"]) == [b"unverified", 1]
 
 
+@pytest.mark.servers
 async def test_a_password_only_url_authenticates_the_default_user() -> None:
     with server(password="s3cret/%:@+x") as srv:
         assert "%25" in srv.url  # the password travels escaped, and is sent decoded
@@ -118,6 +121,7 @@ async def test_a_password_only_url_authenticates_the_default_user() -> None:
         assert calls_of(srv) == ["one"]
 
 
+@pytest.mark.servers
 async def test_a_unix_socket_url_with_db_writes_that_database(tmp_path: Path) -> None:
     socket_path = tmp_path / "r.sock"
     with server(None, "--unixsocket", str(socket_path), "--unixsocketperm", "700") as srv:
@@ -127,6 +131,7 @@ async def test_a_unix_socket_url_with_db_writes_that_database(tmp_path: Path) ->
         assert calls_of(srv, db=0) == []
 
 
+@pytest.mark.servers
 async def test_a_tcp_url_selects_its_database_as_redis_py_does() -> None:
     # The path names the database, unless ?db= does: that wins, as in redis-py.
     with server(aof=None) as srv:
@@ -139,6 +144,7 @@ async def test_a_tcp_url_selects_its_database_as_redis_py_does() -> None:
 
 # -- failures named at once --------------------------------------------------------------------
 
+@pytest.mark.servers
 async def test_a_wrong_password_fails_at_once_naming_the_credentials() -> None:
     with server(password="right-password", user=("bridge", "right-too")) as srv:
         base = f"127.0.0.1:{srv.port}/0"
@@ -150,6 +156,7 @@ async def test_a_wrong_password_fails_at_once_naming_the_credentials() -> None:
         await fails_at_once(f"redis://{base}", r"Redis requires credentials.*NOAUTH")
 
 
+@pytest.mark.servers
 async def test_tls_to_a_plain_port_fails_at_once_naming_tls() -> None:
     with server(aof=None) as plain, server(aof=None, tls=True) as tls:
         url = tls.url.replace(f":{tls.port}/", f":{plain.port}/")  # TLS options, plain port
@@ -157,12 +164,14 @@ async def test_tls_to_a_plain_port_fails_at_once_naming_tls() -> None:
                                  "port speaks plain text")
 
 
+@pytest.mark.servers
 async def test_plain_text_to_a_tls_port_fails_at_once_naming_tls() -> None:
     with server(aof=None, tls=True) as tls:
         await fails_at_once(f"redis://127.0.0.1:{tls.port}/0",
                             r"closed the connection .*only TLS, use rediss://")
 
 
+@pytest.mark.servers
 async def test_a_ca_that_does_not_trust_the_server_fails_naming_the_certificate(
     tmp_path: Path,
 ) -> None:
@@ -191,6 +200,7 @@ def test_a_url_that_cannot_be_used_is_refused_at_construction(tmp_path: Path) ->
 
 # -- durability: WAITAOF / WAIT after the script -----------------------------------------------
 
+@pytest.mark.servers
 async def test_with_wait_aof_a_call_fails_when_no_fsync_comes_and_succeeds_once_it_does() -> None:
     wait = Durability(wait_aof=True, replicas=0, timeout_ms=1000)
     checks = 0
@@ -222,6 +232,7 @@ async def test_with_wait_aof_a_call_fails_when_no_fsync_comes_and_succeeds_once_
         assert calls_of(srv) == ["a", "b", "c"]
 
 
+@pytest.mark.servers
 async def test_wait_aof_is_group_committed() -> None:
     # Under steady writes everysec fsyncs about once a second: a WAITAOF may wait that long.
     wait = Durability(wait_aof=True, replicas=0, timeout_ms=3000)
@@ -253,6 +264,7 @@ async def test_wait_aof_is_group_committed() -> None:
             assert command_calls(admin, "waitaof") - before == 2
 
 
+@pytest.mark.servers
 async def test_with_replicas_a_call_waits_for_them_and_fails_without_them() -> None:
     # No diskless-sync delay: the replica is in sync at once.
     with server(None, "--repl-diskless-sync-delay", "0", aof="always") as primary, \
@@ -290,6 +302,7 @@ async def call_after_restart(client: ScriptBatcher, arg: str) -> Any:
         return await client.call([arg])
 
 
+@pytest.mark.servers
 async def test_prepare_runs_before_the_first_script_call_and_again_on_every_reconnect() -> None:
     with server(aof="always") as srv:
         found: list[int] = []  # scripts that had run when each check ran
@@ -317,6 +330,7 @@ class CheckFailed(Exception):
     pass
 
 
+@pytest.mark.servers
 async def test_a_failing_prepare_fails_the_waiting_calls_and_the_next_call_runs_it_again() -> None:
     with server(aof=None) as srv:
         runs = 0
@@ -353,6 +367,7 @@ async def test_a_failing_prepare_fails_the_waiting_calls_and_the_next_call_runs_
 
 # -- the webhook: 503, and the cause logged once -----------------------------------------------
 
+@pytest.mark.servers
 async def test_the_webhook_answers_503_and_logs_the_cause_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -223,6 +223,7 @@ def test_content_type_not_json_is_415(bridge: httpx.Client, r: redis.Redis,
     assert stored_nothing(r)
 
 
+@pytest.mark.servers
 def test_redis_unreachable_is_503_with_retry_after_and_never_2xx() -> None:
     with redis_server() as own:
         settings = make_settings(own.url)

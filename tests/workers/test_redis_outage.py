@@ -182,6 +182,7 @@ def started(supervisor: Supervisor) -> bool:
     return supervisor.worker is not None and "tasks" in supervisor.worker.ctx
 
 
+@pytest.mark.servers
 def test_repeated_outages_leave_no_workers_tasks_or_connections_behind(
     redis_back: RedisServer, redis_url: str
 ) -> None:

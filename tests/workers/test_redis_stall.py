@@ -58,6 +58,7 @@ def frozen(redis_srv: RedisServer) -> Iterator[Callable[[bool], None]]:
         freeze(False)
 
 
+@pytest.mark.servers  # freezes the session's server (SIGSTOP)
 def test_a_frozen_redis_is_an_outage_said_once_and_a_fresh_worker_starts_once_it_answers(
     frozen: Callable[[bool], None], redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
