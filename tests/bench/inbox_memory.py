@@ -16,13 +16,14 @@ from pathlib import Path
 import orjson
 import redis
 
+from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import parse_event
 from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.redis_servers import redis_binary, server, valkey_binary
 
-T0 = 1_700_000_000_000
+T0 = now_ms()  # receipt times as the webhook takes them: the present
 
 
 def used(client: redis.Redis) -> int:
