@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import redis
 
+from bridge.sandbox.app import SandboxSettings
+from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import Settings, parse_settings
 from tests.support import tiers
-from tests.support.servers import RedisServer, redis_server
+from tests.support.servers import RedisServer, redis_server, serve_app
 
 SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0001").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0002").decode()
@@ -60,6 +62,13 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def sandbox_url() -> Iterator[str]:
+    """Both sandbox portals, fresh for the test, served over loopback HTTP."""
+    with serve_app(create_sandbox(SandboxSettings())) as url:
+        yield url
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:

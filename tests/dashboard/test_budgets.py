@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +21,10 @@ from bridge.clock import now_ms
 from bridge.dashboard.views import clock
 from bridge.delivery.flush import Delivery
 from bridge.ingest.events import parse_event
-from bridge.portals import adapters_for
-from bridge.sandbox.app import SandboxSettings
-from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import Settings
-from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.ingest import FoldingStore
+from tests.support.inprocess import sandbox_settings, worker_parts
 from tests.support.servers import serve_app
 
 # Real flushes in this process against the sandbox (tests/support/tiers.py).
@@ -35,12 +32,6 @@ pytestmark = pytest.mark.flows
 
 GROUP = "budgets"
 TOKEN_TTL_S = 3600  # the sandbox's default token lifetime
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_app(create_sandbox(SandboxSettings())) as url:
-        yield url
 
 
 @dataclass
@@ -66,24 +57,13 @@ class Worker:
 
 @pytest.fixture
 def settings(redis_url: str, sandbox_url: str) -> Settings:
-    return make_settings(redis_url, targets=[
-        {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
-         "api_key": "sandbox"},
-        {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox_url}/travtus",
-         "token_url": f"{sandbox_url}/travtus/oauth2/token", "client_id": "sandbox",
-         "client_secret": "sandbox"}])
+    return sandbox_settings(redis_url, sandbox_url)
 
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    redis = Redis.from_url(settings.redis_url)
-    adapters = adapters_for(settings)
-    store = FoldingStore(redis, settings)
-    yield Worker(redis, Delivery(redis, settings, adapters), store)
-    await store.aclose()
-    for adapter in adapters.values():
-        await adapter.aclose()
-    await redis.aclose()
+    async with worker_parts(settings) as parts:
+        yield Worker(parts.redis, Delivery(parts.redis, settings, parts.adapters), parts.store)
 
 
 @pytest.fixture

@@ -29,24 +29,16 @@ from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.sender import Sender
 from bridge.portals import RentixAdapter, rentix_mapping
 from bridge.portals.rentix_errors import classify
-from bridge.sandbox.app import SandboxSettings
-from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import RentixTarget, Settings
 from tests.conftest import make_settings
 from tests.support import crm
-from tests.support.servers import serve_app, wait_until
+from tests.support.servers import wait_until
 from tests.support.stack import Stack, running_stack
 
 # Real flushes in this process against the sandbox (tests/support/tiers.py).
 pytestmark = pytest.mark.flows
 
 TARGET = "rentix"
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_app(create_sandbox(SandboxSettings())) as url:
-        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,24 +26,15 @@ from bridge.delivery.outbox import Queued
 from bridge.delivery.planning import plan_listings
 from bridge.ingest.events import parse_event
 from bridge.portals import RentixAdapter, adapters_for
-from bridge.sandbox.app import SandboxSettings
-from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import RentixTarget, Settings
 from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.ingest import FoldingStore
-from tests.support.servers import serve_app
 
 # Real flushes in this process against the sandbox (tests/support/tiers.py).
 pytestmark = pytest.mark.flows
 
 GROUP_SETTLE_S = 20.0
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_app(create_sandbox(SandboxSettings())) as url:
-        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,10 @@ from bridge.delivery.flush import Delivery
 from bridge.delivery.outbox import Outbox
 from bridge.ingest.events import parse_event
 from bridge.ops import Operations
-from bridge.portals import adapters_for
-from bridge.sandbox.app import SandboxSettings
-from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import RentixTarget
-from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.ingest import FoldingStore
-from tests.support.servers import serve_app
+from tests.support.inprocess import sandbox_settings, worker_parts
 
 # Real flushes in this process against the sandbox (tests/support/tiers.py).
 pytestmark = pytest.mark.flows
@@ -37,12 +33,6 @@ pytestmark = pytest.mark.flows
 GROUP = "west"
 ALL = [f"apt-{i:02}" for i in range(20)]
 BOTH = ["rentix", "travtus"]
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_app(create_sandbox(SandboxSettings())) as url:
-        yield url
 
 
 @dataclass
@@ -96,22 +86,12 @@ class Bridge:
 def bridge_fixture(**rentix: Any) -> Any:
     @pytest.fixture
     async def bridge(redis_url: str, sandbox_url: str) -> AsyncIterator[Bridge]:
-        settings = make_settings(redis_url, targets=[
-            {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
-             "api_key": "sandbox", **rentix},
-            {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox_url}/travtus",
-             "token_url": f"{sandbox_url}/travtus/oauth2/token", "client_id": "sandbox",
-             "client_secret": "sandbox"}])
-        redis = Redis.from_url(redis_url)
-        adapters = adapters_for(settings)
-        store = FoldingStore(redis, settings)
-        async with Operations(redis, settings) as ops, \
+        settings = sandbox_settings(redis_url, sandbox_url, **rentix)
+        async with worker_parts(settings) as parts, \
+                Operations(parts.redis, settings) as ops, \
                 httpx.AsyncClient(base_url=f"{sandbox_url}/_sandbox", timeout=10) as portals:
-            yield Bridge(redis, Delivery(redis, settings, adapters), ops, portals, store)
-        await store.aclose()
-        for adapter in adapters.values():
-            await adapter.aclose()
-        await redis.aclose()
+            yield Bridge(parts.redis, Delivery(parts.redis, settings, parts.adapters), ops,
+                         portals, parts.store)
 
     return bridge
 

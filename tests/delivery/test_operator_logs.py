@@ -16,7 +16,6 @@ from tests.delivery.test_guards_everywhere import (  # noqa: F401
     GROUP,
     Bridge,
     bridge,
-    sandbox_url,
     truncated_snapshot,
     twenty_on_both,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +24,12 @@ from bridge.delivery.flush import Delivery
 from bridge.delivery.ledger import Quarantined
 from bridge.ingest.events import parse_event
 from bridge.ops import Operations
-from bridge.portals import adapters_for
 from bridge.reconcile.records import Records
 from bridge.reconcile.service import Reconciler
-from bridge.sandbox.app import SandboxSettings
-from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import Settings
-from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.ingest import FoldingStore
-from tests.support.servers import serve_app
+from tests.support.inprocess import sandbox_settings, worker_parts
 
 # Real flushes in this process against the sandbox (tests/support/tiers.py).
 pytestmark = pytest.mark.flows
@@ -41,12 +37,6 @@ pytestmark = pytest.mark.flows
 GROUP = "west"
 TARGETS = ("rentix", "travtus")
 VERSION_CAUSE = "the stored version (v) is '1e+20': not an integer"
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_app(create_sandbox(SandboxSettings())) as url:
-        yield url
 
 
 @dataclass
@@ -99,24 +89,13 @@ class Bridge:
 
 @pytest.fixture
 async def bridge(redis_url: str, sandbox_url: str) -> AsyncIterator[Bridge]:
-    settings = make_settings(redis_url, targets=[
-        {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
-         "api_key": "sandbox"},
-        {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox_url}/travtus",
-         "token_url": f"{sandbox_url}/travtus/oauth2/token", "client_id": "sandbox",
-         "client_secret": "sandbox"}])
-    redis = Redis.from_url(redis_url)
-    adapters = adapters_for(settings)
-    delivery = Delivery(redis, settings, adapters)
-    store = FoldingStore(redis, settings)
-    async with Operations(redis, settings) as ops, \
+    settings = sandbox_settings(redis_url, sandbox_url)
+    async with worker_parts(settings) as parts, Operations(parts.redis, settings) as ops, \
             httpx.AsyncClient(base_url=f"{sandbox_url}/_sandbox", timeout=10) as portals:
-        yield Bridge(redis, settings, delivery, ops, Reconciler(redis, settings, adapters,
-                                                                delivery), portals, store)
-    await store.aclose()
-    for adapter in adapters.values():
-        await adapter.aclose()
-    await redis.aclose()
+        delivery = Delivery(parts.redis, settings, parts.adapters)
+        yield Bridge(parts.redis, settings, delivery, ops,
+                     Reconciler(parts.redis, settings, parts.adapters, delivery), portals,
+                     parts.store)
 
 
 def rent(amount: int) -> dict[str, Any]:
