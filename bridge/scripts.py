@@ -175,7 +175,9 @@ def _assemble(path: Path, within: tuple[Path, ...]) -> tuple[list[str], list[tup
 
 def _header(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], bool, bool]:
     found: dict[str, list[tuple[int, bool, str]]] = {"KEYS": [], "ARGV": []}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines()):
+        if number == 0 and line.startswith("#!"):
+            continue  # Redis's shebang (``#!lua flags=allow-oom``) comes first
         if not line.startswith("--"):
             break
         match = _HEADER.match(line)
