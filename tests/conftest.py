@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +15,11 @@ from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
 from bridge.settings import Settings, parse_settings
 from tests.support import tiers
+from tests.support.keyaudit_session import audited
 from tests.support.servers import RedisServer, redis_server, serve_app
 
+# LB_KEYAUDIT=0 leaves the audit out (a run that measures the tests' own speed, say).
+_AUDIT = os.environ.get("LB_KEYAUDIT", "0") != "0"
 SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0001").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0002").decode()
 
@@ -39,10 +43,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_srv() -> Iterator[RedisServer]:
+    """The session's server, every script run on it audited for undeclared keys (keyaudit)."""
     with contextlib.ExitStack() as stack:
         with tiers.session_server():
             server = stack.enter_context(redis_server())
+        audit = stack.enter_context(audited(server.port)) if _AUDIT else None
         yield server
+        if audit:
+            audit.check()
 
 
 @pytest.fixture
