@@ -57,6 +57,7 @@ from bridge.ops.models import (
 from bridge.portals import RentixAdapter, TravtusAdapter, adapter_for
 from bridge.reconcile import schedule
 from bridge.reconcile.records import Records
+from bridge.scripts import Script, load
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
 WORKER_STALE_S = 30  # three missed heartbeats (workers beat every 5 s)
@@ -66,21 +67,7 @@ UNKNOWN_SHOWN = 100
 LATEST_SHOWN = 20
 FAILURES_SHOWN = 10
 
-# The groups by name, leaving out those listed first (ARGV[3..]): ARGV[1] skipped, then at
-# most ARGV[2]. Redis sorts the set itself, so only the page crosses the network.
-REST_BY_NAME = """
-local skip, count, out, first = tonumber(ARGV[1]), tonumber(ARGV[2]), {}, {}
-for i = 3, #ARGV do first[ARGV[i]] = true end
-for _, group in ipairs(redis.call('SORT', KEYS[1], 'ALPHA')) do
-  if not first[group] then
-    if skip > 0 then skip = skip - 1 else
-      out[#out + 1] = group
-      if #out >= count then break end
-    end
-  end
-end
-return out
-"""
+REST_BY_NAME = load(__file__, "rest_by_name.lua")
 
 Target = RentixTarget | TravtusTarget
 Adapter = RentixAdapter | TravtusAdapter
@@ -94,7 +81,7 @@ class Reads:
         self.records = Records(redis)
         self.outbox = Outbox(redis)
         self._adapters: dict[str, Adapter] = {}
-        self._rest_by_name = redis.register_script(REST_BY_NAME)
+        self._by_name = Script(redis, REST_BY_NAME)
 
     def _adapter(self, target: Target) -> Adapter:
         """Built on first use and kept: the reads only map listings with it (no portal call),
@@ -380,12 +367,16 @@ class Reads:
         if rest <= 0:
             return page
         skip = max(0, offset - len(first))
-        if not first:
-            found = await self.redis.sort(  # type: ignore[misc]
-                k.GROUPS, start=skip, num=rest, alpha=True)
-        else:
-            found = await self._rest_by_name(keys=[k.GROUPS], args=[skip, rest, *first])
+        if first:
+            return page + await self._rest_by_name(skip, rest, first)
+        found = await self.redis.sort(  # type: ignore[misc]
+            k.GROUPS, start=skip, num=rest, alpha=True)
         return page + [_text(g) for g in found]
+
+    async def _rest_by_name(self, skip: int, count: int, first: list[str]) -> list[str]:
+        """The groups by name, ``first`` left out: ``skip`` skipped, then at most ``count``."""
+        found = await self._by_name(keys=[k.GROUPS], args=[skip, count, *first])
+        return [_text(g) for g in found]
 
     async def _held_targets(self) -> dict[str, tuple[int, list[str]]]:
         """group -> (held since, the targets holding its change)."""

@@ -152,6 +152,6 @@ def test_a_page_reads_only_its_own_groups(client: httpx.Client, r: redis.Redis) 
 def test_the_rest_by_name_is_a_plain_sort_without_the_first(r: redis.Redis) -> None:
     """Past the groups listed first, the rest comes by name, as SORT ALPHA orders them."""
     r.sadd(k.GROUPS, *[f"x{n}" for n in range(40)])
-    rest = r.register_script(REST_BY_NAME)
+    rest = r.register_script(REST_BY_NAME.source)
     plain = [g for g in r.sort(k.GROUPS, alpha=True) if g not in ("x7", "x33")]
     assert rest(keys=[k.GROUPS], args=[5, 10, "x7", "x33"]) == plain[5:15]
