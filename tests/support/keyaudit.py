@@ -30,6 +30,7 @@ _LINE = re.compile(rb'^\+?[\d.]+ \[\d+ ([^\]]+)\] (.*)$')
 _ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 _ESCAPE = re.compile(rb'\\(x[0-9a-fA-F]{2}|.)')
 _SIMPLE = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b"}
+NAME = b"lb-keyaudit"
 _SCRIPTS = {b"eval", b"evalsha", b"eval_ro", b"evalsha_ro", b"fcall", b"fcall_ro"}
 
 
@@ -80,6 +81,7 @@ class Connection:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.file = self.sock.makefile("rb")
+        self.call(b"CLIENT", b"SETNAME", NAME)  # tests that count clients leave it out
 
     def send(self, *args: bytes) -> None:
         self.sock.sendall(b"*%d\r\n" % len(args)
