@@ -3,7 +3,9 @@
 Follow a webhook from the endpoint to the portal call by opening one package per step:
 
     ingest/      the CRM's webhook: verify the signature, validate the event, one Lua call that
-                 dedupes, orders and stores it in Redis and marks its group due; then answer
+                 dedupes it and appends it to the inbox; then answer. The workers' fold (also
+                 here: ``inbox.py``) orders the inbox's events into the desired state and
+                 marks their groups due
     delivery/    the flush of one group: claim its changes, plan the difference between desired
                  state and what each portal accepted (the ledger), send it with idempotency keys
                  within each portal's rate limit, record the outcome
@@ -18,10 +20,13 @@ Follow a webhook from the endpoint to the portal call by opening one package per
     sandbox/     both portal APIs in memory, written from their references alone
 
 Shared ground: ``settings`` (the TOML file), ``constants`` (every Redis key and its lifetime),
-``connections`` (Redis clients and start-up checks), ``scripts`` (splicing key names into Lua),
+``connections`` (Redis clients and start-up checks), ``scripts`` (reading the ``.lua`` files that
+sit beside the module owning each script, every key declared in its header),
 ``packing`` (compact storage of per-listing JSON), ``stories`` (how listings' stories are stored),
 ``counters`` (the Prometheus totals kept in Redis), ``logs`` (log context and JSON lines),
-``clock``, ``responses``, and ``app`` (the web process). The arq worker process is the top-level
+``clock``, ``responses``, and ``app`` (the web process). The Lua fragments ``declared.lua``
+(the keys a script was given) and ``debounce.lua`` (the debounce rule, stated once) sit here
+too. The arq worker process is the top-level
 package ``workers``, which imports ``bridge`` and is never imported by it. The import rules are
 contracts in ``pyproject.toml``.
 """
