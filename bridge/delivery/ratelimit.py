@@ -16,27 +16,9 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.portals.readback import Pace
+from bridge.scripts import Script, load
 
-# GCRA: keep each bucket's "theoretical arrival time"; a request is allowed when it is not more
-# than the bucket's burst tolerance ahead of now. With several buckets it must fit all of them,
-# and only then is it recorded in all (atomically: a refusal takes nothing from any bucket).
-# ARGV: now, then (interval, tolerance) per key. Returns 0 (allowed, recorded) or the ms to
-# wait for the slowest bucket.
-ACQUIRE = """
-local now, wait, tats = tonumber(ARGV[1]), 0, {}
-for i, key in ipairs(KEYS) do
-  local burst = tonumber(ARGV[2 * i + 1])
-  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
-  tats[i] = tat
-  if tat - burst > now then wait = math.max(wait, math.ceil(tat - burst - now)) end
-end
-if wait > 0 then return wait end
-for i, key in ipairs(KEYS) do
-  local tat = tats[i] + tonumber(ARGV[2 * i])
-  redis.call('SET', key, tat, 'PX', math.ceil(tat - now) + 1000)
-end
-return 0
-"""
+ACQUIRE = load(__file__, "ratelimit.lua")  # GCRA over one or more buckets at once
 
 DEFAULT_BURST = 5
 
@@ -44,7 +26,7 @@ DEFAULT_BURST = 5
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._acquire = redis.register_script(ACQUIRE)
+        self._acquire = Script(redis, ACQUIRE)
 
     async def acquire(self, target: str, per_minute: int, now_ms: int,
                       burst: int = DEFAULT_BURST) -> int:

@@ -17,36 +17,25 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.delivery.desired import DesiredListing
 from bridge.packing import pack
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 
-# ARGV: triples of ref, SHA-1 of the plain body, packed body. Returns how many were packed.
-# The claim that read the bodies moved any still kept in the listing hash to lb:body:{ref}.
-REPACK = splice("""
-local packed = 0
-for i = 1, #ARGV, 3 do
-  local bk = __BODY__ .. ARGV[i]
-  local body = redis.call('GET', bk)
-  if body and redis.sha1hex(body) == ARGV[i + 1] then
-    redis.call('SET', bk, ARGV[i + 2])
-    packed = packed + 1
-  end
-end
-return packed
-""", {"BODY": k.BODY})
+REPACK = load(__file__, "repack.lua")
 
 
 class Repacker:
     def __init__(self, redis: Redis) -> None:
-        self._repack = redis.register_script(REPACK)
+        self._repack = Script(redis, REPACK)
 
     async def repack(self, listings: Sequence[DesiredListing]) -> int:
         """Pack the bodies of these claimed listings that are stored plain."""
+        keys: list[str] = []
         args: list[str | bytes] = []
         for listing in listings:
             if listing.body is None or listing.packed:
                 continue
             raw = orjson.dumps(listing.body)
-            args += [listing.ref, hashlib.sha1(raw, usedforsecurity=False).hexdigest(), pack(raw)]
-        if not args:
+            keys.append(k.BODY + listing.ref)
+            args += [hashlib.sha1(raw, usedforsecurity=False).hexdigest(), pack(raw)]
+        if not keys:
             return 0
-        return int(await self._repack(keys=[], args=args))
+        return int(await self._repack(keys=keys, args=args))

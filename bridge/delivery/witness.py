@@ -25,7 +25,7 @@ import secrets
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 
 log = logging.getLogger("bridge.delivery.witness")
 
@@ -34,33 +34,13 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# ARGV: a fresh epoch id. No epoch on record: a first start, or a Redis that lost everything
-# (nothing here tells them apart): begin one. Another server than the one the epoch was
-# checked against (its run_id, from INFO): state may be lost. Returns the epoch and its cause,
-# and, when this call began a lost epoch, the run_id now and the one seen before.
-CHECK = splice("""
-local fresh = ARGV[1]
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
-local epoch = redis.call('GET', __EPOCH__)
-local seen = redis.call('HGET', __WITNESS__, 'run_id')
-if not epoch then
-  redis.call('SET', __EPOCH__, fresh)
-  redis.call('HSET', __WITNESS__, 'run_id', run_id, 'cause', 'first')
-  return {fresh, 'first'}
-end
-if seen ~= run_id then
-  redis.call('SET', __EPOCH__, fresh)
-  redis.call('HSET', __WITNESS__, 'run_id', run_id, 'cause', 'lost')
-  return {fresh, 'lost', run_id, seen or ''}
-end
-return {epoch, redis.call('HGET', __WITNESS__, 'cause') or 'first'}
-""", {"EPOCH": k.EPOCH, "WITNESS": k.WITNESS})
+CHECK = load(__file__, "witness.lua")  # the epoch, checked against the server's run_id
 
 
 class Witness:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._check = redis.register_script(CHECK)
+        self._check = Script(redis, CHECK)
         self._max_token = 0
         # Did the current epoch begin with evidence of lost state (not a first start)?
         self.lost = False
@@ -69,7 +49,8 @@ class Witness:
         """The current epoch, checking the server's identity first (a flush must not trust a
         ledger that a restore replaced a moment ago). Atomic, so workers starting together
         agree on one epoch: a first start seen half-done must not read as a lost Redis."""
-        answer = [_text(x) for x in await self._check(keys=[], args=[secrets.token_hex(8)])]
+        answer = [_text(x) for x in await self._check(keys=[k.EPOCH, k.WITNESS],
+                                                      args=[secrets.token_hex(8)])]
         epoch, cause = str(answer[0]), answer[1]
         if len(answer) > 2:
             log.warning("Redis may have lost state (the server's run_id changed from %s to "
