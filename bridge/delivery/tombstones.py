@@ -27,53 +27,12 @@ from bridge import constants as k
 from bridge.delivery.desired import DesiredListing
 from bridge.delivery.idempotency import Intent
 from bridge.delivery.ledger import Accepted
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 
 _G, _V, _T, _D, _, _, _, _FLOOR = k.LISTING_FIELDS
 
-# ARGV: group, token, horizon_ms, JSON [[ref, version, time]...], JSON [targets], JSON
-# [per-listing targets]. Returns how many listings were compacted, or -1 (lease lost).
-COMPACT = splice("""
-local g, token, horizon = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('GET', __LEASE__ .. g) ~= token then return -1 end
-local targets, per_listing = cjson.decode(ARGV[5]), cjson.decode(ARGV[6])
-local V, T, D, G, FLOOR, SOURCES = __FIELDS__
-local done = 0
-for _, item in ipairs(cjson.decode(ARGV[4])) do
-  local ref = item[1]
-  local lk = __LISTING__ .. ref
-  local cur = redis.call('HMGET', lk, V, T, D, G, FLOOR, SOURCES)
-  if cur[3] == '1' and cur[4] == g and tonumber(cur[1]) == item[2]
-      and tonumber(cur[2]) == item[3] then
-    -- Written afresh, not trimmed: a hash that once held a body keeps its large encoding.
-    redis.call('DEL', lk, __BODY__ .. ref)
-    redis.call('HSET', lk, G, g, V, cur[1], T, cur[2], D, '1')
-    if cur[5] then redis.call('HSET', lk, FLOOR, cur[5]) end
-    if cur[6] then redis.call('HSET', lk, SOURCES, cur[6]) end
-    -- Even if already expired: an event received before then may still wait in the inbox;
-    -- the fold removes it once none can.
-    local expires = math.max(tonumber(cur[2]), tonumber(cur[5]) or 0) + horizon
-    redis.call('ZADD', __TOMBSTONES__, expires, ref)
-    redis.call('SREM', __MEMBERS__ .. g, ref)
-    redis.call('HDEL', __DIRTY__ .. g, ref)
-    for _, t in ipairs(targets) do
-      redis.call('HDEL', __QUARANTINE__ .. t, ref)
-      redis.call('HDEL', __INTENT__ .. t, ref)
-    end
-    for _, t in ipairs(per_listing) do
-      redis.call('HDEL', __ACCEPTED__ .. t, ref)
-      redis.call('HDEL', __ADOPT__ .. t, ref)
-      redis.call('SREM', __LINKED__ .. t, ref)
-    end
-    done = done + 1
-  end
-end
-return done
-""", {"LEASE": k.LEASE, "LISTING": k.LISTING, "BODY": k.BODY, "MEMBERS": k.MEMBERS,
-      "QUARANTINE": k.QUARANTINE,
-      "INTENT": k.INTENT, "ACCEPTED": k.ACCEPTED, "ADOPT": k.ADOPT, "LINKED": k.LINKED,
-      "DIRTY": k.DIRTY, "TOMBSTONES": k.TOMBSTONES,
-      "FIELDS": (_V, _T, _D, _G, _FLOOR, k.LISTING_SOURCES)})
+COMPACT = load(__file__, "compact.lua", {"V": _V, "T": _T, "D": _D, "G": _G, "FLOOR": _FLOOR,
+                                         "SOURCES": k.LISTING_SOURCES})
 
 
 @dataclass(frozen=True)
@@ -102,7 +61,7 @@ def sync_done(accepted_refs: set[str], sync_intent: bool, ref: str) -> bool:
 class Tombstones:
     def __init__(self, redis: Redis, horizon_ms: int) -> None:
         self.horizon_ms = horizon_ms
-        self._compact = redis.register_script(COMPACT)
+        self._compact = Script(redis, COMPACT)
 
     async def compact(self, group: str, token: str, now: int, listings: Sequence[DesiredListing],
                       targets: list[str], per_listing: list[str]) -> int:
@@ -113,6 +72,20 @@ class Tombstones:
             return 0
         items = [[item.ref, item.version if item.version is not None else -1,
                   item.occurred_ms] for item in listings]
-        return int(await self._compact(keys=[], args=[
-            group, token, self.horizon_ms, orjson.dumps(items), orjson.dumps(targets),
-            orjson.dumps(per_listing)]))
+        keys = compact_keys(group, [item.ref for item in listings], targets, per_listing)
+        return int(await self._compact(keys=keys, args=[
+            group, token, self.horizon_ms, orjson.dumps(items), len(targets),
+            len(per_listing)]))
+
+
+def compact_keys(group: str, refs: list[str], targets: list[str],
+                 per_listing: list[str]) -> list[str]:
+    """Every key the compaction of ``refs`` may touch, in compact.lua's order."""
+    keys = [f"{k.LEASE}{group}", k.TOMBSTONES, f"{k.MEMBERS}{group}", f"{k.DIRTY}{group}"]
+    for target in targets:
+        keys += [f"{k.QUARANTINE}{target}", f"{k.INTENT}{target}"]
+    for target in per_listing:
+        keys += [f"{k.ACCEPTED}{target}", f"{k.ADOPT}{target}", f"{k.LINKED}{target}"]
+    for ref in refs:
+        keys += [f"{k.LISTING}{ref}", f"{k.BODY}{ref}"]
+    return keys
