@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from math import inf
 
 from bridge import constants as k
+from bridge.replies import text
 
 SEP = "|"
 SUM = "sum"
@@ -142,12 +143,12 @@ def read(raw: Mapping[bytes | str, bytes | str]) -> Totals:
     parts: dict[str, dict[tuple[str, ...], dict[str, float]]] = {s.name: {} for s in SPECS
                                                                   if s.histogram}
     for field, value in raw.items():
-        name, *rest = _text(field).split(SEP)
+        name, *rest = text(field).split(SEP)
         spec = _BY_NAME.get(name)
         if spec is None:
             continue
         try:
-            number = float(_text(value))
+            number = float(text(value))
         except ValueError:
             continue
         if not spec.histogram and len(rest) == len(spec.labels):
@@ -170,7 +171,3 @@ def _cumulate(spec: Spec, fields: dict[str, float]) -> Histogram:
 
 def empty(spec: Spec) -> Histogram:
     return _cumulate(spec, {})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

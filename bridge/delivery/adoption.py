@@ -15,13 +15,11 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery.claims import Command, mark_due
 from bridge.delivery.ledger import Fence, write
+from bridge.replies import maybe_text
 from bridge.settings import RentixTarget
 
 ADOPTED = k.ADOPTED
 
-
-def _s(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class Adoption:
         return sorted((HeldCreate(**orjson.loads(v)) for v in raw.values()), key=lambda h: h.ref)
 
     async def ended_at(self, target: str) -> int | None:
-        value = _s(await self.redis.get(ADOPTED + target))
+        value = maybe_text(await self.redis.get(ADOPTED + target))
         return int(value) if value else None
 
     async def end(self, target: str) -> list[str]:

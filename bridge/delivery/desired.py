@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.packing import PREFIX, unpack
+from bridge.replies import text
 
 # Field names of the listing hash, in the order the claim script returns them: every field but
 # the snapshot floor, which only the ingest fold reads.
@@ -82,9 +83,6 @@ def excerpt(value: object) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _packed(stored: bytes | str | None) -> bool:
     if isinstance(stored, str):
@@ -142,7 +140,7 @@ class _Reader:
         if stored is None:
             return absent
         try:
-            return parse(_text(stored))
+            return parse(text(stored))
         except ValueError as exc:  # UnicodeDecodeError included
             reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
             self.refuse(name, excerpt(stored), reason)
@@ -192,7 +190,7 @@ def bare_tombstone(ref: str, group: str) -> DesiredListing:
 def decode_hash(ref: str, fields: Mapping[bytes | str, bytes | str],
                 body_key: bytes | str | None = None) -> DesiredListing | None:
     """One listing from ``HGETALL lb:listing:{ref}`` and ``GET lb:body:{ref}``."""
-    by_name = {_text(name): value for name, value in fields.items()}
+    by_name = {text(name): value for name, value in fields.items()}
     return decode_fields(ref, [by_name.get(name) for name in FIELDS], body_key)
 
 

@@ -39,6 +39,7 @@ from bridge.linking.matching import (
     write_csv,
 )
 from bridge.portals import Outcome, PortalError, RentixAdapter, Result, adapter_for
+from bridge.replies import maybe_text
 from bridge.settings import RentixTarget, Settings
 
 # lb:adopted:{target}: when adoption ended (documented in bridge.constants).
@@ -100,9 +101,6 @@ class ScanResult:
         lines += [f"Report: {path}" for path in self.files]
         return "\n".join(lines)
 
-
-def _s(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Linking:
@@ -193,7 +191,7 @@ class Linking:
 
     async def _external_id_of(self, adapter: RentixAdapter, pid: int) -> str | None:
         found = await adapter.get_listing(pid)
-        return _s((found.body or {}).get("externalId")) if found.ok else None
+        return maybe_text((found.body or {}).get("externalId")) if found.ok else None
 
     async def _holder_of(self, adapter: RentixAdapter, ref: str) -> int | None:
         found = await adapter.get_by_external_id(ref)
@@ -206,7 +204,7 @@ class Linking:
             await self._rate(t)
             result = await adapter.unlink(pid)
         if result.ok:
-            ref = _s((result.body or {}).get("externalId"))
+            ref = maybe_text((result.body or {}).get("externalId"))
             if ref:
                 await self.adoption.unmark_linked(t.name, ref)
             return LinkResult(t.name, pid, ref, True,
@@ -265,12 +263,12 @@ class Linking:
 
     async def crm_listings(self) -> list[dict[str, Any]]:
         """Every live CRM listing the bridge knows (from events and snapshots)."""
-        groups = [_s(g) for g in await self.redis.smembers(k.GROUPS)]  # type: ignore[misc]
+        groups = [maybe_text(g) for g in await self.redis.smembers(k.GROUPS)]  # type: ignore[misc]
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.smembers(f"{k.MEMBERS}{group}")
             members = await pipe.execute()
-        refs = sorted({str(_s(ref)) for refs in members for ref in refs})
+        refs = sorted({str(maybe_text(ref)) for refs in members for ref in refs})
         found = (await desired.read_listings(self.redis, refs)).values()
         return [x.body for x in found if not x.deleted and x.body]
 

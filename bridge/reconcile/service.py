@@ -52,6 +52,7 @@ from bridge.reconcile.compare import (
     unknown_items,
 )
 from bridge.reconcile.records import Records
+from bridge.replies import text
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
 log = logging.getLogger("bridge.reconcile")
@@ -148,7 +149,7 @@ class Reconciler:
     # -- what there is to reconcile --
 
     async def groups(self) -> list[str]:
-        return sorted(_text(g) for g in await self.redis.smembers(k.GROUPS))  # type: ignore[misc]
+        return sorted(text(g) for g in await self.redis.smembers(k.GROUPS))  # type: ignore[misc]
 
     def targets(self, name: str | None = None) -> list[RentixTarget | TravtusTarget]:
         if name is None:
@@ -412,7 +413,7 @@ class Reconciler:
     # -- reading the desired state --
 
     async def _members(self, group: str) -> list[DesiredListing]:
-        refs = sorted(_text(r) for r in await self.redis.smembers(f"{k.MEMBERS}{group}"))  # type: ignore[misc]
+        refs = sorted(text(r) for r in await self.redis.smembers(f"{k.MEMBERS}{group}"))  # type: ignore[misc]
         found = await read_listings(self.redis, refs)
         return [found[ref] for ref in refs if ref in found]
 
@@ -484,7 +485,3 @@ def _before_repair(finding: Finding, repair: Collection[Kind]) -> ListingOutcome
 def _quarantine_why(entry: Quarantined) -> str:
     state = "quarantined, discarded by an operator" if entry.discarded else "quarantined"
     return f"{state} ({entry.error_type}: {entry.message})"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
