@@ -81,6 +81,10 @@ WATCH_EVERY_S = 2.0
 PING_SLICE_S = 0.25
 
 
+# arq counts each interrupted run of a job as a try; a flush or a send is safe to run again
+# (lease and fence), so arq never gives one up (workers/__init__.py).
+EVERY_TRY = 1_000_000
+
 # A check reads at its share of the target's rate (a large group on a slow portal takes
 # minutes); it holds its group's check lock, renewed, all the while.
 RECONCILE_TIMEOUT_S = 3_600
@@ -156,8 +160,8 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     assert settings.redis_url
     delivery = settings.delivery
     return Worker(
-        functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=1_000_000),
-                   func(send_outbox, name=k.SEND_JOB, max_tries=1_000_000),
+        functions=[func(flush_group, name=k.FLUSH_JOB, max_tries=EVERY_TRY),
+                   func(send_outbox, name=k.SEND_JOB, max_tries=EVERY_TRY),
                    func(reconcile_group, name=k.RECONCILE_JOB, max_tries=3,
                         timeout=RECONCILE_TIMEOUT_S)],
         redis_pool=arq_pool(settings.redis_url),
