@@ -30,132 +30,22 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.reconcile.compare import KINDS, UNREADABLE, Finding, GroupCheck
 from bridge.reconcile.schedule import BACKOFF_FIRST_MS, BACKOFF_MAX_MS
-from bridge.scripts import splice
+from bridge.replies import text
+from bridge.scripts import Script, load
 
 log = logging.getLogger("bridge.reconcile.records")
 
 Counts = dict[str, int]  # kind -> count, every kind present
 
-ACQUIRE = """
-local lock, running, token = KEYS[1], KEYS[2], ARGV[1]
-local group, now, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return 0 end
-redis.call('ZADD', running, now + ttl, group)
-return 1
-"""
-
-RENEW = """
-local lock, running, token = KEYS[1], KEYS[2], ARGV[1]
-local group, now, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('GET', lock) ~= token then return 0 end
-redis.call('PEXPIRE', lock, ttl)
-redis.call('ZADD', running, now + ttl, group)
-return 1
-"""
-
-RELEASE = """
-local lock, running, token, group = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-if redis.call('GET', lock) ~= token then return 0 end
-redis.call('DEL', lock)
-redis.call('ZREM', running, group)
-return 1
-"""
-
-# A group's last check, by the periodic pass or a manual run alike: kept, with the groups that
-# found something or listings unknown to the bridge, and the count of those in every last check.
-LAST_CHECK = """
--- The group in a zset of the newest groups (at most keep of them) while yes, else out of it.
-local function mark(zset, yes, now, group, keep)
-  if yes then
-    redis.call('ZADD', zset, now, group)
-    redis.call('ZREMRANGEBYRANK', zset, 0, -(keep + 1))
-  else
-    redis.call('ZREM', zset, group)
-  end
-end
-local function last_check(checks, pass, unknown, found, group, now, record, unknown_count, any)
-  local old = redis.call('HGET', checks, group)
-  local before = 0
-  if old then before = tonumber(cjson.decode(old)['unknown_count']) or 0 end
-  redis.call('HSET', checks, group, record)
-  redis.call('HINCRBY', pass, 'unknown', unknown_count - before)
-  mark(unknown, unknown_count > 0, now, group, __UNKNOWN_GROUPS__)
-  mark(found, any > 0, now, group, __FOUND_GROUPS__)
-end
-"""
-LAST_CHECK_VALUES = {"UNKNOWN_GROUPS": k.RECONCILE_UNKNOWN_GROUPS,
-                     "FOUND_GROUPS": k.RECONCILE_FOUND_GROUPS}
-
-# Returns 0 (the lock is not this check's: nothing written), 1, or 2 when the pass is full.
-RECORD = splice(LAST_CHECK + """
-local lock, due, running, checks, pass, passed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
-  KEYS[6]
-local unknown, found, failed, groups = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local token, group, now, next_due = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local record, unknown_count, extra = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local kinds = {__KINDS__}
--- Listings that cannot be read: not counted in the pass, but the group has found something.
-local unreadable = tonumber(ARGV[8 + 2 * #kinds])
-if redis.call('GET', lock) ~= token then return 0 end
-local any = unreadable
-for i, kind in ipairs(kinds) do
-  local n, fixed = tonumber(ARGV[7 + i]), tonumber(ARGV[7 + #kinds + i])
-  any = any + n
-  redis.call('HINCRBY', pass, 'found:' .. kind, n)
-  redis.call('HINCRBY', pass, 'repaired:' .. kind, fixed)
-end
-last_check(checks, pass, unknown, found, group, now, record, unknown_count, any)
-redis.call('HDEL', failed, group)
-redis.call('HSETNX', pass, 'started', now)
-redis.call('HINCRBY', pass, 'checks', 1)
-redis.call('SADD', passed, group)
-local full = 0
-if redis.call('SCARD', passed) >= redis.call('SCARD', groups) + extra then
-  -- Every group checked since the pass began: it becomes the last full pass.
-  local last = {'last_started', redis.call('HGET', pass, 'started'), 'last_finished', now,
-                'last_checks', redis.call('HGET', pass, 'checks')}
-  local spent = {'started', 'checks'}
-  for _, kind in ipairs(kinds) do
-    for _, what in ipairs({'found:', 'repaired:'}) do
-      last[#last + 1] = 'last_' .. what .. kind
-      last[#last + 1] = redis.call('HGET', pass, what .. kind) or '0'
-      spent[#spent + 1] = what .. kind
-    end
-  end
-  redis.call('HSET', pass, unpack(last))
-  redis.call('HDEL', pass, unpack(spent))
-  redis.call('DEL', passed)
-  full = 1
-end
-redis.call('ZADD', due, next_due, group)
-redis.call('DEL', lock)
-redis.call('ZREM', running, group)
-return 1 + full
-""", {"KINDS": KINDS, **LAST_CHECK_VALUES})
-
-# A manual run's check (``bridge reconcile``): the group's last check as the periodic pass keeps
-# it, so the pages show it; neither the pass under way, the schedule nor a check's lock moves.
-MANUAL = splice(LAST_CHECK + """
-last_check(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), ARGV[3],
-           tonumber(ARGV[4]), tonumber(ARGV[5]))
-return 1
-""", LAST_CHECK_VALUES)
-
-# Returns 0 (the lock is not this check's), else the delay before the group's next try.
-FAIL = splice("""
-local lock, due, running, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local token, group, now, interval = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('GET', lock) ~= token then return 0 end
-local old = redis.call('HGET', failed, group)
-local attempts = 1
-if old then attempts = (tonumber(cjson.decode(old)['attempts']) or 0) + 1 end
-local delay = math.min(interval, __FIRST__ * 2 ^ math.min(attempts - 1, 20), __MAX__)
-redis.call('HSET', failed, group, cjson.encode({attempts = attempts, error = ARGV[5], at = now}))
-redis.call('ZADD', due, now + delay, group)
-redis.call('DEL', lock)
-redis.call('ZREM', running, group)
-return delay
-""", {"FIRST": BACKOFF_FIRST_MS, "MAX": BACKOFF_MAX_MS})
+# The check's lock, and its outcome: each written only while the lock is still the check's.
+ACQUIRE = load(__file__, "lock_acquire.lua")
+RENEW = load(__file__, "lock_renew.lua")
+RELEASE = load(__file__, "lock_release.lua")
+# The limits of the groups listed as having found something (last_check.lua, a fragment).
+_LISTED = {"UNKNOWN_GROUPS": k.RECONCILE_UNKNOWN_GROUPS, "FOUND_GROUPS": k.RECONCILE_FOUND_GROUPS}
+RECORD = load(__file__, "record.lua", {"KINDS": KINDS, **_LISTED})
+MANUAL = load(__file__, "manual.lua", _LISTED)
+FAIL = load(__file__, "fail.lua", {"FIRST": BACKOFF_FIRST_MS, "MAX": BACKOFF_MAX_MS})
 
 
 # -- what the records hold, as the reads return it --
@@ -229,12 +119,12 @@ def counts(findings: list[Finding]) -> Counts:
 class Records:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._acquire = redis.register_script(ACQUIRE)
-        self._renew = redis.register_script(RENEW)
-        self._release = redis.register_script(RELEASE)
-        self._record = redis.register_script(RECORD)
-        self._fail = redis.register_script(FAIL)
-        self._manual = redis.register_script(MANUAL)
+        self._acquire = Script(redis, ACQUIRE)
+        self._renew = Script(redis, RENEW)
+        self._release = Script(redis, RELEASE)
+        self._record = Script(redis, RECORD)
+        self._fail = Script(redis, FAIL)
+        self._manual = Script(redis, MANUAL)
 
     # -- the check's lock --
 
@@ -244,6 +134,11 @@ class Records:
         taken = await self._acquire(keys=_lock_keys(target, group),
                                     args=[token, group, now_ms(), k.RECONCILE_LOCK_MS])
         return token if taken else None
+
+    async def renew(self, target: str, group: str, token: str) -> bool:
+        """Whether the lock was still the check's (and is renewed)."""
+        return bool(await self._renew(keys=_lock_keys(target, group),
+                                      args=[token, group, now_ms(), k.RECONCILE_LOCK_MS]))
 
     async def release(self, target: str, group: str, token: str) -> None:
         await self._release(keys=_lock_keys(target, group), args=[token, group])
@@ -265,8 +160,7 @@ class Records:
         while True:
             await asyncio.sleep(k.RECONCILE_LOCK_MS / 3000)
             try:
-                held = await self._renew(keys=_lock_keys(target, group),
-                                         args=[token, group, now_ms(), k.RECONCILE_LOCK_MS])
+                held = await self.renew(target, group, token)
             except Exception as exc:  # a blip: the next renewal may still be in time
                 log.debug("renewing the check lock of %s on %s failed: %s", group, target, exc)
                 continue
@@ -325,7 +219,7 @@ class Records:
 
     async def passes(self, target: str) -> PassState:
         raw = await self.redis.hgetall(f"{k.RECONCILE_PASS}{target}")  # type: ignore[misc]
-        fields = {_text(f): int(v) for f, v in raw.items()}
+        fields = {text(f): int(v) for f, v in raw.items()}
         checked = await self.redis.scard(  # type: ignore[misc]
             f"{k.RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}")
         last = None
@@ -375,14 +269,14 @@ class Records:
         failed = []
         for group, value in raw.items():
             entry = orjson.loads(value)
-            failed.append(FailedCheck(group=_text(group), attempts=int(entry.get("attempts", 0)),
+            failed.append(FailedCheck(group=text(group), attempts=int(entry.get("attempts", 0)),
                                       error=str(entry.get("error", "")),
                                       at=int(entry.get("at", 0))))
         failed.sort(key=lambda f: (-f.at, f.group))
         return total, failed[:limit]
 
     async def _newest(self, key: str, limit: int) -> list[str]:
-        return [_text(g) for g in await self.redis.zrevrange(key, 0, limit - 1)]
+        return [text(g) for g in await self.redis.zrevrange(key, 0, limit - 1)]
 
     async def _checks(self, target: str, groups: list[str]) -> dict[str, dict[str, Any]]:
         if not groups:
@@ -437,7 +331,3 @@ def _check(group: str, record: dict[str, Any]) -> CheckRecord:
 
 def _kinds(values: dict[str, Any]) -> Counts:
     return {kind: int(values.get(kind, 0)) for kind in KINDS}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
