@@ -23,65 +23,20 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.ingest.inbox import Inbox
 from bridge.reconcile import schedule
+from bridge.replies import text
+from bridge.scripts import Script, load
 from bridge.settings import Settings
 from workers.jobs import is_connection_failure
 
 log = logging.getLogger("workers.scheduler")
 
-TAKE_DUE = """
-local due, now, retry, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local groups = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
-for _, g in ipairs(groups) do redis.call('ZADD', due, 'XX', now + retry, g) end
-return groups
-"""
+TAKE_DUE = load(__file__, "take_due.lua")  # due groups, or due outboxes
 
 # If an enqueued flush never claims the group (it waits behind a running one), try again then.
 RETRY_MS = 1_000
 
-# One step of a sweep over lb:groups: each group a target's schedule lacks gets its first slot;
-# one scheduled far beyond any slot of the current interval (the interval was shortened) gets
-# a slot within it. Returns the next cursor ("0": the sweep is done) and how many were added.
-TOP_UP = schedule.SLOT_LUA + """
-local cursor, count, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local interval, grace, retake = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local reply = redis.call('SSCAN', KEYS[1], cursor, 'COUNT', count)
-local late = now + 2 * interval + retake
-local added = 0
-for _, g in ipairs(reply[2]) do
-  for i = 2, #KEYS do
-    local target = ARGV[5 + i]
-    local due = redis.call('ZSCORE', KEYS[i], g)
-    if not due or tonumber(due) > late then
-      redis.call('ZADD', KEYS[i], slot(target .. ':' .. g, interval, now + grace), g)
-      added = added + 1
-    end
-  end
-end
-return {reply[1], added}
-"""
-
-# A target's due checks, as many as may start: not one already running (lb:reconcile:running),
-# at most `cap` running at once. Each taken group is moved `retake` on (a lost job comes back)
-# and counted as running until its job takes the lock; returned with that score, its ticket.
-TAKE_CHECKS = """
-local due, running = KEYS[1], KEYS[2]
-local now, retake, start, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', running, '-inf', now)
-local busy = redis.call('ZCARD', running)
-if busy >= cap then return {} end
-local taken = {}
-for _, g in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, cap)) do
-  if busy < cap and not redis.call('ZSCORE', running, g) then
-    busy = busy + 1
-    redis.call('ZADD', due, 'XX', now + retake, g)
-    redis.call('ZADD', running, now + start, g)
-    taken[#taken + 1] = g
-    taken[#taken + 1] = tostring(now + retake)
-  end
-end
-return taken
-"""
+# A target's due checks, as many as may start (at most RECONCILE_PER_TARGET running at once).
+TAKE_CHECKS = load(__file__, "take_checks.lua")
 
 # A sweep over lb:groups starts at most this often (and at least once per interval).
 SWEEP_S = 60.0
@@ -157,19 +112,22 @@ class Scheduler(Polling):
         self.every_s = interval_ms / 1000
         self.inbox = inbox
         self.batch = batch
-        self._take = redis.register_script(TAKE_DUE)
+        self._take = Script(redis, TAKE_DUE)
         self._fold_errors = OncePerCause("folding the inbox")
 
     async def tick(self) -> int:
         await self._fold()
         enqueued = 0
         for due, job_name in ((k.DUE, k.FLUSH_JOB), (k.SENDERS, k.SEND_JOB)):
-            taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])
-            for raw in taken:
-                name = raw.decode() if isinstance(raw, bytes) else raw
+            for name in await self._take_due(due):
                 job = await self.redis.enqueue_job(job_name, name, _queue_name=k.QUEUE)
                 enqueued += job is not None
         return enqueued
+
+    async def _take_due(self, due: str) -> list[str]:
+        """The members of ``due`` (lb:due or lb:senders) due now, each moved RETRY_MS on."""
+        taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])
+        return [text(raw) for raw in taken]
 
     async def _fold(self) -> None:
         """Fold the inbox. An entry the fold cannot handle goes aside in the same call
@@ -206,8 +164,8 @@ class ReconcileScheduler(Polling):
         self.sweep_every_s = min(SWEEP_S, settings.reconcile.interval_s)
         self._cursor: str | None = None  # None: between sweeps
         self._next_sweep = 0.0
-        self._top_up = redis.register_script(TOP_UP)
-        self._take = redis.register_script(TAKE_CHECKS)
+        self._top_up = schedule.TopUp(redis)
+        self._take = Script(redis, TAKE_CHECKS)
 
     async def tick(self) -> int:
         if self.targets:
@@ -228,18 +186,14 @@ class ReconcileScheduler(Polling):
                 return 0
             self._cursor = "0"
             added += await self._whole_portals()
-        cursor, more = await self._top_up(
-            keys=[k.GROUPS, *(f"{k.RECONCILE_DUE}{t.name}" for t in self.targets)],
-            args=[self._cursor, self.sweep_batch, now_ms(), self.interval_ms,
-                  schedule.grace_ms(self.interval_ms), k.RECONCILE_RETAKE_MS,
-                  *(t.name for t in self.targets)])
-        cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        cursor, more = await self._top_up.step([t.name for t in self.targets], self._cursor,
+                                               self.sweep_batch, self.interval_ms, now_ms())
         if cursor == "0":
             self._cursor = None
             self._next_sweep = time.monotonic() + self.sweep_every_s
         else:
             self._cursor = cursor
-        return added + int(more)
+        return added + more
 
     async def sweep(self) -> int:
         """A whole sweep over lb:groups at once (the ticks take it a step at a time)."""
@@ -266,14 +220,19 @@ class ReconcileScheduler(Polling):
         return added
 
     async def take(self, target: str) -> int:
+        enqueued = 0
+        for group, ticket in await self._take_checks(target):
+            job = await self.redis.enqueue_job(k.RECONCILE_JOB, target, group, ticket,
+                                               _queue_name=k.QUEUE)
+            enqueued += job is not None
+        return enqueued
+
+    async def _take_checks(self, target: str) -> list[tuple[str, int]]:
+        """The target's checks that may start now, each with its ticket (the score it was
+        moved to)."""
         taken = await self._take(
             keys=[f"{k.RECONCILE_DUE}{target}", f"{k.RECONCILE_RUNNING}{target}"],
             args=[now_ms(), k.RECONCILE_RETAKE_MS, k.RECONCILE_LOCK_MS,
                   k.RECONCILE_PER_TARGET])
-        enqueued = 0
-        for raw_group, raw_ticket in zip(taken[::2], taken[1::2], strict=True):
-            group = raw_group.decode() if isinstance(raw_group, bytes) else raw_group
-            job = await self.redis.enqueue_job(k.RECONCILE_JOB, target, group,
-                                               int(float(raw_ticket)), _queue_name=k.QUEUE)
-            enqueued += job is not None
-        return enqueued
+        return [(text(group), int(float(ticket)))
+                for group, ticket in zip(taken[::2], taken[1::2], strict=True)]

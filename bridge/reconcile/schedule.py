@@ -3,7 +3,8 @@
 Every (target, group) has a fixed *phase*, a hash of its name modulo ``[reconcile] interval_s``,
 and is checked at the times congruent to it: so 100,000 groups scheduled at once, or one at a
 time as they appear, are spread over the interval alike, each checked once per interval. The
-schedulers' Lua scripts compute the same slots (``SLOT_LUA``) as :func:`slot_ms` here.
+schedulers' sweep (:class:`TopUp`, ``top_up.lua``) computes the same slots (``slot.lua``) as
+:func:`slot_ms` here.
 
 A per-listing portal (Rentix) has one more check per pass, under the group ``WHOLE_PORTAL``:
 its listings read page by page, for those no CRM listing is linked to (no group holds them).
@@ -12,7 +13,13 @@ its listings read page by page, for those no CRM listing is linked to (no group 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+from redis.asyncio import Redis
+
+from bridge import constants as k
+from bridge.replies import text
+from bridge.scripts import Script, load
 from bridge.settings import RentixTarget, TravtusTarget
 
 WHOLE_PORTAL = ""  # not a group name: the CRM's groups are never empty
@@ -25,13 +32,8 @@ GRACE_MAX_MS = 600_000
 BACKOFF_FIRST_MS = 30_000
 BACKOFF_MAX_MS = 3_600_000
 
-# The first 12 hex digits of the SHA-1 (48 bits) are exact in Lua's numbers (doubles).
-SLOT_LUA = """
-local function slot(name, interval, after)
-  local phase = tonumber(string.sub(redis.sha1hex(name), 1, 12), 16) % interval
-  return after + ((phase - after) % interval)
-end
-"""
+# One step of a sweep over lb:groups, scheduling the checks the targets lack (TopUp).
+TOP_UP = load(__file__, "top_up.lua")
 
 
 def name(target: str, group: str) -> str:
@@ -67,3 +69,21 @@ def next_due_ms(target: str, group: str, interval_ms: int, now: int) -> int:
 def whole_portal(spec: RentixTarget | TravtusTarget) -> bool:
     """Whether a pass of ``spec`` also reads the portal as a whole (for unknown listings)."""
     return isinstance(spec, RentixTarget)
+
+
+class TopUp:
+    """One step of a sweep over ``lb:groups`` (``top_up.lua``): each group a target's schedule
+    (``lb:reconcile:due:{target}``) lacks gets its first slot, and one scheduled beyond any slot
+    of the current interval (the interval was shortened) a slot within it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._top_up = Script(redis, TOP_UP)
+
+    async def step(self, targets: Sequence[str], cursor: str, count: int, interval_ms: int,
+                   now: int) -> tuple[str, int]:
+        """The sweep's next cursor ("0": it is done) and how many checks were scheduled."""
+        following, added = await self._top_up(
+            keys=[k.GROUPS, *(f"{k.RECONCILE_DUE}{target}" for target in targets)],
+            args=[cursor, count, now, interval_ms, grace_ms(interval_ms), k.RECONCILE_RETAKE_MS,
+                  *targets])
+        return text(following), int(added)
