@@ -25,13 +25,10 @@ import secrets
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.replies import maybe_text
 from bridge.scripts import Script, load
 
 log = logging.getLogger("bridge.delivery.witness")
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 CHECK = load(__file__, "witness.lua")  # the epoch, checked against the server's run_id
@@ -49,7 +46,7 @@ class Witness:
         """The current epoch, checking the server's identity first (a flush must not trust a
         ledger that a restore replaced a moment ago). Atomic, so workers starting together
         agree on one epoch: a first start seen half-done must not read as a lost Redis."""
-        answer = [_text(x) for x in await self._check(keys=[k.EPOCH, k.WITNESS],
+        answer = [maybe_text(x) for x in await self._check(keys=[k.EPOCH, k.WITNESS],
                                                       args=[secrets.token_hex(8)])]
         epoch, cause = str(answer[0]), answer[1]
         if len(answer) > 2:

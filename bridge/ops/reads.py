@@ -57,6 +57,7 @@ from bridge.ops.models import (
 from bridge.portals import RentixAdapter, TravtusAdapter, adapter_for
 from bridge.reconcile import schedule
 from bridge.reconcile.records import Records
+from bridge.replies import text
 from bridge.scripts import Script, load
 from bridge.settings import RentixTarget, Settings, TravtusTarget
 
@@ -115,9 +116,9 @@ class Reads:
         ``lb:flushing``) told apart from those waiting for one."""
         due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
         running = await self.redis.zrangebyscore(k.FLUSHING, now, "+inf", withscores=True)
-        leases = {_text(g): int(score) for g, score in running}
-        groups = [DueGroup(group=_text(g), in_ms=int(score) - now,
-                           flushing_until=leases.get(_text(g))) for g, score in due]
+        leases = {text(g): int(score) for g, score in running}
+        groups = [DueGroup(group=text(g), in_ms=int(score) - now,
+                           flushing_until=leases.get(text(g))) for g, score in due]
         listed = {d.group for d in groups}
         return groups + [DueGroup(group=g, in_ms=until - now, flushing_until=until)
                          for g, until in leases.items() if g not in listed]
@@ -137,7 +138,7 @@ class Reads:
 
     async def _heartbeats(self) -> dict[str, Heartbeat]:
         raw = await self.redis.hgetall(k.WORKERS)  # type: ignore[misc]
-        return {_text(worker): _heartbeat(value) for worker, value in raw.items()}
+        return {text(worker): _heartbeat(value) for worker, value in raw.items()}
 
     # -- the overview --
 
@@ -173,7 +174,7 @@ class Reads:
             for minute in minutes:
                 pipe.hgetall(f"{k.STATS}{minute}")
             rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
-        return [{_text(f): int(v) for f, v in row.items()} for row in rows]
+        return [{text(f): int(v) for f, v in row.items()} for row in rows]
 
     async def _inbox(self, now: int) -> InboxView:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -191,7 +192,7 @@ class Reads:
     async def _waiting(self, now: int) -> list[Waiting]:
         """Groups in ``lb:due``: why (changes in debounce, or a retry/lease) and when."""
         due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
-        groups = [_text(g) for g, _ in due]
+        groups = [text(g) for g, _ in due]
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.exists(f"{k.PENDING}{group}")
@@ -203,7 +204,7 @@ class Reads:
     async def _flushing(self) -> list[str]:
         """Groups whose flush holds a live lease (``lb:flushing``: no keyspace scan)."""
         groups = await self.redis.zrangebyscore(k.FLUSHING, now_ms(), "+inf")
-        return sorted(_text(group) for group in groups)
+        return sorted(text(group) for group in groups)
 
     async def _workers(self, now: int) -> list[Worker]:
         workers = []
@@ -218,12 +219,12 @@ class Reads:
                                 **await self.redis.info("persistence")}
         return RedisInfo(
             used_memory=_info_int(info, "used_memory"),
-            used_memory_human=_info_text(info, "used_memory_human"),
+            used_memory_human=_infotext(info, "used_memory_human"),
             maxmemory=_info_int(info, "maxmemory"),
-            maxmemory_policy=_info_text(info, "maxmemory_policy"),
+            maxmemory_policy=_infotext(info, "maxmemory_policy"),
             aof_enabled=_info_int(info, "aof_enabled"),
-            aof_last_write_status=_info_text(info, "aof_last_write_status"),
-            rdb_last_bgsave_status=_info_text(info, "rdb_last_bgsave_status"),
+            aof_last_write_status=_infotext(info, "aof_last_write_status"),
+            rdb_last_bgsave_status=_infotext(info, "rdb_last_bgsave_status"),
             rdb_changes_since_last_save=_info_int(info, "rdb_changes_since_last_save"),
             rdb_last_save_time=_info_int(info, "rdb_last_save_time"),
             loading=_info_int(info, "loading"),
@@ -356,10 +357,10 @@ class Reads:
         if sort == "last_change":  # the newest first; groups idle past GROUP_IDLE_MS last
             found = await self.redis.sort(  # type: ignore[misc]
                 k.GROUPS, start=offset, num=count, desc=True, by=f"{k.PENDING}*->last")
-            return [_text(g) for g in found]
+            return [text(g) for g in found]
         first: list[str] = []
         if sort == "pending":  # due for a flush (changes, or a retry): the soonest first
-            first = [_text(g) for g in await self.redis.zrange(k.DUE, 0, -1)]
+            first = [text(g) for g in await self.redis.zrange(k.DUE, 0, -1)]
         elif sort == "held":  # the longest held first
             first = sorted(held, key=lambda g: (held[g][0], g))
         page = first[offset:offset + count]
@@ -371,12 +372,12 @@ class Reads:
             return page + await self._rest_by_name(skip, rest, first)
         found = await self.redis.sort(  # type: ignore[misc]
             k.GROUPS, start=skip, num=rest, alpha=True)
-        return page + [_text(g) for g in found]
+        return page + [text(g) for g in found]
 
     async def _rest_by_name(self, skip: int, count: int, first: list[str]) -> list[str]:
         """The groups by name, ``first`` left out: ``skip`` skipped, then at most ``count``."""
         found = await self._by_name(keys=[k.GROUPS], args=[skip, count, *first])
-        return [_text(g) for g in found]
+        return [text(g) for g in found]
 
     async def _held_targets(self) -> dict[str, tuple[int, list[str]]]:
         """group -> (held since, the targets holding its change)."""
@@ -401,8 +402,8 @@ class Reads:
         for n, g in enumerate(names):
             members, dirty, (first, last), due = found[4 * n:4 * n + 4]
             rows.append(GroupRow(group=g, listings=int(members), pending=int(dirty),
-                                 pending_since=_int(_maybe_text(first)),
-                                 last_change=_int(_maybe_text(last)),
+                                 pending_since=_int(_maybetext(first)),
+                                 last_change=_int(_maybetext(last)),
                                  due_in_ms=None if due is None else int(due) - now,
                                  held=held.get(g, (0, []))[1]))
         return rows
@@ -418,7 +419,7 @@ class Reads:
             found[listing.group] = query
         async for group in self.redis.sscan_iter(k.GROUPS, match=f"*{_glob_escape(query)}*",
                                                  count=1000):
-            found.setdefault(_text(group), None)
+            found.setdefault(text(group), None)
             if len(found) >= limit:
                 break
         ordered = sorted(found, key=lambda g: (g != query, g))
@@ -431,7 +432,7 @@ class Reads:
             raise NotFound(f"no group named {group!r} has been seen")
         now = now_ms()
         members = await self.redis.smembers(f"{k.MEMBERS}{group}")  # type: ignore[misc]
-        desired = await read_listings(self.redis, sorted(_text(r) for r in members))
+        desired = await read_listings(self.redis, sorted(text(r) for r in members))
         due = await self.redis.zscore(k.DUE, group)
         targets: dict[str, GroupTarget] = {}
         states: dict[str, dict[str, ListingState]] = {}
@@ -452,7 +453,7 @@ class Reads:
     async def _pending(self, group: str) -> Pending | None:
         """``first`` is cleared when a flush takes the changes; last/seq stay as counters."""
         raw = await self.redis.hgetall(f"{k.PENDING}{group}")  # type: ignore[misc]
-        fields = {_text(f): int(v) for f, v in raw.items()}
+        fields = {text(f): int(v) for f, v in raw.items()}
         if "first" not in fields:
             return None
         return Pending(first=fields["first"], last=fields.get("last", fields["first"]),
@@ -551,20 +552,17 @@ def _info_int(info: dict[str, Any], name: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def _info_text(info: dict[str, Any], name: str) -> str | None:
+def _infotext(info: dict[str, Any], name: str) -> str | None:
     value = info.get(name)
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _maybe_text(value: bytes | str | None) -> str | None:
-    return None if value is None else _text(value)
+def _maybetext(value: bytes | str | None) -> str | None:
+    return None if value is None else text(value)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+def _glob_escape(pattern: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
