@@ -164,7 +164,7 @@ def _assemble(path: Path, within: tuple[Path, ...]) -> tuple[list[str], list[tup
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         found = _INCLUDE.match(line)
         if found:
-            more, where = _assemble(path.with_name(found[1]), (*within, path))
+            more, where = _assemble((path.parent / found[1]).resolve(), (*within, path))
             lines += more
             origin += where
         else:

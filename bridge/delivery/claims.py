@@ -22,8 +22,9 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -40,15 +41,17 @@ from bridge.delivery.desired import (
 )
 from bridge.delivery.idempotency import DISTRUSTED
 from bridge.logs import about
-from bridge.scripts import LuaValue, splice
+from bridge.scripts import LuaValue, Script, load
 from bridge.settings import DebounceSettings
 
 log = logging.getLogger("bridge.delivery.claims")
 
 # Planning imports DesiredListing from here.
-__all__ = ["ACCEPTED_LUA", "ACCEPTED_NAMES", "CLAIM", "FENCED", "FINISH", "RENEW", "Acceptance",
-           "Claim", "Command", "DesiredListing", "Flushes", "Lease", "LeaseLost",
-           "RenewableLease", "Stamp", "kept", "mark_due", "stamp"]
+__all__ = ["CLAIM", "FENCED", "FINISH", "MARK_DUE", "RENEW", "WRITE", "WRITE_NAMES",
+           "Acceptance", "Claim", "Command", "DesiredListing", "Fence", "Flushes", "Keys",
+           "Lease", "LeaseLost", "RenewableLease", "Stamp", "Undeclared", "Write",
+           "apply_writes", "declare_groups", "group_keys", "kept", "mark_due", "stamp",
+           "with_declared"]
 
 # What a write was planned from: the listing's group, version (-1: none), occurred_at, deleted
 # (1/0) and received-at, as lb:listing holds them. Every applied event changes the last.
@@ -65,7 +68,7 @@ def stamp(listing: DesiredListing) -> Stamp:
 
 @dataclass(frozen=True)
 class Acceptance:
-    """A write's acceptance as the fenced script checks it (``accepted`` in ACCEPTED_LUA):
+    """A write's acceptance as the fenced script checks it (``accepted`` in accepted.lua):
     ``target`` and ``key`` for a per-listing write, whose intent it settles (no key: whatever
     intent stands); a group sync's listings have neither."""
 
@@ -76,264 +79,177 @@ class Acceptance:
 
     def arg(self) -> dict[str, object]:
         out: dict[str, object] = {"ref": self.ref}  # no nulls: cjson would decode them truthy
-        for name in ("stamp", "target", "key"):
+        for name in ("stamp", "key"):
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         return out
 
+    def write(self) -> Write:
+        """The named write that checks it: its listing, lb:due and (per listing) the intents."""
+        intents = () if self.target is None else (k.INTENT + self.target,)
+        return Write("accepted", (k.LISTING + self.ref, k.DUE, *intents), (self.arg(),))
 
-# Lua functions for the scripts that record a portal's acceptance (FENCED here, the outbox's
-# SETTLE) and for mark_due; spliced with ACCEPTED_NAMES. A group's change counter (seq) never
-# goes backwards: created afresh (lb:pending gone), it starts above every seq the group still
-# records in lb:settled and lb:dirty. Pending, dirty and settled share one lifetime.
-ACCEPTED_LUA = """
-local function lifetime(g)
-  for _, key in ipairs({__PENDING__ .. g, __DIRTY__ .. g, __SETTLED__ .. g}) do
-    redis.call('PEXPIRE', key, __IDLE__)
-  end
-end
 
--- A fresh change of group g: its next seq.
-local function bump(g)
-  local pk = __PENDING__ .. g
-  if redis.call('HEXISTS', pk, 'seq') == 1 then return redis.call('HINCRBY', pk, 'seq', 1) end
-  local top = 0
-  for _, key in ipairs({__SETTLED__ .. g, __DIRTY__ .. g}) do
-    for _, value in ipairs(redis.call('HVALS', key)) do
-      top = math.max(top, tonumber(value) or 0)
-    end
-  end
-  redis.call('HSET', pk, 'seq', top + 1)
-  return top + 1
-end
+# --- Named writes -----------------------------------------------------------------------------
+#
+# Every write a lease's holder makes after a portal call (the ledger's, the outbox's, the
+# adoption gate's) is one of the named, checked writes of writes.lua: a name, the keys it
+# touches (each declared to Redis in KEYS) and its arguments. An acceptance ("accepted") may
+# also touch its listing's current group, which only a read tells: the caller reads it first
+# and declares that group's keys too (``declare_groups``), and the script, finding one
+# undeclared, writes nothing and names it (``with_declared`` reads again and retries).
 
--- The listing ref changed (again) in group g: planned by g's next flush, due now.
-local function redirty(ref, g, now)
-  redis.call('HSET', __DIRTY__ .. g, ref, bump(g))
-  lifetime(g)
-  redis.call('ZADD', __DUE__, 'LT', now, g)
-end
 
--- Has the listing's desired state moved on from stamp {g, v, t, d, at} (nil: unknown)? Its
--- current group, or nil when the listing is gone.
-local function moved_on(ref, stamp)
-  local cur = redis.call('HMGET', __LISTING__ .. ref, __STAMP_FIELDS__)
-  if not cur[1] then return false, nil end
-  if not stamp then return true, cur[1] end
-  local deleted = cur[4] ~= '0' and 1 or 0
-  local moved = cur[1] ~= stamp[1] or (tonumber(cur[2]) or -1) ~= stamp[2]
-    or (tonumber(cur[3]) or 0) ~= stamp[3] or deleted ~= stamp[4]
-    or (tonumber(cur[5]) or 0) ~= stamp[5]
-  return moved, cur[1]
-end
+@dataclass(frozen=True)
+class Write:
+    """One named write (writes.lua): ``op``, the keys it touches, its arguments."""
 
--- A write of ref (per-listing: to target, with intent key) was accepted, planned from stamp.
--- If the listing moved on since, it is marked changed again in its current group (so no
--- flush that settled the newer change before this record leaves the portal on older content);
--- `force`: in any case. A newer write of it queued behind this one (`later`) settles that.
--- The write's own intent goes (no key: whatever stands); another's, if the listing moved on,
--- is distrusted: the portal may have applied the two writes in either order.
-local function accepted(target, ref, key, stamp, now, force, later)
-  local moved, g = moved_on(ref, stamp)
-  if later then moved = false end
-  if g and (moved or force) then redirty(ref, g, now) end
-  if not target then return end
-  local ik = __INTENT__ .. target
-  local raw = redis.call('HGET', ik, ref)
-  if not raw then return end
-  if not key or cjson.decode(raw).key == key then
-    redis.call('HDEL', ik, ref)
-  elseif moved then
-    redis.call('HSET', ik, ref, __DISTRUSTED__)
-  end
-end
-"""
-ACCEPTED_NAMES: dict[str, LuaValue] = {
-    "PENDING": k.PENDING, "DIRTY": k.DIRTY, "SETTLED": k.SETTLED, "DUE": k.DUE,
-    "IDLE": k.GROUP_IDLE_MS, "LISTING": k.LISTING, "INTENT": k.INTENT,
-    "STAMP_FIELDS": _STAMP_FIELDS, "DISTRUSTED": orjson.dumps(asdict(DISTRUSTED)).decode()}
+    op: str
+    keys: tuple[str, ...]
+    args: tuple[object, ...] = ()
 
-# ARGV[4...]: the targets. Returns {0, pttl} when another flush holds the group; else the token,
-# seq, first, how many listings follow, each target's settled seq ('' when none: the whole group
-# is planned), then per listing to plan its ref, the seq of its latest change (0: none pending)
-# and its fields in FIELDS order (nil for a field the hash lacks), then the refs of the other
-# members: those every target has settled (lb:dirty, lb:settled).
-CLAIM = splice("""
-local g, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local lk = __LEASE__ .. g
-local held = redis.call('PTTL', lk)
-if held > 0 then
-  -- Another flush runs: come back when its lease would lapse (never sooner than planned).
-  redis.call('ZADD', __DUE__, 'GT', now + held, g)
-  return {0, held}
-end
-local token = redis.call('INCR', __FENCE__)
-redis.call('SET', lk, token, 'PX', lease)
-local pk = __PENDING__ .. g
-local seq = redis.call('HGET', pk, 'seq') or '0'
-local first = redis.call('HGET', pk, 'first') or ''
-redis.call('HDEL', pk, 'first')
--- If this worker dies, the group falls due again when its lease lapses.
-redis.call('ZADD', __DUE__, 'GT', now + lease, g)
-redis.call('ZADD', __FLUSHING__, now + lease, g)
--- The least settled seq over the targets: changes after it are planned; none recorded for a
--- target (or no targets): every member is.
-local full, floor = #ARGV < 4, nil
-local settled = {}
-for i = 4, #ARGV do
-  local value = redis.call('HGET', __SETTLED__ .. g, ARGV[i])
-  settled[#settled + 1] = value or ''
-  if value then
-    if not floor or tonumber(value) < floor then floor = tonumber(value) end
-  else
-    full = true
-  end
-end
--- A listing's body, from its own key. A hash written before bodies had one holds it as a
--- field: moved to the key (unless the key, newer, is there) and the hash written afresh without
--- it, so it becomes a small listpack (Redis never shrinks a hash's encoding in place).
-local function body(ref, old)
-  local bk = __BODYK__ .. ref
-  local current = redis.call('GET', bk)
-  if old then
-    if not current then
-      current = old
-      redis.call('SET', bk, old)
-    end
-    local lk = __LISTING__ .. ref
-    local all, ttl = redis.call('HGETALL', lk), redis.call('PTTL', lk)
-    redis.call('DEL', lk)
-    for i = 1, #all, 2 do
-      if all[i] ~= __BODY_FIELD__ then redis.call('HSET', lk, all[i], all[i + 1]) end
-    end
-    if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
-  end
-  return current
-end
-local changed = {}
-local flat = redis.call('HGETALL', __DIRTY__ .. g)
-for i = 1, #flat, 2 do changed[flat[i]] = tonumber(flat[i + 1]) end
-local out = {token, seq, first, 0}
-for _, value in ipairs(settled) do out[#out + 1] = value end
-local others, planned = {}, 0
-for _, ref in ipairs(redis.call('SMEMBERS', __MEMBERS__ .. g)) do
-  local at = changed[ref]
-  if full or (at and at > floor) then
-    planned = planned + 1
-    out[#out + 1] = ref
-    out[#out + 1] = at or 0
-    local values = redis.call('HMGET', __LISTING__ .. ref, __FIELDS__)
-    values[__BODY_AT__] = body(ref, values[__BODY_AT__])
-    for i = 1, #values do out[#out + 1] = values[i] end  -- a missing field is false: nil to us
-  else
-    others[#others + 1] = ref
-  end
-end
-out[4] = planned
-for _, ref in ipairs(others) do out[#out + 1] = ref end
-return out
-""", {"LEASE": k.LEASE, "FENCE": k.FENCE, "PENDING": k.PENDING, "DUE": k.DUE,
-      "FLUSHING": k.FLUSHING, "MEMBERS": k.MEMBERS, "LISTING": k.LISTING, "FIELDS": FIELDS,
-      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY, "BODYK": k.BODY,
-      "BODY_AT": FIELDS.index(BODY_FIELD) + 1, "BODY_FIELD": BODY_FIELD})
 
-RENEW = splice("""
-local g, token, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('GET', __LEASE__ .. g) ~= token then return 0 end
-redis.call('PEXPIRE', __LEASE__ .. g, lease)
-redis.call('ZADD', __DUE__, 'XX', 'GT', now + lease, g)
-redis.call('ZADD', __FLUSHING__, now + lease, g)
-return 1
-""", {"LEASE": k.LEASE, "DUE": k.DUE, "FLUSHING": k.FLUSHING})
-
-# The writes of a flush after a portal call: all of them if the token is current, else none.
-# ARGV: group, token, JSON [commands], then (optional) JSON [Acceptance.arg()] of the writes
-# the commands record as accepted, checked after them, and now.
-FENCED = splice(ACCEPTED_LUA + """
-local g, token = ARGV[1], ARGV[2]
-if redis.call('GET', __LEASE__ .. g) ~= token then return 0 end
-for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
-for _, o in ipairs(cjson.decode(ARGV[4] or '[]')) do
-  accepted(o.target, o.ref, o.key, o.stamp, tonumber(ARGV[5]), false, false)
-end
-return 1
-""", {**ACCEPTED_NAMES, "LEASE": k.LEASE})
-
-# ARGV: group, token, the claimed seq, when the group is next due (-1: not), now, the debounce
-# window and max wait, JSON [targets whose turn settled every change up to the claimed seq:
-# never a later one, whose content the flush did not plan], JSON [every target]. A change every
-# target has settled leaves lb:dirty. The group's scheduling keys get one lifetime.
-FINISH = splice("""
-local g, token, claimed = ARGV[1], ARGV[2], ARGV[3]
-local next_due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
-local window, maxwait = tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('GET', __LEASE__ .. g) ~= token then return -1 end
-redis.call('DEL', __LEASE__ .. g)
-redis.call('ZREM', __FLUSHING__, g)
-local sk, dk = __SETTLED__ .. g, __DIRTY__ .. g
-for _, t in ipairs(cjson.decode(ARGV[8])) do
-  if (tonumber(redis.call('HGET', sk, t)) or -1) < tonumber(claimed) then
-    redis.call('HSET', sk, t, claimed)
-  end
-end
-for _, key in ipairs({sk, dk, __PENDING__ .. g}) do redis.call('PEXPIRE', key, __IDLE__) end
-local floor = nil
-for _, t in ipairs(cjson.decode(ARGV[9])) do
-  local value = tonumber(redis.call('HGET', sk, t))
-  if not value then floor = nil break end
-  if not floor or value < floor then floor = value end
-end
-if floor then
-  local flat = redis.call('HGETALL', dk)
-  for i = 1, #flat, 2 do
-    if tonumber(flat[i + 1]) <= floor then redis.call('HDEL', dk, flat[i]) end
-  end
-end
-local pk = __PENDING__ .. g
-local seq = redis.call('HGET', pk, 'seq') or '0'
-if seq ~= claimed then
-  -- Changes arrived during the flush: due when their debounce says (a bare seq bump, as an
-  -- operator's action makes, means now), or sooner if a target asked for that.
-  local times = redis.call('HMGET', pk, 'first', 'last')
-  local first, last = tonumber(times[1]), tonumber(times[2])
-  local due = now
-  if first then due = math.min((last or first) + window, first + maxwait) end
-  if next_due >= 0 then due = math.min(due, next_due) end
-  redis.call('ZADD', __DUE__, due, g)
-  return 0
-end
-if next_due >= 0 then
-  redis.call('ZADD', __DUE__, next_due, g)
-else
-  redis.call('ZREM', __DUE__, g)
-end
-return 1
-""", {"LEASE": k.LEASE, "FLUSHING": k.FLUSHING, "PENDING": k.PENDING, "DUE": k.DUE,
-      "SETTLED": k.SETTLED, "DIRTY": k.DIRTY, "IDLE": k.GROUP_IDLE_MS})
-
-# A Redis command as the fenced script runs it: every argument a string.
+# A raw Redis command: what adoption's two writes still are (``ledger.write`` names them).
 Command = tuple[str, ...]
-# Lua's unpack() takes at most a few thousand values: longer commands are split.
-MAX_COMMAND_ARGS = 1_000
+
+
+class Keys:
+    """A script call's KEYS, each named once, so writes can name theirs by index (Lua's)."""
+
+    def __init__(self, *fixed: str) -> None:
+        self.names: list[str] = []
+        self._at: dict[str, int] = {}
+        for name in fixed:
+            self.index(name)
+
+    def index(self, name: str) -> int:
+        if name not in self._at:
+            self.names.append(name)
+            self._at[name] = len(self.names)
+        return self._at[name]
+
+    def writes(self, writes: Sequence[Write]) -> bytes:
+        """``writes`` as writes.lua takes them: JSON [[name, [key index...], [argument...]]]."""
+        return orjson.dumps([[w.op, [self.index(key) for key in w.keys], list(w.args)]
+                             for w in writes])
+
+    def with_more(self, more: Sequence[str]) -> list[str]:
+        """These keys and then ``more`` (the ones a read found the writes may touch)."""
+        return [*self.names, *(name for name in dict.fromkeys(more) if name not in self._at)]
+
+
+# The prefixes from which a script names a listing's current group's keys (declared.lua).
+GROUP_PREFIXES = orjson.dumps({"pending": k.PENDING, "dirty": k.DIRTY, "settled": k.SETTLED})
+# Target-state fields a flush or sender may note (lb:target:{target}).
+TARGET_FIELDS = ("paused", "paused_at", "blocked_until", "last_error", "last_error_at",
+                 "token_expires_at", "budget:general", "budget:bulk")
+# The code constants of the scripts that apply named writes (fenced, write, the sender's
+# settle).
+WRITE_NAMES: dict[str, LuaValue] = {
+    "STAMP_FIELDS": _STAMP_FIELDS, "GROUP_FIELD": k.LISTING_FIELDS[0],
+    "DISTRUSTED": orjson.dumps(asdict(DISTRUSTED)).decode(), "TARGET_FIELDS": TARGET_FIELDS,
+    "HISTORY_MAXLEN": k.HISTORY_MAXLEN, "GROUP_HISTORY_MAXLEN": k.GROUP_HISTORY_MAXLEN,
+    "STATS_TTL_S": k.STATS_TTL_S, "LATENCY_MAXLEN": k.LATENCY_MAXLEN,
+    "TRACE_MAXLEN": k.TRACE_MAXLEN}
+
+FENCED = load(__file__, "fenced.lua", WRITE_NAMES)
+WRITE = load(__file__, "write.lua", WRITE_NAMES)
+CLAIM = load(__file__, "claim.lua", {
+    "FIELDS": FIELDS, "BODY_AT": FIELDS.index(BODY_FIELD) + 1, "BODY_FIELD": BODY_FIELD})
+RENEW = load(__file__, "renew.lua")
+FINISH = load(__file__, "finish.lua")
+MARK_DUE = load(__file__, "mark_due.lua")
+
+# How often a script that found an undeclared key is called again, its keys read afresh: a
+# listing moves between groups rarely, so twice in a row means something is wrong.
+MAX_READS = 5
+
+
+class Undeclared(RuntimeError):
+    """A script kept finding keys its caller had not declared, however often it read them."""
+
+
+def group_keys(group: str) -> tuple[str, str, str]:
+    """The keys of a group a change or an acceptance touches: lb:pending, lb:dirty, lb:settled."""
+    return k.PENDING + group, k.DIRTY + group, k.SETTLED + group
+
+
+async def declare_groups(redis: Redis, listing_keys: Sequence[str]) -> list[str]:
+    """The keys of the current groups of these listings (by their hashes' keys)."""
+    if not listing_keys:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in listing_keys:
+            pipe.hget(key, k.LISTING_FIELDS[0])
+        groups = await pipe.execute()
+    return [key for g in dict.fromkeys(_text(g) for g in groups if g is not None)
+            for key in group_keys(g)]
+
+
+def accepting(writes: Sequence[Write]) -> list[str]:
+    """The listings' keys of the acceptances among ``writes`` (their first key)."""
+    return [w.keys[0] for w in writes if w.op == "accepted"]
+
+
+async def with_declared(call: Callable[[list[str]], Awaitable[Any]],
+                        read: Callable[[], Awaitable[list[str]]]) -> Any:
+    """``call(keys)`` with the keys ``read`` says its script may touch; while the script
+    answers {'missing', key...} (it wrote nothing), read again and call again."""
+    more = await read()
+    missing: list[str] = []
+    for _ in range(MAX_READS):
+        answer = await call(more)
+        found = _missing(answer)
+        if found is None:
+            return answer
+        missing = found
+        more = [*await read(), *missing]
+    raise Undeclared(f"keys kept moving under a script: {', '.join(missing)}")
+
+
+def _missing(answer: Any) -> list[str] | None:
+    if (isinstance(answer, list) and answer and isinstance(answer[0], bytes | str)
+            and _text(answer[0]) == "missing"):
+        return [_text(name) for name in answer[1:]]
+    return None
+
+
+async def apply_writes(redis: Redis, writes: Sequence[Write]) -> None:
+    """Apply named writes atomically, under no lease (an operator's): write.lua."""
+    if any(w.op == "accepted" for w in writes):
+        raise ValueError("a planned write's acceptance is recorded through a flush's fence")
+    keys = Keys()
+    payload = keys.writes(writes)
+    script = Script(redis, WRITE)
+    await with_declared(lambda more: script(keys=keys.with_more(more), args=[
+        now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, payload]), _nothing)
+
+
+async def _nothing() -> list[str]:
+    return []
+
+
+class Fence:
+    """fenced.lua over one client: named writes applied only while a lease (a flush's group,
+    a sender's target) holds the token."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script = Script(redis, FENCED)
+
+    async def __call__(self, lease_key: str, token: str, writes: Sequence[Write]) -> bool:
+        keys = Keys(lease_key)
+        payload = keys.writes(writes)
+        listings = accepting(writes)
+        answer = await with_declared(
+            lambda more: self._script(keys=keys.with_more(more), args=[
+                token, now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, payload]),
+            lambda: declare_groups(self.redis, listings))
+        return bool(int(answer))
 
 
 class LeaseLost(Exception):
     """Another flush took the group: this one must stop calling portals and write nothing."""
-
-
-# ARGV: when, then the groups. Each gets a fresh seq (bump: never backwards), forgets what its
-# targets settled, and is due at `when` unless sooner.
-MARK_DUE = splice(ACCEPTED_LUA + """
-local at = tonumber(ARGV[1])
-for i = 2, #ARGV do
-  local g = ARGV[i]
-  bump(g)
-  redis.call('DEL', __SETTLED__ .. g)
-  lifetime(g)
-  redis.call('ZADD', __DUE__, 'LT', at, g)
-end
-return #ARGV - 1
-""", ACCEPTED_NAMES)
 
 
 async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
@@ -341,7 +257,9 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
     every target had settled is forgotten: the next flush plans the whole group (an operator's
     action, a resume, a repair: whatever was settled may need sending again)."""
     if groups:
-        await redis.register_script(MARK_DUE)(keys=[], args=[at_ms, *groups])
+        await Script(redis, MARK_DUE)(
+            keys=[k.DUE, *(key for g in groups for key in group_keys(g))],
+            args=[at_ms, k.GROUP_IDLE_MS, *groups])
 
 
 @dataclass(frozen=True)
@@ -394,8 +312,7 @@ class RenewableLease(ABC):
     async def _renew(self) -> bool: ...
 
     @abstractmethod
-    async def _fenced(self, commands: Sequence[Command],
-                      accepted: Sequence[Acceptance] = ()) -> bool: ...
+    async def _fenced(self, writes: Sequence[Write]) -> bool: ...
 
     def _log_extra(self) -> dict[str, str]:
         return {}
@@ -430,13 +347,11 @@ class RenewableLease(ABC):
                 log.warning("could not renew the lease on %s: %s", self.what, exc,
                             extra=self._log_extra())
 
-    async def apply(self, commands: Sequence[Command],
-                    accepted: Sequence[Acceptance] = ()) -> None:
-        """Run ``commands`` atomically if the lease is still held; else LeaseLost. ``accepted``:
-        the writes they record as accepted (see ACCEPTED_LUA), checked in the same step."""
-        if not commands and not accepted:
+    async def apply(self, writes: Sequence[Write]) -> None:
+        """Apply ``writes`` atomically if the lease is still held; else LeaseLost."""
+        if not writes:
             return
-        if not await self._fenced(commands, accepted):
+        if not await self._fenced(writes):
             self._lost = True
             raise LeaseLost(f"{self.what} was taken over")
 
@@ -475,9 +390,8 @@ class Lease(RenewableLease):
     async def _renew(self) -> bool:
         return await self._flushes.renew(self.claim, self.lease_ms)
 
-    async def _fenced(self, commands: Sequence[Command],
-                      accepted: Sequence[Acceptance] = ()) -> bool:
-        return await self._flushes.fenced(self.claim, commands, accepted)
+    async def _fenced(self, writes: Sequence[Write]) -> bool:
+        return await self._flushes.fenced(self.claim, writes)
 
 
 class Flushes:
@@ -488,16 +402,22 @@ class Flushes:
         self.targets = list(targets)
         self._window_ms = debounce.window_ms
         self._max_wait_ms = debounce.max_wait_ms
-        self._claim = redis.register_script(CLAIM)
-        self._renew = redis.register_script(RENEW)
-        self._fenced = redis.register_script(FENCED)
-        self._finish = redis.register_script(FINISH)
+        self.redis = redis
+        self._claim = Script(redis, CLAIM)
+        self._renew = Script(redis, RENEW)
+        self._fence = Fence(redis)
+        self._finish = Script(redis, FINISH)
         self.lease_ms = lease_ms
 
     async def claim(self, group: str, now_ms: int) -> Claim | None:
         """The group's changes and desired state under a new lease; None while another flush
         holds it."""
-        raw = await self._claim(keys=[], args=[group, now_ms, self.lease_ms, *self.targets])
+        fixed = [k.LEASE + group, k.FENCE, k.PENDING + group, k.DUE, k.FLUSHING,
+                 k.SETTLED + group, k.DIRTY + group, k.MEMBERS + group]
+        raw = await with_declared(
+            lambda members: self._claim(keys=[*fixed, *members], args=[
+                group, now_ms, self.lease_ms, k.LISTING, k.BODY, *self.targets]),
+            lambda: self._member_keys(group))
         if int(raw[0]) == 0:
             return None
         token, seq, first = str(raw[0]), _text(raw[1]), _text(raw[2])  # INCR: an integer
@@ -515,6 +435,12 @@ class Flushes:
         return Claim(group, token, seq, int(first) if first else None, listings, others,
                      changed, settled)
 
+    async def _member_keys(self, group: str) -> list[str]:
+        """The keys a claim reads and may write of each member: its hash and its body."""
+        members = await self.redis.smembers(k.MEMBERS + group)  # type: ignore[misc]
+        return [key for ref in sorted(_text(m) for m in members)
+                for key in (k.LISTING + ref, k.BODY + ref)]
+
     @contextlib.asynccontextmanager
     async def leased(self, claim: Claim) -> AsyncIterator[Lease]:
         """The claim's lease, renewed in the background while the block runs."""
@@ -523,14 +449,13 @@ class Flushes:
             yield lease
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
-        return bool(await self._renew(keys=[], args=[claim.group, claim.token, now_ms(),
-                                                     lease_ms]))
+        return bool(await self._renew(
+            keys=[k.LEASE + claim.group, k.DUE, k.FLUSHING],
+            args=[claim.group, claim.token, now_ms(), lease_ms]))
 
-    async def fenced(self, claim: Claim, commands: Sequence[Command],
-                     accepted: Sequence[Acceptance] = ()) -> bool:
-        return bool(await self._fenced(keys=[], args=[
-            claim.group, claim.token, orjson.dumps(list(_split(commands))),
-            orjson.dumps([a.arg() for a in accepted]), now_ms()]))
+    async def fenced(self, claim: Claim, writes: Sequence[Write]) -> bool:
+        """Apply ``writes`` if the claim's lease is still held; False (nothing written) if not."""
+        return await self._fence(k.LEASE + claim.group, claim.token, writes)
 
     async def finish(self, claim: Claim, next_due_ms: int | None,
                      settled: Sequence[str] = ()) -> bool:
@@ -538,34 +463,15 @@ class Flushes:
         ``settled``: the targets whose turn settled every change the claim held. Raises
         LeaseLost (and changes nothing) if another flush has taken the group."""
         due = -1 if next_due_ms is None else next_due_ms
-        result = int(await self._finish(keys=[], args=[
-            claim.group, claim.token, claim.seq, due, now_ms(), self._window_ms,
-            self._max_wait_ms, orjson.dumps(list(settled)), orjson.dumps(self.targets)]))
+        g = claim.group
+        result = int(await self._finish(
+            keys=[k.LEASE + g, k.FLUSHING, k.SETTLED + g, k.DIRTY + g, k.PENDING + g, k.DUE],
+            args=[g, claim.token, claim.seq, due, now_ms(), self._window_ms,
+                  self._max_wait_ms, k.GROUP_IDLE_MS, orjson.dumps(list(settled)),
+                  orjson.dumps(self.targets)]))
         if result < 0:
             raise LeaseLost(f"group {claim.group!r} was claimed by another flush")
         return bool(result)
-
-
-# ZADD's options come before its score/member pairs: every part of a split ZADD repeats them.
-ZADD_OPTIONS = frozenset({"NX", "XX", "GT", "LT", "CH"})
-
-
-def _split(commands: Sequence[Command]) -> list[Command]:
-    """Commands with at most MAX_COMMAND_ARGS arguments; long HSET/HDEL/SADD/ZADD are split."""
-    out: list[Command] = []
-    for command in commands:
-        name, key, *args = command
-        if len(args) <= MAX_COMMAND_ARGS:
-            out.append(command)
-            continue
-        options: list[str] = []
-        if name.upper() == "ZADD":
-            while args and args[0].upper() in ZADD_OPTIONS:
-                options.append(args.pop(0))
-        # An even step keeps HSET's field/value pairs and ZADD's score/member pairs together.
-        for i in range(0, len(args), MAX_COMMAND_ARGS):
-            out.append((name, key, *options, *args[i:i + MAX_COMMAND_ARGS]))
-    return out
 
 
 def _text(value: bytes | str) -> str:

@@ -24,17 +24,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import budget, outbox
 from bridge.delivery.adoption import Adoption
 from bridge.delivery.claims import (
     Claim,
-    Command,
     Flushes,
     Lease,
     LeaseLost,
     Stamp,
+    Write,
     mark_due,
     stamp,
 )
@@ -46,10 +45,12 @@ from bridge.delivery.ledger import (
     Held,
     Ledger,
     Quarantined,
-    attempt_commands,
+    attempt_writes,
     counted_flush,
-    intend_commands,
+    intend_writes,
+    noted,
     sync_scope,
+    token_expiry,
 )
 from bridge.delivery.outbox import Outbox, Queued
 from bridge.delivery.planning import (
@@ -86,8 +87,6 @@ log = logging.getLogger("bridge.delivery.flush")
 # target's turn and make the group due again then.
 MAX_INLINE_WAIT_MS = 2_000
 REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
-# The field of lb:target:{target} holding a group-sync target's token expiry (Unix ms).
-TOKEN_EXPIRES_AT = "token_expires_at"
 
 
 @dataclass
@@ -410,8 +409,8 @@ class GroupFlush:
         now = now_ms()
         fresh = {write.ref: write.intent for write in writes if write.new_intent}
         entries = [Queued.of(w, self.group, now, turn.stamps[w.ref]) for w in writes]
-        await self.ledger.apply([*intend_commands(name, fresh),
-                                 *outbox.put_commands(name, entries, now)])
+        await self.ledger.apply([*intend_writes(name, fresh),
+                                 *outbox.put_writes(name, entries, now)])
         await self.trace.queued(name, writes)
 
     async def _already_held(self, adapter: RentixAdapter, write: ListingWrite, planned: Stamp
@@ -822,22 +821,21 @@ class GroupFlush:
         # What the answers told about the target goes in the same atomic write: no extra
         # round trip per call.
         token = self._new_token_expiry(target)
-        await self.ledger.apply([*attempt_commands(entry, latencies, self.ledger.trace_ttl_ms,
-                                                   self.trace.call_refs(target, refs)),
+        await self.ledger.apply([*attempt_writes(entry, latencies, self.ledger.trace_ttl_ms,
+                                                 self.trace.call_refs(target, refs)),
                                  *self._budget_seen(target, entry.at),
-                                 *_token_command(target, token)])
+                                 *([] if token is None else [token_expiry(target, token)])])
         if token is not None:
             self.d.token_expiry_recorded[target] = token
 
-    def _budget_seen(self, target: str, at: int) -> list[Command]:
+    def _budget_seen(self, target: str, at: int) -> list[Write]:
         """A per-listing portal's general budget as its last answer's X-RateLimit-* headers
         said (a single write: PUT, hide, delete; bulks record theirs in the sender)."""
         adapter = self.d.adapters[target]
         if not isinstance(adapter, RentixAdapter):
             return []
-        command = budget.command(target, {"general": budget.from_headers(adapter.rate_limit,
-                                                                         at)})
-        return [command] if command else []
+        return noted(budget.command(target, {"general": budget.from_headers(adapter.rate_limit,
+                                                                            at)}))
 
     def _new_token_expiry(self, target: str) -> int | None:
         """A group-sync portal's token expiry, when this process fetched a token it has not
@@ -847,11 +845,6 @@ class GroupFlush:
             return None
         expires = adapter.tokens.expires_at
         return None if expires == self.d.token_expiry_recorded.get(target) else expires
-
-def _token_command(target: str, expires: int | None) -> list[Command]:
-    return [] if expires is None else [("HSET", f"{k.TARGET}{target}", TOKEN_EXPIRES_AT,
-                                        str(expires))]
-
 
 def _holds_exactly(adapter: TravtusAdapter, plan: SyncPlan, on_portal: list[dict[str, Any]]
                    ) -> bool:

@@ -25,10 +25,18 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import counters, stories
 from bridge.clock import now_ms
-from bridge.delivery.claims import Acceptance, Command, LeaseLost, Stamp, mark_due
-from bridge.delivery.idempotency import DISTRUSTED, Intent
+from bridge.delivery.claims import (
+    Acceptance,
+    Command,
+    LeaseLost,
+    Stamp,
+    Write,
+    apply_writes,
+    mark_due,
+)
+from bridge.delivery.idempotency import Intent
 from bridge.packing import pack, unpack
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 from bridge.settings import TraceSettings
 
 log = logging.getLogger("bridge.delivery.ledger")
@@ -92,8 +100,7 @@ class Attempt:
 class Fence(Protocol):
     """Where a flush's writes go: applied only while the flush holds its group."""
 
-    async def apply(self, commands: Sequence[Command],
-                    accepted: Sequence[Acceptance] = ()) -> None: ...
+    async def apply(self, writes: Sequence[Write]) -> None: ...
 
 
 class HeldChanged(Exception):
@@ -104,36 +111,11 @@ class HeldChanged(Exception):
         self.current = current
 
 
-# Release or discard a held change on every target named that holds it, only if it is still
-# the one the operator reviewed there: all of them or none.
-# KEYS: none (the keys derive from the targets). ARGV[1]: group; ARGV[2]: the reviewed digest;
-# ARGV[3]: release | discard; ARGV[4]: the group's change counter (lb:pending seq);
-# ARGV[5..]: targets. Returns {0} when none of them holds the group, {1, held} when one holds
-# another change (that one), {2, held} when done.
-PINNED = splice("""
-local group, digest, action, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local holding, first = {}, nil
-for i = 5, #ARGV do
-  local held = redis.call('HGET', __HELD__ .. ARGV[i], group)
-  if held then
-    if cjson.decode(held)['digest'] ~= digest then return {1, held} end
-    table.insert(holding, ARGV[i])
-    first = first or held
-  end
-end
-if not first then return {0} end
-local marker = cjson.encode({digest = digest, seq = seq})
-for _, target in ipairs(holding) do
-  if action == 'release' then
-    redis.call('SET', __RELEASE__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
-  else
-    redis.call('SET', __DISCARDED__ .. target .. ':' .. group, marker, 'PX', __IDLE__)
-    redis.call('HDEL', __HELD__ .. target, group)
-  end
-end
-return {2, first}
-""", {"HELD": k.HELD, "RELEASE": k.RELEASE, "DISCARDED": k.DISCARDED,
-      "IDLE": k.GROUP_IDLE_MS})
+# Release or discard a held change, checked against the one the operator reviewed.
+PINNED = load(__file__, "pinned.lua")
+
+# The field of lb:target:{target} holding a group-sync target's token expiry (Unix ms).
+TOKEN_EXPIRES_AT = "token_expires_at"
 
 
 def _load(raw: bytes | str | None) -> dict[str, Any] | None:
@@ -157,24 +139,24 @@ def accepted_key(target: str, group: str | None) -> str:
     return f"{k.ACCEPTED}{target}" if group is None else f"{k.ACCEPTED}{target}:{group}"
 
 
-def _records_commands(key: str, records: dict[str, Accepted],
-                      previous: dict[str, Accepted] | None) -> list[Command]:
+def _records_writes(key: str, records: dict[str, Accepted],
+                    previous: dict[str, Accepted] | None) -> list[Write]:
     """The writes that leave exactly ``records`` in the hash ``key``: all of it afresh, or,
     knowing what it holds (``previous``), the records that differ and the refs that went."""
     if previous is None:
-        commands: list[Command] = [("DEL", key)]
+        writes = [Write("clear records", (key,))]
         changed = records
     else:
-        commands = []
+        writes = []
         gone = sorted(set(previous) - set(records))
         if gone:
-            commands.append(("HDEL", key, *gone))
+            writes.append(Write("drop records", (key,), tuple(gone)))
         changed = {ref: record for ref, record in records.items()
                    if (held := previous.get(ref)) is not record and held != record}
     if changed:
-        commands.append(("HSET", key, *[x for ref, record in changed.items()
-                                         for x in (ref, _packed(record))]))
-    return commands
+        writes.append(Write("write records", (key,), tuple(
+            x for ref, record in changed.items() for x in (ref, _packed(record)))))
+    return writes
 
 
 def compact(record: Accepted) -> Accepted:
@@ -187,19 +169,46 @@ def sync_scope(group: str) -> str:
     return k.GROUP_QUARANTINE + group
 
 
-def trace_commands(entries: Iterable[tuple[str, dict[str, Any]]], ttl_ms: int
-                   ) -> list[Command]:
+def trace_writes(entries: Iterable[tuple[str, dict[str, Any]]], ttl_ms: int) -> list[Write]:
     """Append each (ref, entry) to that listing's story (``lb:trace:{ref}``), in the order
     given (the last is the newest), capped at TRACE_MAXLEN, expiring ``ttl_ms`` after it."""
     by_ref: dict[str, list[str]] = {}
     for ref, entry in entries:
         by_ref.setdefault(ref, []).append(stories.pack(entry))
-    commands: list[Command] = []
-    for ref, items in by_ref.items():
-        key = k.TRACE + ref
-        commands += [("LPUSH", key, *items), ("LTRIM", key, "0", str(k.TRACE_MAXLEN - 1)),
-                     ("PEXPIRE", key, str(ttl_ms))]
-    return commands
+    return [Write("trace", (k.TRACE + ref,), (str(ttl_ms), *items))
+            for ref, items in by_ref.items()]
+
+
+def counter_writes(commands: Iterable[Command]) -> list[Write]:
+    """``bridge/counters.py``'s increments of lb:metrics (HINCRBY: counts; HINCRBYFLOAT: a
+    histogram's sums) as the named writes "count" and "sum"."""
+    pairs: dict[str, list[str]] = {"count": [], "sum": []}
+    for command in commands:
+        name, key, field_, by = command
+        if key != k.METRICS or name not in ("HINCRBY", "HINCRBYFLOAT"):
+            raise ValueError(f"not a counter's increment: {command!r}")
+        pairs["count" if name == "HINCRBY" else "sum"] += [field_, by]
+    return [Write(op, (k.METRICS,), tuple(args)) for op, args in pairs.items() if args]
+
+
+def noted(command: Command | None) -> list[Write]:
+    """A target-state HSET (``budget.command``'s) as the named write "note"."""
+    if command is None:
+        return []
+    name, key, *pairs = command
+    if name != "HSET" or not key.startswith(k.TARGET):
+        raise ValueError(f"not a note of a target's state: {command!r}")
+    return [Write("note", (key,), tuple(pairs))]
+
+
+def _adoption_write(command: Command) -> Write:
+    """Adoption's two writes, still built as Redis commands (``adoption.py``), named."""
+    name, key, *args = command
+    if name == "SADD" and key.startswith(k.LINKED):
+        return Write("link", (key,), tuple(args))
+    if name == "HSET" and key.startswith(k.ADOPT):
+        return Write("hold create", (key,), tuple(args))
+    raise ValueError(f"not a named write: {command!r}")
 
 
 def call_entry(entry: Attempt) -> dict[str, Any]:
@@ -210,20 +219,14 @@ def call_entry(entry: Attempt) -> dict[str, Any]:
             "latency_ms": entry.latency_ms, "attempt": entry.attempt}
 
 
-async def write(redis: Redis, fence: Fence | None, commands: Sequence[Command],
-                accepted: Sequence[Acceptance] = ()) -> None:
-    """Run ``commands`` atomically: through ``fence`` (a flush's lease) when there is one.
-    ``accepted``: the planned writes they record as accepted, checked by the fence's script
-    (a flush's writes alone are planned)."""
+async def write(redis: Redis, fence: Fence | None, writes: Sequence[Write | Command]) -> None:
+    """Apply named ``writes`` atomically: through ``fence`` (a flush's lease) when there is
+    one. Acceptances ("accepted") are a flush's alone: they check what it planned."""
+    named = [w if isinstance(w, Write) else _adoption_write(w) for w in writes]
     if fence is not None:
-        await fence.apply(commands, accepted)
-        return
-    if accepted:
-        raise ValueError("a planned write's acceptance is recorded through a flush's fence")
-    async with redis.pipeline(transaction=True) as pipe:
-        for command in commands:
-            pipe.execute_command(*command)
-        await pipe.execute()
+        await fence.apply(named)
+    elif named:
+        await apply_writes(redis, named)
 
 
 class Ledger:
@@ -233,14 +236,14 @@ class Ledger:
         self.redis = redis
         self.fence = fence
         self.trace_ttl_ms = trace_ttl_ms or TraceSettings().retention_ms
-        self._pinned = redis.register_script(PINNED)
+        self._pinned = Script(redis, PINNED)
 
     def fenced(self, fence: Fence) -> Ledger:
         """This ledger with every write going through ``fence``."""
         return Ledger(self.redis, fence, self.trace_ttl_ms)
 
-    async def _write(self, *commands: Command, accepted: Sequence[Acceptance] = ()) -> None:
-        await write(self.redis, self.fence, commands, accepted)
+    async def _write(self, *writes: Write) -> None:
+        await write(self.redis, self.fence, writes)
 
     async def _read_json_hash(self, key: str, refs: list[str] | None
                               ) -> dict[str, dict[str, Any]]:
@@ -267,13 +270,12 @@ class Ledger:
         sync's is: ``record_sync`` keeps those). ``planned``: the stamp of the desired state a
         flush planned the write from (then its intent ``key`` alone is settled, and a listing
         that moved on since is marked changed again: ``claims.ACCEPTED_LUA``)."""
-        commands: list[Command] = [
-            ("HSET", accepted_key(target, None), ref, _json(compact(record))),
-            ("HDEL", f"{k.QUARANTINE}{target}", ref)]
+        recorded = Write("record accepted", (accepted_key(target, None), k.QUARANTINE + target),
+                         (ref, _json(compact(record))))
         if planned is None:
-            await self._write(*commands, ("HDEL", f"{k.INTENT}{target}", ref))
+            await self._write(recorded, Write("settle intents", (k.INTENT + target,), (ref,)))
             return
-        await self._write(*commands, accepted=[Acceptance(ref, planned, target, key)])
+        await self._write(recorded, Acceptance(ref, planned, target, key).write())
 
     async def record_sync(self, target: str, group: str, digest: str,
                           records: dict[str, Accepted], fresh: list[str],
@@ -288,27 +290,26 @@ class Ledger:
         record, not all of them). ``planned``: the stamps the fresh listings were planned
         from (a flush's sync): one that moved on since is marked changed again. ``keep_held``:
         the sync kept listings whose deletion the guards hold, so the held change stays."""
-        commands = _records_commands(accepted_key(target, group), records, previous)
+        writes = _records_writes(accepted_key(target, group), records, previous)
         if not keep_held:
-            commands += [("DEL", f"{k.RELEASE}{target}:{group}"),
-                         ("HDEL", f"{k.HELD}{target}", group)]
-        commands += [
-            ("SET", f"{k.SYNC_DIGEST}{target}:{group}", digest, "PX", str(k.GROUP_IDLE_MS)),
-            ("HDEL", f"{k.INTENT}{target}", sync_scope(group)),
-            ("HDEL", f"{k.QUARANTINE}{target}", *fresh, sync_scope(group)),
+            writes.append(_unhold(target, group))
+        writes += [
+            Write("sync digest", (f"{k.SYNC_DIGEST}{target}:{group}",), (digest,)),
+            Write("settle intents", (k.INTENT + target,), (sync_scope(group),)),
+            Write("unquarantine", (k.QUARANTINE + target,), (*fresh, sync_scope(group))),
         ]
         if epoch is not None:
-            commands.append(("HSET", f"{k.VERIFIED}{target}", group, epoch))
-        await self._write(*commands, accepted=[Acceptance(ref, stamp)
-                                               for ref, stamp in (planned or {}).items()])
+            writes.append(Write("verify", (k.VERIFIED + target,), (group, epoch)))
+        writes += [Acceptance(ref, stamp).write() for ref, stamp in (planned or {}).items()]
+        await self._write(*writes)
 
     async def mark_verified(self, target: str, group: str, epoch: str) -> None:
         """The group was checked against the portal (or written whole) in ``epoch``."""
-        await self._write(("HSET", f"{k.VERIFIED}{target}", group, epoch))
+        await self._write(Write("verify", (k.VERIFIED + target,), (group, epoch)))
 
     async def unverify(self, target: str, group: str) -> None:
         """The group's next sync must read the portal first (it holds something unknown)."""
-        await self._write(("HDEL", f"{k.VERIFIED}{target}", group))
+        await self._write(Write("unverify", (k.VERIFIED + target,), (group,)))
 
     async def verified(self, target: str, group: str) -> str | None:
         """The epoch in which the group was last checked against the portal (or synced)."""
@@ -325,17 +326,17 @@ class Ledger:
 
     async def intend(self, target: str, intents: dict[str, Intent]) -> None:
         """Record new intents before their calls go out, so a retry finds their keys."""
-        await self.apply(intend_commands(target, intents))
+        await self.apply(intend_writes(target, intents))
 
-    async def apply(self, commands: Sequence[Command]) -> None:
+    async def apply(self, writes: Sequence[Write]) -> None:
         """Other writes that must go with the ledger's (through its fence), atomically."""
-        if commands:
-            await self._write(*commands)
+        if writes:
+            await self._write(*writes)
 
     async def distrust(self, target: str, scope: str) -> None:
         """A write for ``scope`` may have reached the portal after another flush moved on: an
         intent no content matches makes the next flush send the desired content again."""
-        await self._write(("HSET", f"{k.INTENT}{target}", scope, _json(DISTRUSTED)))
+        await self._write(Write("distrust", (k.INTENT + target,), (scope,)))
 
     # -- quarantine --
 
@@ -351,16 +352,17 @@ class Ledger:
         until its content changes or an operator retries."""
         if entries:
             await self._write(
-                ("HSET", f"{k.QUARANTINE}{target}",
-                 *[x for ref, entry in entries.items() for x in (ref, _json(entry))]),
-                ("HDEL", f"{k.INTENT}{target}", *entries, *settled),
+                Write("quarantine", (k.QUARANTINE + target,),
+                      tuple(x for ref, entry in entries.items() for x in (ref, _json(entry)))),
+                Write("settle intents", (k.INTENT + target,), (*entries, *settled)),
             )
 
     async def retry_quarantined(self, target: str, refs: list[str]) -> None:
         """An operator asks for a fresh attempt: a new intent, so a new key (the portal would
         replay its stored refusal for the old one)."""
-        await self._write(("HDEL", f"{k.QUARANTINE}{target}", *refs),
-                          ("HDEL", f"{k.INTENT}{target}", *refs))
+        if refs:
+            await self._write(Write("unquarantine", (k.QUARANTINE + target,), tuple(refs)),
+                              Write("settle intents", (k.INTENT + target,), tuple(refs)))
 
     async def discard_quarantine(self, target: str, refs: list[str]) -> int:
         """Keep skipping these versions, but take them off the problem list."""
@@ -368,8 +370,8 @@ class Ledger:
         for entry in entries.values():
             entry.discarded = True
         if entries:
-            await self._write(("HSET", f"{k.QUARANTINE}{target}",
-                               *[x for ref, e in entries.items() for x in (ref, _json(e))]))
+            await self._write(Write("quarantine", (k.QUARANTINE + target,), tuple(
+                x for ref, e in entries.items() for x in (ref, _json(e)))))
         return len(entries)
 
     # -- held syncs --
@@ -385,14 +387,13 @@ class Ledger:
     async def hold(self, target: str, group: str, entry: Held) -> None:
         """Hold a sync for an operator. A release given for an earlier held sync no longer
         applies: the operator must review this one."""
-        await self._write(("HSET", f"{k.HELD}{target}", group, _json(entry)),
-                          ("DEL", f"{k.RELEASE}{target}:{group}"))
+        await self._write(Write("hold", (k.HELD + target, f"{k.RELEASE}{target}:{group}"),
+                                (group, _json(entry))))
 
     async def unhold(self, target: str, group: str) -> None:
         """The target holds the group's change no more (done, or no longer held): its entry
         and any release of it go."""
-        await self._write(("HDEL", f"{k.HELD}{target}", group),
-                          ("DEL", f"{k.RELEASE}{target}:{group}"))
+        await self._write(_unhold(target, group))
 
     async def release(self, targets: str | Sequence[str], group: str, digest: str
                       ) -> Held | None:
@@ -411,7 +412,10 @@ class Ledger:
                              digest: str) -> Held | None:
         names = [targets] if isinstance(targets, str) else list(targets)
         seq = _s(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
-        answer = await self._pinned(keys=[], args=[group, digest, action, seq, *names])
+        keys = [key for t in names for key in (
+            k.HELD + t, f"{k.RELEASE}{t}:{group}", f"{k.DISCARDED}{t}:{group}")]
+        answer = await self._pinned(keys=keys, args=[group, digest, action, seq,
+                                                     k.GROUP_IDLE_MS, *names])
         if int(answer[0]) == 0:
             return None
         held = Held(**orjson.loads(answer[1]))
@@ -429,7 +433,7 @@ class Ledger:
         return (str(marker["digest"]), str(marker["seq"])) if marker else None
 
     async def forget_discard(self, target: str, group: str) -> None:
-        await self._write(("DEL", f"{k.DISCARDED}{target}:{group}"))
+        await self._write(Write("forget discard", (f"{k.DISCARDED}{target}:{group}",)))
 
     # -- backoff per target and group --
 
@@ -440,16 +444,11 @@ class Ledger:
 
     async def set_backoff(self, target: str, group: str, attempts: int, not_before: int,
                           reason: str) -> None:
-        await self._write(
-            ("HSET", f"{k.BACKOFF}{target}:{group}", "attempts", str(attempts),
-             "not_before", str(not_before)),
-            ("PEXPIRE", f"{k.BACKOFF}{target}:{group}", str(k.GROUP_IDLE_MS)),
-            ("HSET", f"{k.TARGET}{target}", "last_error", reason, "last_error_at",
-             str(now_ms())),
-        )
+        await self._write(Write("back off", (f"{k.BACKOFF}{target}:{group}", k.TARGET + target),
+                                (str(attempts), str(not_before), reason, str(now_ms()))))
 
     async def clear_backoff(self, target: str, group: str) -> None:
-        await self._write(("DEL", f"{k.BACKOFF}{target}:{group}"))
+        await self._write(Write("clear backoff", (f"{k.BACKOFF}{target}:{group}",)))
 
     # -- target state --
 
@@ -458,26 +457,21 @@ class Ledger:
         return {_text(f): _text(v) for f, v in raw.items()}
 
     async def pause(self, target: str, reason: str) -> None:
-        await self._write(("HSET", f"{k.TARGET}{target}", "paused", reason,
-                           "paused_at", str(now_ms())))
+        await self._write(_note(target, paused=reason, paused_at=now_ms()))
 
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
-        await self._write(("HDEL", f"{k.TARGET}{target}", "paused", "paused_at",
-                           "blocked_until"),
-                          # its outbox too (an empty one is dropped by the sender)
-                          ("ZADD", k.SENDERS, "LT", str(now_ms()), target))
+        # its outbox too (an empty one is dropped by the sender)
+        await self._write(Write("resume", (k.TARGET + target, k.SENDERS), (target, str(now_ms()))))
         groups = [g for g in (_text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
-        await self._write(("HSET", f"{k.TARGET}{target}", "blocked_until", str(until_ms),
-                           "last_error", reason))
+        await self._write(_note(target, blocked_until=until_ms, last_error=reason))
 
     async def note(self, target: str, **fields: str | int) -> None:
         if fields:
-            await self._write(("HSET", f"{k.TARGET}{target}",
-                               *[str(x) for item in fields.items() for x in item]))
+            await self._write(_note(target, **fields))
 
     # -- history and figures --
 
@@ -485,14 +479,14 @@ class Ledger:
                              traced: Sequence[str] | None = None) -> None:
         """Record a portal call: in the history, the per-minute figures, and the story of each
         listing in ``traced`` (by default the attempt's own ``listings``)."""
-        await self._write(*attempt_commands(entry, latencies_ms, self.trace_ttl_ms, traced))
+        await self._write(*attempt_writes(entry, latencies_ms, self.trace_ttl_ms, traced))
 
     # -- listings' stories (``bridge trace``) --
 
     async def trace(self, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Append (ref, entry) pairs to listings' stories: one write, nothing when empty."""
         if entries:
-            await self._write(*trace_commands(entries, self.trace_ttl_ms))
+            await self._write(*trace_writes(entries, self.trace_ttl_ms))
 
     async def record_flush(self, result: str, seconds: float) -> None:
         """Count a flush by result and time it. Never fenced (a flush that lost its lease
@@ -512,49 +506,50 @@ class Ledger:
         return [Attempt(**orjson.loads(v)) for v in raw]
 
 
-def intend_commands(target: str, intents: dict[str, Intent]) -> list[Command]:
+def intend_writes(target: str, intents: dict[str, Intent]) -> list[Write]:
     """The write that records new intents (see :meth:`Ledger.intend`)."""
     if not intents:
         return []
-    return [("HSET", f"{k.INTENT}{target}",
-             *[x for scope, i in intents.items() for x in (scope, _json(i))])]
+    return [Write("record intents", (k.INTENT + target,),
+                  tuple(x for scope, i in intents.items() for x in (scope, _json(i))))]
 
 
-def attempt_commands(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
-                     traced: Sequence[str] | None = None, counted: bool = True
-                     ) -> list[Command]:
+def _unhold(target: str, group: str) -> Write:
+    return Write("unhold", (k.HELD + target, f"{k.RELEASE}{target}:{group}"), (group,))
+
+
+def _note(target: str, **fields: str | int) -> Write:
+    return Write("note", (k.TARGET + target,),
+                 tuple(str(x) for item in fields.items() for x in item))
+
+
+def token_expiry(target: str, expires: int) -> Write:
+    """A group-sync target's OAuth token expiry, noted (TOKEN_EXPIRES_AT)."""
+    return _note(target, **{TOKEN_EXPIRES_AT: expires})
+
+
+def attempt_writes(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
+                   traced: Sequence[str] | None = None, counted: bool = True
+                   ) -> list[Write]:
     """The writes that record a portal call (see :meth:`Ledger.record_attempt`). A bulk
     records one entry per group it carried; only one of them (``counted``) counts the call
     in the per-minute figures and the Prometheus totals."""
-    data = _json(entry)
-    group_key = f"{k.HISTORY}:{entry.group}"
-    commands: list[Command] = [
-        ("LPUSH", k.HISTORY, data),
-        ("LTRIM", k.HISTORY, "0", str(k.HISTORY_MAXLEN - 1)),
-        ("LPUSH", group_key, data),
-        ("LTRIM", group_key, "0", str(k.GROUP_HISTORY_MAXLEN - 1)),
-        ("PEXPIRE", group_key, str(k.GROUP_IDLE_MS)),
-        *counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
-                          entry.target),
-    ]
+    increments = counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
+                                  entry.target)
+    writes = [Write("history", (k.HISTORY, f"{k.HISTORY}:{entry.group}"), (_json(entry),))]
     if counted:
-        stats = f"{k.STATS}{entry.at // 60_000}"
-        commands += [
-            ("HINCRBY", stats, f"calls:{entry.target}", "1"),
-            ("HINCRBY", stats, f"{entry.outcome}:{entry.target}", "1"),
-            ("EXPIRE", stats, str(k.STATS_TTL_S)),
-            counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
-                           entry.outcome),
-            *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
-                              entry.target, entry.operation),
-        ]
+        writes.append(Write("per minute", (f"{k.STATS}{entry.at // 60_000}",),
+                            (entry.target, entry.outcome)))
+        increments += [counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
+                                      entry.outcome),
+                       *counters.observe(counters.PORTAL_DURATION, [entry.latency_ms / 1000],
+                                         entry.target, entry.operation)]
+    writes += counter_writes(increments)
     if latencies_ms:
-        commands += [("LPUSH", k.LATENCY, *[str(ms) for ms in latencies_ms]),
-                     ("LTRIM", k.LATENCY, "0", str(k.LATENCY_MAXLEN - 1))]
+        writes.append(Write("latency", (k.LATENCY,), tuple(str(ms) for ms in latencies_ms)))
     call = call_entry(entry)
-    commands += trace_commands(((ref, call) for ref in (
+    return writes + trace_writes(((ref, call) for ref in (
         entry.listings if traced is None else traced)), trace_ttl_ms)
-    return commands
 
 
 class Flushing(Protocol):

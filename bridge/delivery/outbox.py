@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -30,9 +31,19 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.delivery.claims import ACCEPTED_LUA, ACCEPTED_NAMES, Command, Stamp
+from bridge.clock import now_ms
+from bridge.delivery.claims import (
+    GROUP_PREFIXES,
+    WRITE_NAMES,
+    Command,
+    Keys,
+    Stamp,
+    Write,
+    declare_groups,
+    with_declared,
+)
 from bridge.delivery.planning import ListingWrite, Operation
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 
 BULK_MAX_OPS = 100  # the documented maximum per request
 # Rentix refuses bodies over 512 KiB with a 413: a batch stops short of that.
@@ -125,68 +136,56 @@ def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
     return Batch(batch_key(ops, now), ops, now) if ops else None
 
 
-def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
+def put_writes(target: str, entries: list[Queued], now: int) -> list[Write]:
     """Put writes in the outbox (replacing older content of the same listings, which keep
-    their place), ready now, and make the target's sender due."""
+    their place), ready now, and make the target's sender due: the named write "queue"."""
+    if not entries:
+        return []
+    return [Write("queue", (k.OUTBOX + target, k.OUTBOX_READY + target, k.SENDERS),
+                  (target, str(now), *[x for e in entries for x in (e.ref, e.json())]))]
+
+
+def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
+    """``put_writes`` as Redis commands, for tests that fill an outbox directly (tests/ops,
+    tests/cli); the bridge itself writes through ``put_writes``."""
     if not entries:
         return []
     return [
         ("HSET", k.OUTBOX + target, *[x for e in entries for x in (e.ref, e.json())]),
-        # NX: newer content of a listing already waiting keeps its place in the queue (else a
-        # listing that changes more often than the outbox drains would never reach the front).
         ("ZADD", k.OUTBOX_READY + target, "NX",
          *[x for e in entries for x in (str(now), e.ref)]),
-        ("ZADD", k.SENDERS, "LT", str(now), target),  # LT adds a missing member too
+        ("ZADD", k.SENDERS, "LT", str(now), target),
     ]
 
 
-# Settle a bulk's answer, if this sender still holds the target. ARGV[1]: target; ARGV[2]: the
-# sender's token; ARGV[3]: per operation {kind = accepted | refused | retry, ref, group,
-# deletion, digest, key, record (JSON to store), at (retry), stamp (what it was planned from;
-# absent in old entries)}; ARGV[4]: further commands (history, figures, stories); ARGV[5]: now.
-# An outbox entry goes (or is rescheduled) only if it still holds that very write; a newer
-# write of the listing stays. The operation's intent is settled if it is still the standing
-# one. An accepted write whose listing moved on since it was planned marks it changed again
-# (``accepted`` in claims.ACCEPTED_LUA) unless a newer write of it waits behind; an accepted
-# deletion always does, so its group's next flush compacts it. Returns 1, or 0 (not held).
-SETTLE = splice(ACCEPTED_LUA + """
-local target, token = ARGV[1], ARGV[2]
-if redis.call('GET', __SENDER__ .. target) ~= token then return 0 end
-local box, ready = __OUTBOX__ .. target, __READY__ .. target
-local intents = __INTENT__ .. target
-for _, o in ipairs(cjson.decode(ARGV[3])) do
-  local raw = redis.call('HGET', box, o.ref)
-  local same = false
-  if raw then
-    local e = cjson.decode(raw)
-    same = e.key == o.key and e.digest == o.digest
-  end
-  if o.kind == 'retry' then
-    if same then
-      redis.call('HSET', box, o.ref, o.record)
-      redis.call('ZADD', ready, o.at, o.ref)
-    end
-  else
-    if same then
-      redis.call('HDEL', box, o.ref)
-      redis.call('ZREM', ready, o.ref)
-    end
-    if o.kind == 'accepted' then
-      redis.call('HSET', __ACCEPTED__ .. target, o.ref, o.record)
-      redis.call('HDEL', __QUARANTINE__ .. target, o.ref)
-      accepted(target, o.ref, o.key, o.stamp, tonumber(ARGV[5]), o.deletion, raw and not same)
-    else
-      local intent = redis.call('HGET', intents, o.ref)
-      if intent and cjson.decode(intent).key == o.key then redis.call('HDEL', intents, o.ref) end
-      redis.call('HSET', __QUARANTINE__ .. target, o.ref, o.record)
-    end
-  end
-end
-redis.call('DEL', __BATCH__ .. target)
-for _, command in ipairs(cjson.decode(ARGV[4])) do redis.call(unpack(command)) end
-return 1
-""", {**ACCEPTED_NAMES, "SENDER": k.SENDER, "OUTBOX": k.OUTBOX, "READY": k.OUTBOX_READY,
-      "ACCEPTED": k.ACCEPTED, "QUARANTINE": k.QUARANTINE, "BATCH": k.OUTBOX_BATCH})
+# Settle a bulk's answer, if this sender still holds the target (settle.lua).
+SETTLE = load(__file__, "settle.lua", WRITE_NAMES)
+
+
+class Settle:
+    """settle.lua over one client: a bulk's answer per operation, with further named writes
+    (history, figures, stories), only while the sender holds the target."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script = Script(redis, SETTLE)
+
+    async def __call__(self, target: str, token: str, ops: Sequence[dict[str, Any]],
+                       writes: Sequence[Write]) -> bool:
+        """``ops``: per operation {kind, ref, ...} (``sender.Settled.arg``). False when the
+        sender holds the target no more (nothing written)."""
+        keys = Keys(k.SENDER + target, k.OUTBOX + target, k.OUTBOX_READY + target,
+                    k.INTENT + target, k.ACCEPTED + target, k.QUARANTINE + target,
+                    k.OUTBOX_BATCH + target, k.DUE)
+        payload = keys.writes(writes)
+        listed = [{**op, "listing": keys.index(k.LISTING + op["ref"])} for op in ops]
+        accepting = [k.LISTING + op["ref"] for op in ops if op["kind"] == "accepted"]
+        answer = await with_declared(
+            lambda more: self._script(keys=keys.with_more(more), args=[
+                token, now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, orjson.dumps(listed),
+                payload]),
+            lambda: declare_groups(self.redis, accepting))
+        return bool(int(answer))
 
 
 class Outbox:

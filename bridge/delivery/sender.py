@@ -37,21 +37,22 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import budget
-from bridge.delivery.claims import Acceptance, Command, LeaseLost, RenewableLease, kept
+from bridge.delivery.claims import Command, Fence, LeaseLost, RenewableLease, Write, kept
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
     Ledger,
     Quarantined,
-    attempt_commands,
-    trace_commands,
+    attempt_writes,
+    noted,
+    trace_writes,
 )
-from bridge.delivery.outbox import SETTLE, Batch, Outbox, Queued, compose
+from bridge.delivery.outbox import Batch, Outbox, Queued, Settle, compose
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.trace import decision_entry
 from bridge.logs import about
 from bridge.portals import Outcome, RentixAdapter, Result
-from bridge.scripts import splice
+from bridge.scripts import Script, load
 from bridge.settings import DeliverySettings, RentixTarget
 
 log = logging.getLogger("bridge.delivery.sender")
@@ -63,53 +64,9 @@ PAUSED_RECHECK_MS = 60_000
 # A refused operation's content is quarantined; these answers mean "refused".
 REFUSED = (Outcome.DATA_INVALID, Outcome.CONFLICT, Outcome.NOT_FOUND)
 
-TAKE = splice("""
-local key, lease = __SENDER__ .. ARGV[1], tonumber(ARGV[2])
-local held = redis.call('PTTL', key)
-if held > 0 then return {0, held} end
-local token = redis.call('INCR', __FENCE__)
-redis.call('SET', key, token, 'PX', lease)
-return {token, 0}
-""", {"SENDER": k.SENDER, "FENCE": k.FENCE})
-
-# Renewing also keeps the target's due time past the lease, so the scheduler does not start
-# sends that would only find it held.
-RENEW = splice("""
-local key = __SENDER__ .. ARGV[1]
-if redis.call('GET', key) ~= ARGV[2] then return 0 end
-redis.call('PEXPIRE', key, ARGV[3])
-redis.call('ZADD', __SENDERS__, 'XX', 'GT', tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
-return 1
-""", {"SENDER": k.SENDER, "SENDERS": k.SENDERS})
-
-FENCED = splice("""
-if redis.call('GET', __SENDER__ .. ARGV[1]) ~= ARGV[2] then return 0 end
-for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
-return 1
-""", {"SENDER": k.SENDER})
-
-# Let go of the target and say when its outbox is next due: never sooner than ARGV[3], nor
-# before its earliest ready write (unless a bulk is in flight: that goes at ARGV[3]); not at
-# all when the outbox is empty. Returns the due time, -1 (empty), or -2 (not held any more).
-STOP = splice("""
-local target, token, not_before = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local key = __SENDER__ .. target
-if redis.call('GET', key) ~= token then return -2 end
-redis.call('DEL', key)
-local in_flight = redis.call('EXISTS', __BATCH__ .. target) == 1
-if redis.call('HLEN', __OUTBOX__ .. target) == 0 and not in_flight then
-  redis.call('ZREM', __SENDERS__, target)
-  return -1
-end
-local due = not_before
-if not in_flight then
-  local first = redis.call('ZRANGE', __READY__ .. target, 0, 0, 'WITHSCORES')
-  if first[2] then due = math.max(due, tonumber(first[2])) end
-end
-redis.call('ZADD', __SENDERS__, due, target)
-return due
-""", {"SENDER": k.SENDER, "BATCH": k.OUTBOX_BATCH, "OUTBOX": k.OUTBOX,
-      "READY": k.OUTBOX_READY, "SENDERS": k.SENDERS})
+TAKE = load(__file__, "sender_take.lua")
+RENEW = load(__file__, "sender_renew.lua")
+STOP = load(__file__, "sender_stop.lua")
 
 Kind = Literal["accepted", "refused", "retry"]
 
@@ -148,15 +105,13 @@ class SenderLease(RenewableLease):
         return about(target=self.target)
 
     async def _renew(self) -> bool:
-        return bool(await self._sender._renew(keys=[], args=[self.target, self.token,
-                                                             self.lease_ms, now_ms()]))
+        return bool(await self._sender._renew(keys=[k.SENDER + self.target, k.SENDERS], args=[
+            self.target, self.token, self.lease_ms, now_ms()]))
 
-    async def _fenced(self, commands: Sequence[Command],
-                      accepted: Sequence[Acceptance] = ()) -> bool:
-        if accepted:  # a sender's acceptances are recorded by outbox.SETTLE
-            raise ValueError("the sender records acceptances through outbox.SETTLE")
-        return bool(await self._sender._fenced(keys=[], args=[
-            self.target, self.token, orjson.dumps(list(commands))]))
+    async def _fenced(self, writes: Sequence[Write]) -> bool:
+        if any(w.op == "accepted" for w in writes):  # recorded by outbox.Settle
+            raise ValueError("the sender records acceptances through outbox.Settle")
+        return await self._sender._fence(k.SENDER + self.target, self.token, writes)
 
 
 class Sender:
@@ -171,16 +126,16 @@ class Sender:
         self.ledger = ledger
         self.limiter = limiter
         self.outbox = Outbox(redis)
-        self._take = redis.register_script(TAKE)
-        self._renew = redis.register_script(RENEW)
-        self._fenced = redis.register_script(FENCED)
-        self._stop = redis.register_script(STOP)
-        self._settle = redis.register_script(SETTLE)
+        self._take = Script(redis, TAKE)
+        self._renew = Script(redis, RENEW)
+        self._fence = Fence(redis)
+        self._stop = Script(redis, STOP)
+        self._settle = Settle(redis)
 
     async def drain(self, spec: RentixTarget) -> str:
         """Send what the target's outbox holds, as far as its budgets allow now."""
         name = spec.name
-        taken = await self._take(keys=[], args=[name, self.settings.lease_ms])
+        taken = await self._take(keys=[k.SENDER + name, k.FENCE], args=[self.settings.lease_ms])
         if int(taken[0]) == 0:
             # Another sender drains it: look again when its lease would lapse.
             await self.redis.zadd(k.SENDERS, {name: now_ms() + int(taken[1])}, gt=True)
@@ -197,7 +152,9 @@ class Sender:
             log.warning("sending %s's outbox stopped: %s", name, exc, extra=about(target=name))
             return f"{name}: lease lost"
         finally:
-            await self._stop(keys=[], args=[name, lease.token, not_before])
+            await self._stop(keys=[k.SENDER + name, k.OUTBOX_BATCH + name, k.OUTBOX + name,
+                                   k.OUTBOX_READY + name, k.SENDERS],
+                             args=[name, lease.token, not_before])
         return f"{name}: {sent} operation(s) sent"
 
 
@@ -230,7 +187,8 @@ class SenderTurn:
                 batch = compose(await self.s.outbox.ready(self.name, now), now)
                 if batch is None:
                     return now
-                await self.lease.apply([("SET", k.OUTBOX_BATCH + self.name, batch.json())])
+                await self.lease.apply([Write("batch", (k.OUTBOX_BATCH + self.name,),
+                                              (batch.json(),))])
             if (wait := await self._rate_slot()) is not None:
                 return wait
             again = await self._send(batch)
@@ -293,22 +251,20 @@ class SenderTurn:
         """Settle every operation, record the call per group, and tell each listing's story:
         one atomic write, only while this sender holds the target."""
         now = now_ms()
-        extra: list[Command] = [seen] if seen else []
+        extra = noted(seen)
         for n, (group, ops) in enumerate(_by_group(settled).items()):
             accepted = [s for s in ops if s.kind == "accepted"]
             entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
                             batch.key, str(result.outcome), result.status,
                             round(result.latency_ms, 1), batch.attempts + 1,
                             "" if result.ok else f"{result.error_type} {result.message}".strip())
-            extra += attempt_commands(entry, [now - s.op.received_ms for s in accepted],
-                                      self.ledger.trace_ttl_ms, [s.op.ref for s in ops],
-                                      counted=n == 0)  # one call, whatever it carried
-            extra += trace_commands(_decisions(self.name, group, ops, now),
-                                    self.ledger.trace_ttl_ms)
-        applied = await self.s._settle(keys=[], args=[
-            self.name, self.lease.token, orjson.dumps([s.arg() for s in settled]),
-            orjson.dumps(extra), now_ms()])
-        if not int(applied):
+            extra += attempt_writes(entry, [now - s.op.received_ms for s in accepted],
+                                    self.ledger.trace_ttl_ms, [s.op.ref for s in ops],
+                                    counted=n == 0)  # one call, whatever it carried
+            extra += trace_writes(_decisions(self.name, group, ops, now),
+                                  self.ledger.trace_ttl_ms)
+        if not await self.s._settle(self.name, self.lease.token,
+                                    [s.arg() for s in settled], extra):
             raise LeaseLost(f"{self.lease.what} was taken over")
         for item in settled:  # one line per listing an operator must look at, as a flush says
             if item.kind == "refused":
@@ -326,17 +282,16 @@ class SenderTurn:
         reason = f"{result.outcome}: {result.error_type or result.status or ''} " \
                  f"{result.message}".strip()
         again = batch.attempts + 1
-        commands: list[Command] = [("SET", k.OUTBOX_BATCH + self.name,
-                                    Batch(batch.key, batch.ops, batch.at, again).json())]
-        commands += [seen] if seen else []
+        writes = [Write("batch", (k.OUTBOX_BATCH + self.name,),
+                        (Batch(batch.key, batch.ops, batch.at, again).json(),)), *noted(seen)]
         by_group = _by_group([Settled("retry", op, "") for op in batch.ops])
         for n, (group, ops) in enumerate(by_group.items()):
             entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
                             batch.key, str(result.outcome), result.status,
                             round(result.latency_ms, 1), again, reason)
-            commands += attempt_commands(entry, [], self.ledger.trace_ttl_ms,
-                                         [s.op.ref for s in ops], counted=n == 0)
-        await self.lease.apply(commands)
+            writes += attempt_writes(entry, [], self.ledger.trace_ttl_ms,
+                                     [s.op.ref for s in ops], counted=n == 0)
+        await self.lease.apply(writes)
         if result.outcome is Outcome.CREDENTIALS_INVALID:
             await self.ledger.pause(self.name, reason)
             log.error("pausing %s (by the bridge: credentials refused): %s", self.name, reason,

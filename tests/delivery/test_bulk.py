@@ -22,8 +22,9 @@ from bridge import constants as k
 from bridge import counters, stories
 from bridge.clock import now_ms
 from bridge.delivery import outbox
+from bridge.delivery.claims import apply_writes
 from bridge.delivery.idempotency import Intent, digest, fresh_key
-from bridge.delivery.ledger import Ledger, intend_commands
+from bridge.delivery.ledger import Ledger, intend_writes
 from bridge.delivery.outbox import Outbox, Queued
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.sender import Sender
@@ -79,13 +80,9 @@ def write(ref: str, group: str, price: int = 500, **fields: Any) -> Queued:
 
 async def put(client: Redis, entries: list[Queued], at: int | None = None) -> None:
     """What a flush does: record the intents, put the writes in the outbox (atomically)."""
-    commands = [*intend_commands(TARGET, {e.ref: Intent(e.digest, e.base, e.key)
-                                          for e in entries}),
-                *outbox.put_commands(TARGET, entries, now_ms() if at is None else at)]
-    async with client.pipeline(transaction=True) as pipe:
-        for command in commands:
-            pipe.execute_command(*command)
-        await pipe.execute()
+    await apply_writes(client, [
+        *intend_writes(TARGET, {e.ref: Intent(e.digest, e.base, e.key) for e in entries}),
+        *outbox.put_writes(TARGET, entries, now_ms() if at is None else at)])
 
 
 def bulks(sandbox: httpx.Client) -> list[dict[str, Any]]:
@@ -457,8 +454,8 @@ async def test_a_flush_puts_hundreds_of_writes_in_the_outbox_in_one_fenced_write
         await put(client, [write("apt-0000", "g1")], at=early)  # waiting already
         claim = await flushes.claim("g1", now_ms())
         assert claim is not None
-        # 1,200 score/member arguments: more than one command of the fenced script takes.
-        assert await flushes.fenced(claim, outbox.put_commands(TARGET, entries, now_ms()))
+        # 1,200 ref/entry arguments: more than one command of the fenced script takes.
+        assert await flushes.fenced(claim, outbox.put_writes(TARGET, entries, now_ms()))
         ready = await client.zrange(k.OUTBOX_READY + TARGET, 0, -1, withscores=True)
         assert len(ready) == 600
         assert dict(ready)[b"apt-0000"] == early  # NX held in every part of the split

@@ -11,13 +11,24 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.delivery import claims, ratelimit
-from bridge.delivery.claims import Claim, Flushes, Lease, LeaseLost, mark_due
+from bridge.delivery.claims import (
+    Acceptance,
+    Claim,
+    Flushes,
+    Keys,
+    Lease,
+    LeaseLost,
+    Write,
+    mark_due,
+    stamp,
+)
 from bridge.delivery.desired import DesiredListing
-from bridge.scripts import placeholders
+from bridge.scripts import Lua, Script, placeholders
 from bridge.settings import Settings
 from tests.support.ingest import Scripts
 from tests.support.sandbox import eventually
@@ -304,14 +315,25 @@ async def test_renew_of_a_finished_flush_does_not_bring_its_lease_back(
 
 # Fenced writes -------------------------------------------------------------------------------
 
+BATCH, INTENTS = k.OUTBOX_BATCH + "t", k.INTENT + "t"
+
+
+def batch(value: str) -> Write:
+    return Write("batch", (BATCH,), (value,))
+
+
+def intents(*pairs: str) -> Write:
+    return Write("record intents", (INTENTS,), pairs)
+
+
 async def test_fenced_writes_apply_with_the_current_token(
     flushes: Flushes, r: redis.Redis
 ) -> None:
     claim = await claimed(flushes, "g1", T0)
 
-    assert await flushes.fenced(claim, [("SET", "x", "1"), ("HSET", "h", "a", "1", "b", "2")])
+    assert await flushes.fenced(claim, [batch("1"), intents("a", "1", "b", "2")])
 
-    assert r.get("x") == "1" and r.hgetall("h") == {"a": "1", "b": "2"}
+    assert r.get(BATCH) == "1" and r.hgetall(INTENTS) == {"a": "1", "b": "2"}
 
 
 async def test_fenced_writes_with_a_stale_token_apply_none_of_them(
@@ -320,11 +342,61 @@ async def test_fenced_writes_with_a_stale_token_apply_none_of_them(
     stale, current = await taken_over(short, r, "g1")
     before = contents(r)
 
-    assert await short.fenced(stale, [("SET", "x", "1"), ("HSET", "h", "a", "1")]) is False
+    assert await short.fenced(stale, [batch("1"), intents("a", "1")]) is False
     assert contents(r) == before
 
-    assert await short.fenced(current, [("SET", "x", "2")]) is True
-    assert r.get("x") == "2"
+    assert await short.fenced(current, [batch("2")]) is True
+    assert r.get(BATCH) == "2"
+
+
+@pytest.mark.parametrize("bad", [
+    Write("SET", (BATCH,), ("1",)),  # no such write: free-form commands are gone
+    Write("batch", (BATCH,), ("1", "2")),  # too many arguments
+    Write("batch", (BATCH, INTENTS), ("1",)),  # too many keys
+    Write("record intents", (INTENTS,), ("a",)),  # a field without its value
+], ids=["unknown", "arguments", "keys", "pairs"])
+async def test_a_malformed_fenced_write_applies_none_of_them(
+    flushes: Flushes, r: redis.Redis, bad: Write
+) -> None:
+    claim = await claimed(flushes, "g1", T0)
+    before = contents(r)
+
+    with pytest.raises(ResponseError, match="write 2"):
+        await flushes.fenced(claim, [intents("a", "1"), bad])
+
+    assert contents(r) == before and not r.exists(INTENTS)
+
+
+async def test_an_acceptance_declares_its_listings_current_group(
+    flushes: Flushes, ingest: Ingest, r: redis.Redis
+) -> None:
+    # The fence reads the listing's group first and declares its keys: the script may mark
+    # it changed there (it moved on since the write was planned).
+    ingest.upsert("g1", "a", T0)
+    claim = await claimed(flushes, "g1", T0)
+    ingest.upsert("g2", "a", T0 + 5)  # moved to g2 meanwhile
+    planned = stamp(claim.listings[0])
+
+    assert await flushes.fenced(claim, [Acceptance("a", planned).write()])
+
+    assert r.hexists(k.DIRTY + "g2", "a")
+
+
+async def test_the_fenced_script_refuses_an_undeclared_group_and_writes_nothing(
+    flushes: Flushes, ingest: Ingest, r: redis.Redis
+) -> None:
+    ingest.upsert("g1", "a", T0)
+    claim = await claimed(flushes, "g1", T0)
+    ingest.upsert("g2", "a", T0 + 5)
+    keys = Keys(k.LEASE + "g1")
+    writes = keys.writes([intents("x", "1"), Acceptance("a", stamp(claim.listings[0])).write()])
+    before = contents(r)
+
+    answer = await Script(flushes.redis, claims.FENCED)(keys=keys.names, args=[
+        claim.token, T0, k.GROUP_IDLE_MS, claims.GROUP_PREFIXES, writes])
+
+    assert answer == [b"missing", *(key.encode() for key in claims.group_keys("g2"))]
+    assert contents(r) == before
 
 
 async def test_a_lease_whose_write_was_fenced_off_stops_its_flush(
@@ -335,9 +407,9 @@ async def test_a_lease_whose_write_was_fenced_off_stops_its_flush(
     lease.ensure()
 
     with pytest.raises(LeaseLost):
-        await lease.apply([("SET", "x", "1")])
+        await lease.apply([batch("1")])
 
-    assert not r.exists("x")
+    assert not r.exists(BATCH)
     with pytest.raises(LeaseLost):
         lease.ensure()  # no more portal calls
 
@@ -359,18 +431,19 @@ async def test_a_leased_flush_keeps_renewing_its_lease(short: Flushes, r: redis.
 async def test_fenced_writes_of_long_commands_apply_whole(
     flushes: Flushes, r: redis.Redis
 ) -> None:
-    # A group sync of 600 listings is one HSET of 1,200 arguments, split for Lua's unpack().
+    # A group sync of 600 listings is one write of 1,200 arguments, chunked for Lua's unpack().
     fields = {f"apt-{i}": f"v{i}" for i in range(600)}
     members = [f"m{i}" for i in range(2_500)]
     claim = await claimed(flushes, "g1", T0)
 
     assert await flushes.fenced(claim, [
-        ("HSET", "h", *[x for item in fields.items() for x in item]),
-        ("SADD", "s", *members),
+        Write("write records", (k.ACCEPTED + "t:g1",),
+              tuple(x for item in fields.items() for x in item)),
+        Write("link", (k.LINKED + "t",), tuple(members)),
     ])
 
-    assert r.hgetall("h") == fields
-    assert r.scard("s") == len(members)
+    assert r.hgetall(k.ACCEPTED + "t:g1") == fields
+    assert r.scard(k.LINKED + "t") == len(members)
 
 
 # Finish --------------------------------------------------------------------------------------
@@ -482,12 +555,21 @@ async def test_finish_with_a_stale_token_raises_lease_lost_and_changes_nothing(
 # The scripts' key names -------------------------------------------------------------------
 
 @pytest.mark.parametrize("script", [claims.CLAIM, claims.RENEW, claims.FENCED, claims.FINISH,
-                                    ratelimit.ACQUIRE, scheduler.TAKE_DUE],
-                         ids=["claim", "renew", "fenced", "finish", "acquire", "take_due"])
-def test_delivery_scripts_have_every_placeholder_replaced(script: str) -> None:
-    assert not placeholders(script)
-    assert "__" not in script
+                                    claims.WRITE, claims.MARK_DUE, ratelimit.ACQUIRE,
+                                    scheduler.TAKE_DUE],
+                         ids=["claim", "renew", "fenced", "finish", "write", "mark_due",
+                              "acquire", "take_due"])
+def test_delivery_scripts_have_every_placeholder_replaced(script: Lua | str) -> None:
+    source = script if isinstance(script, str) else script.source
+    assert not placeholders(source)
+    assert "__" not in source
 
 
 def test_claim_script_asks_for_the_listing_fields_in_desired_order() -> None:
-    assert '"g", "v", "t", "d", "body", "at", "c"' in claims.CLAIM
+    assert '"g", "v", "t", "d", "body", "at", "c"' in claims.CLAIM.source
+
+
+def test_finish_states_the_debounce_rule_through_the_shared_fragment() -> None:
+    # One rule for the fold and the finish: bridge/debounce.lua's due_at.
+    assert ("debounce.lua", 5) in claims.FINISH.origin
+    assert "due_at(first, last, window, maxwait)" in claims.FINISH.source

@@ -21,7 +21,7 @@ from bridge.clock import now_ms
 from bridge.delivery import outbox
 from bridge.delivery.claims import stamp
 from bridge.delivery.flush import Delivery
-from bridge.delivery.ledger import intend_commands
+from bridge.delivery.ledger import intend_writes
 from bridge.delivery.outbox import Queued
 from bridge.delivery.planning import plan_listings
 from bridge.ingest.events import parse_event
@@ -177,8 +177,8 @@ async def test_an_old_groups_write_queued_after_the_move_is_overwritten_with_the
         write = plan_listings("rentix", adapter, [listing], {}, {}).writes[0]
         entry = Queued.of(write, "g1", now_ms(), stamp(listing))
         assert await bridge.delivery.flushes.fenced(claim, [
-            *intend_commands("rentix", {write.ref: write.intent}),
-            *outbox.put_commands("rentix", [entry], now_ms())])
+            *intend_writes("rentix", {write.ref: write.intent}),
+            *outbox.put_writes("rentix", [entry], now_ms())])
         await bridge.delivery.flushes.finish(claim, None, ["rentix"])
         await bridge.delivery.sender.drain(settings.targets[0])  # type: ignore[arg-type]
         assert await rentix_price(sandbox, "apt-1") == 100
