@@ -45,6 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bridge.connections import Durability
+from bridge.scripts import Lua, ScriptError
 
 Prepare = Callable[[], Awaitable[Durability]]
 
@@ -350,15 +351,18 @@ class _Deadline:
 
 
 class ScriptBatcher:
-    def __init__(self, url: str, source: str, timeout_s: float = 5.0,
+    def __init__(self, url: str, script: Lua | str, timeout_s: float = 5.0,
                  connect_timeout_s: float = 2.0, prepare: Prepare | None = None) -> None:
-        """``prepare`` runs on every new connection before a script call goes out on it; what
-        it returns says what each call waits for, and if it raises, the calls waiting for that
-        connection fail with its error."""
+        """``script``: a loaded Lua file, whose header fixes how many KEYS every call passes
+        (a bare source takes none). ``prepare`` runs on every new connection before a script
+        call goes out on it; what it returns says what each call waits for, and if it raises,
+        the calls waiting for that connection fail with its error."""
         self._endpoint = endpoint(url)
-        self._source = source.encode()
+        self._lua = script if isinstance(script, Lua) else None
+        self.keys = _fixed_keys(script) if isinstance(script, Lua) else 0
+        self._source = (script.source if isinstance(script, Lua) else script).encode()
         self._sha = hashlib.sha1(self._source).hexdigest().encode()
-        self._evalsha = _bulks((b"EVALSHA", self._sha, b"0"))  # packed once
+        self._evalsha = _bulks((b"EVALSHA", self._sha, self.keys))  # packed once
         self._timeout = timeout_s
         self._late = f"Redis at {self._endpoint.where} did not answer within {timeout_s:g} s"
         self._connect_timeout = connect_timeout_s
@@ -368,14 +372,20 @@ class ScriptBatcher:
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._deadline: _Deadline | None = None  # the latest loop turn's
 
-    async def call(self, args: list[bytes | str | int]) -> Any:
-        """Run the script with ``args``; raises ConnectionError (StorageUnavailable when the
-        cause is known), TimeoutError or ResponseError."""
-        return await self.call_packed(len(args), _bulks(args))
+    async def call(self, args: list[bytes | str | int],
+                   keys: list[bytes | str | int] | None = None) -> Any:
+        """Run the script with ``keys`` (as many as its header declares) and ``args``; raises
+        ConnectionError (StorageUnavailable when the cause is known), TimeoutError or
+        ResponseError."""
+        keys = keys or []
+        if len(keys) != self.keys:
+            raise ScriptError(f"the script takes {self.keys} keys; {len(keys)} given")
+        return await self.call_packed(len(keys) + len(args), _bulks([*keys, *args]))
 
     async def call_packed(self, count: int, bulks: bytes) -> Any:
-        """``call`` with its ``count`` arguments already packed as RESP bulk strings (a caller
-        that knows its arguments' types packs them in one step, ~2 µs less than ``_bulks``)."""
+        """``call`` with its keys, then its arguments, already packed as RESP bulk strings,
+        ``count`` in all (a caller that knows their types packs them in one step, ~2 µs less
+        than ``_bulks``)."""
         evalsha = b"*%d\r\n%s%s" % (count + 3, self._evalsha, bulks)
         reply = await self._call(evalsha)
         if isinstance(reply, ResponseError):
@@ -532,7 +542,9 @@ class ScriptBatcher:
         if text.startswith("NOSCRIPT"):
             return NoScriptError(text)
         cause = refusal(text, self._endpoint)
-        return reply if cause is None else StorageUnavailable(cause)
+        if cause is not None:
+            return StorageUnavailable(cause)
+        return reply if self._lua is None else ResponseError(self._lua.where(text))
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -547,6 +559,14 @@ class ScriptBatcher:
             self._connector = None
         self._fail_pending(StorageUnavailable("the webhook's Redis client is closed"))
         self._drop()
+
+
+def _fixed_keys(lua: Lua) -> int:
+    """How many KEYS ``lua`` takes: one packed EVALSHA prefix serves every call."""
+    if lua.more_keys:
+        raise ScriptError(f"{lua.name} takes any number of keys: the webhook's client packs "
+                          "a fixed count")
+    return len(lua.keys)
 
 
 def _unavailable(exc: Exception) -> Exception:
