@@ -8,11 +8,14 @@ returns nothing and makes the group due when that lease would lapse, so a worker
 mid-flush costs at most one lease (seconds), not a job timeout.
 
 The flush renews its lease while it runs (:class:`Lease`), and every write it makes after a
-portal call goes through :meth:`Lease.apply`: one script that applies the writes only if the
-token is still current. A worker frozen past its lease (SIGSTOP, a long GC, a VM pause) wakes to
-find its token stale and writes nothing; it also stops calling the portal, because the lease's
-local deadline has passed. Finishing is fenced the same way and removes the group from
-``lb:due`` only if nothing arrived meanwhile. Key layout: ``bridge/constants.py``.
+portal call goes through :meth:`Lease.apply`: one script (``fenced.lua``) that applies named,
+checked writes (:class:`Write`, ``writes.lua``) only if the token is still current. A worker
+frozen past its lease (SIGSTOP, a long GC, a VM pause) wakes to find its token stale and writes
+nothing; it also stops calling the portal, because the lease's local deadline has passed.
+Finishing is fenced the same way and removes the group from
+``lb:due`` only if nothing arrived meanwhile. Each script is a ``.lua`` file beside this module
+(its KEYS, ARGV and reply in its header), every key it touches given in KEYS. Key layout:
+``bridge/constants.py``.
 """
 
 from __future__ import annotations

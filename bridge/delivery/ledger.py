@@ -4,8 +4,10 @@ attempts. Key layout: ``bridge/constants.py``.
 
 Shared by the worker (writes) and the web side (reads, operator actions). A flush builds its
 ledger over its :class:`~bridge.delivery.claims.Lease`: every write then takes effect only while
-that flush still holds the group (fenced), atomically. Operators write directly, and the actions
-that must match what the operator reviewed (release, discard) check it atomically in Redis.
+that flush still holds the group (fenced), atomically. Every write is a named one, checked in Lua
+(``writes.lua``): through the lease's ``fenced.lua``, or ``write.lua`` for an operator's. The
+actions that must match what the operator reviewed (release, discard) check it atomically in
+Redis (``pinned.lua``).
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ class Ledger:
         kept: a per-listing target's payload is never sent again from the ledger (a group
         sync's is: ``record_sync`` keeps those). ``planned``: the stamp of the desired state a
         flush planned the write from (then its intent ``key`` alone is settled, and a listing
-        that moved on since is marked changed again: ``claims.ACCEPTED_LUA``)."""
+        that moved on since is marked changed again: ``accepted.lua``)."""
         recorded = Write("record accepted", (accepted_key(target, None), k.QUARANTINE + target),
                          (ref, _json(compact(record))))
         if planned is None:

@@ -10,7 +10,7 @@ nothing. Each turn:
 2. it waits for the budgets: the portal's own report first (a window it said is spent is waited
    out, never tried), then the shared rate limiter (a bulk counts in the target's general bucket
    and in its bulk bucket, as Rentix counts it);
-3. it sends, and settles each operation's result atomically (``outbox.SETTLE``): accepted
+3. it sends, and settles each operation's result atomically (``settle.lua``): accepted
    (ledger), refused (that listing quarantined, with the portal's message), or retried later
    (the entry stays, backed off); a whole request that failed stays in flight and is retried
    with the same key after a backoff, or when a rate limit resets; invalid credentials pause the
