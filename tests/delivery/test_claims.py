@@ -573,3 +573,47 @@ def test_finish_states_the_debounce_rule_through_the_shared_fragment() -> None:
     # One rule for the fold and the finish: bridge/debounce.lua's due_at.
     assert ("debounce.lua", 5) in claims.FINISH.origin
     assert "due_at(first, last, window, maxwait)" in claims.FINISH.source
+
+
+# Keys a script learns only by reading ----------------------------------------------------------
+
+async def test_a_script_that_found_undeclared_keys_is_called_again_with_them() -> None:
+    calls: list[list[str]] = []
+
+    async def call(more: list[str]) -> object:
+        calls.append(more)
+        return [b"missing", b"lb:dirty:g2"] if len(calls) == 1 else 1
+
+    async def read() -> list[str]:
+        return ["lb:dirty:g1"]
+
+    assert await claims.with_declared(call, read) == 1
+    assert calls == [["lb:dirty:g1"], ["lb:dirty:g1", "lb:dirty:g2"]]
+
+
+async def test_keys_that_keep_moving_end_in_an_error_not_a_loop() -> None:
+    async def call(more: list[str]) -> object:
+        return ["missing", f"lb:dirty:g{len(more)}"]
+
+    async def read() -> list[str]:
+        return []
+
+    with pytest.raises(claims.Undeclared):
+        await claims.with_declared(call, read)
+
+
+async def test_a_claim_declares_every_member_it_reads(
+    flushes: Flushes, ingest: Ingest, r: redis.Redis
+) -> None:
+    ingest.upsert("g1", "a", T0)
+    ingest.upsert("g1", "b", T0)
+    script = Script(flushes.redis, claims.CLAIM)
+    fixed = [k.LEASE + "g1", k.FENCE, k.PENDING + "g1", k.DUE, k.FLUSHING, k.SETTLED + "g1",
+             k.DIRTY + "g1", k.MEMBERS + "g1"]
+    before = contents(r)
+
+    answer = await script(keys=[*fixed, k.LISTING + "a", k.BODY + "a"],
+                          args=["g1", T0, LEASE_MS, k.LISTING, k.BODY])
+
+    assert answer == [b"missing", (k.LISTING + "b").encode(), (k.BODY + "b").encode()]
+    assert contents(r) == before and not r.exists(k.LEASE + "g1")
