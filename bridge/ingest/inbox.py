@@ -7,11 +7,18 @@ marks, the listings' stories and the counters are the fold's, exactly as the web
 did them before, with the time each event was received. A folded change is scheduled in the
 same tick, so the fold adds no delay of its own to delivery.
 
-One script call folds a batch and removes it from the inbox, reading only the entries it folds
-(a snapshot may be a megabyte), and runs even on a Redis past its maxmemory (``allow-oom``): a
-worker killed or frozen mid-fold folded nothing, Redis's AOF holds the batch's effects whole or
-not at all, and two workers never fold the same event (their calls run one after the other,
-each on what the other left).
+One script call (``fold.lua``) folds a batch and removes it from the inbox, reading only the
+entries it folds (a snapshot may be a megabyte), and runs even on a Redis past its maxmemory
+(``allow-oom``): a worker killed or frozen mid-fold folded nothing, Redis's AOF holds the batch's
+effects whole or not at all, and two workers never fold the same event (their calls run one after
+the other, each on what the other left).
+
+Every key the fold touches is passed in KEYS, named in Python from ``bridge/constants.py``; which
+ones depends on the data, so they are read first (``fold_head.lua``: the entries the call will
+take and the tombstones due; then each listing's group and each snapshot's members, in one
+pipeline). The script checks, before each entry, that every key it will touch was named, and
+stops there if not (another worker folded the head meanwhile, a listing moved): what it folded
+stays folded, and the caller reads again and calls again, a few times at most.
 
 The same call removes compacted tombstones that no event still waiting (or being stored) was
 received before the expiry of (``lb:tombstones``): every tick calls it at least once, an empty
@@ -30,15 +37,19 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import orjson
+import redis
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge.ingest.store import DUPLICATE, fold_script
-from bridge.settings import Settings
+from bridge import counters
+from bridge.ingest.store import DUPLICATE
+from bridge.scripts import Script, load
+from bridge.settings import RetentionSettings, Settings
 
 log = logging.getLogger("bridge.ingest.inbox")
 
@@ -52,6 +63,36 @@ MAX_LISTINGS = 1_000
 DRAIN_S = 0.5
 
 
+# fold_head.lua names the tombstones due this far ahead of Redis's clock: the fold's purge, a
+# little later, finds no more due than it was told of (one it was not waits for the next call).
+PURGE_AHEAD_MS = 1_000
+# One fold call removes at most this many expired tombstones (~5 µs each).
+PURGE_TOMBSTONES = 200
+# A fold that stops for keys it was not given is read for and called again at most this often
+# (each time either it folds, or another worker folded meanwhile); the next tick goes on.
+FOLD_TRIES = 4
+
+HEAD = load(__file__, "fold_head.lua", {
+    "DUPLICATE": DUPLICATE.decode(), "GRACE": k.TOMBSTONE_GRACE_MS, "AHEAD": PURGE_AHEAD_MS,
+    "PURGE": PURGE_TOMBSTONES,
+})
+FOLD = load(__file__, "fold.lua", {
+    "DUPLICATE": DUPLICATE.decode(), "STATS_TTL": k.STATS_TTL_S, "IDLE": k.GROUP_IDLE_MS,
+    "TRACE_MAXLEN": k.TRACE_MAXLEN, "GRACE": k.TOMBSTONE_GRACE_MS, "PURGE": PURGE_TOMBSTONES,
+    **dict(zip(("G", "V", "T", "D", "AT", "CAUSE", "FLOOR"),
+               (k.LISTING_FIELDS[i] for i in (0, 1, 2, 3, 5, 6, 7)), strict=True)),
+    "SOURCES": k.LISTING_SOURCES, "CAUSE_DELETED": k.CAUSE_DELETED,
+    "CAUSE_SNAPSHOT": k.CAUSE_SNAPSHOT,
+    "EVENT_ACCEPTED": counters.WEBHOOK_EVENTS.field("accepted"),
+    "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
+})
+# fold.lua's fixed KEYS, and the prefixes (ARGV[7...]) it builds the other names from.
+_FOLD_KEYS = (k.INBOX, k.DUE, k.GROUPS, k.METRICS, k.TOMBSTONES, k.INBOX_DEAD, k.INBOX_RETRIES)
+_PREFIXES = (k.LISTING, k.BODY, k.TRACE, k.STATS, k.MEMBERS, k.PENDING, k.DIRTY, k.SETTLED)
+_GROUP = k.LISTING_FIELDS[0]
+_REDELIVERY = DUPLICATE.decode()
+
+
 @dataclass(frozen=True)
 class Folded:
     events: int  # folded by this call
@@ -60,23 +101,165 @@ class Folded:
     set_aside: tuple[str, ...] = ()  # why each entry set aside (lb:inbox:dead) failed
 
 
+@dataclass(frozen=True)
+class FoldSettings:
+    """The settings fold.lua takes in ARGV."""
+
+    window_ms: int
+    max_wait_ms: int
+    horizon_ms: int
+    trace_ttl_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings, retention: RetentionSettings | None = None
+           ) -> FoldSettings:
+        retention = retention or settings.retention
+        return cls(settings.debounce.window_ms, settings.debounce.max_wait_ms,
+                   retention.horizon_ms, settings.trace.retention_ms)
+
+
+@dataclass
+class _Batch:
+    """What the head says the next fold call will need: the keys known from the entries
+    alone, and the listings and snapshot groups whose state names more."""
+
+    keys: dict[str, None] = field(default_factory=lambda: dict.fromkeys(_FOLD_KEYS))
+    refs: dict[str, None] = field(default_factory=dict)  # listings whose group is read
+    snapshots: dict[str, None] = field(default_factory=dict)  # groups whose members are read
+    entries: int = 0
+
+    def group(self, g: str) -> None:
+        for prefix in (k.MEMBERS, k.PENDING, k.DIRTY, k.SETTLED):
+            self.keys[prefix + g] = None
+
+    def listing(self, ref: str) -> None:
+        for prefix in (k.LISTING, k.BODY, k.TRACE):
+            self.keys[prefix + ref] = None
+
+
+def _batch(head: list[Any]) -> _Batch:
+    """fold_head.lua's reply: the tombstones due, then the names in each entry the call will
+    take. An entry that does not read names no key (the fold sets it aside, touching only fixed
+    keys)."""
+    batch = _Batch()
+    due, *entries = head
+    for ref in due:
+        batch.keys[k.LISTING + _text(ref)] = None
+    for told in entries:
+        batch.entries += 1
+        kind, *rest = (_text(name) for name in told)
+        try:
+            received, group, *refs = rest
+            minute = int(received) // 60_000
+        except ValueError:
+            continue  # an entry the fold cannot read: set aside
+        for ref in refs:
+            batch.listing(ref)
+        if kind.startswith(_REDELIVERY):
+            continue  # only its listings' stories
+        batch.keys[f"{k.STATS}{minute}"] = None
+        batch.group(group)
+        batch.refs.update(dict.fromkeys(refs))
+        if kind == "s":
+            batch.snapshots[group] = None
+    return batch
+
+
+def _read(pipe: Any, batch: _Batch) -> None:
+    """The state that names the rest: each listing's group, each snapshot's members."""
+    for ref in batch.refs:
+        pipe.hget(k.LISTING + ref, _GROUP)
+    for g in batch.snapshots:
+        pipe.smembers(k.MEMBERS + g)
+
+
+def _fold_keys(batch: _Batch, state: list[Any]) -> list[str]:
+    """Every key the fold will touch, given what ``_read`` found (an error reading one, such as
+    a key of the wrong type, names nothing: the fold meets it and sets its entry aside)."""
+    groups, members = state[:len(batch.refs)], state[len(batch.refs):]
+    for g in groups:
+        if isinstance(g, (bytes, str)):
+            batch.group(_text(g))
+    for refs in members:
+        if isinstance(refs, (set, list)):
+            for ref in refs:
+                batch.keys[k.LISTING + _text(ref)] = None
+                batch.keys[k.TRACE + _text(ref)] = None
+    return list(batch.keys)
+
+
+def _fold_args(max_events: int, max_listings: int, settings: FoldSettings) -> list[int | str]:
+    return [max_events, max_listings, settings.window_ms, settings.max_wait_ms,
+            settings.horizon_ms, settings.trace_ttl_ms, *_PREFIXES]
+
+
+@dataclass
+class _Tally:
+    """What the calls of one fold did, and the budget left for the next."""
+
+    max_events: int
+    max_listings: int
+    taken: int = 0  # entries taken: folded or set aside
+    events: int = 0
+    applied: int = 0
+    left: int = 0
+    aside: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def add(self, reply: list[Any]) -> None:
+        folded, applied, left, listings, aside, missing = reply
+        self.events += int(folded)
+        self.applied += int(applied)
+        self.left = int(left)
+        self.aside += [_text(why) for why in aside]
+        self.missing = [_text(key) for key in missing]
+        self.taken += int(folded) + len(aside)
+        self.max_events -= int(folded) + len(aside)
+        self.max_listings -= int(listings)
+
+    def again(self) -> bool:
+        """Stopped for keys it was not given, with budget left: read again and call again."""
+        return bool(self.missing) and self.max_events > 0 and (
+            self.taken == 0 or self.max_listings > 0)
+
+    def result(self) -> Folded:
+        for why in self.aside:
+            log.warning("an inbox entry could not be folded and was set aside (%s): %s; "
+                        "see `bridge inbox dead list`", k.INBOX_DEAD, why)
+        return Folded(self.events, self.applied, self.left, tuple(self.aside))
+
+
 class Inbox:
     """Folds ``lb:inbox`` into the desired state, on the workers' Redis client."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings,
+                 retention: RetentionSettings | None = None) -> None:
         self._redis = redis
-        self._fold = redis.register_script(fold_script(
-            settings.webhook, settings.debounce, settings.trace, settings.retention))
+        self._settings = FoldSettings.of(settings, retention)
+        self._head = Script(redis, HEAD)
+        self._fold = Script(redis, FOLD)
 
     async def fold(self, max_events: int = MAX_EVENTS,
                    max_listings: int = MAX_LISTINGS) -> Folded:
-        """Fold the oldest events (one call, atomic); those it cannot fold go aside."""
-        events, applied, left, *aside = await self._fold(args=[max_events, max_listings])
-        reasons = tuple(_text(why) for why in aside)
-        for why in reasons:
-            log.warning("an inbox entry could not be folded and was set aside (%s): %s; "
-                        "see `bridge inbox dead list`", k.INBOX_DEAD, why)
-        return Folded(int(events), int(applied), int(left), reasons)
+        """Fold the oldest events (one call, atomic, unless another worker changed what it
+        read first); those it cannot fold go aside."""
+        tally = _Tally(max_events, max_listings)
+        for _ in range(FOLD_TRIES):
+            batch = _batch(await self._head(keys=[k.INBOX, k.TOMBSTONES],
+                                            args=[tally.max_events, tally.max_listings]))
+            if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
+                break  # nothing to fold or purge: no call
+            state: list[Any] = []
+            if batch.refs or batch.snapshots:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    _read(pipe, batch)
+                    state = await pipe.execute(raise_on_error=False)
+            tally.add(await self._fold(
+                keys=_fold_keys(batch, state),
+                args=_fold_args(tally.max_events, tally.max_listings, self._settings)))
+            if not tally.again():
+                break
+        return tally.result()
 
     async def drain(self, budget_s: float = DRAIN_S) -> int:
         """Fold until the inbox is empty or ``budget_s`` has passed; how many events. One call
@@ -94,32 +277,32 @@ class Inbox:
         return int(await self._redis.llen(k.INBOX))  # type: ignore[misc]
 
 
+
+def fold_now(r: redis.Redis, settings: FoldSettings, max_events: int = MAX_EVENTS,
+             max_listings: int = MAX_LISTINGS) -> Folded:
+    """``Inbox.fold`` on a synchronous client (tools, tests, benchmarks)."""
+    tally = _Tally(max_events, max_listings)
+    head, fold = r.register_script(HEAD.source), r.register_script(FOLD.source)
+    for _ in range(FOLD_TRIES):
+        batch = _batch(head(keys=[k.INBOX, k.TOMBSTONES],
+                            args=[tally.max_events, tally.max_listings]))
+        if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
+            break
+        with r.pipeline(transaction=False) as pipe:
+            _read(pipe, batch)
+            state = pipe.execute(raise_on_error=False) if batch.refs or batch.snapshots else []
+        tally.add(fold(keys=_fold_keys(batch, state),
+                       args=_fold_args(tally.max_events, tally.max_listings, settings)))
+        if not tally.again():
+            break
+    return tally.result()
+
+
 # -- entries set aside (lb:inbox:dead) --
 
-# Back to the inbox's head, oldest first, each only if it is still set aside (another operator
-# may have acted since it was read); its failures so far kept for the fold that meets it next.
-# KEYS: lb:inbox:dead, lb:inbox, lb:inbox:retries. ARGV: the retries' lifetime (ms), then per
-# record: the record, its entry, the entry's sha1, its attempts. Returns how many went back.
-RETRY_DEAD = """
-local dead, inbox, retries = KEYS[1], KEYS[2], KEYS[3]
-local moved = 0
-for i = #ARGV - 3, 2, -4 do
-  if redis.call('LREM', dead, 1, ARGV[i]) == 1 then
-    redis.call('LPUSH', inbox, ARGV[i + 1])
-    redis.call('HSET', retries, ARGV[i + 2], ARGV[i + 3])
-    moved = moved + 1
-  end
-end
-if moved > 0 then redis.call('PEXPIRE', retries, ARGV[1]) end
-return moved
-"""
-
-# KEYS: lb:inbox:dead. ARGV: the records. Returns how many were still there (and are gone).
-DISCARD_DEAD = """
-local removed = 0
-for _, record in ipairs(ARGV) do removed = removed + redis.call('LREM', KEYS[1], 1, record) end
-return removed
-"""
+# An operator's: entries set aside go back to the inbox's head, or are dropped.
+RETRY_DEAD = load(__file__, "retry_dead.lua")
+DISCARD_DEAD = load(__file__, "discard_dead.lua")
 
 _FIELDS = msgspec.msgpack.Decoder(list[str])
 
@@ -152,8 +335,8 @@ class DeadLetters:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._retry = redis.register_script(RETRY_DEAD)
-        self._discard = redis.register_script(DISCARD_DEAD)
+        self._retry = Script(redis, RETRY_DEAD)
+        self._discard = Script(redis, DISCARD_DEAD)
 
     async def summary(self) -> DeadSummary:
         async with self._redis.pipeline(transaction=False) as pipe:

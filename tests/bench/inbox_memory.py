@@ -19,6 +19,7 @@ import redis
 from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import parse_event
+from bridge.ingest.inbox import FoldSettings, fold_now
 from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.redis_servers import redis_binary, server, valkey_binary
@@ -34,9 +35,7 @@ def measure(binary: str, events: int) -> str:
     with server(binary, aof=None) as srv:
         client = srv.client()
         settings = make_settings(srv.url)
-        parts = (settings.webhook, settings.debounce, settings.trace, settings.retention)
-        accept = client.register_script(store.accept_script(*parts))
-        fold = client.register_script(store.fold_script(*parts))
+        ttl = settings.webhook.dedupe_ttl_seconds
         before = used(client)
         size = 0
         for n in range(events):
@@ -44,9 +43,9 @@ def measure(binary: str, events: int) -> str:
             webhook_id = f"msg_{n:032d}"
             entry = store.entry(webhook_id, T0 + n, event)
             size += len(entry)
-            accept(args=[webhook_id, T0 + n, entry])
+            store.accept_now(client, webhook_id, T0 + n, entry, ttl)
         waiting = used(client)
-        while int(fold(args=[100, 1_000])[2]):
+        while fold_now(client, FoldSettings.of(settings)).left:
             pass
         folded = used(client)
         client.close()

@@ -51,9 +51,8 @@ from bridge import constants as k
 from bridge import counters
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import event_stream
-from bridge.ingest.inbox import MAX_EVENTS, MAX_LISTINGS
+from bridge.ingest.inbox import MAX_EVENTS, MAX_LISTINGS, FoldSettings, fold_now
 from bridge.ingest.signatures import sign
-from bridge.ingest.store import fold_script
 from bridge.settings import Settings, load_settings
 from tests.conftest import SECRET
 from tests.support.redis_servers import named_binary, version
@@ -212,16 +211,16 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
 
 def fold_backlog(port: int, server: subprocess.Popen[bytes], settings: Settings
                  ) -> dict[str, float]:
-    """Fold what the webhook left in the inbox, as a worker does (the same script, batches of
-    ``MAX_EVENTS``), and time it: the fold's cost moved off the request's path, not gone."""
+    """Fold what the webhook left in the inbox, as a worker does (the same scripts, batches of
+    ``MAX_EVENTS``, its reads first), and time it: the fold's cost moved off the request's
+    path, not gone."""
     with redis.Redis(port=port) as client:
-        fold = client.register_script(fold_script(settings.webhook, settings.debounce,
-                                                  settings.trace, settings.retention))
+        fold = FoldSettings.of(settings)
         cpu, started, events = cpu_seconds(server.pid), time.perf_counter(), 0
         while True:
-            folded, _, left = fold(args=[MAX_EVENTS, MAX_LISTINGS])
-            events += int(folded)
-            if not int(left):
+            folded = fold_now(client, fold, MAX_EVENTS, MAX_LISTINGS)
+            events += folded.events
+            if not folded.left:
                 break
         seconds = time.perf_counter() - started
     return {"folded": events, "fold_per_s": events / seconds if events else 0.0,

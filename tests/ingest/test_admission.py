@@ -78,7 +78,9 @@ def test_the_fold_runs_on_a_redis_past_its_maxmemory(binary: Callable[[], str]) 
         scripts = Scripts(r, settings)
         for n in range(200):
             event = change(f"apt-{n}", 1)
-            r.eval(scripts.accept, 0, f"wh-{n}", now_ms(), store.entry(f"wh-{n}", now_ms(), event))
+            at = now_ms()
+            store.accept_now(r, f"wh-{n}", at, store.entry(f"wh-{n}", at, event),
+                             settings.webhook.dedupe_ttl_seconds)
         r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 64 * 1024)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             r.set("probe", "x")

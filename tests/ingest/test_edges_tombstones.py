@@ -20,10 +20,9 @@ from bridge import stories
 from bridge.clock import now_ms
 from bridge.delivery.desired import read_listings
 from bridge.delivery.tombstones import Tombstones
-from bridge.ingest.inbox import Inbox
-from bridge.ingest.store import PURGE_TOMBSTONES
+from bridge.ingest.inbox import PURGE_TOMBSTONES, FoldSettings, Inbox, fold_now
+from bridge.ingest.store import accept_now
 from bridge.settings import RetentionSettings, Settings
-from tests.support.ingest import Scripts
 from tests.support.servers import wait_until
 from workers.scheduler import Scheduler
 
@@ -36,19 +35,20 @@ class Ingest:
 
     def __init__(self, r: redis.Redis, settings: Settings, retention: RetentionSettings) -> None:
         self.r = r
-        self.scripts = Scripts(r, settings, retention)
+        self.ttl = settings.webhook.dedupe_ttl_seconds
+        self.settings = FoldSettings.of(settings, retention)
 
     def accept(self, webhook_id: str, received: int, kind: str, occurred: int, ref: str,
                version: int = -1, stored: int = 1, **body: object) -> None:
         text = "" if kind == "d" else orjson.dumps({"external_ref": ref, **body}).decode()
         entry = msgspec.msgpack.encode([str(x) for x in (webhook_id, received, kind, "g1",
                                                          occurred, ref, version, text)])
-        assert self.r.eval(self.scripts.accept, 0, webhook_id, str(received), entry) == [
-            stored, 0]
+        assert accept_now(self.r, webhook_id, received, entry, self.ttl) == stored
 
     def fold(self, max_events: int = 100) -> list[int]:
         """One fold call: [events folded, listings applied, events left]."""
-        return [int(x) for x in self.r.eval(self.scripts.fold, 0, max_events, 1_000)]
+        folded = fold_now(self.r, self.settings, max_events, 1_000)
+        return [folded.events, folded.applied, folded.left]
 
 
 

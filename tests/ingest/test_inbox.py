@@ -15,7 +15,7 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
-from bridge.ingest.inbox import Inbox
+from bridge.ingest.inbox import FoldSettings, Inbox, fold_now
 from bridge.settings import Settings
 
 # The present, as Redis's clock reads it too: its expiries are judged against it.
@@ -55,21 +55,18 @@ def events(seed: int, count: int) -> list[tuple[str, int, ValidEvent]]:
 
 def accept(r: redis.Redis, settings: Settings,
            stream: list[tuple[str, int, ValidEvent]]) -> list[int]:
-    script = store.accept_script(settings.webhook, settings.debounce, settings.trace,
-                                 settings.retention)
-    return [int(r.eval(script, 0, webhook_id, now, store.entry(webhook_id, now, event))[0])
+    return [store.accept_now(r, webhook_id, now, store.entry(webhook_id, now, event),
+                             settings.webhook.dedupe_ttl_seconds)
             for webhook_id, now, event in stream]
 
 
 def fold(r: redis.Redis, settings: Settings, max_events: int, max_listings: int) -> list[int]:
     """Fold the whole inbox in calls of at most this size; each call's events folded."""
-    script = store.fold_script(settings.webhook, settings.debounce, settings.trace,
-                               settings.retention)
     calls = []
     while True:
-        folded, _, left = r.eval(script, 0, max_events, max_listings)
-        calls.append(int(folded))
-        if not int(left):
+        folded = fold_now(r, FoldSettings.of(settings), max_events, max_listings)
+        calls.append(folded.events)
+        if not folded.left:
             return calls
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 import pytest
 import redis
@@ -12,47 +10,69 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
+from bridge.ingest.inbox import DISCARD_DEAD, FOLD, HEAD, RETRY_DEAD, FoldSettings, fold_now
 from bridge.ingest.script_client import _bulks
-from bridge.ingest.store import accept_script, fold_script
-from bridge.scripts import ScriptError, placeholders, splice
-from bridge.settings import DebounceSettings, Settings, WebhookSettings
+from bridge.scripts import Lua, ScriptError, placeholders, splice
+from bridge.settings import Settings
 from tests.support.ingest import Scripts
 
 # The present, as Redis's clock reads it too: its expiries are judged against it.
 T0 = now_ms()
 
 
-@pytest.mark.parametrize("build", [accept_script, fold_script])
-def test_ingest_scripts_have_every_placeholder_replaced(
-    settings: Settings, build: Callable[[WebhookSettings, DebounceSettings], str]
+@pytest.mark.parametrize("lua", [store.ACCEPT, FOLD, HEAD, RETRY_DEAD, DISCARD_DEAD])
+def test_ingest_scripts_have_every_placeholder_replaced(lua: Lua) -> None:
+    assert not placeholders(lua.source)
+    assert "__" not in lua.source
+
+
+def test_ingest_scripts_take_their_keys_in_keys_and_their_settings_in_argv() -> None:
+    """No key name or setting is spliced in: names arrive in KEYS (or, for the fold's keys that
+    depend on data, as prefixes in ARGV, each name checked against KEYS before use)."""
+    for lua in (store.ACCEPT, FOLD, HEAD, RETRY_DEAD, DISCARD_DEAD):
+        assert f'"{k.PREFIX}' not in lua.source and f"'{k.PREFIX}" not in lua.source, lua.name
+    assert store.ACCEPT.keys[0].startswith("seen") and len(store.ACCEPT.keys) == 4
+    assert FOLD.more_keys and FOLD.source.startswith("#!lua flags=allow-oom\n")
+    assert len(FOLD.argv) == 14
+
+
+def test_the_fold_stops_before_an_entry_whose_keys_it_was_not_given(
+    r: redis.Redis, settings: Settings
 ) -> None:
-    script = build(settings.webhook, settings.debounce)
-
-    assert not placeholders(script)
-    assert "__" not in script
-
-
-def test_ingest_scripts_left_only_the_settings_for_construction() -> None:
-    for script in (store.ACCEPT, store.FOLD):
-        assert placeholders(script) == {"TTL", "WINDOW", "MAXWAIT", "TRACE_TTL", "HORIZON"}
+    """Declare or bail: given only the fixed keys, it takes nothing and names what it lacks;
+    the wrapper, reading first, folds it."""
+    now = now_ms()
+    event = ValidEvent("listing.updated", "g1", now, [("apt-1", 1, b"{}")])
+    store.accept_now(r, "wh-1", now, store.entry("wh-1", now, event),
+                     settings.webhook.dedupe_ttl_seconds)
+    fixed = [k.INBOX, k.DUE, k.GROUPS, k.METRICS, k.TOMBSTONES, k.INBOX_DEAD, k.INBOX_RETRIES]
+    args = [100, 1_000, 10, 20, 10**12, 10**9, k.LISTING, k.BODY, k.TRACE, k.STATS, k.MEMBERS,
+            k.PENDING, k.DIRTY, k.SETTLED]
+    folded, applied, left, listings, aside, missing = r.register_script(FOLD.source)(
+        keys=fixed, args=args)
+    assert (folded, applied, left, listings, aside) == (0, 0, 1, 0, [])
+    assert set(missing) >= {k.TRACE + "apt-1", k.LISTING + "apt-1", k.MEMBERS + "g1"}
+    assert not r.exists(k.LISTING + "apt-1")
+    assert fold_now(r, FoldSettings.of(settings)).events == 1
+    assert r.hget(k.LISTING + "apt-1", "g") == "g1"
 
 
 def test_the_webhook_script_only_stores_the_event_for_the_fold(
     r: redis.Redis, redis_url: str, settings: Settings
 ) -> None:
     event = ValidEvent("listing.updated", "g1", T0, [("apt-1", 4, b'{"rent": 900}')])
-    script = accept_script(settings.webhook, settings.debounce)
+    ttl = settings.webhook.dedupe_ttl_seconds
 
     entry = store.entry("wh-1", T0 + 5, event)
 
-    assert r.eval(script, 0, "wh-1", T0 + 5, entry) == [1, 0]
+    assert store.accept_now(r, "wh-1", T0 + 5, entry, ttl) == 1
     assert set(r.keys("*")) == {k.SEEN + "wh-1", k.INBOX}
     assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     with redis.Redis.from_url(redis_url) as raw:  # msgpack: bytes, not text
         assert raw.lrange(k.INBOX, 0, -1) == [entry]
         # A redelivery is answered as one and queued marked, for its listings' stories (which
         # tell no body: it is left out).
-        assert r.eval(script, 0, "wh-1", T0 + 9, entry) == [0, 0]
+        assert store.accept_now(r, "wh-1", T0 + 9, entry, ttl) == 0
         story = msgspec.msgpack.encode(["wh-1", str(T0 + 5), "u", "g1", str(T0), "apt-1", "4",
                                         ""])
         assert raw.lrange(k.INBOX, 0, -1) == [entry, b"D" + story]
@@ -146,7 +166,13 @@ def test_the_packed_script_arguments_are_the_generic_packers(event: ValidEvent) 
     entry = store.entry("wh-1", T0 + 5, event)
 
     assert msgspec.msgpack.decode(entry) == fields
-    assert store.script_arguments("wh-1", T0 + 5, event) == _bulks(["wh-1", T0 + 5, entry])
+    keys = store.accept_keys("wh-1", T0 + 5)
+    assert store.AcceptCall(86_400).pack("wh-1", T0 + 5, event) == _bulks(
+        [*keys, *store.accept_args(T0 + 5, entry, 86_400)])
+    call = store.AcceptCall(86_400, 50)
+    assert call.pack("wh-1", T0 + 5, event) == _bulks(
+        [*keys, *store.accept_args(T0 + 5, entry, 86_400, 50)])
+    assert call.count == len(keys) + 4
 
 
 def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(

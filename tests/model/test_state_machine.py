@@ -63,6 +63,7 @@ from bridge.delivery.ledger import Ledger
 from bridge.delivery.planning import desired_digest
 from bridge.ingest import store
 from bridge.ingest.events import InvalidEvent, parse_event
+from bridge.ingest.inbox import FoldSettings, fold_now
 from bridge.ops.actions import Actions
 from bridge.portals import RentixAdapter, adapters_for
 from bridge.sandbox.app import SandboxSettings
@@ -172,10 +173,7 @@ class BridgeMachine(RuleBasedStateMachine):
                       "lease_ms": 2_000})
         self.bulk = bulk
         self.model = Reference(HORIZON_MS, self.settings.webhook.dedupe_ttl_seconds * 1000)
-        parts = (self.settings.webhook, self.settings.debounce, self.settings.trace,
-                 self.settings.retention)
-        self.accept_lua = store.accept_script(*parts)
-        self.fold_lua = store.fold_script(*parts)
+        self.fold_settings = FoldSettings.of(self.settings)
         for _ in range(2):  # two workers, as two processes would be
             client = AsyncRedis.from_url(self.redis_url)
             self.clients.append(client)
@@ -225,8 +223,9 @@ class BridgeMachine(RuleBasedStateMachine):
         except InvalidEvent:
             return  # a 400: nothing acknowledged
         received = self.vnow()
-        status, _ = self.r.eval(self.accept_lua, 0, delivered.webhook_id, str(received),
-                                store.entry(delivered.webhook_id, received, event))
+        status = store.accept_now(self.r, delivered.webhook_id, received,
+                                  store.entry(delivered.webhook_id, received, event),
+                                  self.settings.webhook.dedupe_ttl_seconds)
         kind: Kind = {"group.snapshot": "snapshot", "listing.deleted": "delete"}.get(
             event.type, "upsert")  # type: ignore[assignment]
         # The content as the webhook keeps it (validated and written back): the CRM's.
@@ -260,8 +259,7 @@ class BridgeMachine(RuleBasedStateMachine):
             touched.update(ref for ref, outcome in outcomes.items() if outcome == "applied")
         self.unfolded.clear()
         while True:
-            _, _, left = self.r.eval(self.fold_lua, 0, 100, 1_000)
-            if not int(left):
+            if not fold_now(self.r, self.fold_settings).left:
                 return
 
     def _begin(self) -> None:
