@@ -56,7 +56,7 @@ def is_connection_failure(exc: BaseException) -> bool:
 async def flush_group(ctx: dict[str, Any], group: str) -> str:
     delivery: Delivery = ctx["delivery"]
     try:
-        return await delivery.flush(group)
+        return str(await delivery.flush(group))  # arq logs and keeps the text
     except Exception as exc:
         if not is_connection_failure(exc):
             raise

@@ -66,6 +66,7 @@ from bridge.delivery.planning import (
 )
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.repack import Repacker
+from bridge.delivery.results import FlushOutcome, FlushResult
 from bridge.delivery.sender import Sender
 from bridge.delivery.tombstones import PerListingView, Tombstones, sync_done
 from bridge.delivery.trace import FlushTrace
@@ -149,11 +150,11 @@ class Delivery:
         # token fetched, not with every sync.
         self.token_expiry_recorded: dict[str, int] = {}
 
-    async def flush(self, group: str) -> str:
+    async def flush(self, group: str) -> FlushResult:
         floor = self.witness.floor
         claim = await self.flushes.claim(group, now_ms())
         if claim is None:
-            return f"{group}: another flush holds it"
+            return FlushResult(group, FlushOutcome.TAKEN)
         if not self.witness.saw_token(claim.token, floor):
             await self.witness.state_lost("the fencing counter went back")
         try:
@@ -161,7 +162,7 @@ class Delivery:
                 return await GroupFlush(self, claim, lease).run()
         except LeaseLost as exc:
             log.warning("flush of %s stopped: %s", group, exc, extra=about(group=group))
-            return f"{group}: lease lost"
+            return FlushResult(group, FlushOutcome.LEASE_LOST)
 
 
 class GroupFlush:
@@ -186,7 +187,7 @@ class GroupFlush:
         return self.claim.group
 
     @counted_flush
-    async def run(self) -> str:
+    async def run(self) -> FlushResult:
         self.epoch = await self.d.witness.epoch()
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.
         deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
@@ -207,7 +208,8 @@ class GroupFlush:
         if next_due is None and all(r is None for r in results):
             await self._compact()
         clean = await self.d.flushes.finish(self.claim, next_due, sorted(self.settled))
-        return f"{self.group}: {'done' if clean and next_due is None else 'more to do'}"
+        done = clean and next_due is None
+        return FlushResult(self.group, FlushOutcome.DONE if done else FlushOutcome.MORE_TO_DO)
 
     async def _compact(self) -> None:
         """Deleted listings every target is done with become bare tombstones

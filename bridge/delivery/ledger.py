@@ -37,6 +37,7 @@ from bridge.delivery.claims import (
     mark_due,
 )
 from bridge.delivery.idempotency import Intent
+from bridge.delivery.results import FlushResult
 from bridge.packing import pack, unpack
 from bridge.scripts import Script, load
 from bridge.settings import TraceSettings
@@ -564,18 +565,17 @@ class Flushing(Protocol):
 FlushT = TypeVar("FlushT", bound=Flushing)
 
 
-def counted_flush(run: Callable[[FlushT], Awaitable[str]]
-                  ) -> Callable[[FlushT], Coroutine[Any, Any, str]]:
-    """Count and time each run of a flush (``GroupFlush.run``, whose answer ends in ': done'
-    when nothing is left to do): done, more_to_do, lease_lost, error, cancelled (the job's
-    timeout)."""
+def counted_flush(run: Callable[[FlushT], Awaitable[FlushResult]]
+                  ) -> Callable[[FlushT], Coroutine[Any, Any, FlushResult]]:
+    """Count and time each run of a flush (``GroupFlush.run``): done, more_to_do (its
+    :class:`FlushResult` says which), lease_lost, error, cancelled (the job's timeout)."""
     @functools.wraps(run)
-    async def counted(flush: FlushT) -> str:
+    async def counted(flush: FlushT) -> FlushResult:
         started = time.monotonic()
         result = "error"
         try:
             answer = await run(flush)
-            result = "done" if answer.endswith(": done") else "more_to_do"
+            result = answer.outcome.counted_as
             return answer
         except LeaseLost:
             result = "lease_lost"

@@ -368,7 +368,7 @@ async def changed_flush(bridge: Bridge, plan: Plan, delivery: Delivery, refs: li
     await Inbox(redis, bridge.settings).drain(budget_s=600)  # the workers' fold, not timed
     await due_now(redis, FLUSH_GROUP)
     redis_before, wall, cpu = await redis_cpu(redis), time.perf_counter(), time.process_time()
-    outcome = await delivery.flush(FLUSH_GROUP)
+    outcome = str(await delivery.flush(FLUSH_GROUP))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     redis_used = await redis_cpu(redis) - redis_before
     queued, drain = 0, time.process_time()

@@ -50,7 +50,7 @@ class Worker:
 
     async def flush(self) -> None:
         deadline = time.monotonic() + 15
-        while (outcome := await self.delivery.flush(GROUP)) != f"{GROUP}: done":
+        while not (outcome := await self.delivery.flush(GROUP)).done:
             assert time.monotonic() < deadline, outcome
             await asyncio.sleep(0.05)  # another flush's lease: come back shortly
 

@@ -22,6 +22,7 @@ from bridge.app import create_app
 from bridge.clock import now_ms
 from bridge.delivery.claims import LeaseLost
 from bridge.delivery.ledger import Attempt, Ledger, counted_flush
+from bridge.delivery.results import FlushOutcome, FlushResult
 from tests.conftest import OTHER_SECRET, SECRET, make_settings
 from tests.dashboard.conftest import run
 from tests.support import crm
@@ -137,19 +138,19 @@ def test_portal_calls_fill_counters_and_duration_and_latency_histograms(
 def test_each_flush_is_counted_by_result_and_timed(client: httpx.Client,
                                                    redis_url: str) -> None:
     class Flush:
-        def __init__(self, ledger: Ledger, outcome: str | BaseException) -> None:
+        def __init__(self, ledger: Ledger, outcome: FlushOutcome | BaseException) -> None:
             self.ledger = ledger
             self.outcome = outcome
 
         @counted_flush
-        async def run(self) -> str:
+        async def run(self) -> FlushResult:
             if isinstance(self.outcome, BaseException):
                 raise self.outcome
-            return self.outcome
+            return FlushResult("g", self.outcome)
 
     async def flushes(ledger: Ledger) -> None:
-        for outcome in ("g: done", "g: done", "g: more to do", LeaseLost("taken"),
-                        RuntimeError("bug"), asyncio.CancelledError()):
+        for outcome in (FlushOutcome.DONE, FlushOutcome.DONE, FlushOutcome.MORE_TO_DO,
+                        LeaseLost("taken"), RuntimeError("bug"), asyncio.CancelledError()):
             with contextlib.suppress(LeaseLost, RuntimeError, asyncio.CancelledError):
                 await Flush(ledger, outcome).run()
 

@@ -31,7 +31,7 @@ async def upsert(b: Bridge, group: str, ref: str, version: int) -> None:
 
 async def flush_until_done(b: Bridge, group: str) -> None:
     deadline = time.monotonic() + 15
-    while (outcome := await b.delivery.flush(group)) != f"{group}: done":
+    while not (outcome := await b.delivery.flush(group)).done:
         assert time.monotonic() < deadline, outcome
         await asyncio.sleep(0.05)
 

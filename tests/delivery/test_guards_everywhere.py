@@ -20,6 +20,7 @@ from bridge.cli.operate import render_status
 from bridge.clock import now_ms
 from bridge.delivery.flush import Delivery
 from bridge.delivery.outbox import Outbox
+from bridge.delivery.results import FlushOutcome, FlushResult
 from bridge.ingest.events import parse_event
 from bridge.ops import Operations
 from bridge.settings import RentixTarget
@@ -51,10 +52,10 @@ class Bridge:
         self.events += 1
         await self.store.put(f"msg_{self.events}", parse_event(orjson.dumps(event)), now_ms())
 
-    async def flush(self) -> str:
+    async def flush(self) -> FlushResult:
         """One flush of the group (waiting out another's lease)."""
         deadline = time.monotonic() + 15
-        while (outcome := await self.delivery.flush(GROUP)).endswith("another flush holds it"):
+        while (outcome := await self.delivery.flush(GROUP)).outcome is FlushOutcome.TAKEN:
             assert time.monotonic() < deadline, outcome
             await asyncio.sleep(0.05)
         return outcome
@@ -153,7 +154,7 @@ async def test_a_truncated_snapshot_is_held_on_both_portals_and_released_once_fo
     await bridge.flush()
     assert set(await bridge.travtus()) == await bridge.shown_on_rentix() == set(ALL[:2])
     assert await bridge.ops.held_changes() == []
-    assert await bridge.flush() == f"{GROUP}: done"
+    assert (await bridge.flush()).done
 
 
 async def test_a_discard_leaves_both_portals_as_they_were(bridge: Bridge) -> None:

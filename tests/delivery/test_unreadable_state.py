@@ -61,7 +61,7 @@ class Bridge:
     async def flush(self) -> None:
         """Flush the group until it is done: it must neither raise nor back off."""
         deadline = time.monotonic() + 15
-        while (outcome := await self.delivery.flush(GROUP)) != f"{GROUP}: done":
+        while not (outcome := await self.delivery.flush(GROUP)).done:
             assert time.monotonic() < deadline, outcome
             await asyncio.sleep(0.05)  # another flush's lease: come back shortly
         assert not await self.redis.keys(f"{k.BACKOFF}*")
