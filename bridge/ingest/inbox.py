@@ -13,12 +13,13 @@ entries it folds (a snapshot may be a megabyte), and runs even on a Redis past i
 effects whole or not at all, and two workers never fold the same event (their calls run one after
 the other, each on what the other left).
 
-Every key the fold touches is passed in KEYS, named in Python from ``bridge/constants.py``; which
-ones depends on the data, so they are read first (``fold_head.lua``: the entries the call will
-take and the tombstones due; then each listing's group and each snapshot's members, in one
-pipeline). The script checks, before each entry, that every key it will touch was named, and
-stops there if not (another worker folded the head meanwhile, a listing moved): what it folded
-stays folded, and the caller reads again and calls again, a few times at most.
+Every key the fold touches is passed in KEYS, named in Python from ``bridge/constants.py``;
+which ones depends on the data, so they are read first (``fold_head.lua``: the entries the call
+will take and the tombstones due; then ``fold_state.lua``: each listing's group and each
+snapshot's members, in one call). The script checks, before each entry, that every key it will
+touch was named, and stops there if not (another worker folded the head meanwhile, a listing
+moved): what it folded stays folded, and the caller reads again and calls again, a few times at
+most.
 
 The same call removes compacted tombstones that no event still waiting (or being stored) was
 received before the expiry of (``lb:tombstones``): every tick calls it at least once, an empty
@@ -76,6 +77,7 @@ HEAD = load(__file__, "fold_head.lua", {
     "DUPLICATE": DUPLICATE.decode(), "GRACE": k.TOMBSTONE_GRACE_MS, "AHEAD": PURGE_AHEAD_MS,
     "PURGE": PURGE_TOMBSTONES,
 })
+STATE = load(__file__, "fold_state.lua", {"G": k.LISTING_FIELDS[0]})
 FOLD = load(__file__, "fold.lua", {
     "DUPLICATE": DUPLICATE.decode(), "STATS_TTL": k.STATS_TTL_S, "IDLE": k.GROUP_IDLE_MS,
     "TRACE_MAXLEN": k.TRACE_MAXLEN, "GRACE": k.TOMBSTONE_GRACE_MS, "PURGE": PURGE_TOMBSTONES,
@@ -165,23 +167,21 @@ def _batch(head: list[Any]) -> _Batch:
     return batch
 
 
-def _read(pipe: Any, batch: _Batch) -> None:
-    """The state that names the rest: each listing's group, each snapshot's members."""
-    for ref in batch.refs:
-        pipe.hget(k.LISTING + ref, _GROUP)
-    for g in batch.snapshots:
-        pipe.smembers(k.MEMBERS + g)
+def _state_call(batch: _Batch) -> tuple[list[str], list[int]]:
+    """fold_state.lua's KEYS and ARGV: each listing's hash, each snapshot group's members."""
+    return ([k.LISTING + ref for ref in batch.refs]
+            + [k.MEMBERS + g for g in batch.snapshots], [len(batch.refs)])
 
 
 def _fold_keys(batch: _Batch, state: list[Any]) -> list[str]:
-    """Every key the fold will touch, given what ``_read`` found (an error reading one, such as
-    a key of the wrong type, names nothing: the fold meets it and sets its entry aside)."""
+    """Every key the fold will touch, given what fold_state.lua found (a key of the wrong type
+    names nothing: the fold meets it and sets its entry aside)."""
     groups, members = state[:len(batch.refs)], state[len(batch.refs):]
     for g in groups:
         if isinstance(g, (bytes, str)):
             batch.group(_text(g))
     for refs in members:
-        if isinstance(refs, (set, list)):
+        if isinstance(refs, list):
             for ref in refs:
                 batch.keys[k.LISTING + _text(ref)] = None
                 batch.keys[k.TRACE + _text(ref)] = None
@@ -237,6 +237,7 @@ class Inbox:
         self._redis = redis
         self._settings = FoldSettings.of(settings, retention)
         self._head = Script(redis, HEAD)
+        self._state = Script(redis, STATE)
         self._fold = Script(redis, FOLD)
 
     async def fold(self, max_events: int = MAX_EVENTS,
@@ -249,11 +250,8 @@ class Inbox:
                                             args=[tally.max_events, tally.max_listings]))
             if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
                 break  # nothing to fold or purge: no call
-            state: list[Any] = []
-            if batch.refs or batch.snapshots:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    _read(pipe, batch)
-                    state = await pipe.execute(raise_on_error=False)
+            keys, args = _state_call(batch)
+            state: list[Any] = await self._state(keys=keys, args=args) if keys else []
             tally.add(await self._fold(
                 keys=_fold_keys(batch, state),
                 args=_fold_args(tally.max_events, tally.max_listings, self._settings)))
@@ -282,15 +280,14 @@ def fold_now(r: redis.Redis, settings: FoldSettings, max_events: int = MAX_EVENT
              max_listings: int = MAX_LISTINGS) -> Folded:
     """``Inbox.fold`` on a synchronous client (tools, tests, benchmarks)."""
     tally = _Tally(max_events, max_listings)
-    head, fold = r.register_script(HEAD.source), r.register_script(FOLD.source)
+    head, read, fold = (r.register_script(lua.source) for lua in (HEAD, STATE, FOLD))
     for _ in range(FOLD_TRIES):
         batch = _batch(head(keys=[k.INBOX, k.TOMBSTONES],
                             args=[tally.max_events, tally.max_listings]))
         if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
             break
-        with r.pipeline(transaction=False) as pipe:
-            _read(pipe, batch)
-            state = pipe.execute(raise_on_error=False) if batch.refs or batch.snapshots else []
+        keys, args = _state_call(batch)
+        state = read(keys=keys, args=args) if keys else []
         tally.add(fold(keys=_fold_keys(batch, state),
                        args=_fold_args(tally.max_events, tally.max_listings, settings)))
         if not tally.again():

@@ -10,7 +10,15 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
-from bridge.ingest.inbox import DISCARD_DEAD, FOLD, HEAD, RETRY_DEAD, FoldSettings, fold_now
+from bridge.ingest.inbox import (
+    DISCARD_DEAD,
+    FOLD,
+    HEAD,
+    RETRY_DEAD,
+    STATE,
+    FoldSettings,
+    fold_now,
+)
 from bridge.ingest.script_client import _bulks
 from bridge.scripts import Lua, ScriptError, placeholders, splice
 from bridge.settings import Settings
@@ -20,7 +28,7 @@ from tests.support.ingest import Scripts
 T0 = now_ms()
 
 
-@pytest.mark.parametrize("lua", [store.ACCEPT, FOLD, HEAD, RETRY_DEAD, DISCARD_DEAD])
+@pytest.mark.parametrize("lua", [store.ACCEPT, FOLD, HEAD, STATE, RETRY_DEAD, DISCARD_DEAD])
 def test_ingest_scripts_have_every_placeholder_replaced(lua: Lua) -> None:
     assert not placeholders(lua.source)
     assert "__" not in lua.source
@@ -29,7 +37,7 @@ def test_ingest_scripts_have_every_placeholder_replaced(lua: Lua) -> None:
 def test_ingest_scripts_take_their_keys_in_keys_and_their_settings_in_argv() -> None:
     """No key name or setting is spliced in: names arrive in KEYS (or, for the fold's keys that
     depend on data, as prefixes in ARGV, each name checked against KEYS before use)."""
-    for lua in (store.ACCEPT, FOLD, HEAD, RETRY_DEAD, DISCARD_DEAD):
+    for lua in (store.ACCEPT, FOLD, HEAD, STATE, RETRY_DEAD, DISCARD_DEAD):
         assert f'"{k.PREFIX}' not in lua.source and f"'{k.PREFIX}" not in lua.source, lua.name
     assert store.ACCEPT.keys[0].startswith("seen") and len(store.ACCEPT.keys) == 4
     assert FOLD.more_keys and FOLD.source.startswith("#!lua flags=allow-oom\n")
