@@ -8,8 +8,8 @@ import redis
 import redis.asyncio as aioredis
 
 from bridge.ingest.events import ValidEvent
-from bridge.ingest.inbox import Inbox
-from bridge.ingest.store import EventStore, Stored, accept_script, fold_script
+from bridge.ingest.inbox import FoldSettings, Inbox, fold_now
+from bridge.ingest.store import EventStore, Stored, accept_now
 from bridge.settings import RetentionSettings, Settings
 
 
@@ -17,10 +17,8 @@ class Scripts:
     def __init__(self, r: redis.Redis, settings: Settings,
                  retention: RetentionSettings | None = None) -> None:
         self.r = r
-        parts = (settings.webhook, settings.debounce, settings.trace,
-                 retention or settings.retention)
-        self.accept = accept_script(*parts)
-        self.fold = fold_script(*parts)
+        self.ttl = settings.webhook.dedupe_ttl_seconds
+        self.fold = FoldSettings.of(settings, retention)
 
     def __call__(self, webhook_id: str, now: int | str, kind: str, group: str,
                  occurred: int | str, *items: str | int) -> list[int]:
@@ -29,16 +27,16 @@ class Scripts:
         listing changes the fold applied]."""
         entry = msgspec.msgpack.encode(
             [str(x) for x in (webhook_id, now, kind, group, occurred, *items)])
-        status, _ = self.r.eval(self.accept, 0, webhook_id, str(now), entry)  # type: ignore[misc]
-        return [int(status), self.fold_all()]
+        status = accept_now(self.r, webhook_id, int(now), entry, self.ttl)
+        return [status, self.fold_all()]
 
     def fold_all(self) -> int:
         """Fold every event waiting; how many listing changes they applied."""
         applied = 0
         while True:
-            _, more, left = self.r.eval(self.fold, 0, 100, 1_000)  # type: ignore[misc]
-            applied += int(more)
-            if not int(left):
+            folded = fold_now(self.r, self.fold)
+            applied += folded.applied
+            if not folded.left:
                 return applied
 
 

@@ -55,13 +55,14 @@ def backlog(r: redis.Redis, settings: Settings) -> tuple[int, int]:
     stream = [(f"wh-{ref}-{v}", ref, v) for ref in range(LISTINGS) for v in range(VERSIONS)]
     rng.shuffle(stream)
     stream += rng.sample(stream, 200)
-    script = r.register_script(store.accept_script(settings.webhook, settings.debounce,
-                                                   settings.trace, settings.retention))
+    script = r.register_script(store.ACCEPT.source)
     pipe = r.pipeline(transaction=False)
     for n, (webhook_id, ref, version) in enumerate(stream):
         event = ValidEvent("listing.updated", f"g{ref % 20}", T0 + n, [
             (f"apt-{ref}", version, orjson.dumps({"external_ref": f"apt-{ref}", "v": version}))])
-        script(args=[webhook_id, T0 + n, store.entry(webhook_id, T0 + n, event)], client=pipe)
+        entry = store.entry(webhook_id, T0 + n, event)
+        script(keys=store.accept_keys(webhook_id, T0 + n), client=pipe, args=store.accept_args(
+            T0 + n, entry, settings.webhook.dedupe_ttl_seconds))
     answers = pipe.execute()
     return sum(a[0] for a in answers), sum(1 - a[0] for a in answers)
 
