@@ -16,21 +16,26 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from bridge.ingest.script_client import ScriptBatcher
+from bridge.scripts import load
 from tests.support.servers import RedisServer, free_port
 
-# Appends its argument to a list, so the order in which Redis ran the calls is visible; "boom"
-# raises a script error.
-SCRIPT = """
-if ARGV[1] == 'boom' then return redis.error_reply('ERR boom') end
-redis.call('RPUSH', 'lb:test:calls', ARGV[1])
-return {ARGV[1], redis.call('LLEN', 'lb:test:calls')}
-"""
-SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+# Appends its argument to a list (calls.lua): what ran, in which order, in which database.
+SCRIPT = load(__file__, "calls.lua")
+CALLS = "lb:test:calls"
+
+
+class Calls(ScriptBatcher):
+    """The client with calls.lua, each call given its one key."""
+
+    async def call(self, args: list[bytes | str | int],
+                   keys: list[bytes | str | int] | None = None) -> Any:
+        return await super().call(args, keys=keys or [CALLS])
+SHA = hashlib.sha1(SCRIPT.source.encode()).hexdigest()
 
 
 @pytest.fixture
 async def batcher(redis_url: str) -> AsyncIterator[ScriptBatcher]:
-    client = ScriptBatcher(redis_url, SCRIPT, timeout_s=5.0)
+    client = Calls(redis_url, SCRIPT, timeout_s=5.0)
     yield client
     await client.aclose()
 
@@ -78,7 +83,7 @@ async def test_calls_made_in_one_loop_turn_share_one_socket_write(
 async def test_calls_redis_holds_past_the_deadline_fail_with_timeout_and_the_next_reconnects(
     redis_url: str, r: redis.Redis,
 ) -> None:
-    client = ScriptBatcher(redis_url, SCRIPT, timeout_s=0.5)
+    client = Calls(redis_url, SCRIPT, timeout_s=0.5)
     try:
         assert await client.call(["warm"]) == [b"warm", 1]
         connections = connections_received(r)
@@ -149,7 +154,7 @@ async def test_stopping_the_server_fails_every_call_in_flight_and_a_restart_reco
 
 
 async def test_a_connect_to_a_closed_port_fails_fast() -> None:
-    client = ScriptBatcher(f"redis://127.0.0.1:{free_port()}/0", SCRIPT, connect_timeout_s=2.0)
+    client = Calls(f"redis://127.0.0.1:{free_port()}/0", SCRIPT, connect_timeout_s=2.0)
     started = time.monotonic()
     try:
         with pytest.raises(RedisConnectionError, match="cannot connect"):
@@ -164,4 +169,4 @@ async def test_a_connect_to_a_closed_port_fails_fast() -> None:
 def test_only_redis_rediss_and_unix_urls_are_accepted(url: str) -> None:
     # rediss:// (TLS) is accepted since the client speaks TLS: test_script_client_connections.
     with pytest.raises(ValueError, match=r"redis://, rediss:// or unix://"):
-        ScriptBatcher(url, SCRIPT)
+        Calls(url, SCRIPT)
