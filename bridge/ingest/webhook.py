@@ -6,58 +6,7 @@ the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After
 So is a Redis near its memory ceiling or a full inbox (``storage_full``, see
 bridge/ingest/admission.py): refused while the workers still have room to fold what was accepted.
 
-What a request costs (a 1 KB generated event; medians of repeated runs on a shared 2-core VM,
-so ±20 %). Per step, in-process: verifying 6.5 -> 3.9 µs (each secret's HMAC keyed once and
-copied); validating with pydantic 10 µs and writing the listing back with ``model_dump_json``
-7 µs -> 5.9 µs for both with msgspec (bridge/ingest/events.py); packing EVALSHA 3.8 -> 2.1 µs;
-``asyncio.timeout`` ~4 µs a call -> one timer per loop turn; one socket write per loop turn to
-Redis instead of one per call. This endpoint without Redis: 32-39 -> 17-19 µs; the script client
-per call: 18 -> 7 µs. The web process under ``python -m tests.bench.webhook`` (user + system
-CPU per request, /proc): 134-232 -> 68-96 µs, against 40-52 µs for the no-op endpoint.
-
-The benchmark's ratio went from 0.26-0.37 to 0.26-0.58 (5 and 10 s runs); the rest is Redis's:
-with ``appendfsync always`` Valkey fsyncs once per event-loop cycle and reads 16 KB per client
-per cycle, ~13 events, and the ingest script takes 45-60 µs per event (35-48 before it kept
-traces and metrics). At 4-6k events/s Valkey is 70-85 % busy; the script alone, called by 32
-in-process callers, does 6-13k events/s against 12-19k requests/s for the no-op endpoint.
-
-Later (2026-11-30, a slower host): the script's arguments packed in one format per listing, the
-script client keeping its loop (``asyncio.get_running_loop()`` is a getpid() call on 3.11), this
-endpoint dispatched ahead of Starlette's middleware and router (``bridge.app.BridgeApp``) and two
-Redis calls less per event in the ingest script. Same host, minutes apart, 3 alternating rounds
-each: web CPU per request 213 -> 191 µs against the no-op endpoint's 125-128 µs, Redis 129 ->
-117 µs, ratio medians 0.42 -> 0.47.
-
-Where a request's time goes (2026-11-30, a faster host; the calls timed in this process under
-the benchmark, then the timing taken out again): of ~3.3 ms, ~1.6 ms from the loop turn's write
-to Redis to the script's reply (Redis runs the batch, ~13 events, and fsyncs before it answers
-any; a batch written mid-cycle also waits for the rest of that cycle), ~0.3 ms waiting for the
-loop turn's write, ~0.4 ms from the reply until the request's task runs (the batch's other tasks
-write their answers first), the rest in uvicorn and wrk. The machine is ~75 % busy: at 32
-connections the webhook is latency-bound (at 64 it runs at 0.77 of the no-op endpoint, with less
-CPU per event). So each µs of the ingest script costs ~20 µs of latency per request; its story
-and counter upkeep is ~10 of its ~55 µs (measured by leaving them out). Tried and not kept: holding
-calls while a batch is in flight, and writing a call at once when none is (both within the noise
-of interleaved A/B runs); a second web process (slower: 0.44).
-
-What bounded it (2026-11-30, a slower host again: no-op endpoint 7,300-8,700 req/s, the bridge
-at median 0.41 of it, web CPU 219 µs per request, Valkey 135 µs per event): the Redis work per
-event. The same benchmark with the ingest script cut down to its dedupe ``SET NX`` alone ran at
-0.62, Valkey at 48 µs per event, and no single call of the ~12 per event was the lever.
-
-So the fold left the request's path (later that day, a third host: no-op endpoint 19,700-24,000
-req/s, where the code before ran at 0.38). The webhook's script now dedupes and appends the
-event to the inbox, two calls; the workers fold it (``bridge/ingest/inbox.py``), in batches whose
-writes to one key are made once. Valkey 65 -> 27-33 µs per event; the bridge at median 0.53 of
-the no-op endpoint over 5 rounds (0.48-0.59; runs of 3 rounds: 0.50-0.52, single rounds down to
-0.42: the host moves), 0.55 on redis-server 7.0; web
-CPU, 68-86 µs per request against the no-op's 41-50, is now the larger part (the entry's body
-packed as it came, not decoded and encoded again: 2.0 -> 0.8 µs). The fold's cost moved, it did
-not vanish: a worker folds 19-22k events/s (Redis 39-44 µs per event); with one folding during
-the run on the same 2 cores the bridge ran at 0.41-0.43 (Redis 56 µs per event in all), against
-0.32-0.37 before the batch's writes were coalesced and 0.38 when the webhook folded every event
-itself. Tried and not kept: two or three connections to Redis (within the noise: Redis takes
-~10 events a cycle either way).
+What a request costs, and how it got there: ``docs/performance.md``.
 """
 
 from __future__ import annotations
