@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -194,6 +194,8 @@ class RedisSettings(_Section):
 
 
 class RentixTarget(_Section):
+    # How delivery reaches this portal: each listing on its own (``bridge.delivery.per_listing``).
+    mode: ClassVar[Literal["per_listing"]] = "per_listing"
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: Literal["rentix"]
     base_url: str = Field(pattern=r"^https?://")
@@ -214,6 +216,8 @@ class RentixTarget(_Section):
 
 
 class TravtusTarget(_Section):
+    # The group's whole state in one call (``bridge.delivery.group_sync``).
+    mode: ClassVar[Literal["group_sync"]] = "group_sync"
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: Literal["travtus"]
     base_url: str = Field(pattern=r"^https?://")

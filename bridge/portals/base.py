@@ -10,6 +10,9 @@ from bridge.portals.outcomes import Problem
 from bridge.portals.readback import FieldDifference
 
 Kind = Literal["rentix", "travtus"]
+# How delivery reaches a portal: listing by listing, or the group's whole state at once. Flows
+# branch on it (mypy narrows the adapter's type by it), not on the adapter's class.
+Mode = Literal["per_listing", "group_sync"]
 
 # Connect fails fast (a dead host); reads get longer because publishing can be slow.
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -20,6 +23,7 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=20)
 class PortalAdapter(Protocol):
     name: str
     kind: Kind
+    mode: Mode
 
     def map_listing(self, canonical: dict[str, Any]) -> dict[str, Any]: ...
 

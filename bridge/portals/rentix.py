@@ -44,6 +44,7 @@ def _num(value: str | None, kind: type) -> Any:
 
 class RentixAdapter:
     kind: Literal["rentix"] = "rentix"
+    mode: Literal["per_listing"] = "per_listing"  # one listing per call, by external ID
 
     def __init__(self, name: str, base_url: str, api_key: str, *,
                  client: httpx.AsyncClient | None = None,

@@ -21,6 +21,7 @@ LAST_PAGE = -1
 
 class TravtusAdapter:
     kind: Literal["travtus"] = "travtus"
+    mode: Literal["group_sync"] = "group_sync"  # the group's whole state in one call
 
     def __init__(self, name: str, base_url: str, token_url: str, client_id: str,
                  client_secret: str, *, client: httpx.AsyncClient | None = None,
