@@ -19,7 +19,7 @@ from tests.support.keyaudit_session import audited
 from tests.support.servers import RedisServer, redis_server, serve_app
 
 # LB_KEYAUDIT=0 leaves the audit out (a run that measures the tests' own speed, say).
-_AUDIT = os.environ.get("LB_KEYAUDIT", "0") != "0"
+_AUDIT = os.environ.get("LB_KEYAUDIT", "1") != "0"
 SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0001").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"listing-bridge-test-secret-0002").decode()
 
