@@ -73,7 +73,7 @@ async def send_outbox(ctx: dict[str, Any], target: str) -> str:
         spec = settings.target(target)
     except KeyError:
         spec = None
-    if not isinstance(spec, RentixTarget):
+    if spec is None or spec.mode != "per_listing":
         # Left behind by a target no longer configured (or not per-listing): stop asking.
         await ctx["redis"].zrem(k.SENDERS, target)
         return f"{target}: not a configured per-listing target; its outbox is left as it is"
@@ -139,7 +139,7 @@ async def _check(ctx: dict[str, Any], spec: RentixTarget | TravtusTarget, group:
     if state.get("paused"):
         raise PausedTarget(f"the target is paused ({state['paused']})")
     if group == schedule.WHOLE_PORTAL:
-        assert isinstance(spec, RentixTarget)
+        assert spec.mode == "per_listing"
         return await reconciler.check_portal(spec), []
     await _quiet(ctx["redis"], group)
     return await reconciler.check_and_repair(spec, group, REPAIR)

@@ -87,7 +87,7 @@ def desired_content(adapter: RentixAdapter | TravtusAdapter, listing: ListingCon
 
 def _payload(adapter: RentixAdapter | TravtusAdapter, listing: ListingContent
              ) -> dict[str, Any] | None:
-    if isinstance(adapter, RentixAdapter):
+    if adapter.mode == "per_listing":
         if listing.deleted or listing.body is None:
             return adapter.deletion_payload(listing.ref)
         return adapter.map_listing(listing.body)

@@ -114,7 +114,7 @@ class Linking:
 
     def target(self, name: str | None) -> RentixTarget:
         """The named Rentix target, or the only one when no name is given."""
-        rentix = [t for t in self.settings.targets if isinstance(t, RentixTarget)]
+        rentix = [t for t in self.settings.targets if t.mode == "per_listing"]
         if name is None:
             if len(rentix) == 1:
                 return rentix[0]
@@ -122,7 +122,7 @@ class Linking:
             raise LinkError("unknown_target", f"give --target: Rentix targets are {names}")
         for t in self.settings.targets:
             if t.name == name:
-                if isinstance(t, RentixTarget):
+                if t.mode == "per_listing":
                     return t
                 raise LinkError("unsupported_target", f"{name} is a {t.kind} target; external "
                                 "IDs are linked on Rentix targets only")

@@ -267,7 +267,7 @@ class Reads:
                       ) -> OutboxView | None:
         """A per-listing target's outbox, with its budgets from its ``lb:target`` hash
         (``state``); a group-sync target has none."""
-        if not isinstance(target, RentixTarget):
+        if target.mode != "per_listing":
             return None
         depth = await self.outbox.depth(target.name)
         batch = await self.outbox.in_flight(target.name)
@@ -495,7 +495,7 @@ def listing_state(adapter: Adapter, listing: DesiredListing, accepted: Accepted 
     status: ListingStatus
     if want is None or ((listing.deleted or listing.body is None) and accepted is None):
         # Nothing to send: only what a target accepted from the bridge is its to take down.
-        removal = accepted is not None and isinstance(adapter, TravtusAdapter)
+        removal = accepted is not None and adapter.mode == "group_sync"
         status = "pending removal" if removal else "absent"
     elif accepted is not None and accepted.digest == want:
         status = "in step"

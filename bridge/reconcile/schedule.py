@@ -68,7 +68,7 @@ def next_due_ms(target: str, group: str, interval_ms: int, now: int) -> int:
 
 def whole_portal(spec: RentixTarget | TravtusTarget) -> bool:
     """Whether a pass of ``spec`` also reads the portal as a whole (for unknown listings)."""
-    return isinstance(spec, RentixTarget)
+    return spec.mode == "per_listing"
 
 
 class TopUp:

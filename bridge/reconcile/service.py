@@ -171,7 +171,7 @@ class Reconciler:
         for spec in self.targets(target):
             counter = _Counter(self._pace(spec))
             items = None
-            if isinstance(spec, RentixTarget) and group is None:
+            if spec.mode == "per_listing" and group is None:
                 whole, items = await self._agency(spec, counter)
                 await self._add(report, records, _untouched(whole, repair))
             for name in groups:
@@ -195,7 +195,7 @@ class Reconciler:
         """Every listing of a per-listing portal, by external ID, read once by pages; those no
         CRM listing the bridge knows is linked to are the check's (group "") unknown ones."""
         adapter = self.adapters[spec.name]
-        assert isinstance(adapter, RentixAdapter)
+        assert adapter.mode == "per_listing"
         items = [item async for item in adapter.iter_listings(pace=counter.pace)]
         refs = [ref for item in items if (ref := adapter.portal_ref(item))]
         known = await self._known(refs)
@@ -213,10 +213,10 @@ class Reconciler:
         counter = counter or _Counter(self._pace(spec))
         members = await self._members(group)
         adapter = self.adapters[spec.name]
-        if only is not None and isinstance(adapter, RentixAdapter):
+        if only is not None and adapter.mode == "per_listing":
             members = [m for m in members if m.ref in only]
         skip = await self._not_sent_on_purpose(spec, members)
-        if isinstance(adapter, RentixAdapter):
+        if adapter.mode == "per_listing":
             if items is None:
                 items = await self._by_external_id(adapter, members, counter)
             held = {m.ref: items.get(m.ref) for m in members}
@@ -281,7 +281,7 @@ class Reconciler:
                 result.settle([finding], "not repaired", after.left_out[finding.ref])
             else:
                 result.settle([finding], "repaired", REPAIRED)
-        if isinstance(spec, RentixTarget):  # only the repaired listings were read back
+        if spec.mode == "per_listing":  # only the repaired listings were read back
             result.remaining = [f for f in result.check.findings if f.ref not in refs]
         else:
             result.remaining = []
@@ -312,7 +312,7 @@ class Reconciler:
         """What stops the group's writes to the target: a held, discarded or refused sync, or
         a backoff after a failed call."""
         ledger = self.delivery.ledger
-        if isinstance(spec, TravtusTarget):
+        if spec.mode == "group_sync":
             held = (await ledger.held(spec.name)).get(group)
             if held is not None:
                 return f"its sync is held for an operator by the guards: {held.reason}"
@@ -335,7 +335,7 @@ class Reconciler:
         if any(f.kind in repair and f.kind != "unknown" for f in check.findings):
             return True
         ledger = self.delivery.ledger
-        if isinstance(spec, RentixTarget):
+        if spec.mode == "per_listing":
             accepted = await ledger.accepted(spec.name, None, list(check.in_step))
         else:
             accepted = await ledger.accepted(spec.name, check.group)
@@ -377,7 +377,7 @@ class Reconciler:
         """The ledger as the portal confirms it; what must be written again, in doubt."""
         ledger = flush.ledger
         adapter = self.adapters[spec.name]
-        if isinstance(adapter, RentixAdapter):
+        if adapter.mode == "per_listing":
             accepted = await ledger.accepted(spec.name, None, list(check.in_step))
             for ref, held in check.in_step.items():
                 if ref not in accepted or accepted[ref].digest != held.digest:
@@ -433,7 +433,7 @@ class Reconciler:
         refs = [m.ref for m in members]
         quarantined = await self.delivery.ledger.quarantined(spec.name, refs)
         skip = {ref: _quarantine_why(entry) for ref, entry in quarantined.items()}
-        if isinstance(spec, RentixTarget):
+        if spec.mode == "per_listing":
             waiting = await self.delivery.outbox.waiting(spec.name, refs)
             skip |= dict.fromkeys(waiting, "queued for a bulk request: on its way, not yet "
                                   "confirmed")
