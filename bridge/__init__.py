@@ -8,7 +8,9 @@ Follow a webhook from the endpoint to the portal call by opening one package per
                  marks their groups due
     delivery/    the flush of one group: claim its changes, plan the difference between desired
                  state and what each portal accepted (the ledger), send it with idempotency keys
-                 within each portal's rate limit, record the outcome
+                 within each portal's rate limit, record the outcome. ``flush`` drives the
+                 turns; ``per_listing`` (Rentix) and ``group_sync`` (Travtus) each deliver one
+                 portal mode, on the ground ``turns`` gives both
     portals/     one adapter per portal (Rentix per listing, Travtus per group): mapping,
                  local validation, HTTP, and the outcome of every answer
     linking/     connecting hand-made Rentix listings to CRM records by external ID
