@@ -27,7 +27,8 @@ sit beside the module owning each script, every key declared in its header),
 ``packing`` (compact storage of per-listing JSON), ``stories`` (how listings' stories are stored),
 ``counters`` (the Prometheus totals kept in Redis), ``logs`` (log context and JSON lines),
 ``clock``, ``responses``, and ``app`` (the web process). The Lua fragments ``declared.lua``
-(the keys a script was given) and ``debounce.lua`` (the debounce rule, stated once) sit here
+(the keys a script was given) and ``group_state.lua`` (a group's scheduling keys: the
+debounce and counter rules, stated once, and every write to them) sit here
 too. The arq worker process is the top-level
 package ``workers``, which imports ``bridge`` and is never imported by it. The import rules are
 contracts in ``pyproject.toml``.

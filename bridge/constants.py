@@ -66,14 +66,19 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           after the group's last change (each fold batch that
                                           changes the group renews it); a counter that expired
                                           starts again above every seq lb:settled and lb:dirty
-                                          still hold, so it never goes back
+                                          still hold, so it never goes back. Owner (with
+                                          lb:dirty, lb:settled, lb:due): bridge/group_state.lua,
+                                          the fragment through which every script writes them
+                                          (fold, acceptance, claim, finish, mark_due); outside
+                                          Lua only reconcile deletes lb:settled
     lb:dirty:{group}              hash    ref -> the group's seq when the listing last changed:
                                           what flushes plan (``claims.py``); an entry goes once
                                           every target has settled that change (lb:settled);
                                           an acceptance of content the listing has moved past
                                           sets it again, with a fresh seq, in the listing's
                                           current group (``claims.ACCEPTED_LUA``); PX
-                                          GROUP_IDLE_MS, renewed with lb:pending's
+                                          GROUP_IDLE_MS, renewed with lb:pending's; owner:
+                                          bridge/group_state.lua
     lb:tombstones                 zset    ref -> when its compacted tombstone expires (ms:
                                           retention.horizon_days after max(t, f)), set by the
                                           compaction; the tombstone orders events received
@@ -88,11 +93,11 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           clean; deleted by mark_due (an operator's action, a
                                           resume, a repair: doubt), so the next flush plans the
                                           whole group; PX GROUP_IDLE_MS, renewed by each finish
-                                          and with lb:pending's
+                                          and with lb:pending's; owner: bridge/group_state.lua
     lb:due                        zset    group -> when its flush is due (debounce, retry, or
                                           when a running flush's lease would lapse); the
                                           scheduler polls it; a finish removes the group
-                                          (delivery)
+                                          (delivery); owner: bridge/group_state.lua
     lb:stats:{minute}             hash    per-minute counters: received, duplicate, stale,
                                           rejected:{reason}; delivery adds calls:{target} and
                                           {outcome}:{target}; TTL STATS_TTL_S (2 h)

@@ -1,13 +1,8 @@
 -- fragment: a portal's acceptance of a write (writes.lua, the sender's settle.lua); needs
--- declared.lua and seq.lua. The keys of a listing's current group, known only once its hash is
--- read, are built from the prefixes the script got in ARGV, and checked with declared() before
--- anything is written (undeclared).
-
--- The keys of group g, from the prefixes {pending, dirty, settled} received in ARGV.
-local function group_keys(prefixes, g)
-  return {pending = prefixes.pending .. g, dirty = prefixes.dirty .. g,
-          settled = prefixes.settled .. g}
-end
+-- ../declared.lua and ../group_state.lua (which writes the group's keys). The keys of a
+-- listing's current group, known only once its hash is read, are built from the prefixes the
+-- script got in ARGV (group_keys), and checked with declared() before anything is written
+-- (undeclared).
 
 -- What an acceptance of the listing whose hash is lk may touch and was not declared: the keys
 -- of its current group (a list of names; empty when all were).
@@ -26,9 +21,9 @@ end
 -- (the key), now, idle, prefixes}.
 local function redirty(ref, g, at)
   local gk = group_keys(at.prefixes, g)
-  redis.call('HSET', gk.dirty, ref, bump(gk))
+  mark_dirty(gk, ref, bump(gk))
   lifetime(gk, at.idle)
-  redis.call('ZADD', at.due, 'LT', at.now, g)
+  make_due_by(at.due, g, at.now)
 end
 
 -- Has the listing's desired state (hash lk) moved on from stamp {g, v, t, d, at} (nil:

@@ -24,12 +24,14 @@
 -- FIELDS order (nil for a field the hash lacks), then the refs of the other members: those
 -- every target has settled (lb:dirty, lb:settled).
 --!include ../declared.lua
+--!include ../group_state.lua
 local g, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local lk, pk, due, sk = KEYS[1], KEYS[3], KEYS[4], KEYS[6]
+local lk, due, sk = KEYS[1], KEYS[4], KEYS[6]
+local gk = {pending = KEYS[3], dirty = KEYS[7], settled = sk}
 local held = redis.call('PTTL', lk)
 if held > 0 then
   -- Another flush runs: come back when its lease would lapse (never sooner than planned).
-  redis.call('ZADD', due, 'GT', now + held, g)
+  make_due_not_before(due, g, now + held)
   return {0, held}
 end
 local members = redis.call('SMEMBERS', KEYS[8])
@@ -42,11 +44,9 @@ end
 if #missing > 0 then return {'missing', unpack(missing)} end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', lk, token, 'PX', lease)
-local seq = redis.call('HGET', pk, 'seq') or '0'
-local first = redis.call('HGET', pk, 'first') or ''
-redis.call('HDEL', pk, 'first')
+local seq, first = take_changes(gk)
 -- If this worker dies, the group falls due again when its lease lapses.
-redis.call('ZADD', due, 'GT', now + lease, g)
+make_due_not_before(due, g, now + lease)
 redis.call('ZADD', KEYS[5], now + lease, g)
 -- The least settled seq over the targets: changes after it are planned; none recorded for a
 -- target (or no targets): every member is.

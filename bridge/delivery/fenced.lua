@@ -10,7 +10,7 @@
 -- Returns: 1 (applied), 0 (the lease is not held: nothing written), {'missing', key...} (an
 -- acceptance would touch these undeclared keys: nothing written)
 --!include ../declared.lua
---!include seq.lua
+--!include ../group_state.lua
 --!include accepted.lua
 --!include writes.lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

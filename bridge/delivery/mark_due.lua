@@ -6,7 +6,7 @@
 -- ARGV[2] idle: the lifetime of a group's keys (ms)
 -- ARGV[3...] groups
 -- Returns: the number of groups
---!include seq.lua
+--!include ../group_state.lua
 if #KEYS ~= 1 + 3 * (#ARGV - 2) then
   return redis.error_reply('mark_due: three keys per group')
 end
@@ -17,6 +17,6 @@ for i = 3, #ARGV do
   bump(gk)
   redis.call('DEL', gk.settled)
   lifetime(gk, idle)
-  redis.call('ZADD', KEYS[1], 'LT', at, ARGV[i])
+  make_due_by(KEYS[1], ARGV[i], at)
 end
 return #ARGV - 2

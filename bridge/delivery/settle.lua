@@ -24,7 +24,7 @@
 -- ARGV[6] writes: JSON [{name, {key index...}, {argument...}}]
 -- Returns: 1, 0 (not held: nothing written), {'missing', key...} (as fenced.lua)
 --!include ../declared.lua
---!include seq.lua
+--!include ../group_state.lua
 --!include accepted.lua
 --!include writes.lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

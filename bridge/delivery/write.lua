@@ -7,7 +7,7 @@
 -- ARGV[4] writes: JSON [{name, {key index...}, {argument...}}]
 -- Returns: 1 (applied), {'missing', key...} (as fenced.lua)
 --!include ../declared.lua
---!include seq.lua
+--!include ../group_state.lua
 --!include accepted.lua
 --!include writes.lua
 local at = {now = tonumber(ARGV[1]), idle = tonumber(ARGV[2]), prefixes = cjson.decode(ARGV[3])}

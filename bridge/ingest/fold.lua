@@ -43,7 +43,7 @@
 -- Returns: {events folded, listing changes they applied, events left, listings taken, {why
 --   each entry set aside could not be folded}, {the keys missing, if it stopped for them}}
 --!include ../declared.lua
---!include ../debounce.lua
+--!include ../group_state.lua
 local INBOX, DUE, GROUPS, METRICS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local TOMBSTONES, DEAD, RETRIES = KEYS[5], KEYS[6], KEYS[7]
 local max_events, max_listings = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -86,7 +86,7 @@ end
 -- writing them event by event leaves (tests/ingest/test_inbox.py compares them key by key),
 -- for fewer Redis calls per event.
 local counts, totals = {}, {}  -- per-minute counters by key and field; cumulative by field
-local groups = {}  -- group -> {first, last, seq, burst}, as touch() left it
+local groups = {}  -- group -> {first, last, seq, burst, keys}, as touch() left it
 local stories = {}  -- story keys written
 -- While an entry is folded: the counts it added (table, field, ...), taken back if it fails.
 local made
@@ -127,25 +127,19 @@ local function outcome(applied)
   return 's'
 end
 
--- The highest change counter the group's other keys still hold: a target's settled seq, a
--- listing's unsettled change.
-local function recorded(g)
-  local top = 0
-  for _, key in ipairs({SETTLED .. g, DIRTY .. g}) do
-    for _, seq in ipairs(redis.call('HVALS', key)) do top = math.max(top, tonumber(seq)) end
-  end
-  return top
-end
+-- The groups' key prefixes (group_keys(), ../group_state.lua), and the batch's settle() marks.
+local PREFIXES = {pending = PENDING, dirty = DIRTY, settled = SETTLED}
+local MARKS = {due = DUE, idle = idle, window = window, maxwait = maxwait}
 
 -- Mark a group as having changes: trailing window, capped by max wait from its first change.
 -- Returns the group's change counter, now. Written to lb:pending and lb:due by settle().
 local function touch(g)
   local mark = groups[g]
   if not mark then
-    local cur = redis.call('HMGET', PENDING .. g, 'first', 'seq')
-    -- No counter (lb:pending expired, or was lost): it goes on above every seq still recorded,
-    -- never back to or below one a target settled, which would hide the change from claims.
-    mark = {first = tonumber(cur[1]), seq = tonumber(cur[2]) or recorded(g)}
+    local gk = group_keys(PREFIXES, g)
+    local cur = redis.call('HMGET', gk.pending, 'first', 'seq')
+    -- No counter: it goes on above every seq still recorded (the counter rule, recorded()).
+    mark = {first = tonumber(cur[1]), seq = tonumber(cur[2]) or recorded(gk), keys = gk}
     groups[g] = mark
   end
   if not mark.first then
@@ -157,27 +151,16 @@ local function touch(g)
   return mark.seq
 end
 
--- The listing changed at the group's change counter ``seq``: flushes plan it until every
--- target has settled that change (bridge/delivery/claims.py).
+-- The listing changed at the group's change counter ``seq`` (mark_dirty()); touch() has seen g.
 local function dirty(g, ref, seq)
-  redis.call('HSET', DIRTY .. g, ref, seq)
+  mark_dirty(groups[g].keys, ref, seq)
 end
 
 -- The batch's deferred writes (see above).
 local function settle()
   for g, mark in pairs(groups) do
-    local pk = PENDING .. g
-    if mark.burst then
-      redis.call('HSET', pk, 'first', mark.first, 'last', mark.last, 'seq', mark.seq)
-    else
-      redis.call('HSET', pk, 'last', mark.last, 'seq', mark.seq)
-    end
-    -- Every change renews the group's counter, unsettled changes and settled seqs: they share
-    -- one lifetime, GROUP_IDLE_MS past the last change (or flush: its finish renews them).
-    redis.call('PEXPIRE', pk, idle)
-    redis.call('PEXPIRE', DIRTY .. g, idle)
-    redis.call('PEXPIRE', SETTLED .. g, idle)
-    redis.call('ZADD', DUE, due_at(mark.first, mark.last, window, maxwait), g)
+    -- Counter and debounce marks, the keys' shared lifetime (GROUP_IDLE_MS), when it is due.
+    record_changes(mark.keys, g, mark, MARKS)
   end
   for key in pairs(stories) do redis.call('PEXPIRE', key, trace_ttl) end
   for key, fields in pairs(counts) do

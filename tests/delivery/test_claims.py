@@ -570,8 +570,8 @@ def test_claim_script_asks_for_the_listing_fields_in_desired_order() -> None:
 
 
 def test_finish_states_the_debounce_rule_through_the_shared_fragment() -> None:
-    # One rule for the fold and the finish: bridge/debounce.lua's due_at.
-    assert ("debounce.lua", 5) in claims.FINISH.origin
+    # One rule for the fold and the finish: bridge/group_state.lua's due_at.
+    assert ("group_state.lua", 11) in claims.FINISH.origin
     assert "due_at(first, last, window, maxwait)" in claims.FINISH.source
 
 
