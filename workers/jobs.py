@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.flush import Delivery
+from bridge.delivery import Delivery
 from bridge.portals import PortalError
 from bridge.reconcile import schedule
 from bridge.reconcile.compare import Finding, GroupCheck, Kind

@@ -42,7 +42,7 @@ from redis.exceptions import OutOfMemoryError
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.connections import check_redis, redis_client
-from bridge.delivery.flush import Delivery
+from bridge.delivery import Delivery
 from bridge.ingest.inbox import Inbox
 from bridge.portals import adapters_for
 from bridge.reconcile.records import Records

@@ -27,10 +27,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery import desired
-from bridge.delivery.adoption import Adoption
-from bridge.delivery.claims import mark_due
-from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery import Adoption, RateLimiter, mark_due, read_listings
 from bridge.linking.matching import (
     DEFAULT_MIN_CONFIDENCE,
     MatchReport,
@@ -269,7 +266,7 @@ class Linking:
                 pipe.smembers(f"{k.MEMBERS}{group}")
             members = await pipe.execute()
         refs = sorted({str(maybe_text(ref)) for refs in members for ref in refs})
-        found = (await desired.read_listings(self.redis, refs)).values()
+        found = (await read_listings(self.redis, refs)).values()
         return [x.body for x in found if not x.deleted and x.body]
 
     # -- adoption --

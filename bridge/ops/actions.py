@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from bridge.clock import now_ms
-from bridge.delivery.claims import mark_due
-from bridge.delivery.ledger import Held, HeldChanged, Ledger
+from bridge.delivery import Held, HeldChanged, Ledger, mark_due
 from bridge.ingest.inbox import DeadEvent, DeadLetters
 from bridge.logs import about
 from bridge.ops.models import HeldSync

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from bridge.delivery.budget import Bucket
-from bridge.delivery.ledger import Accepted, Attempt, Held, Quarantined
+from bridge.delivery import Accepted, Attempt, Bucket, Held, Quarantined
 from bridge.reconcile.records import CheckRecord, FailedCheck, PassRecord, UnknownListing
 
 Series = dict[str, list[int]]  # name -> one count per minute, oldest first

@@ -14,12 +14,23 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery import budget
-from bridge.delivery.budget import BUCKETS, Budget
-from bridge.delivery.desired import DesiredListing, Unreadable, read_listings
-from bridge.delivery.ledger import Accepted, Attempt, Held, Ledger, Quarantined
-from bridge.delivery.outbox import Outbox, drain_seconds
-from bridge.delivery.planning import desired_content, desired_digest
+from bridge.delivery import (
+    BUCKETS,
+    Accepted,
+    Attempt,
+    Budget,
+    DesiredListing,
+    Held,
+    Ledger,
+    Outbox,
+    Quarantined,
+    Unreadable,
+    budget,
+    desired_content,
+    desired_digest,
+    drain_seconds,
+    read_listings,
+)
 from bridge.ingest.inbox import DeadLetters
 from bridge.ingest.store import received_at
 from bridge.ops import figures

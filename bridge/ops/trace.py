@@ -17,7 +17,7 @@ from typing import Any, Literal
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
-from bridge.delivery.desired import read_listings
+from bridge.delivery import read_listings
 from bridge.ops.actions import NotFound
 from bridge.ops.models import ListingStatus
 from bridge.ops.reads import Reads, listing_state

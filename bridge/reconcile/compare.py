@@ -20,10 +20,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.delivery.desired import DesiredListing, Unreadable
-from bridge.delivery.idempotency import digest
-from bridge.delivery.ledger import Accepted
-from bridge.delivery.planning import desired_content
+from bridge.delivery import Accepted, DesiredListing, Unreadable, desired_content, digest
 from bridge.portals import RentixAdapter, TravtusAdapter
 
 Kind = Literal["missing", "drift", "stale", "unknown", "unreadable"]

@@ -34,12 +34,18 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.claims import Claim, LeaseLost
-from bridge.delivery.desired import DesiredListing, read_listings
-from bridge.delivery.flush import Delivery, GroupFlush
-from bridge.delivery.ledger import Quarantined, sync_scope
-from bridge.delivery.planning import plan_sync
-from bridge.delivery.ratelimit import read_pace
+from bridge.delivery import (
+    Claim,
+    Delivery,
+    DesiredListing,
+    GroupFlush,
+    LeaseLost,
+    Quarantined,
+    plan_sync,
+    read_listings,
+    read_pace,
+    sync_scope,
+)
 from bridge.portals import Outcome, PortalError, RentixAdapter, TravtusAdapter
 from bridge.reconcile.compare import (
     KINDS,
