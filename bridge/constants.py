@@ -76,7 +76,7 @@ Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
                                           every target has settled that change (lb:settled);
                                           an acceptance of content the listing has moved past
                                           sets it again, with a fresh seq, in the listing's
-                                          current group (``claims.ACCEPTED_LUA``); PX
+                                          current group (``bridge/delivery/accepted.lua``); PX
                                           GROUP_IDLE_MS, renewed with lb:pending's; owner:
                                           bridge/group_state.lua
     lb:tombstones                 zset    ref -> when its compacted tombstone expires (ms:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
-from bridge.delivery.claims import Command, mark_due
+from bridge.delivery.claims import Write, mark_due
 from bridge.delivery.ledger import Fence, write
 from bridge.replies import maybe_text
 from bridge.settings import RentixTarget
@@ -43,8 +43,8 @@ class Adoption:
     def fenced(self, fence: Fence) -> Adoption:
         return Adoption(self.redis, fence)
 
-    async def _write(self, *commands: Command) -> None:
-        await write(self.redis, self.fence, commands)
+    async def _write(self, *writes: Write) -> None:
+        await write(self.redis, self.fence, writes)
 
     async def active(self, target: RentixTarget) -> bool:
         return target.adopt and not await self.redis.exists(ADOPTED + target.name)
@@ -55,7 +55,7 @@ class Adoption:
     async def mark_linked(self, target: str, refs: Iterable[str]) -> None:
         refs = list(refs)
         if refs:
-            await self._write(("SADD", k.LINKED + target, *refs))
+            await self._write(Write("link", (k.LINKED + target,), tuple(refs)))
 
     async def unmark_linked(self, target: str, ref: str) -> None:
         await self.redis.srem(k.LINKED + target, ref)  # type: ignore[misc]
@@ -65,7 +65,8 @@ class Adoption:
 
     async def hold(self, target: str, ref: str, group: str, at_ms: int) -> None:
         entry = HeldCreate(ref, group, at_ms)
-        await self._write(("HSET", k.ADOPT + target, ref, orjson.dumps(entry.as_dict()).decode()))
+        payload = orjson.dumps(entry.as_dict()).decode()
+        await self._write(Write("hold create", (k.ADOPT + target,), (ref, payload)))
 
     async def release(self, target: str, ref: str) -> str | None:
         """Forget a held create (it is linked now); returns its group, to flush it."""

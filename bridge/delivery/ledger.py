@@ -204,16 +204,6 @@ def noted(command: Command | None) -> list[Write]:
     return [Write("note", (key,), tuple(pairs))]
 
 
-def _adoption_write(command: Command) -> Write:
-    """Adoption's two writes, still built as Redis commands (``adoption.py``), named."""
-    name, key, *args = command
-    if name == "SADD" and key.startswith(k.LINKED):
-        return Write("link", (key,), tuple(args))
-    if name == "HSET" and key.startswith(k.ADOPT):
-        return Write("hold create", (key,), tuple(args))
-    raise ValueError(f"not a named write: {command!r}")
-
-
 def call_entry(entry: Attempt) -> dict[str, Any]:
     """A portal call as each listing it carried tells it."""
     return {"kind": "call", "at": entry.at, "target": entry.target, "group": entry.group,
@@ -222,14 +212,13 @@ def call_entry(entry: Attempt) -> dict[str, Any]:
             "latency_ms": entry.latency_ms, "attempt": entry.attempt}
 
 
-async def write(redis: Redis, fence: Fence | None, writes: Sequence[Write | Command]) -> None:
+async def write(redis: Redis, fence: Fence | None, writes: Sequence[Write]) -> None:
     """Apply named ``writes`` atomically: through ``fence`` (a flush's lease) when there is
     one. Acceptances ("accepted") are a flush's alone: they check what it planned."""
-    named = [w if isinstance(w, Write) else _adoption_write(w) for w in writes]
     if fence is not None:
-        await fence.apply(named)
-    elif named:
-        await apply_writes(redis, named)
+        await fence.apply(writes)
+    elif writes:
+        await apply_writes(redis, writes)
 
 
 class Ledger:
