@@ -2,6 +2,10 @@
 flight), quarantine, held syncs, backoff, paused or rate-limited targets, and the history of
 attempts. Key layout: ``bridge/constants.py``.
 
+Each concern is a small store (:class:`AcceptedStore`, :class:`IntentStore`,
+:class:`QuarantineStore`, :class:`HeldStore`, :class:`TargetStore`, :class:`FigureStore`), all
+over one :class:`LedgerIO`, so one fence; :class:`Ledger` is every store at once, for callers.
+
 Shared by the worker (writes) and the web side (reads, operator actions). A flush builds its
 ledger over its :class:`~bridge.delivery.claims.Lease`: every write then takes effect only while
 that flush still holds the group (fenced), atomically. Every write is a named one, checked in Lua
@@ -221,24 +225,21 @@ async def write(redis: Redis, fence: Fence | None, writes: Sequence[Write]) -> N
         await apply_writes(redis, writes)
 
 
-class Ledger:
-    def __init__(self, redis: Redis, fence: Fence | None = None,
-                 trace_ttl_ms: int | None = None) -> None:
-        """``trace_ttl_ms``: how long listings' stories are kept ([trace] retention_days)."""
+class LedgerIO:
+    """The one way the ledger's stores reach Redis: their reads, and their writes, each applied
+    atomically through the same ``fence`` (a flush's lease) when there is one."""
+
+    def __init__(self, redis: Redis, fence: Fence | None, trace_ttl_ms: int) -> None:
         self.redis = redis
         self.fence = fence
-        self.trace_ttl_ms = trace_ttl_ms or TraceSettings().retention_ms
-        self._pinned = Script(redis, PINNED)
+        self.trace_ttl_ms = trace_ttl_ms
+        self.pinned = Script(redis, PINNED)
 
-    def fenced(self, fence: Fence) -> Ledger:
-        """This ledger with every write going through ``fence``."""
-        return Ledger(self.redis, fence, self.trace_ttl_ms)
-
-    async def _write(self, *writes: Write) -> None:
+    async def write(self, *writes: Write) -> None:
         await write(self.redis, self.fence, writes)
 
-    async def _read_json_hash(self, key: str, refs: list[str] | None
-                              ) -> dict[str, dict[str, Any]]:
+    async def read_json_hash(self, key: str, refs: list[str] | None
+                             ) -> dict[str, dict[str, Any]]:
         """Fields of a hash of JSON values: all of them, or just ``refs`` (absent ones left out)."""
         if refs is None:
             items = [(_text(r), v) for r, v in (await self.redis.hgetall(key)).items()]  # type: ignore[misc]
@@ -247,7 +248,41 @@ class Ledger:
             items = list(zip(refs, values, strict=True))
         return {ref: data for ref, v in items if (data := _load(v))}
 
-    # -- accepted state --
+
+class Store:
+    """One part of the ledger, over the :class:`LedgerIO` (and so the fence) it shares with
+    the others."""
+
+    def __init__(self, io: LedgerIO) -> None:
+        self.io = io
+
+    @property
+    def redis(self) -> Redis:
+        return self.io.redis
+
+    @property
+    def fence(self) -> Fence | None:
+        return self.io.fence
+
+    @property
+    def trace_ttl_ms(self) -> int:
+        return self.io.trace_ttl_ms
+
+    async def _write(self, *writes: Write) -> None:
+        await self.io.write(*writes)
+
+    async def _read_json_hash(self, key: str, refs: list[str] | None
+                              ) -> dict[str, dict[str, Any]]:
+        return await self.io.read_json_hash(key, refs)
+
+    async def apply(self, writes: Sequence[Write]) -> None:
+        """Other writes that must go with the ledger's (through its fence), atomically."""
+        if writes:
+            await self._write(*writes)
+
+
+class AcceptedStore(Store):
+    """What each target accepted, and when each group was last checked against its portal."""
 
     async def accepted(self, target: str, group: str | None,
                        refs: list[str] | None = None) -> dict[str, Accepted]:
@@ -310,7 +345,9 @@ class Ledger:
     async def sync_digest(self, target: str, group: str) -> str | None:
         return _s(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
 
-    # -- intents: the key of each write in flight --
+
+class IntentStore(Store):
+    """The key of each write in flight (``lb:intent:{target}``)."""
 
     async def intents(self, target: str, scopes: list[str]) -> dict[str, Intent]:
         records = await self._read_json_hash(f"{k.INTENT}{target}", scopes)
@@ -320,17 +357,14 @@ class Ledger:
         """Record new intents before their calls go out, so a retry finds their keys."""
         await self.apply(intend_writes(target, intents))
 
-    async def apply(self, writes: Sequence[Write]) -> None:
-        """Other writes that must go with the ledger's (through its fence), atomically."""
-        if writes:
-            await self._write(*writes)
-
     async def distrust(self, target: str, scope: str) -> None:
         """A write for ``scope`` may have reached the portal after another flush moved on: an
         intent no content matches makes the next flush send the desired content again."""
         await self._write(Write("distrust", (k.INTENT + target,), (scope,)))
 
-    # -- quarantine --
+
+class QuarantineStore(Store):
+    """Writes a target refused, skipped until their content changes or an operator retries."""
 
     async def quarantined(self, target: str, refs: list[str] | None = None
                           ) -> dict[str, Quarantined]:
@@ -366,7 +400,10 @@ class Ledger:
                 x for ref, e in entries.items() for x in (ref, _json(e)))))
         return len(entries)
 
-    # -- held syncs --
+
+class HeldStore(Store):
+    """Changes held for an operator (the guards' verdicts), and the operator's release or
+    discard of them."""
 
     async def held(self, target: str) -> dict[str, Held]:
         raw = await self.redis.hgetall(f"{k.HELD}{target}")  # type: ignore[misc]
@@ -406,7 +443,7 @@ class Ledger:
         seq = _s(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
         keys = [key for t in names for key in (
             k.HELD + t, f"{k.RELEASE}{t}:{group}", f"{k.DISCARDED}{t}:{group}")]
-        answer = await self._pinned(keys=keys, args=[group, digest, action, seq,
+        answer = await self.io.pinned(keys=keys, args=[group, digest, action, seq,
                                                      k.GROUP_IDLE_MS, *names])
         if int(answer[0]) == 0:
             return None
@@ -427,7 +464,9 @@ class Ledger:
     async def forget_discard(self, target: str, group: str) -> None:
         await self._write(Write("forget discard", (f"{k.DISCARDED}{target}:{group}",)))
 
-    # -- backoff per target and group --
+
+class TargetStore(Store):
+    """Each target's state (paused, rate-limited, its budgets) and its groups' backoff."""
 
     async def backoff(self, target: str, group: str) -> tuple[int, int]:
         key = f"{k.BACKOFF}{target}:{group}"
@@ -441,8 +480,6 @@ class Ledger:
 
     async def clear_backoff(self, target: str, group: str) -> None:
         await self._write(Write("clear backoff", (f"{k.BACKOFF}{target}:{group}",)))
-
-    # -- target state --
 
     async def target_state(self, target: str) -> dict[str, str]:
         raw = await self.redis.hgetall(f"{k.TARGET}{target}")  # type: ignore[misc]
@@ -465,15 +502,15 @@ class Ledger:
         if fields:
             await self._write(_note(target, **fields))
 
-    # -- history and figures --
+
+class FigureStore(Store):
+    """The history of portal calls, listings' stories, and the flush counters."""
 
     async def record_attempt(self, entry: Attempt, latencies_ms: list[int],
                              traced: Sequence[str] | None = None) -> None:
         """Record a portal call: in the history, the per-minute figures, and the story of each
         listing in ``traced`` (by default the attempt's own ``listings``)."""
         await self._write(*attempt_writes(entry, latencies_ms, self.trace_ttl_ms, traced))
-
-    # -- listings' stories (``bridge trace``) --
 
     async def trace(self, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Append (ref, entry) pairs to listings' stories: one write, nothing when empty."""
@@ -496,6 +533,20 @@ class Ledger:
         key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
         raw = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
         return [Attempt(**orjson.loads(v)) for v in raw]
+
+
+class Ledger(AcceptedStore, IntentStore, QuarantineStore, HeldStore, TargetStore, FigureStore):
+    """Every store at once, over one :class:`LedgerIO`: the facade the flush, the sender and
+    the operator's side use."""
+
+    def __init__(self, redis: Redis, fence: Fence | None = None,
+                 trace_ttl_ms: int | None = None) -> None:
+        """``trace_ttl_ms``: how long listings' stories are kept ([trace] retention_days)."""
+        super().__init__(LedgerIO(redis, fence, trace_ttl_ms or TraceSettings().retention_ms))
+
+    def fenced(self, fence: Fence) -> Ledger:
+        """This ledger with every write going through ``fence``."""
+        return Ledger(self.redis, fence, self.trace_ttl_ms)
 
 
 def intend_writes(target: str, intents: dict[str, Intent]) -> list[Write]:
