@@ -44,6 +44,7 @@ from bridge.delivery.desired import (
 )
 from bridge.delivery.idempotency import DISTRUSTED
 from bridge.logs import about
+from bridge.replies import text
 from bridge.scripts import LuaValue, Script, load
 from bridge.settings import DebounceSettings
 
@@ -185,7 +186,7 @@ async def declare_groups(redis: Redis, listing_keys: Sequence[str]) -> list[str]
         for key in listing_keys:
             pipe.hget(key, k.LISTING_FIELDS[0])
         groups = await pipe.execute()
-    return [key for g in dict.fromkeys(_text(g) for g in groups if g is not None)
+    return [key for g in dict.fromkeys(text(g) for g in groups if g is not None)
             for key in group_keys(g)]
 
 
@@ -212,8 +213,8 @@ async def with_declared(call: Callable[[list[str]], Awaitable[Any]],
 
 def _missing(answer: Any) -> list[str] | None:
     if (isinstance(answer, list) and answer and isinstance(answer[0], bytes | str)
-            and _text(answer[0]) == "missing"):
-        return [_text(name) for name in answer[1:]]
+            and text(answer[0]) == "missing"):
+        return [text(name) for name in answer[1:]]
     return None
 
 
@@ -423,25 +424,25 @@ class Flushes:
             lambda: self._member_keys(group))
         if int(raw[0]) == 0:
             return None
-        token, seq, first = str(raw[0]), _text(raw[1]), _text(raw[2])  # INCR: an integer
+        token, seq, first = str(raw[0]), text(raw[1]), text(raw[2])  # INCR: an integer
         planned, at = int(raw[3]), 4 + len(self.targets)
-        settled = {t: int(v) if (v := _text(raw[4 + i])) else None
+        settled = {t: int(v) if (v := text(raw[4 + i])) else None
                    for i, t in enumerate(self.targets)}
         step = 2 + len(FIELDS)
         end = at + planned * step
-        listings = [_listing(group, _text(raw[i]), raw[i + 2:i + step])
+        listings = [_listing(group, text(raw[i]), raw[i + 2:i + step])
                     for i in range(at, end, step)]
-        changed = {_text(raw[i]): int(raw[i + 1]) for i in range(at, end, step)
+        changed = {text(raw[i]): int(raw[i + 1]) for i in range(at, end, step)
                    if int(raw[i + 1])}
         listings.sort(key=lambda listing: listing.ref)
-        others = sorted(_text(ref) for ref in raw[end:])
+        others = sorted(text(ref) for ref in raw[end:])
         return Claim(group, token, seq, int(first) if first else None, listings, others,
                      changed, settled)
 
     async def _member_keys(self, group: str) -> list[str]:
         """The keys a claim reads and may write of each member: its hash and its body."""
         members = await self.redis.smembers(k.MEMBERS + group)  # type: ignore[misc]
-        return [key for ref in sorted(_text(m) for m in members)
+        return [key for ref in sorted(text(m) for m in members)
                 for key in (k.LISTING + ref, k.BODY + ref)]
 
     @contextlib.asynccontextmanager
@@ -476,9 +477,6 @@ class Flushes:
             raise LeaseLost(f"group {claim.group!r} was claimed by another flush")
         return bool(result)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _listing(group: str, ref: str, values: Sequence[bytes | str | None]) -> DesiredListing:

@@ -43,6 +43,7 @@ from bridge.delivery.claims import (
 from bridge.delivery.idempotency import Intent
 from bridge.delivery.results import FlushResult
 from bridge.packing import pack, unpack
+from bridge.replies import maybe_text, text
 from bridge.scripts import Script, load
 from bridge.settings import TraceSettings
 
@@ -242,7 +243,7 @@ class LedgerIO:
                              ) -> dict[str, dict[str, Any]]:
         """Fields of a hash of JSON values: all of them, or just ``refs`` (absent ones left out)."""
         if refs is None:
-            items = [(_text(r), v) for r, v in (await self.redis.hgetall(key)).items()]  # type: ignore[misc]
+            items = [(text(r), v) for r, v in (await self.redis.hgetall(key)).items()]  # type: ignore[misc]
         else:
             values = await self.redis.hmget(key, refs) if refs else []  # type: ignore[misc]
             items = list(zip(refs, values, strict=True))
@@ -340,10 +341,10 @@ class AcceptedStore(Store):
 
     async def verified(self, target: str, group: str) -> str | None:
         """The epoch in which the group was last checked against the portal (or synced)."""
-        return _s(await self.redis.hget(f"{k.VERIFIED}{target}", group))  # type: ignore[misc]
+        return maybe_text(await self.redis.hget(f"{k.VERIFIED}{target}", group))  # type: ignore[misc]
 
     async def sync_digest(self, target: str, group: str) -> str | None:
-        return _s(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
+        return maybe_text(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
 
 
 class IntentStore(Store):
@@ -407,7 +408,7 @@ class HeldStore(Store):
 
     async def held(self, target: str) -> dict[str, Held]:
         raw = await self.redis.hgetall(f"{k.HELD}{target}")  # type: ignore[misc]
-        return {_text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
+        return {text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
 
     async def held_of(self, target: str, group: str) -> Held | None:
         raw = await self.redis.hget(f"{k.HELD}{target}", group)  # type: ignore[misc]
@@ -440,7 +441,7 @@ class HeldStore(Store):
     async def _pinned_action(self, action: str, targets: str | Sequence[str], group: str,
                              digest: str) -> Held | None:
         names = [targets] if isinstance(targets, str) else list(targets)
-        seq = _s(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
+        seq = maybe_text(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
         keys = [key for t in names for key in (
             k.HELD + t, f"{k.RELEASE}{t}:{group}", f"{k.DISCARDED}{t}:{group}")]
         answer = await self.io.pinned(keys=keys, args=[group, digest, action, seq,
@@ -483,7 +484,7 @@ class TargetStore(Store):
 
     async def target_state(self, target: str) -> dict[str, str]:
         raw = await self.redis.hgetall(f"{k.TARGET}{target}")  # type: ignore[misc]
-        return {_text(f): _text(v) for f, v in raw.items()}
+        return {text(f): text(v) for f, v in raw.items()}
 
     async def pause(self, target: str, reason: str) -> None:
         await self._write(_note(target, paused=reason, paused_at=now_ms()))
@@ -492,7 +493,7 @@ class TargetStore(Store):
         """Clear the pause and make every group due: their changes flow now."""
         # its outbox too (an empty one is dropped by the sender)
         await self._write(Write("resume", (k.TARGET + target, k.SENDERS), (target, str(now_ms()))))
-        groups = [g for g in (_text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
+        groups = [g for g in (text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
@@ -627,11 +628,3 @@ def counted_flush(run: Callable[[FlushT], Awaitable[FlushResult]]
             await flush.ledger.record_flush(result, time.monotonic() - started)
 
     return counted
-
-
-def _s(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
