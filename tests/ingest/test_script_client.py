@@ -16,20 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from bridge.ingest.script_client import ScriptBatcher
-from bridge.scripts import load
+from tests.ingest.calls import SCRIPT, Calls
 from tests.support.servers import RedisServer, free_port
 
-# Appends its argument to a list (calls.lua): what ran, in which order, in which database.
-SCRIPT = load(__file__, "calls.lua")
-CALLS = "lb:test:calls"
-
-
-class Calls(ScriptBatcher):
-    """The client with calls.lua, each call given its one key."""
-
-    async def call(self, args: list[bytes | str | int],
-                   keys: list[bytes | str | int] | None = None) -> Any:
-        return await super().call(args, keys=keys or [CALLS])
 SHA = hashlib.sha1(SCRIPT.source.encode()).hexdigest()
 
 

@@ -28,8 +28,8 @@ from bridge.ingest.script_client import NotDurable, ScriptBatcher, StorageUnavai
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
 from bridge.ingest.webhook import WebhookEndpoint
-from bridge.scripts import load
 from tests.conftest import SECRET, make_settings
+from tests.ingest.calls import CALLS, SCRIPT, Calls
 from tests.support import crm
 from tests.support.redis_servers import (
     Server,
@@ -39,17 +39,6 @@ from tests.support.redis_servers import (
 )
 from tests.support.servers import free_port, wait_until
 
-# Appends its argument to a list (calls.lua): what ran, in which order, in which database.
-SCRIPT = load(__file__, "calls.lua")
-CALLS = "lb:test:calls"
-
-
-class Calls(ScriptBatcher):
-    """The client with calls.lua, each call given its one key."""
-
-    async def call(self, args: list[bytes | str | int],
-                   keys: list[bytes | str | int] | None = None) -> Any:
-        return await super().call(args, keys=keys or [CALLS])
 # "Well under a second": a named failure, not a timeout (the call deadline is 5 s).
 AT_ONCE_S = 0.5
 
