@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import constants as k
+from bridge import group_state
 from bridge.clock import now_ms
 from bridge.delivery import Delivery
 from bridge.portals import PortalError
@@ -154,11 +155,7 @@ async def _quiet(redis: Redis, group: str) -> None:
     """Wait, a little, until no change of the group waits for a flush and none runs."""
     deadline = time.monotonic() + QUIET_WAIT_S
     while time.monotonic() < deadline:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hexists(f"{k.PENDING}{group}", "first")
-            pipe.exists(f"{k.LEASE}{group}")
-            pending, flushing = await pipe.execute()
-        if not pending and not flushing:
+        if await group_state.quiet(redis, group):
             return
         await asyncio.sleep(QUIET_POLL_S)
 

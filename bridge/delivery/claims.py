@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
+from bridge import group_state
 from bridge.clock import now_ms
 from bridge.delivery.desired import (
     BODY_FIELD,
@@ -175,7 +176,8 @@ class Undeclared(RuntimeError):
 
 def group_keys(group: str) -> tuple[str, str, str]:
     """The keys of a group a change or an acceptance touches: lb:pending, lb:dirty, lb:settled."""
-    return k.PENDING + group, k.DIRTY + group, k.SETTLED + group
+    keys = group_state.keys_of(group)
+    return keys.pending, keys.dirty, keys.settled
 
 
 async def declare_groups(redis: Redis, listing_keys: Sequence[str]) -> list[str]:

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
-from bridge import counters, stories
+from bridge import counters, group_state, stories
 from bridge.clock import now_ms
 from bridge.delivery.claims import (
     Acceptance,
@@ -441,7 +441,7 @@ class HeldStore(Store):
     async def _pinned_action(self, action: str, targets: str | Sequence[str], group: str,
                              digest: str) -> Held | None:
         names = [targets] if isinstance(targets, str) else list(targets)
-        seq = maybe_text(await self.redis.hget(f"{k.PENDING}{group}", "seq")) or "0"  # type: ignore[misc]
+        seq = await group_state.seq(self.redis, group)
         keys = [key for t in names for key in (
             k.HELD + t, f"{k.RELEASE}{t}:{group}", f"{k.DISCARDED}{t}:{group}")]
         answer = await self.io.pinned(keys=keys, args=[group, digest, action, seq,

@@ -13,6 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import group_state
 from bridge.clock import now_ms
 from bridge.delivery import (
     BUCKETS,
@@ -125,11 +126,9 @@ class Reads:
     async def _due(self, now: int) -> list[DueGroup]:
         """Every group in ``lb:due``, and those with a running flush (a live lease in
         ``lb:flushing``) told apart from those waiting for one."""
-        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
-        running = await self.redis.zrangebyscore(k.FLUSHING, now, "+inf", withscores=True)
-        leases = {text(g): int(score) for g, score in running}
-        groups = [DueGroup(group=text(g), in_ms=int(score) - now,
-                           flushing_until=leases.get(text(g))) for g, score in due]
+        leases = await group_state.flushing_until(self.redis, now)
+        groups = [DueGroup(group=g, in_ms=at - now, flushing_until=leases.get(g))
+                  for g, at in await group_state.due(self.redis)]
         listed = {d.group for d in groups}
         return groups + [DueGroup(group=g, in_ms=until - now, flushing_until=until)
                          for g, until in leases.items() if g not in listed]
@@ -202,15 +201,13 @@ class Reads:
 
     async def _waiting(self, now: int) -> list[Waiting]:
         """Groups in ``lb:due``: why (changes in debounce, or a retry/lease) and when."""
-        due = await self.redis.zrange(k.DUE, 0, -1, withscores=True)
-        groups = [text(g) for g, _ in due]
+        due = await group_state.due(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.exists(f"{k.PENDING}{group}")
+            for group, _ in due:
+                group_state.read_waiting(pipe, group)
             pending: list[int] = await pipe.execute()
-        return [Waiting(group=g, due_at=int(score), in_ms=int(score) - now,
-                        reason=_why_due(bool(has)))
-                for g, (_, score), has in zip(groups, due, pending, strict=True)]
+        return [Waiting(group=g, due_at=at, in_ms=at - now, reason=_why_due(bool(has)))
+                for (g, at), has in zip(due, pending, strict=True)]
 
     async def _flushing(self) -> list[str]:
         """Groups whose flush holds a live lease (``lb:flushing``: no keyspace scan)."""
@@ -367,11 +364,11 @@ class Reads:
                               offset: int, count: int) -> list[str]:
         if sort == "last_change":  # the newest first; groups idle past GROUP_IDLE_MS last
             found = await self.redis.sort(  # type: ignore[misc]
-                k.GROUPS, start=offset, num=count, desc=True, by=f"{k.PENDING}*->last")
+                k.GROUPS, start=offset, num=count, desc=True, by=group_state.BY_LAST_CHANGE)
             return [text(g) for g in found]
         first: list[str] = []
         if sort == "pending":  # due for a flush (changes, or a retry): the soonest first
-            first = [text(g) for g in await self.redis.zrange(k.DUE, 0, -1)]
+            first = [g for g, _ in await group_state.due(self.redis)]
         elif sort == "held":  # the longest held first
             first = sorted(held, key=lambda g: (held[g][0], g))
         page = first[offset:offset + count]
@@ -405,9 +402,7 @@ class Reads:
         async with self.redis.pipeline(transaction=False) as pipe:
             for g in names:
                 pipe.scard(f"{k.MEMBERS}{g}")
-                pipe.hlen(f"{k.DIRTY}{g}")
-                pipe.hmget(f"{k.PENDING}{g}", ["first", "last"])
-                pipe.zscore(k.DUE, g)
+                group_state.read_row(pipe, g)
             found: list[Any] = await pipe.execute()
         rows = []
         for n, g in enumerate(names):
@@ -444,7 +439,7 @@ class Reads:
         now = now_ms()
         members = await self.redis.smembers(f"{k.MEMBERS}{group}")  # type: ignore[misc]
         desired = await read_listings(self.redis, sorted(text(r) for r in members))
-        due = await self.redis.zscore(k.DUE, group)
+        due = await group_state.due_at(self.redis, group)
         targets: dict[str, GroupTarget] = {}
         states: dict[str, dict[str, ListingState]] = {}
         for target in self.settings.targets:
@@ -453,8 +448,8 @@ class Reads:
         return GroupView(
             group=group,
             pending=await self._pending(group),
-            due_in_ms=int(due) - now if due is not None else None,
-            flushing=(await self.redis.zscore(k.FLUSHING, group) or 0) > now,
+            due_in_ms=due - now if due is not None else None,
+            flushing=await group_state.flushing(self.redis, group, now),
             listings=[_listing_view(listing, {n: s[ref] for n, s in states.items()})
                       for ref, listing in desired.items()],
             targets=targets,
@@ -463,8 +458,7 @@ class Reads:
 
     async def _pending(self, group: str) -> Pending | None:
         """``first`` is cleared when a flush takes the changes; last/seq stay as counters."""
-        raw = await self.redis.hgetall(f"{k.PENDING}{group}")  # type: ignore[misc]
-        fields = {text(f): int(v) for f, v in raw.items()}
+        fields = await group_state.pending(self.redis, group)
         if "first" not in fields:
             return None
         return Pending(first=fields["first"], last=fields.get("last", fields["first"]),

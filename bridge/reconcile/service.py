@@ -33,6 +33,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import group_state
 from bridge.clock import now_ms
 from bridge.delivery import (
     Claim,
@@ -365,7 +366,7 @@ class Reconciler:
                       fix: list[Finding]) -> str | None:
         """Flush the group with ``fix`` in doubt; why not, when it could not run."""
         # The repair plans the whole group: what the ledger said was settled is in doubt.
-        await self.redis.delete(f"{k.SETTLED}{check.group}")
+        await group_state.forget_settled(self.redis, check.group)
         claim = await self._claim(check.group)
         if claim is None:
             return "a flush of the group held it throughout: try again"
