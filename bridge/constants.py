@@ -169,6 +169,11 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:ratelimit:{target}:bulk    string  the same for bulk requests, at the target's
                                           bulk_per_minute; a bulk takes from both buckets; TTL
                                           just past that time
+    lb:ratelimit:{target}:puts    string  the same for the sender's PUT lane, at the general
+                                          rate less one request per bulk slot; a lane PUT
+                                          takes from both it and the shared bucket (keeping a
+                                          request of headroom there for the next bulk); TTL
+                                          just past that time
     lb:history                    list    latest delivery attempts (JSON), newest first; capped
                                           at HISTORY_MAXLEN
     lb:history:{group}            list    the same for one group; capped at GROUP_HISTORY_MAXLEN;
@@ -192,6 +197,24 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           key) is recorded
     lb:outbox:ready:{target}      zset    ref -> when its write may go (queued, or its backoff
                                           after a failed operation); same members as the hash
+    lb:outbox:ready:{target}:{group} zset  the group's lane: ref -> when its write may go, for
+                                          the refs first queued by that group's flushes (newer
+                                          content of a waiting ref keeps its lane and place);
+                                          a ref leaves when its entry does, or while a PUT of
+                                          it is in flight (lb:outbox:puts); the sender takes
+                                          round-robin across lanes, oldest first in each;
+                                          deleted with its last member
+    lb:outbox:groups:{target}     zset    group -> its turn: the groups with a lane, the one
+                                          served longest ago first (joined: when it joined;
+                                          served: when a bulk or PUT last took from it);
+                                          a group leaves with its lane's last member
+    lb:outbox:puts:{target}       hash    ref -> JSON {lane, at, attempts, not_before, op (the
+                                          outbox entry as sent)}: a write the sender took for
+                                          a single PUT (its spare general budget), recorded
+                                          before the PUT goes out and resent by PUT with the
+                                          same key (the entry's intent key) after a timeout or
+                                          a crash, never in a bulk; deleted when its answer
+                                          is recorded
     lb:outbox:batch:{target}      string  JSON {key, ops, at, attempts}: the bulk request in
                                           flight, recorded before it goes out, so a timeout or a
                                           crash resends exactly it, with its key; deleted when
@@ -358,6 +381,9 @@ TRACE = PREFIX + "trace:"
 OUTBOX = PREFIX + "outbox:"
 OUTBOX_READY = PREFIX + "outbox:ready:"
 OUTBOX_BATCH = PREFIX + "outbox:batch:"
+OUTBOX_GROUPS = PREFIX + "outbox:groups:"
+OUTBOX_PUTS = PREFIX + "outbox:puts:"
+PUTS = ":puts"  # lb:ratelimit:{target}:puts
 SENDER = PREFIX + "sender:"
 SENDERS = PREFIX + "senders"
 

@@ -43,6 +43,7 @@ from bridge.delivery.claims import (
     with_declared,
 )
 from bridge.delivery.planning import ListingWrite, Operation
+from bridge.replies import text
 from bridge.scripts import Script, load
 
 BULK_MAX_OPS = 100  # the documented maximum per request
@@ -67,6 +68,10 @@ class Queued:
     # The stamp of the desired state it was planned from (claims.stamp); None in entries
     # queued before stamps were kept: their acceptance replans the listing.
     stamp: Stamp | None = None
+    # The group whose lane (lb:outbox:ready:{target}:{group}) it was taken from: set on the
+    # operations of a bulk or a PUT the sender took, None in the outbox itself (and in
+    # entries queued before lanes were kept: those are taken from lb:outbox:ready alone).
+    lane: str | None = None
 
     def __post_init__(self) -> None:
         if self.stamp is not None:  # JSON gives a list back
@@ -85,10 +90,14 @@ class Queued:
         return {"op": "upsert", **self.payload}
 
     def json(self) -> str:
-        return orjson.dumps(asdict(self)).decode()
+        data = asdict(self)
+        if data["lane"] is None:
+            del data["lane"]
+        return orjson.dumps(data).decode()
 
     def retried(self, attempts: int) -> Queued:
-        return replace(self, attempts=attempts)
+        """The entry as it waits again (in the outbox: no lane)."""
+        return replace(self, attempts=attempts, lane=None)
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class Batch:
         return [op.bulk_op() for op in self.ops]
 
     def json(self) -> str:
-        return orjson.dumps({"key": self.key, "ops": [asdict(o) for o in self.ops],
+        return orjson.dumps({"key": self.key, "ops": [orjson.loads(o.json()) for o in self.ops],
                              "at": self.at, "attempts": self.attempts}).decode()
 
     @classmethod
@@ -124,7 +133,8 @@ def batch_key(ops: list[Queued], composed_at: int) -> str:
 
 def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
             max_bytes: int = BULK_MAX_BYTES) -> Batch | None:
-    """The next bulk: the longest-waiting ready writes, up to ``max_ops`` and ``max_bytes``."""
+    """The next bulk: the ready writes in the order given (``Take``: round-robin across
+    groups, oldest first in each), up to ``max_ops`` and ``max_bytes``."""
     ops: list[Queued] = []
     size = len(b'{"operations":[]}')
     for entry in ready:
@@ -136,26 +146,98 @@ def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
     return Batch(batch_key(ops, now), ops, now) if ops else None
 
 
+def lane_key(target: str, group: str) -> str:
+    """A group's lane in a target's outbox: lb:outbox:ready:{target}:{group}."""
+    return f"{k.OUTBOX_READY}{target}:{group}"
+
+
 def put_writes(target: str, entries: list[Queued], now: int) -> list[Write]:
     """Put writes in the outbox (replacing older content of the same listings, which keep
-    their place), ready now, and make the target's sender due: the named write "queue"."""
-    if not entries:
-        return []
-    return [Write("queue", (k.OUTBOX + target, k.OUTBOX_READY + target, k.SENDERS),
-                  (target, str(now), *[x for e in entries for x in (e.ref, e.json())]))]
+    their place), ready now, each new listing in its group's lane, and make the target's
+    sender due: the named write "queue", one per group."""
+    by_group: dict[str, list[Queued]] = {}
+    for entry in entries:
+        by_group.setdefault(entry.group, []).append(entry)
+    return [Write("queue", (k.OUTBOX + target, k.OUTBOX_READY + target, k.SENDERS,
+                            lane_key(target, group), k.OUTBOX_GROUPS + target),
+                  (target, str(now), *[x for e in some for x in (e.ref, e.json())]))
+            for group, some in by_group.items()]
 
 
 def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
     """``put_writes`` as Redis commands, for tests that fill an outbox directly (tests/ops,
-    tests/cli); the bridge itself writes through ``put_writes``."""
+    tests/cli) with new listings; the bridge itself writes through ``put_writes``."""
     if not entries:
         return []
+    groups = dict.fromkeys(e.group for e in entries)
     return [
         ("HSET", k.OUTBOX + target, *[x for e in entries for x in (e.ref, e.json())]),
         ("ZADD", k.OUTBOX_READY + target, "NX",
          *[x for e in entries for x in (str(now), e.ref)]),
+        *[("ZADD", lane_key(target, g), "NX",
+           *[x for e in entries if e.group == g for x in (str(now), e.ref)]) for g in groups],
+        ("ZADD", k.OUTBOX_GROUPS + target, "NX", *[x for g in groups for x in (str(now), g)]),
         ("ZADD", k.SENDERS, "LT", str(now), target),
     ]
+
+
+# Take writes for a bulk or for single PUTs, round-robin across the groups' lanes (take.lua).
+TAKE = load(__file__, "outbox_take.lua")
+# At most this many groups' lanes are read per take (the ones served longest ago).
+TAKE_GROUPS = 200
+
+
+@dataclass(frozen=True)
+class PutRecord:
+    """A write the sender took for a single PUT: recorded before it goes out, resent by PUT
+    with the same key (its intent key) until it is answered."""
+
+    op: Queued
+    at: int
+    attempts: int = 0
+    not_before: int = 0
+
+    def json(self) -> str:
+        return orjson.dumps({"lane": self.op.lane or "", "at": self.at,
+                             "attempts": self.attempts, "not_before": self.not_before,
+                             "op": orjson.loads(self.op.json())}).decode()
+
+    @classmethod
+    def load(cls, raw: bytes | str) -> PutRecord:
+        data = orjson.loads(raw)
+        op = Queued(**{**data["op"], "lane": data.get("lane") or None})
+        return cls(op, int(data["at"]), int(data.get("attempts") or 0),
+                   int(data.get("not_before") or 0))
+
+
+class Take:
+    """outbox_take.lua over one client: the next writes to send, fairly chosen: round-robin
+    across the groups' lanes (the group served longest ago first), oldest first in each, then
+    any entries queued before lanes were kept; only while the sender holds the target. For
+    PUTs (``put=True``) they are recorded in ``lb:outbox:puts:{target}`` and leave their
+    lanes, atomically."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script = Script(redis, TAKE)
+
+    async def __call__(self, target: str, token: str, now: int, limit: int = BULK_MAX_OPS, *,
+                       put: bool = False, exclude: Sequence[str] = ()) -> list[Queued] | None:
+        """None when the sender holds the target no more."""
+        groups = [text(g) for g in await self.redis.zrange(k.OUTBOX_GROUPS + target, 0,
+                                                           TAKE_GROUPS - 1)]
+        answer = await self._script(
+            keys=[k.SENDER + target, k.OUTBOX + target, k.OUTBOX_READY + target,
+                  k.OUTBOX_GROUPS + target, k.OUTBOX_PUTS + target,
+                  *[lane_key(target, g) for g in groups]],
+            args=[token, now, limit, "put" if put else "bulk", orjson.dumps(list(exclude))])
+        if not isinstance(answer, list):
+            return None
+        out = []
+        for i in range(0, len(answer), 3):
+            lane = text(answer[i]) or None
+            out.append(Queued(**{**orjson.loads(answer[i + 2]), "lane": lane}))
+        return out
 
 
 # Settle a bulk's answer, if this sender still holds the target (settle.lua).
@@ -171,19 +253,23 @@ class Settle:
         self._script = Script(redis, SETTLE)
 
     async def __call__(self, target: str, token: str, ops: Sequence[dict[str, Any]],
-                       writes: Sequence[Write]) -> bool:
-        """``ops``: per operation {kind, ref, ...} (``sender.Settled.arg``). False when the
-        sender holds the target no more (nothing written)."""
+                       writes: Sequence[Write], put: bool = False) -> bool:
+        """``ops``: per operation {kind, ref, ...} (``sender.Settled.arg``); ``put``: the
+        answer of a single PUT the sender took (its record goes), else of the bulk in flight.
+        False when the sender holds the target no more (nothing written)."""
         keys = Keys(k.SENDER + target, k.OUTBOX + target, k.OUTBOX_READY + target,
                     k.INTENT + target, k.ACCEPTED + target, k.QUARANTINE + target,
-                    k.OUTBOX_BATCH + target, k.DUE)
+                    k.OUTBOX_BATCH + target, k.DUE, k.OUTBOX_GROUPS + target,
+                    k.OUTBOX_PUTS + target)
         payload = keys.writes(writes)
-        listed = [{**op, "listing": keys.index(k.LISTING + op["ref"])} for op in ops]
+        listed = [{**op, "listing": keys.index(k.LISTING + op["ref"]),
+                   **({"lane_key": keys.index(lane_key(target, op["lane"]))}
+                      if op.get("lane") else {})} for op in ops]
         accepting = [k.LISTING + op["ref"] for op in ops if op["kind"] == "accepted"]
         answer = await with_declared(
             lambda more: self._script(keys=keys.with_more(more), args=[
                 token, now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, orjson.dumps(listed),
-                payload]),
+                payload, "put" if put else "bulk"]),
             lambda: declare_groups(self.redis, accepting))
         return bool(int(answer))
 
@@ -218,8 +304,14 @@ class Outbox:
         raw = await self.redis.get(k.OUTBOX_BATCH + target)
         return Batch.load(raw) if raw else None
 
+    async def puts(self, target: str) -> list[PutRecord]:
+        """The writes taken for single PUTs and not answered yet, oldest first."""
+        raw = await self.redis.hvals(k.OUTBOX_PUTS + target)  # type: ignore[misc]
+        return sorted((PutRecord.load(v) for v in raw), key=lambda r: (r.at, r.op.ref))
+
     async def entries(self, target: str, limit: int = 100) -> list[Queued]:
-        """The first ``limit`` writes in the outbox, in the order they go (for operators)."""
+        """The first ``limit`` writes in the outbox, longest waiting first (for operators; the
+        sender takes them round-robin across groups)."""
         return await self._load(target, await self.redis.zrange(k.OUTBOX_READY + target, 0,
                                                                 limit - 1))
 

@@ -6,7 +6,9 @@ nothing. Each turn:
 
 1. the bulk in flight (``lb:outbox:batch:{target}``), if a timeout or a crash left one: it goes
    again exactly as it was, with its key; else the next batch is composed from the ready writes
-   (longest waiting first, up to 100 operations, any groups) and recorded before it is sent;
+   (up to 100 operations, fairly across groups: round-robin over the groups' lanes, the group
+   served longest ago first, oldest first within a group: ``outbox_take.lua``) and recorded
+   before it is sent;
 2. it waits for the budgets: the portal's own report first (a window it said is spent is waited
    out, never tried), then the shared rate limiter (a bulk counts in the target's general bucket
    and in its bulk bucket, as Rentix counts it);
@@ -47,7 +49,7 @@ from bridge.delivery.ledger import (
     noted,
     trace_writes,
 )
-from bridge.delivery.outbox import Batch, Outbox, Queued, Settle, compose
+from bridge.delivery.outbox import Batch, Outbox, Queued, Settle, Take, compose
 from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.trace import decision_entry
 from bridge.logs import about
@@ -82,11 +84,13 @@ class Settled:
     why: str = ""
 
     def arg(self) -> dict[str, Any]:
-        out = {"kind": self.kind, "ref": self.op.ref, "group": self.op.group,
+        out: dict[str, Any] = {"kind": self.kind, "ref": self.op.ref, "group": self.op.group,
                "deletion": self.op.operation != "upsert", "digest": self.op.digest,
                "key": self.op.key, "record": self.record, "at": self.at}
         if self.op.stamp is not None:  # no nulls: cjson would decode them truthy
             out["stamp"] = self.op.stamp
+        if self.op.lane:
+            out["lane"] = self.op.lane
         return out
 
 
@@ -131,6 +135,7 @@ class Sender:
         self._fence = Fence(redis)
         self._stop = Script(redis, STOP)
         self._settle = Settle(redis)
+        self._take_out = Take(redis)
 
     async def drain(self, spec: RentixTarget) -> str:
         """Send what the target's outbox holds, as far as its budgets allow now."""
@@ -153,7 +158,7 @@ class Sender:
             return f"{name}: lease lost"
         finally:
             await self._stop(keys=[k.SENDER + name, k.OUTBOX_BATCH + name, k.OUTBOX + name,
-                                   k.OUTBOX_READY + name, k.SENDERS],
+                                   k.OUTBOX_READY + name, k.SENDERS, k.OUTBOX_PUTS + name],
                              args=[name, lease.token, not_before])
         return f"{name}: {sent} operation(s) sent"
 
@@ -184,7 +189,10 @@ class SenderTurn:
                 return until
             batch = await self.s.outbox.in_flight(self.name)
             if batch is None:
-                batch = compose(await self.s.outbox.ready(self.name, now), now)
+                taken = await self.s._take_out(self.name, self.lease.token, now)
+                if taken is None:
+                    raise LeaseLost(f"{self.lease.what} was taken over")
+                batch = compose(taken, now)
                 if batch is None:
                     return now
                 await self.lease.apply([Write("batch", (k.OUTBOX_BATCH + self.name,),

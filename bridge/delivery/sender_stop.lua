@@ -1,11 +1,12 @@
 -- Let go of the target and say when its outbox is next due: never sooner than not_before, nor
--- before its earliest ready write (unless a bulk is in flight: that goes at not_before); not
--- at all when the outbox is empty.
+-- before its earliest ready write (unless a bulk or a PUT is in flight: that goes at
+-- not_before); not at all when the outbox is empty.
 -- KEYS[1] sender: lb:sender:<target>
 -- KEYS[2] batch: lb:outbox:batch:<target>
 -- KEYS[3] outbox: lb:outbox:<target>
 -- KEYS[4] ready: lb:outbox:ready:<target>
 -- KEYS[5] senders: lb:senders
+-- KEYS[6] puts: lb:outbox:puts:<target>
 -- ARGV[1] target
 -- ARGV[2] token
 -- ARGV[3] not_before (ms)
@@ -13,7 +14,7 @@
 local target, token, not_before = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('GET', KEYS[1]) ~= token then return -2 end
 redis.call('DEL', KEYS[1])
-local in_flight = redis.call('EXISTS', KEYS[2]) == 1
+local in_flight = redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HLEN', KEYS[6]) > 0
 if redis.call('HLEN', KEYS[3]) == 0 and not in_flight then
   redis.call('ZREM', KEYS[5], target)
   return -1

@@ -153,14 +153,29 @@ local WRITES = {
       redis.call('LTRIM', k[1], 0, __TRACE_MAXLEN__ - 1)
       redis.call('PEXPIRE', k[1], a[1])
     end},
-  -- lb:outbox:<target>, lb:outbox:ready:<target>, lb:senders: target, now, then ref, JSON entry
-  ['queue'] = {keys = {3, 3}, args = function(a) return #a >= 4 and #a % 2 == 0 and strings(a)
+  -- lb:outbox:<target>, lb:outbox:ready:<target>, lb:senders[, lb:outbox:ready:<target>:<group>
+  -- (the group's lane), lb:outbox:groups:<target>]: target, now, then ref, JSON entry
+  ['queue'] = {keys = {3, 5}, args = function(a) return #a >= 4 and #a % 2 == 0 and strings(a)
       and tonumber(a[2]) end,
     run = function(k, a)
+      -- A listing not waiting yet joins the group's lane; one waiting already (newer content)
+      -- keeps its place and its lane, and one taken for a PUT stays out of every lane until
+      -- that PUT is answered (settle.lua puts it back).
+      local fresh = {}
+      if k[4] then
+        for i = 3, #a, 2 do
+          if redis.call('HEXISTS', k[1], a[i]) == 0 then fresh[#fresh + 1] = a[i] end
+        end
+      end
       chunked('HSET', k[1], a, 3)
       -- NX: newer content of a listing already waiting keeps its place in the queue (else a
       -- listing that changes more often than the outbox drains would never reach the front).
       for i = 3, #a, 2 do redis.call('ZADD', k[2], 'NX', a[2], a[i]) end
+      if #fresh > 0 then
+        for _, ref in ipairs(fresh) do redis.call('ZADD', k[4], 'NX', a[2], ref) end
+        -- NX: a group with a lane already keeps its turn.
+        redis.call('ZADD', k[5], 'NX', a[2], string.sub(k[4], #k[2] + 2))
+      end
       redis.call('ZADD', k[3], 'LT', a[2], a[1])  -- LT adds a missing member too
     end},
   -- lb:outbox:batch:<target>: JSON batch
