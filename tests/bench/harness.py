@@ -29,7 +29,9 @@ import httpx
 import orjson
 
 from bridge.dev.embedded import free_port
+from bridge.dev.generate import ListingFactory
 from bridge.dev.sender import SendReport, signed_request
+from bridge.settings import RentixTarget
 from tests.conftest import SECRET
 from tests.support.servers import redis_server, wait_until
 from tests.support.stack import stack_config
@@ -41,6 +43,24 @@ PUT_PER_MINUTE = 280  # the Rentix target's requests_per_minute default
 BULK_PER_MINUTE = 28  # its bulk_per_minute default
 DEBOUNCE = {"window_ms": 1000, "max_wait_ms": 10_000}  # the settings' defaults
 DELIVERY = {"job_timeout_s": 60, "poll_interval_ms": 50}
+
+
+def rentix_has(setting: str) -> bool:
+    """Whether the Rentix target knows ``setting`` (a benchmark passes a newer setting only
+    to a bridge that has it)."""
+    return setting in RentixTarget.model_fields
+
+
+def default_targets(sandbox_url: str, **rentix: Any) -> list[dict[str, Any]]:
+    """The two default targets (as tests.support.stack writes them), the Rentix one with
+    ``rentix``'s settings added."""
+    return [
+        {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
+         "api_key": "sandbox", "requests_per_minute": PUT_PER_MINUTE, **rentix},
+        {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox_url}/travtus",
+         "token_url": f"{sandbox_url}/travtus/oauth2/token", "client_id": "sandbox",
+         "client_secret": "sandbox"},
+    ]
 
 
 def up(url: str) -> bool:
@@ -87,15 +107,28 @@ class BenchBridge:
 def running_bridge(*, workers: int = 2, limits: dict[str, int] | None = None,
                    rentix_per_minute: int | None = None, bulk_per_minute: int | None = None,
                    debounce: dict[str, Any] | None = None,
-                   delivery: dict[str, Any] | None = None) -> Iterator[BenchBridge]:
-    """A fresh bridge on a fresh Redis and sandbox; ``bulk_per_minute`` None keeps the default."""
+                   delivery: dict[str, Any] | None = None,
+                   rentix: dict[str, Any] | None = None,
+                   webhook: dict[str, Any] | None = None) -> Iterator[BenchBridge]:
+    """A fresh bridge on a fresh Redis and sandbox; ``bulk_per_minute`` None keeps the default.
+    ``rentix``: more settings of the Rentix target (say ``put_lane``); ``webhook``: of the
+    webhook section (say ``max_body_bytes`` for a large snapshot)."""
     web_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     with redis_server() as redis, tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp:
         config, logs = Path(tmp) / "bridge.toml", Path(tmp)
+        sections: dict[str, Any] = {"debounce": debounce or DEBOUNCE,
+                                    "delivery": delivery or DELIVERY}
+        if webhook:
+            sections["webhook"] = webhook
+        if rentix:
+            sections["targets"] = default_targets(sandbox_url, **{
+                "requests_per_minute": rentix_per_minute or PUT_PER_MINUTE,
+                **({} if bulk_per_minute is None else {"bulk_per_minute": bulk_per_minute}),
+                **rentix})
         config.write_text(stack_config(
             redis.url, sandbox_url, rentix_per_minute, bulk_per_minute=bulk_per_minute,
-            debounce=debounce or DEBOUNCE, delivery=delivery or DELIVERY))
+            **sections))
         commands = {
             "sandbox": ["sandbox", "--port", str(sandbox_port)],
             "serve": ["serve", "--config", str(config), "--port", str(web_port)],
@@ -186,6 +219,28 @@ def delivered(sandbox: httpx.Client, finals: dict[str, dict[str, Any]],
     return not rentix_behind(sandbox, finals) and not travtus_behind(sandbox, finals, groups)
 
 
+def snapshot_event(group: str, listings: int, seed: int = 7,
+                   price_base: int | None = None) -> dict[str, Any]:
+    """A ``group.snapshot`` naming ``listings`` new listings (refs ``{group}-00000``, ...);
+    ``price_base``: give them the prices base, base + 1, ... (no stream's event has them)."""
+    factory = ListingFactory(seed)
+    items = [factory.listing(f"{group}-{n:05d}") for n in range(listings)]
+    if price_base is not None:
+        items = [{**item, "price": {**item["price"], "amount": price_base + n}}
+                 for n, item in enumerate(items)]
+    occurred = dt.datetime.now(tz=dt.UTC).isoformat().replace("+00:00", "Z")
+    return {"type": "group.snapshot", "occurred_at": occurred, "group": group,
+            "listings": items}
+
+
+def post_one(url: str, event: dict[str, Any], timeout: float = 120) -> tuple[int, float]:
+    """Post one (large) event, signed; its status and the wall-clock time it was sent."""
+    body, headers = signed_request(SECRET, orjson.dumps(event))
+    sent = time.time()
+    answer = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    return answer.status_code, sent
+
+
 # -- the journal: calls made, and when each write was accepted ------------------------------------
 
 @dataclass
@@ -244,10 +299,49 @@ def _operations(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return [op for op in ops or [] if isinstance(op, dict)]
 
 
+def arrived_at(entry: dict[str, Any]) -> float:
+    """Wall-clock time (s) the request reached the sandbox."""
+    return dt.datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """Rentix requests the sandbox counted against its budgets (every answer but a 429)."""
+
+    span_s: float  # the window: from ``start`` to the last Rentix request (or ``end``)
+    general_per_minute: float  # mean over the window
+    bulk_per_minute: float
+    general_peak: int  # the most in any 60 s
+    bulk_peak: int
+
+    @classmethod
+    def of(cls, journal: Iterable[dict[str, Any]], start: float,
+           end: float | None = None) -> BudgetUse:
+        counted = [r for r in journal if r["portal"] == "rentix" and r["status"] != 429]
+        general = sorted(arrived_at(r) for r in counted)
+        bulk = sorted(arrived_at(r) for r in counted if is_bulk(r))
+        last = end if end is not None else max(general, default=start)
+        span = max(last - start, 1e-9)
+
+        def mean(times: list[float]) -> float:
+            return sum(start <= t <= last for t in times) / span * 60
+
+        return cls(span, mean(general), mean(bulk), _peak(general), _peak(bulk))
+
+
+def _peak(times: list[float], window: float = 60.0) -> int:
+    """The most of ``times`` (sorted) within any ``window`` seconds."""
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def answered_at(entry: dict[str, Any]) -> float:
     """Wall-clock time (s) the sandbox answered: arrival plus the answer's delay."""
-    arrived = dt.datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
-    return float(arrived + entry["duration_ms"] / 1000)
+    return float(arrived_at(entry) + entry["duration_ms"] / 1000)
 
 
 Accepted = tuple[float, str | None, Any]  # answered at, listing ref, price
