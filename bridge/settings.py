@@ -208,6 +208,12 @@ class RentixTarget(_Section):
     # bulk_after_s seconds (at requests_per_minute).
     bulk_per_minute: int = Field(28, ge=0)
     bulk_after_s: float = Field(5.0, gt=0)
+    # While bulks drain the outbox, the sender also spends the general budget bulks leave free
+    # (requests_per_minute less one request per bulk slot) on single PUTs of the
+    # longest-waiting writes, fairly chosen; each keeps its channel and key for every retry.
+    # False: bulks alone drain the outbox (PUTs the lane took already are still answered by
+    # PUT). Not part of the public contract, hence the default.
+    put_lane: bool = True
 
     @property
     def bulk_threshold(self) -> int:

@@ -18,6 +18,14 @@ nothing. Each turn:
    with the same key after a backoff, or when a rate limit resets; invalid credentials pause the
    target, as for single writes.
 
+With the target's PUT lane on (``RentixTarget.put_lane``), single PUTs run beside the bulks in
+the same turn, spending the general budget the bulks leave free (the lane's own bucket, at the
+general rate less one request per bulk slot, and the shared one with a request of headroom kept
+for the next bulk) on the next writes, fairly chosen. A write taken for a PUT is recorded
+(``lb:outbox:puts:{target}``) before the PUT goes out and is never composed into a bulk; a
+timeout, a 5xx or a crash sends it again by PUT with the same key (its intent key), even when
+the lane has been turned off since. Its answer is settled as a bulk operation's is.
+
 When the outbox is empty or the budgets say wait, the sender lets go of the target and makes it
 due again when there is something it may send (``lb:senders``; the workers' scheduler turns due
 targets into ``send_outbox`` jobs).
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -49,8 +58,8 @@ from bridge.delivery.ledger import (
     noted,
     trace_writes,
 )
-from bridge.delivery.outbox import Batch, Outbox, Queued, Settle, Take, compose
-from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.outbox import Batch, Outbox, PutRecord, Queued, Settle, Take, compose
+from bridge.delivery.ratelimit import ACQUIRE, DEFAULT_BURST, RateLimiter
 from bridge.delivery.trace import decision_entry
 from bridge.logs import about
 from bridge.portals import Outcome, RentixAdapter, Result
@@ -61,6 +70,13 @@ log = logging.getLogger("bridge.delivery.sender")
 
 # A wait for the rate limiter shorter than this happens in the job; a longer one ends the turn.
 MAX_INLINE_WAIT_MS = 2_000
+# With the PUT lane on, a bulk's wait for its rate slot up to this long happens in the turn,
+# while the lane spends the general budget the bulks leave free.
+LANE_INLINE_WAIT_MS = 10_000
+# The lane looks again this often when it has nothing to take.
+LANE_IDLE_MS = 250
+# The lane leaves the bulks this many general requests of those the portal reports remaining.
+LANE_RESERVE = 2
 # A paused target's sender looks again this often (a resume makes it due at once).
 PAUSED_RECHECK_MS = 60_000
 # A refused operation's content is quarantined; these answers mean "refused".
@@ -136,6 +152,7 @@ class Sender:
         self._stop = Script(redis, STOP)
         self._settle = Settle(redis)
         self._take_out = Take(redis)
+        self._acquire = Script(redis, ACQUIRE)
 
     async def drain(self, spec: RentixTarget) -> str:
         """Send what the target's outbox holds, as far as its budgets allow now."""
@@ -148,9 +165,9 @@ class Sender:
         lease = SenderLease(self, name, str(taken[0]), self.settings.lease_ms)
         not_before = now_ms()
         sent = 0
+        turn = SenderTurn(self, spec, lease)
         try:
             async with kept(lease):
-                turn = SenderTurn(self, spec, lease)
                 not_before = await turn.run()
                 sent = turn.sent
         except LeaseLost as exc:
@@ -159,7 +176,8 @@ class Sender:
         finally:
             await self._stop(keys=[k.SENDER + name, k.OUTBOX_BATCH + name, k.OUTBOX + name,
                                    k.OUTBOX_READY + name, k.SENDERS, k.OUTBOX_PUTS + name],
-                             args=[name, lease.token, not_before])
+                             args=[name, lease.token, not_before,
+                                   "" if turn.puts_due is None else turn.puts_due])
         return f"{name}: {sent} operation(s) sent"
 
 
@@ -174,10 +192,43 @@ class SenderTurn:
         self.lease = lease
         self.ledger = sender.ledger.fenced(lease)
         self.sent = 0
+        # The refs of the bulk in flight (never taken for a PUT), and the lock under which
+        # the bulks and the PUT lane take from the outbox.
+        self.batch_refs: set[str] = set()
+        self.taking = asyncio.Lock()
+        # When the earliest PUT the lane took may go again (None: none waits).
+        self.puts_due: int | None = None
 
     async def run(self) -> int:
-        """Send batches until nothing may go now; when to come back."""
+        """Send batches (and, with the PUT lane, single PUTs beside them) until nothing may go
+        now; when to come back."""
         deadline = time.monotonic() + self.s.settings.job_timeout_s * 0.6
+        batch = await self.s.outbox.in_flight(self.name)
+        self.batch_refs = {op.ref for op in batch.ops} if batch else set()
+        pending = int(await self.s.redis.hlen(k.OUTBOX_PUTS + self.name))  # type: ignore[misc]
+        if not self.spec.put_lane and not pending:
+            return await self._bulks(deadline, MAX_INLINE_WAIT_MS)
+        # The lane runs beside the bulks: between two bulks (28 a minute) the bucket of the
+        # general budget they leave free refills several times over, so the bulks' waits
+        # happen in the turn and the lane spends them.
+        bulks = asyncio.create_task(self._bulks(
+            deadline, LANE_INLINE_WAIT_MS if self.spec.put_lane else MAX_INLINE_WAIT_MS))
+        puts = asyncio.create_task(self._puts(deadline, bulks))
+        tasks = [bulks, puts]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()  # a cancelled bulk or PUT stays recorded: it goes again as it was
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and \
+                    not isinstance(result, asyncio.CancelledError):
+                raise result
+        return bulks.result()
+
+    async def _bulks(self, deadline: float, inline_ms: int) -> int:
+        """Send batches until nothing may go by bulk now; when to come back."""
         while time.monotonic() < deadline:
             state = await self.ledger.target_state(self.name)
             now = now_ms()
@@ -187,24 +238,39 @@ class SenderTurn:
             spent = budget.spent_until(budget.parse(state), now, "bulk", "general")
             if (until := max(blocked, spent or 0)) > now:
                 return until
-            batch = await self.s.outbox.in_flight(self.name)
-            if batch is None:
-                taken = await self.s._take_out(self.name, self.lease.token, now)
-                if taken is None:
-                    raise LeaseLost(f"{self.lease.what} was taken over")
-                batch = compose(taken, now)
+            left = int((deadline - time.monotonic()) * 1000)
+            inline = max(MAX_INLINE_WAIT_MS, min(inline_ms, left))
+            lane = self.spec.put_lane
+            # With the lane, a bulk is composed once it may go: while it waits for its slot,
+            # the lane sends the longest-waiting writes by PUT.
+            if lane and not self.batch_refs and \
+                    (wait := await self._rate_slot(inline)) is not None:
+                return wait
+            async with self.taking:  # the PUT lane never takes what a bulk carries
+                batch = await self.s.outbox.in_flight(self.name)
                 if batch is None:
-                    return now
-                await self.lease.apply([Write("batch", (k.OUTBOX_BATCH + self.name,),
-                                              (batch.json(),))])
-            if (wait := await self._rate_slot()) is not None:
+                    now = now_ms()
+                    taken = await self.s._take_out(self.name, self.lease.token, now)
+                    if taken is None:
+                        raise LeaseLost(f"{self.lease.what} was taken over")
+                    batch = compose(taken, now)
+                    if batch is None:
+                        self.batch_refs = set()
+                        return now
+                    await self.lease.apply([Write("batch", (k.OUTBOX_BATCH + self.name,),
+                                                  (batch.json(),))])
+                    slot = not lane
+                else:
+                    slot = not lane or bool(self.batch_refs)  # resent: its slot is still due
+                self.batch_refs = {op.ref for op in batch.ops}
+            if slot and (wait := await self._rate_slot(inline)) is not None:
                 return wait
             again = await self._send(batch)
             if again is not None:
                 return again
         return now_ms()
 
-    async def _rate_slot(self) -> int | None:
+    async def _rate_slot(self, inline_ms: int = MAX_INLINE_WAIT_MS) -> int | None:
         """Wait briefly for both shared buckets, or return when to come back."""
         per_bulk = self.spec.bulk_per_minute or 1  # bulk turned off: drain what is left, slowly
         while True:
@@ -212,9 +278,112 @@ class SenderTurn:
                                                      per_bulk, now_ms())
             if not wait:
                 return None
-            if wait > MAX_INLINE_WAIT_MS:
+            if wait > inline_ms:
                 return now_ms() + wait
             await asyncio.sleep(wait / 1000)
+
+    # -- the PUT lane ------------------------------------------------------------------------
+
+    async def _puts(self, deadline: float, bulks: asyncio.Task[int]) -> None:
+        """While the bulks drain the outbox: resend the PUTs taken before and not answered
+        (same key, never in a bulk), then take the next writes fairly for single PUTs, within
+        the general budget the bulks leave free."""
+        while time.monotonic() < deadline:
+            self.lease.ensure()
+            now = now_ms()
+            if (reset := self._general_low(now)) is not None:
+                if bulks.done():
+                    return
+                await _nap(reset - now, bulks)  # the portal says the general window is short
+                continue
+            records = await self.s.outbox.puts(self.name)
+            self.puts_due = min((r.not_before for r in records), default=None)
+            due = [r for r in records if r.not_before <= now]
+            record = due[0] if due else None
+            if record is None:
+                if bulks.done():
+                    return  # what waits to go again goes with the next turn
+                if not self.spec.put_lane:
+                    if not records:
+                        return
+                    await _nap((self.puts_due or now) - now, bulks)
+                    continue
+                async with self.taking:
+                    taken = await self.s._take_out(self.name, self.lease.token, now, 1,
+                                                   put=True, exclude=sorted(self.batch_refs))
+                if taken is None:
+                    raise LeaseLost(f"{self.lease.what} was taken over")
+                if not taken:
+                    await _nap(LANE_IDLE_MS, bulks)  # nothing for the lane now
+                    continue
+                record = PutRecord(taken[0], now)
+                self.puts_due = min(self.puts_due or now, now)
+            while wait := await self._lane_slot():
+                await _nap(wait, bulks)
+            await self._put(record)
+
+    def _general_low(self, now: int) -> int | None:
+        """When the general window resets, if the portal's last answer left no more than the
+        bulks' reserve in it."""
+        info = self.adapter.rate_limit
+        if info.remaining is not None and info.remaining <= LANE_RESERVE and info.reset \
+                and info.reset * 1000 > now:
+            return int(info.reset * 1000)
+        return None
+
+    async def _lane_slot(self) -> int:
+        """0 when a PUT of the lane may go now (counted), else the ms to wait: the lane's own
+        bucket (the general rate less one request per bulk slot) and the shared general bucket
+        with one request less of burst, so a bulk always finds a request free there."""
+        general = 60_000 / self.spec.requests_per_minute
+        lane = 60_000 / max(1, self.spec.requests_per_minute - max(1, self.spec.bulk_per_minute))
+        args = [now_ms(), lane, math.floor(lane * (DEFAULT_BURST - 1)),
+                general, math.floor(general * (DEFAULT_BURST - 2))]
+        return int(await self.s._acquire(
+            keys=[f"{k.RATE_LIMIT}{self.name}{k.PUTS}", f"{k.RATE_LIMIT}{self.name}"],
+            args=args))
+
+    async def _put(self, record: PutRecord) -> None:
+        """Send one PUT (or delete) of the lane with its intent key and settle its answer as a
+        single write's: accepted, refused, or kept to go again by PUT with that key."""
+        op = record.op
+        self.lease.ensure()
+        if op.operation == "delete":
+            result = await self.adapter.delete(op.ref, op.key)
+        else:
+            result = await self.adapter.upsert(op.payload, op.key)
+        seen = budget.command(self.name, {
+            "general": budget.from_headers(self.adapter.rate_limit, now_ms())})
+        gone = op.operation == "delete" and result.outcome is Outcome.NOT_FOUND
+        if result.ok or gone or result.outcome in REFUSED:
+            await self._record(op.key, record.attempts + 1, op.operation, result,
+                               [self._settled(op, result)], seen, put=True)
+            self.sent += 1
+            return
+        now = now_ms()
+        reason = f"{result.outcome}: {result.error_type or result.status or ''} " \
+                 f"{result.message}".strip()
+        again = record.attempts + 1
+        until = now + self._backoff_ms(again)
+        if result.outcome is Outcome.RATE_LIMITED and result.retry_at:
+            until = max(until, int(result.retry_at * 1000))
+        kept_ = PutRecord(op, record.at, again, until)
+        entry = Attempt(now, self.name, op.group, op.operation, [op.ref], op.key,
+                        str(result.outcome), result.status, round(result.latency_ms, 1), again,
+                        reason)
+        await self.lease.apply([
+            Write("put record", (k.OUTBOX_PUTS + self.name,), (op.ref, kept_.json())),
+            *noted(seen),
+            *attempt_writes(entry, [], self.ledger.trace_ttl_ms, [op.ref]),
+            *trace_writes(_decisions(self.name, op.group, [
+                Settled("retry", op, "", until, reason)], now), self.ledger.trace_ttl_ms)])
+        self.puts_due = min(self.puts_due or until, until)
+        if result.outcome is Outcome.CREDENTIALS_INVALID:
+            await self.ledger.pause(self.name, reason)
+            log.error("pausing %s (by the bridge: credentials refused): %s", self.name, reason,
+                      extra=about(target=self.name))
+        elif result.outcome is Outcome.RATE_LIMITED and until > now:
+            await self.ledger.block_until(self.name, until, reason)
 
     async def _send(self, batch: Batch) -> int | None:
         """Send ``batch`` and record its answer; None to go on, else when to come back."""
@@ -225,7 +394,7 @@ class SenderTurn:
         if items is None:
             return await self._failed(batch, result, seen)
         settled = [self._settled(op, item) for op, item in zip(batch.ops, items, strict=True)]
-        await self._record(batch, result, settled, seen)
+        await self._record(batch.key, batch.attempts + 1, "bulk", result, settled, seen)
         self.sent += len(batch.ops)
         return None
 
@@ -254,17 +423,18 @@ class SenderTurn:
             "general": budget.from_headers(self.adapter.rate_limit, at),
             "bulk": budget.from_headers(self.adapter.bulk_rate_limit, at)})
 
-    async def _record(self, batch: Batch, result: Result, settled: list[Settled],
-                      seen: Command | None) -> None:
-        """Settle every operation, record the call per group, and tell each listing's story:
-        one atomic write, only while this sender holds the target."""
+    async def _record(self, key: str, attempt: int, operation: str, result: Result,
+                      settled: list[Settled], seen: Command | None, put: bool = False) -> None:
+        """Settle every operation of a bulk (or a PUT's, ``put``), record the call per group,
+        and tell each listing's story: one atomic write, only while this sender holds the
+        target."""
         now = now_ms()
         extra = noted(seen)
         for n, (group, ops) in enumerate(_by_group(settled).items()):
             accepted = [s for s in ops if s.kind == "accepted"]
-            entry = Attempt(now, self.name, group, "bulk", [s.op.ref for s in ops][:50],
-                            batch.key, str(result.outcome), result.status,
-                            round(result.latency_ms, 1), batch.attempts + 1,
+            entry = Attempt(now, self.name, group, operation, [s.op.ref for s in ops][:50],
+                            key, str(result.outcome), result.status,
+                            round(result.latency_ms, 1), attempt,
                             "" if result.ok else f"{result.error_type} {result.message}".strip())
             extra += attempt_writes(entry, [now - s.op.received_ms for s in accepted],
                                     self.ledger.trace_ttl_ms, [s.op.ref for s in ops],
@@ -272,8 +442,10 @@ class SenderTurn:
             extra += trace_writes(_decisions(self.name, group, ops, now),
                                   self.ledger.trace_ttl_ms)
         if not await self.s._settle(self.name, self.lease.token,
-                                    [s.arg() for s in settled], extra):
+                                    [s.arg() for s in settled], extra, put=put):
             raise LeaseLost(f"{self.lease.what} was taken over")
+        if not put:
+            self.batch_refs = set()  # the bulk is answered
         for item in settled:  # one line per listing an operator must look at, as a flush says
             if item.kind == "refused":
                 log.info("quarantined %s on %s: %s", item.op.ref, self.name, item.why,
@@ -284,7 +456,7 @@ class SenderTurn:
         or, when the portal refused the request itself, settle every operation as refused."""
         if result.outcome in REFUSED:
             settled = [self._settled(op, result) for op in batch.ops]
-            await self._record(batch, result, settled, seen)
+            await self._record(batch.key, batch.attempts + 1, "bulk", result, settled, seen)
             return None
         now = now_ms()
         reason = f"{result.outcome}: {result.error_type or result.status or ''} " \
@@ -340,3 +512,12 @@ def _decisions(target: str, group: str, ops: list[Settled], at: int
 
 def _dumps(record: Accepted | Quarantined) -> str:
     return orjson.dumps(asdict(record)).decode()
+
+
+async def _nap(ms: float, bulks: asyncio.Task[int]) -> None:
+    """Sleep ``ms`` (at most half a second), or until the bulks are done."""
+    seconds = max(0.0, min(ms, 500)) / 1000
+    if bulks.done():
+        await asyncio.sleep(seconds)
+    else:
+        await asyncio.wait([bulks], timeout=seconds)

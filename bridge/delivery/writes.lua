@@ -181,6 +181,9 @@ local WRITES = {
   -- lb:outbox:batch:<target>: JSON batch
   ['batch'] = {keys = {1, 1}, args = exactly(1),
     run = function(k, a) redis.call('SET', k[1], a[1]) end},
+  -- lb:outbox:puts:<target>: ref, JSON record (a PUT the sender took, to go again)
+  ['put record'] = {keys = {1, 1}, args = exactly(2),
+    run = function(k, a) redis.call('HSET', k[1], a[1], a[2]) end},
   -- lb:linked:<target>: refs | lb:adopt:<target>: ref, JSON held create
   ['link'] = {keys = {1, 1}, args = some, run = function(k, a) chunked('SADD', k[1], a, 1) end},
   ['hold create'] = {keys = {1, 1}, args = exactly(2),
