@@ -2,9 +2,10 @@
 
 Every process opens Redis from the one ``redis_url`` with redis-py's URL rules (redis://,
 rediss:// with its ssl_* options, unix:///path?db=N, ACL user and %xx-encoded password).
-``check_redis`` refuses a server that could drop accepted events (eviction; no AOF, or an fsync
-policy the webhook cannot wait out) and says what the webhook must wait for after its script
-calls: a ``Durability``. ``RedisCheck`` runs it for one client and remembers why it last failed.
+``check_redis`` refuses a server that could drop accepted events (eviction; no AOF, an fsync
+policy the webhook cannot wait out, or a WAITAOF that answers before the fsync) and says what
+the webhook must wait for after its script calls: a ``Durability``. ``RedisCheck`` runs it for
+one client and remembers why it last failed.
 
 Typing note: redis-py annotates its asyncio commands as ``Awaitable[T] | T`` (shared with the
 sync client, redis/redis-py#2399), which mypy rejects on ``await``; each such line carries a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.constants import PREFIX
 from bridge.settings import RedisSettings
 
 log = logging.getLogger("bridge.connections")
@@ -40,6 +43,16 @@ SAFE_POLICY = "noeviction"
 
 FIX = ('Set appendonly yes and appendfsync always (or everysec on Redis >= 7.2 / Valkey >= 8), '
        'or set [redis] durability = "none" for development.')
+
+# The key the everysec check writes to see WAITAOF at work (a minute's TTL; nothing reads it).
+WAITAOF_PROBE = PREFIX + "check:waitaof"
+# everysec starts a background fsync at most once per 1,000 ms of the server's cached clock (a
+# constant in its flushAppendOnlyFile, not a setting): two writes, the second sent after the
+# first was confirmed fsynced, cannot both be fsynced in less. Under 900 ms (a margin for that
+# clock, cached once per event-loop cycle) proves the confirmations came before the fsyncs.
+EVERYSEC_FSYNC_GAP_MS = 900
+# A check on a server whose WAITAOF was seen to wait (its run_id): not tried again on reconnects.
+_waitaof_waits: set[str] = set()
 
 # TLS failures that come from the set-up (certificates, protocol), not from a server going away
 # mid-handshake: those end as EOF or a reset, and heal by waiting.
@@ -146,6 +159,7 @@ async def _fsync_durability(redis: Redis, at: str, replicas: int) -> Durability:
         return Durability(replicas=replicas)
     if fsync == "everysec":
         if await has_waitaof(redis):
+            await _refuse_early_waitaof(redis, at)
             return Durability(wait_aof=True, replicas=replicas)
         raise UnsafeRedis(f"Redis at {at} has appendfsync everysec and no WAITAOF to wait for "
                           "the fsync (it came with Redis 7.2 and Valkey 8, and an ACL may forbid "
@@ -175,6 +189,47 @@ async def has_waitaof(redis: Redis) -> bool:
     except ResponseError:  # an unknown command, or one the bridge's user may not run
         return False
     return True
+
+
+async def _refuse_early_waitaof(redis: Redis, at: str) -> None:
+    """On everysec, refuse a server whose WAITAOF confirms writes before their fsync.
+
+    Servers with redis/redis#12622 (2023) and without its fix, redis/redis#13793 (2025), carry
+    a bug (Valkey 8.1.8 among them: docs/performance.md, 2026-12-08): in an event-loop cycle
+    with nothing to write and no fsync due yet, ``flushAppendOnlyFile`` marks everything
+    written as fsynced, so WAITAOF answers 1 at the next idle cycle (within 1000/hz ms) while
+    the background fsync comes up to a second later. A crash then loses webhooks acknowledged as
+    durable. Two writes, each confirmed before the next is sent, need two background fsyncs, at
+    least a second apart on a correct server; in much less they prove the bug. A correct server
+    costs this check about a second, once per server process (its run_id). A busy server may hide
+    the bug from it (no idle cycle); a correct server is never refused."""
+    run_id = str((await redis.info("server")).get("run_id", ""))
+    if run_id and run_id in _waitaof_waits:
+        return
+    started = time.perf_counter()
+    for n in range(2):
+        # One pipeline, so one connection: WAITAOF waits for its own connection's last write.
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(WAITAOF_PROBE, n, px=60_000)
+            pipe.execute_command("WAITAOF", 1, 0, 3_000)
+            _, (local, _replicas) = await pipe.execute()
+        if not int(local):  # no fsync within 3 s: no proof either way (the webhook's own
+            return  # waits fail, 503, while that lasts)
+    took_ms = (time.perf_counter() - started) * 1000
+    if took_ms >= EVERYSEC_FSYNC_GAP_MS:
+        if run_id:
+            _waitaof_waits.add(run_id)
+        _warn_once(f"Redis at {at} has appendfsync everysec: each 202 waits for the next "
+                   f"background fsync, started once a second (these two writes took "
+                   f"{took_ms:.0f} ms), so webhooks are answered at about one per concurrent "
+                   "sender per second; appendfsync always answers in milliseconds.")
+        return
+    raise UnsafeRedis(
+        f"Redis at {at} has appendfsync everysec, and its WAITAOF confirmed two writes in a "
+        f"row as fsynced within {took_ms:.0f} ms, though everysec fsyncs at most once a second: "
+        "it answers before the fsync (the bug fixed by redis/redis#13793), so a crash can lose "
+        "acknowledged webhooks. Set appendfsync always, or run a Redis/Valkey with that fix, "
+        'or set [redis] durability = "none" for development.')
 
 
 async def _report_replicas(redis: Redis, at: str, wanted: int) -> None:

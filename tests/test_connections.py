@@ -1,6 +1,6 @@
 """The start-up check against real servers: what a 202 waits for on each Redis (AOF always:
-nothing more; everysec: WAITAOF where the server has it), what is refused and with which
-message, and clients that read every form of redis_url the same way."""
+nothing more; everysec: WAITAOF where the server has it and it waits for the fsync), what is
+refused and with which message, and clients that read every form of redis_url the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bridge import connections
 from bridge.connections import (
     Durability,
     RedisCheck,
@@ -68,8 +69,39 @@ async def test_aof_always_needs_no_wait_on_redis_and_valkey() -> None:
         assert await check(valkey.url) == Durability(wait_aof=False, replicas=0)
 
 
-async def test_everysec_on_valkey_waits_for_the_aof(valkey_everysec: Server) -> None:
+async def test_everysec_on_a_valkey_whose_waitaof_answers_before_the_fsync_is_refused(
+        valkey_everysec: Server) -> None:
+    # The wheel's Valkey 8.1.8 confirms a write at its next idle cycle (hz 10: ~100 ms), though
+    # it fsyncs once a second (redis/redis#13793): two confirmed in a row in under 900 ms prove it.
+    started = time.monotonic()
+    message = await refusal(valkey_everysec.url)
+    assert time.monotonic() - started < 2
+    assert message.startswith(f"Redis at redis://127.0.0.1:{valkey_everysec.port}/0 has "
+                              "appendfsync everysec, and its WAITAOF confirmed two writes in a "
+                              "row as fsynced within ")
+    assert "it answers before the fsync (the bug fixed by redis/redis#13793)" in message
+    assert "Set appendfsync always, or run a Redis/Valkey with that fix" in message
+    ttl = valkey_everysec.client().pttl("lb:check:waitaof")
+    assert isinstance(ttl, int) and ttl > 0  # its probe key expires
+
+
+async def test_everysec_whose_waitaof_waits_for_the_fsync_is_used_and_said_to_cost_latency(
+        valkey_everysec: Server, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No server here has the fix; with no gap required, the wheel's Valkey passes as one that
+    # waits: used with WAITAOF, the cost said once, and not probed again on a reconnect.
+    monkeypatch.setattr(connections, "EVERYSEC_FSYNC_GAP_MS", 0)
+    monkeypatch.setattr(connections, "_waitaof_waits", set())
+    caplog.set_level(logging.WARNING, "bridge.connections")
     assert await check(valkey_everysec.url) == Durability(wait_aof=True, replicas=0)
+    monkeypatch.setattr(connections, "EVERYSEC_FSYNC_GAP_MS", 10_000)  # would refuse now
+    started = time.monotonic()
+    two = RedisSettings(min_replicas=2)
+    assert await check(valkey_everysec.url, two) == Durability(wait_aof=True, replicas=2)
+    assert time.monotonic() - started < 0.1  # this server process was probed already
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "has appendfsync everysec: each 202 waits for the next background fsync" in warned
+    assert "appendfsync always answers in milliseconds" in warned
 
 
 async def test_everysec_without_waitaof_is_refused(redis7_everysec: Server) -> None:
@@ -118,10 +150,10 @@ async def test_durability_none_accepts_any_aof_and_warns_once(
 
 
 async def test_min_replicas_are_waited_for_and_missing_ones_reported(
-        valkey_everysec: Server, caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture) -> None:
+    # With everysec: in the test above.
     caplog.set_level(logging.WARNING, "bridge.connections")
     two = RedisSettings(min_replicas=2)
-    assert await check(valkey_everysec.url, two) == Durability(wait_aof=True, replicas=2)
     with server(aof="always") as srv:
         assert await check(srv.url, two) == Durability(wait_aof=False, replicas=2)
     reported = " ".join(r.getMessage() for r in caplog.records)

@@ -172,21 +172,28 @@ def measure_bridge(tmpdir: Path, requests: Path, fsync: str, args: argparse.Name
     config = tmpdir / f"bridge-{fsync}.toml"
     config.write_text(f'redis_url = "redis://127.0.0.1:{redis_port}/0"\n'
                       f'[webhook]\nsecrets = ["{SECRET}"]\n')
+    web_log = tmpdir / f"web-{fsync}.log"
     procs = {
-        "redis": subprocess.Popen([named_binary(args.server), "--port", str(redis_port),
+        "redis": subprocess.Popen([args.binary or named_binary(args.server), "--port",
+                                   str(redis_port),
                                    "--dir", str(data), "--appendonly", "yes", "--appendfsync",
                                    fsync, "--save", "", "--maxmemory-policy", "noeviction"],
                                   stdout=subprocess.DEVNULL),
         "web": subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config",
                                  str(config), "--port", str(bridge_port),
-                                 "--workers", str(args.workers)]),
+                                 "--workers", str(args.workers)],
+                                stderr=web_log.open("wb")),
     }
     if args.with_worker:
         procs["worker"] = subprocess.Popen([sys.executable, "-m", "bridge.cli", "worker",
                                             "--config", str(config)])
     try:
-        wait_until(lambda: up(f"http://127.0.0.1:{bridge_port}/readyz", ready=True), timeout=20,
+        wait_until(lambda: procs["web"].poll() is not None
+                   or up(f"http://127.0.0.1:{bridge_port}/readyz", ready=True), timeout=20,
                    what=f"the bridge on appendfsync {fsync}")
+        if procs["web"].poll() is not None:  # the start-up check refused the server
+            lines = web_log.read_text(errors="replace").strip().splitlines()
+            return {"refused": 1.0, "why": lines[-1] if lines else "?"}  # type: ignore[dict-item]
         url = f"http://127.0.0.1:{bridge_port}/webhooks/crm"
         # With --workers N the web's CPU is its children's: counted only for one process.
         counted = procs if args.workers == 1 else {"redis": procs["redis"]}
@@ -251,6 +258,8 @@ NAMES = {"always": "appendfsync always", "everysec": "appendfsync everysec + WAI
 
 
 def line(name: str, figures: dict[str, float], baseline: dict[str, float] | None = None) -> str:
+    if "refused" in figures:
+        return f"{name:<44} refused to start: {figures['why']}"
     text = (f"{name:<44} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
             f"p99 {figures['p99_ms']:6.2f} ms")
     cpu = [f"{name[4:-3]} {value:.0f}" for name, value in figures.items()
@@ -301,6 +310,9 @@ def main() -> None:
                         help="runs of each; the ratio reported is the median of the rounds'")
     parser.add_argument("--server", choices=sorted(SERVERS), default="valkey",
                         help="the Redis-compatible server the bridge stores events in")
+    parser.add_argument("--binary", default=None,
+                        help="the server binary to run instead of --server's (e.g. a build with "
+                             "a fix), for both policies")
     parser.add_argument("--workers", type=int, default=1,
                         help="bridge web processes (the baseline always runs one)")
     parser.add_argument("--with-worker", action="store_true",
@@ -325,6 +337,9 @@ def main() -> None:
         for fsync in args.fsync:
             print(line(f"  bridge, {NAMES[fsync]}", results[fsync][n], noop))
     for fsync in args.fsync:
+        if any("refused" in r for r in results[fsync]):
+            print(f"bridge, {NAMES[fsync]}: refused by its start-up check (above)")
+            continue
         ratios = [r["rps"] / b["rps"] for r, b in zip(results[fsync], noops, strict=True)]
         print(f"bridge, {NAMES[fsync]}: median {statistics.median(ratios):.2f} of the baseline "
               f"over {args.rounds} rounds ({', '.join(f'{x:.2f}' for x in ratios)})")
@@ -337,7 +352,8 @@ def main() -> None:
                   f"{statistics.median(r['runs_web'] for r in results[fsync]):.2f} times per "
                   f"request against the no-op's "
                   f"{statistics.median(b['runs_web'] for b in noops):.2f}")
-    print(f"{version(named_binary(args.server))} ({SERVERS[args.server]}); bridge web processes: "
+    binary = args.binary or named_binary(args.server)
+    print(f"{version(binary)} ({args.binary or SERVERS[args.server]}); bridge web processes: "
           f"{args.workers}; a worker folding alongside: {'yes' if args.with_worker else 'no'}; "
           f"{args.connections} connections, {args.seconds}s each; "
           "aim: >= 0.50 of the baseline")
