@@ -51,6 +51,7 @@ from tests.bench.harness import (
     DEBOUNCE,
     DOCUMENTED_LIMITS,
     PUT_PER_MINUTE,
+    Accepted,
     BudgetUse,
     Calls,
     Latency,
@@ -114,7 +115,10 @@ class Run:
     budgets: BudgetUse
     own: dict[str, tuple[float | None, float | None]]  # the bridge's histogram: p50, p99 bounds
     snapshot: Snapshot | None = None
-    notes: list[str] = field(default_factory=list)
+    # Rentix writes of the stream's listings while it ran (its first 20 s left out): the gap
+    # between one listing's writes, and the age of the content a write carried (its event's post)
+    cycle: list[float] = field(default_factory=list)
+    age: list[float] = field(default_factory=list)
 
 
 def run_config(config: Config, events: list[dict[str, Any]], rate: float,
@@ -150,12 +154,34 @@ def run_config(config: Config, events: list[dict[str, Any]], rate: float,
             snapshot.held = len(big_finals) - len(rentix_behind(bench.sandbox, big_finals))
             snapshot.held_s = big_done[0] - big_sent if big_done else None
     accepted = accepted_prices(journal)
+    cycle, age = rhythm(events, sent_at, accepted["rentix"], first_post + 20, last_post)
     return Run(config, len(events), report.statuses.get(202, 0), report.elapsed_s, settled,
                behind, {p: latencies(events, sent_at, accepted[p], ended) for p in PORTALS},
                Calls.of(journal), BudgetUse.of(journal, first_post),
                {p: (histogram_bound(metrics, OWN_HISTOGRAM, p, 0.5),
                     histogram_bound(metrics, OWN_HISTOGRAM, p, 0.99)) for p in PORTALS},
-               snapshot)
+               snapshot, cycle, age)
+
+
+def rhythm(events: list[dict[str, Any]], sent_at: list[float], accepted: list[Accepted],
+           start: float, end: float) -> tuple[list[float], list[float]]:
+    """Of the stream's listings' Rentix writes answered between ``start`` and ``end``: the
+    gaps between one listing's successive writes, and each write's content's age (from its
+    event's post), both sorted."""
+    posted = {float(e["listing"]["price"]["amount"]): sent
+              for e, sent in zip(events, sent_at, strict=True)}
+    last: dict[str, float] = {}
+    gaps, ages = [], []
+    for at, ref, price in sorted(accepted, key=lambda a: a[0]):
+        sent = posted.get(float(price)) if isinstance(price, int | float) else None
+        if sent is None or ref is None:
+            continue  # not the stream's (the big snapshot's)
+        if start <= at <= end:
+            ages.append(at - sent)
+            if ref in last:
+                gaps.append(at - last[ref])
+        last[ref] = at
+    return sorted(gaps), sorted(ages)
 
 
 def bound_s(listings: int, requests_per_minute: int = PUT_PER_MINUTE,
@@ -219,6 +245,11 @@ def describe(run: Run, max_wait_s: float) -> list[str]:
         out.append(f"  where Rentix's time went: until the group's flush (its Travtus "
                    f"acceptance) p50 {seconds(percentile(travtus, 0.5))}; after it, p50 "
                    f"{quantile(after, 0.5):.1f} s, p99 {quantile(after, 0.99):.1f} s")
+    if run.cycle and run.age:
+        out.append(f"  Rentix writes while the stream ran: a listing written every "
+                   f"{quantile(run.cycle, 0.5):.1f} s (p50; p90 {quantile(run.cycle, 0.9):.1f} "
+                   f"s), the content a write carried posted {quantile(run.age, 0.5):.1f} s "
+                   f"before (p50; p90 {quantile(run.age, 0.9):.1f} s)")
     calls, use = run.calls, run.budgets
     general, bulk = (DOCUMENTED_LIMITS["rentix_per_minute"],
                      DOCUMENTED_LIMITS["rentix_bulk_per_minute"])
