@@ -130,8 +130,12 @@ async def test_a_put_cut_off_by_a_crash_goes_by_put_with_its_key_even_with_the_l
             sender, client, spec):
         await put(client, entries, at=now_ms() - 1_000)
         draining = asyncio.create_task(sender.drain(spec))
-        await wait_until_async(lambda: client.hlen(k.OUTBOX_PUTS + TARGET), within_s=5)
-        await asyncio.sleep(0.2)  # the PUT is out
+        async def both_out() -> bool:
+            return bool(await client.hlen(k.OUTBOX_PUTS + TARGET)  # type: ignore[misc]
+                        and await client.exists(k.OUTBOX_BATCH + TARGET))
+
+        await wait_until_async(both_out, within_s=5)
+        await asyncio.sleep(0.3)  # the PUT and the bulk are out
         draining.cancel()  # the worker dies
         with pytest.raises(asyncio.CancelledError):
             await draining
@@ -144,7 +148,7 @@ async def test_a_put_cut_off_by_a_crash_goes_by_put_with_its_key_even_with_the_l
     off = lane_settings(redis_url, sandbox_url, put_lane=False)
     async with sender_for(redis_url, off) as (sender, client, spec):
         await client.delete(k.SENDER + TARGET)  # the dead worker's lease lapsed
-        await drain_all(sender, client, spec)
+        await drain_all(sender, client, spec, turns=15)
         assert await accepted(client) == {e.ref: e.digest for e in entries}
     seen = bulks(sandbox)
     assert [r["idempotency_key"] for r in seen[:2]] == [batch.key] * 2
