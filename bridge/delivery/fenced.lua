@@ -15,9 +15,4 @@
 --!include writes.lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local at = {now = tonumber(ARGV[2]), idle = tonumber(ARGV[3]), prefixes = cjson.decode(ARGV[4])}
-local writes = cjson.decode(ARGV[5])
-local problem, missing = check_writes(writes, at)
-if problem then return redis.error_reply(problem) end
-if #missing > 0 then return {'missing', unpack(missing)} end
-run_writes(writes, at)
-return 1
+return apply_checked(cjson.decode(ARGV[5]), at)

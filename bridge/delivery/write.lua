@@ -11,9 +11,4 @@
 --!include accepted.lua
 --!include writes.lua
 local at = {now = tonumber(ARGV[1]), idle = tonumber(ARGV[2]), prefixes = cjson.decode(ARGV[3])}
-local writes = cjson.decode(ARGV[4])
-local problem, missing = check_writes(writes, at)
-if problem then return redis.error_reply(problem) end
-if #missing > 0 then return {'missing', unpack(missing)} end
-run_writes(writes, at)
-return 1
+return apply_checked(cjson.decode(ARGV[4]), at)

@@ -223,3 +223,13 @@ local function run_writes(writes, at)
     WRITES[w[1]].run(names, w[3], at)
   end
 end
+
+-- Check every write, then apply them all: the answer of fenced.lua and write.lua (1 applied;
+-- {'missing', key...} when an acceptance would touch undeclared keys: nothing written).
+local function apply_checked(writes, at)  -- luacheck: ignore 211 (settle.lua checks its own)
+  local problem, missing = check_writes(writes, at)
+  if problem then return redis.error_reply(problem) end
+  if #missing > 0 then return {'missing', unpack(missing)} end
+  run_writes(writes, at)
+  return 1
+end
