@@ -323,22 +323,174 @@ arq (written by arq itself; names from ``arq.constants``, derived below):
 
 from __future__ import annotations
 
+import functools
+
 from arq.constants import default_queue_name, in_progress_key_prefix
+
+from bridge import tenancy
 
 PREFIX = "lb:"
 
-SEEN = PREFIX + "seen:"
-INBOX = PREFIX + "inbox"
-INBOX_DEAD = PREFIX + "inbox:dead"
-INBOX_RETRIES = PREFIX + "inbox:retries"
-LISTING = PREFIX + "listing:"
-BODY = PREFIX + "body:"
-MEMBERS = PREFIX + "members:"
-GROUPS = PREFIX + "groups"
-TOMBSTONES = PREFIX + "tombstones"
-PENDING = PREFIX + "pending:"
-DUE = PREFIX + "due"
-STATS = PREFIX + "stats:"
+# Deployment-wide keys: no tenant's (see the layout above).
+WORKERS = PREFIX + "workers"
+WAKE = PREFIX + "wake"
+TENANTS = PREFIX + "tenants"
+MIGRATION = PREFIX + "migration"
+
+# Suffixes of a key named above.
+READS = ":reads"  # lb:ratelimit:{target}:reads
+BULK = ":bulk"  # lb:ratelimit:{target}:bulk
+PUTS = ":puts"  # lb:ratelimit:{target}:puts
+RECONCILE_PASS_GROUPS = ":groups"  # lb:reconcile:pass:{target}:groups
+
+
+class Keyspace:
+    """One tenant's key names: ``ks().PENDING + group``. Every name starts with the tenant's
+    prefix (``lb:{t:NAME}:``, ``bridge.tenancy.prefix``), so all of them share one hash slot."""
+
+    __slots__ = (
+        "ACCEPTED", "ADOPT", "ADOPTED", "BACKOFF", "BODY", "DIRTY", "DISCARDED", "DUE",
+        "EPOCH", "FENCE", "FLUSHING", "GROUPS", "HELD", "HISTORY", "INBOX", "INBOX_DEAD",
+        "INBOX_RETRIES", "INTENT", "LATENCY", "LEASE", "LINKED", "LISTING", "MEMBERS",
+        "METRICS", "OUTBOX", "OUTBOX_BATCH", "OUTBOX_GROUPS", "OUTBOX_PUTS", "OUTBOX_READY",
+        "PENDING", "PREFIX", "QUARANTINE", "RATE_LIMIT", "RECONCILE_CHECKS", "RECONCILE_DUE",
+        "RECONCILE_FAILED", "RECONCILE_FOUND", "RECONCILE_LOCK", "RECONCILE_PASS",
+        "RECONCILE_RUNNING", "RECONCILE_UNKNOWN", "RELEASE", "SEEN", "SENDER", "SENDERS",
+        "SETTLED", "STATS", "SYNC_DIGEST", "TARGET", "TOMBSTONES", "TRACE", "VERIFIED",
+        "WITNESS", "tenant",
+    )
+
+    tenant: str
+    PREFIX: str
+    SEEN: str
+    INBOX: str
+    INBOX_DEAD: str
+    INBOX_RETRIES: str
+    LISTING: str
+    BODY: str
+    MEMBERS: str
+    GROUPS: str
+    TOMBSTONES: str
+    PENDING: str
+    DUE: str
+    STATS: str
+    LEASE: str
+    DIRTY: str
+    SETTLED: str
+    FLUSHING: str
+    FENCE: str
+    EPOCH: str
+    WITNESS: str
+    VERIFIED: str
+    INTENT: str
+    ACCEPTED: str
+    SYNC_DIGEST: str
+    QUARANTINE: str
+    HELD: str
+    RELEASE: str
+    DISCARDED: str
+    BACKOFF: str
+    TARGET: str
+    RATE_LIMIT: str
+    HISTORY: str
+    LATENCY: str
+    METRICS: str
+    LINKED: str
+    ADOPT: str
+    ADOPTED: str
+    TRACE: str
+    OUTBOX: str
+    OUTBOX_READY: str
+    OUTBOX_BATCH: str
+    OUTBOX_GROUPS: str
+    OUTBOX_PUTS: str
+    SENDER: str
+    SENDERS: str
+    RECONCILE_DUE: str
+    RECONCILE_RUNNING: str
+    RECONCILE_LOCK: str
+    RECONCILE_CHECKS: str
+    RECONCILE_FAILED: str
+    RECONCILE_PASS: str
+    RECONCILE_UNKNOWN: str
+    RECONCILE_FOUND: str
+
+    def __init__(self, tenant: str) -> None:
+        p = tenancy.prefix(tenant)
+        self.tenant = tenant
+        self.PREFIX = p
+        self.SEEN = p + "seen:"
+        self.INBOX = p + "inbox"
+        self.INBOX_DEAD = p + "inbox:dead"
+        self.INBOX_RETRIES = p + "inbox:retries"
+        self.LISTING = p + "listing:"
+        self.BODY = p + "body:"
+        self.MEMBERS = p + "members:"
+        self.GROUPS = p + "groups"
+        self.TOMBSTONES = p + "tombstones"
+        self.PENDING = p + "pending:"
+        self.DUE = p + "due"
+        self.STATS = p + "stats:"
+        self.LEASE = p + "lease:"
+        self.DIRTY = p + "dirty:"
+        self.SETTLED = p + "settled:"
+        self.FLUSHING = p + "flushing"
+        self.FENCE = p + "fence"
+        self.EPOCH = p + "epoch"
+        self.WITNESS = p + "witness"
+        self.VERIFIED = p + "verified:"
+        self.INTENT = p + "intent:"
+        self.ACCEPTED = p + "accepted:"
+        self.SYNC_DIGEST = p + "syncdigest:"
+        self.QUARANTINE = p + "quarantine:"
+        self.HELD = p + "held:"
+        self.RELEASE = p + "release:"
+        self.DISCARDED = p + "discarded:"
+        self.BACKOFF = p + "backoff:"
+        self.TARGET = p + "target:"
+        self.RATE_LIMIT = p + "ratelimit:"
+        self.HISTORY = p + "history"
+        self.LATENCY = p + "latency"
+        self.METRICS = p + "metrics"
+        self.LINKED = p + "linked:"
+        self.ADOPT = p + "adopt:"
+        self.ADOPTED = p + "adopted:"
+        self.TRACE = p + "trace:"
+        self.OUTBOX = p + "outbox:"
+        self.OUTBOX_READY = p + "outbox:ready:"
+        self.OUTBOX_BATCH = p + "outbox:batch:"
+        self.OUTBOX_GROUPS = p + "outbox:groups:"
+        self.OUTBOX_PUTS = p + "outbox:puts:"
+        self.SENDER = p + "sender:"
+        self.SENDERS = p + "senders"
+        self.RECONCILE_DUE = p + "reconcile:due:"
+        self.RECONCILE_RUNNING = p + "reconcile:running:"
+        self.RECONCILE_LOCK = p + "reconcile:lock:"
+        self.RECONCILE_CHECKS = p + "reconcile:checks:"
+        self.RECONCILE_FAILED = p + "reconcile:failed:"
+        self.RECONCILE_PASS = p + "reconcile:pass:"
+        self.RECONCILE_UNKNOWN = p + "reconcile:unknown:"
+        self.RECONCILE_FOUND = p + "reconcile:found:"
+
+    def bucket(self, target: str) -> str:
+        """The rate bucket of the portal credentials behind ``target`` (they, not the tenant,
+        own a rate budget); the tenant's own when no credentials were registered for it."""
+        credential = tenancy.credential(self.tenant, target)
+        if credential is None:
+            return self.RATE_LIMIT + target
+        return PREFIX + "{r:" + credential + "}:ratelimit"
+
+
+@functools.lru_cache(maxsize=4096)
+def keyspace(tenant: str) -> Keyspace:
+    """Tenant ``tenant``'s key names."""
+    return Keyspace(tenant)
+
+
+def ks() -> Keyspace:
+    """The key names of the tenant the current work is for (``bridge.tenancy.current``)."""
+    return keyspace(tenancy.current())
+
 
 # The fields of lb:listing:{ref}, in one order: the ingest fold unpacks them by position and
 # the delivery side reads all but the last (the snapshot floor, which only ingest needs).
@@ -349,53 +501,6 @@ LISTING_SOURCES = "w"
 # The values of its cause field "c": why the listing is deleted.
 CAUSE_DELETED = "deleted"  # a listing.deleted event
 CAUSE_SNAPSHOT = "snapshot"  # absent from a group.snapshot
-
-LEASE = PREFIX + "lease:"
-DIRTY = PREFIX + "dirty:"
-SETTLED = PREFIX + "settled:"
-FLUSHING = PREFIX + "flushing"
-FENCE = PREFIX + "fence"
-EPOCH = PREFIX + "epoch"
-WITNESS = PREFIX + "witness"
-VERIFIED = PREFIX + "verified:"
-INTENT = PREFIX + "intent:"
-ACCEPTED = PREFIX + "accepted:"
-SYNC_DIGEST = PREFIX + "syncdigest:"
-QUARANTINE = PREFIX + "quarantine:"
-HELD = PREFIX + "held:"
-RELEASE = PREFIX + "release:"
-DISCARDED = PREFIX + "discarded:"
-BACKOFF = PREFIX + "backoff:"
-TARGET = PREFIX + "target:"
-RATE_LIMIT = PREFIX + "ratelimit:"
-READS = ":reads"  # lb:ratelimit:{target}:reads
-BULK = ":bulk"  # lb:ratelimit:{target}:bulk
-HISTORY = PREFIX + "history"
-LATENCY = PREFIX + "latency"
-METRICS = PREFIX + "metrics"
-LINKED = PREFIX + "linked:"
-ADOPT = PREFIX + "adopt:"
-ADOPTED = PREFIX + "adopted:"
-WORKERS = PREFIX + "workers"
-TRACE = PREFIX + "trace:"
-OUTBOX = PREFIX + "outbox:"
-OUTBOX_READY = PREFIX + "outbox:ready:"
-OUTBOX_BATCH = PREFIX + "outbox:batch:"
-OUTBOX_GROUPS = PREFIX + "outbox:groups:"
-OUTBOX_PUTS = PREFIX + "outbox:puts:"
-PUTS = ":puts"  # lb:ratelimit:{target}:puts
-SENDER = PREFIX + "sender:"
-SENDERS = PREFIX + "senders"
-
-RECONCILE_DUE = PREFIX + "reconcile:due:"
-RECONCILE_RUNNING = PREFIX + "reconcile:running:"
-RECONCILE_LOCK = PREFIX + "reconcile:lock:"
-RECONCILE_CHECKS = PREFIX + "reconcile:checks:"
-RECONCILE_FAILED = PREFIX + "reconcile:failed:"
-RECONCILE_PASS = PREFIX + "reconcile:pass:"
-RECONCILE_PASS_GROUPS = ":groups"  # lb:reconcile:pass:{target}:groups
-RECONCILE_UNKNOWN = PREFIX + "reconcile:unknown:"
-RECONCILE_FOUND = PREFIX + "reconcile:found:"
 
 # A tombstone stays this long past its expiry by Redis's clock: a webhook reads its clock
 # (the receipt time) before its script stores the event, on a host whose clock may differ.

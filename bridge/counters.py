@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from math import inf
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.replies import text
 
 SEP = "|"
@@ -94,7 +94,7 @@ def bucket(spec: Spec, seconds: float) -> str:
 
 
 def count(spec: Spec, *labels: str, by: int = 1) -> Command:
-    return ("HINCRBY", k.METRICS, spec.field(*labels), str(by))
+    return ("HINCRBY", ks().METRICS, spec.field(*labels), str(by))
 
 
 def observe(spec: Spec, seconds: Iterable[float], *labels: str) -> list[Command]:
@@ -109,9 +109,9 @@ def observe(spec: Spec, seconds: Iterable[float], *labels: str) -> list[Command]
         total += value
     if not per_bucket:
         return []
-    commands: list[Command] = [("HINCRBY", k.METRICS, f"{base}{SEP}{bound}", str(n))
+    commands: list[Command] = [("HINCRBY", ks().METRICS, f"{base}{SEP}{bound}", str(n))
                                for bound, n in per_bucket.items()]
-    commands.append(("HINCRBYFLOAT", k.METRICS, f"{base}{SEP}{SUM}", repr(round(total, 6))))
+    commands.append(("HINCRBYFLOAT", ks().METRICS, f"{base}{SEP}{SUM}", repr(round(total, 6))))
     return commands
 
 

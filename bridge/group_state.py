@@ -17,11 +17,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.replies import text
 
+
 # ``SORT lb:groups BY`` this: the groups by their last change (idle ones, expired, last).
-BY_LAST_CHANGE = f"{k.PENDING}*->last"
+def by_last_change() -> str:
+    """SORT's BY pattern: each group's last change (lb:pending:{group} field ``last``)."""
+    return f"{ks().PENDING}*->last"
 
 
 @dataclass(frozen=True)
@@ -33,27 +36,29 @@ class GroupKeys:
 
 
 def keys_of(group: str) -> GroupKeys:
-    return GroupKeys(k.PENDING + group, k.DIRTY + group, k.SETTLED + group, k.LEASE + group)
+    keys = ks()
+    return GroupKeys(keys.PENDING + group, keys.DIRTY + group, keys.SETTLED + group,
+                     keys.LEASE + group)
 
 
 async def due(redis: Redis) -> list[tuple[str, int]]:
     """Every group due for a flush (changes, a retry, a lease), soonest first, with when."""
-    return [(text(g), int(at)) for g, at in await redis.zrange(k.DUE, 0, -1, withscores=True)]
+    return [(text(g), int(at)) for g, at in await redis.zrange(ks().DUE, 0, -1, withscores=True)]
 
 
 async def due_at(redis: Redis, group: str) -> int | None:
-    at = await redis.zscore(k.DUE, group)
+    at = await redis.zscore(ks().DUE, group)
     return None if at is None else int(at)
 
 
 async def flushing_until(redis: Redis, now: int) -> dict[str, int]:
     """The groups whose flush holds a live lease, and until when."""
-    running = await redis.zrangebyscore(k.FLUSHING, now, "+inf", withscores=True)
+    running = await redis.zrangebyscore(ks().FLUSHING, now, "+inf", withscores=True)
     return {text(g): int(until) for g, until in running}
 
 
 async def flushing(redis: Redis, group: str, now: int) -> bool:
-    return (await redis.zscore(k.FLUSHING, group) or 0) > now
+    return (await redis.zscore(ks().FLUSHING, group) or 0) > now
 
 
 async def pending(redis: Redis, group: str) -> dict[str, int]:
@@ -89,7 +94,7 @@ def read_row(pipe: Any, group: str) -> None:
     keys = keys_of(group)
     pipe.hlen(keys.dirty)
     pipe.hmget(keys.pending, ["first", "last"])
-    pipe.zscore(k.DUE, group)
+    pipe.zscore(ks().DUE, group)
 
 
 def read_waiting(pipe: Any, group: str) -> None:

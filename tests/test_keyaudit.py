@@ -39,7 +39,7 @@ def test_a_script_touching_only_its_keys_passes(watched: tuple[redis.Redis, Audi
 @pytest.mark.parametrize(("script", "stray"), [
     ("redis.call('SET', KEYS[1], 1); return redis.call('GET', 'elsewhere')", "elsewhere"),
     ("return redis.call('ZUNIONSTORE', KEYS[1], 1, 'elsewhere')", "elsewhere"),
-    ("return redis.call('DEL', KEYS[1], 'lb:' .. 'spliced')", "lb:spliced"),
+    ("return redis.call('DEL', KEYS[1], 'lb:{t:default}:' .. 'spliced')", "lb:spliced"),
 ])
 def test_a_script_touching_a_key_it_was_not_given_fails_the_audit(
         watched: tuple[redis.Redis, Audit], script: str, stray: str) -> None:

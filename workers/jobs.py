@@ -15,9 +15,9 @@ from redis.exceptions import AuthenticationError, AuthorizationError, OutOfMemor
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge import constants as k
 from bridge import group_state
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import Delivery
 from bridge.portals import PortalError
 from bridge.reconcile import schedule
@@ -76,7 +76,7 @@ async def send_outbox(ctx: dict[str, Any], target: str) -> str:
         spec = None
     if spec is None or spec.mode != "per_listing":
         # Left behind by a target no longer configured (or not per-listing): stop asking.
-        await ctx["redis"].zrem(k.SENDERS, target)
+        await ctx["redis"].zrem(ks().SENDERS, target)
         return f"{target}: not a configured per-listing target; its outbox is left as it is"
     try:
         return await delivery.sender.drain(spec)
@@ -147,7 +147,7 @@ async def _check(ctx: dict[str, Any], spec: RentixTarget | TravtusTarget, group:
 
 
 async def _taken_since(redis: Redis, target: str, group: str, ticket: int) -> bool:
-    due = await redis.zscore(f"{k.RECONCILE_DUE}{target}", group)
+    due = await redis.zscore(f"{ks().RECONCILE_DUE}{target}", group)
     return due is None or int(due) != ticket
 
 

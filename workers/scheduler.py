@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest.inbox import Inbox
 from bridge.reconcile import schedule
 from bridge.replies import text
@@ -118,7 +119,7 @@ class Scheduler(Polling):
     async def tick(self) -> int:
         await self._fold()
         enqueued = 0
-        for due, job_name in ((k.DUE, k.FLUSH_JOB), (k.SENDERS, k.SEND_JOB)):
+        for due, job_name in ((ks().DUE, k.FLUSH_JOB), (ks().SENDERS, k.SEND_JOB)):
             for name in await self._take_due(due):
                 job = await self.redis.enqueue_job(job_name, name, _queue_name=k.QUEUE)
                 enqueued += job is not None
@@ -173,7 +174,7 @@ class ReconcileScheduler(Polling):
         enqueued = 0
         for spec in self.targets:
             # A paused target is neither read nor repaired: its checks wait, due, for a resume.
-            if not await self.redis.hget(f"{k.TARGET}{spec.name}", "paused"):  # type: ignore[misc]
+            if not await self.redis.hget(f"{ks().TARGET}{spec.name}", "paused"):  # type: ignore[misc]
                 enqueued += await self.take(spec.name)
         return enqueued
 
@@ -215,7 +216,7 @@ class ReconcileScheduler(Polling):
             if schedule.whole_portal(spec):
                 due = schedule.first_due_ms(spec.name, schedule.WHOLE_PORTAL, self.interval_ms,
                                             now)
-                added += await self.redis.zadd(f"{k.RECONCILE_DUE}{spec.name}",
+                added += await self.redis.zadd(f"{ks().RECONCILE_DUE}{spec.name}",
                                                {schedule.WHOLE_PORTAL: due}, nx=True)
         return added
 
@@ -231,7 +232,7 @@ class ReconcileScheduler(Polling):
         """The target's checks that may start now, each with its ticket (the score it was
         moved to)."""
         taken = await self._take(
-            keys=[f"{k.RECONCILE_DUE}{target}", f"{k.RECONCILE_RUNNING}{target}"],
+            keys=[f"{ks().RECONCILE_DUE}{target}", f"{ks().RECONCILE_RUNNING}{target}"],
             args=[now_ms(), k.RECONCILE_RETAKE_MS, k.RECONCILE_LOCK_MS,
                   k.RECONCILE_PER_TARGET])
         return [(text(group), int(float(ticket)))

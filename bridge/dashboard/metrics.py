@@ -24,9 +24,9 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge import constants as k
 from bridge import counters
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.counters import Totals
 from bridge.dashboard.api import operations
 from bridge.ops.models import HeldSync, Overview, TargetView
@@ -253,7 +253,7 @@ class Snapshot(Collector):
 
 async def metrics(request: Request) -> Response:
     ops = operations(request)
-    totals = counters.read(await request.app.state.redis.hgetall(k.METRICS))
+    totals = counters.read(await request.app.state.redis.hgetall(ks().METRICS))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(await ops.overview(), await ops.targets(), totals,
                                (await ops.problems()).held))

@@ -16,7 +16,7 @@ from typing import Literal
 
 import orjson
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.portals.rentix import RateLimitInfo
 
 Bucket = Literal["general", "bulk"]
@@ -59,7 +59,7 @@ def command(target: str, budgets: dict[Bucket, Budget | None]) -> tuple[str, ...
     """The HSET that stores what was seen (None when nothing was)."""
     pairs = [x for bucket, budget in budgets.items() if budget is not None
              for x in (field(bucket), orjson.dumps(budget.as_json()).decode())]
-    return ("HSET", f"{k.TARGET}{target}", *pairs) if pairs else None
+    return ("HSET", f"{ks().TARGET}{target}", *pairs) if pairs else None
 
 
 def parse(state: dict[str, str]) -> dict[Bucket, Budget]:

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import group_state
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import (
     BODY_FIELD,
     FIELDS,
@@ -91,8 +92,8 @@ class Acceptance:
 
     def write(self) -> Write:
         """The named write that checks it: its listing, lb:due and (per listing) the intents."""
-        intents = () if self.target is None else (k.INTENT + self.target,)
-        return Write("accepted", (k.LISTING + self.ref, k.DUE, *intents), (self.arg(),))
+        intents = () if self.target is None else (ks().INTENT + self.target,)
+        return Write("accepted", (ks().LISTING + self.ref, ks().DUE, *intents), (self.arg(),))
 
 
 # --- Named writes -----------------------------------------------------------------------------
@@ -144,7 +145,16 @@ class Keys:
 
 
 # The prefixes from which a script names a listing's current group's keys (declared.lua).
-GROUP_PREFIXES = orjson.dumps({"pending": k.PENDING, "dirty": k.DIRTY, "settled": k.SETTLED})
+def _names(group: str, *families: str) -> list[str]:
+    """The current tenant's keys of ``group`` in each of ``families`` (Keyspace names)."""
+    keys = ks()
+    return [getattr(keys, family) + group for family in families]
+
+
+def group_prefixes() -> bytes:
+    """The current tenant's prefixes of a group's scheduling keys, for scripts that build them."""
+    keys = ks()
+    return orjson.dumps({"pending": keys.PENDING, "dirty": keys.DIRTY, "settled": keys.SETTLED})
 # Target-state fields a flush or sender may note (lb:target:{target}).
 TARGET_FIELDS = ("paused", "paused_at", "blocked_until", "last_error", "last_error_at",
                  "token_expires_at", "budget:general", "budget:bulk")
@@ -228,7 +238,7 @@ async def apply_writes(redis: Redis, writes: Sequence[Write]) -> None:
     payload = keys.writes(writes)
     script = Script(redis, WRITE)
     await with_declared(lambda more: script(keys=keys.with_more(more), args=[
-        now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, payload]), _nothing)
+        now_ms(), k.GROUP_IDLE_MS, group_prefixes(), payload]), _nothing)
 
 
 async def _nothing() -> list[str]:
@@ -249,7 +259,7 @@ class Fence:
         listings = accepting(writes)
         answer = await with_declared(
             lambda more: self._script(keys=keys.with_more(more), args=[
-                token, now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, payload]),
+                token, now_ms(), k.GROUP_IDLE_MS, group_prefixes(), payload]),
             lambda: declare_groups(self.redis, listings))
         return bool(int(answer))
 
@@ -264,7 +274,7 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
     action, a resume, a repair: whatever was settled may need sending again)."""
     if groups:
         await Script(redis, MARK_DUE)(
-            keys=[k.DUE, *(key for g in groups for key in group_keys(g))],
+            keys=[ks().DUE, *(key for g in groups for key in group_keys(g))],
             args=[at_ms, k.GROUP_IDLE_MS, *groups])
 
 
@@ -418,11 +428,11 @@ class Flushes:
     async def claim(self, group: str, now_ms: int) -> Claim | None:
         """The group's changes and desired state under a new lease; None while another flush
         holds it."""
-        fixed = [k.LEASE + group, k.FENCE, k.PENDING + group, k.DUE, k.FLUSHING,
-                 k.SETTLED + group, k.DIRTY + group, k.MEMBERS + group]
+        fixed = [ks().LEASE + group, ks().FENCE, ks().PENDING + group, ks().DUE, ks().FLUSHING,
+                 ks().SETTLED + group, ks().DIRTY + group, ks().MEMBERS + group]
         raw = await with_declared(
             lambda members: self._claim(keys=[*fixed, *members], args=[
-                group, now_ms, self.lease_ms, k.LISTING, k.BODY, *self.targets]),
+                group, now_ms, self.lease_ms, ks().LISTING, ks().BODY, *self.targets]),
             lambda: self._member_keys(group))
         if int(raw[0]) == 0:
             return None
@@ -443,9 +453,9 @@ class Flushes:
 
     async def _member_keys(self, group: str) -> list[str]:
         """The keys a claim reads and may write of each member: its hash and its body."""
-        members = await self.redis.smembers(k.MEMBERS + group)  # type: ignore[misc]
+        members = await self.redis.smembers(ks().MEMBERS + group)  # type: ignore[misc]
         return [key for ref in sorted(text(m) for m in members)
-                for key in (k.LISTING + ref, k.BODY + ref)]
+                for key in (ks().LISTING + ref, ks().BODY + ref)]
 
     @contextlib.asynccontextmanager
     async def leased(self, claim: Claim) -> AsyncIterator[Lease]:
@@ -456,12 +466,12 @@ class Flushes:
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
         return bool(await self._renew(
-            keys=[k.LEASE + claim.group, k.DUE, k.FLUSHING],
+            keys=[ks().LEASE + claim.group, ks().DUE, ks().FLUSHING],
             args=[claim.group, claim.token, now_ms(), lease_ms]))
 
     async def fenced(self, claim: Claim, writes: Sequence[Write]) -> bool:
         """Apply ``writes`` if the claim's lease is still held; False (nothing written) if not."""
-        return await self._fence(k.LEASE + claim.group, claim.token, writes)
+        return await self._fence(ks().LEASE + claim.group, claim.token, writes)
 
     async def finish(self, claim: Claim, next_due_ms: int | None,
                      settled: Sequence[str] = ()) -> bool:
@@ -471,7 +481,8 @@ class Flushes:
         due = -1 if next_due_ms is None else next_due_ms
         g = claim.group
         result = int(await self._finish(
-            keys=[k.LEASE + g, k.FLUSHING, k.SETTLED + g, k.DIRTY + g, k.PENDING + g, k.DUE],
+            keys=[*_names(g, "LEASE"), ks().FLUSHING, *_names(g, "SETTLED", "DIRTY", "PENDING"),
+                  ks().DUE],
             args=[g, claim.token, claim.seq, due, now_ms(), self._window_ms,
                   self._max_wait_ms, k.GROUP_IDLE_MS, orjson.dumps(list(settled)),
                   orjson.dumps(self.targets)]))

@@ -22,6 +22,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.constants import ks
 from bridge.packing import PREFIX, unpack
 from bridge.replies import text
 
@@ -201,8 +202,8 @@ async def read_listings(redis: Redis, refs: Iterable[str]) -> dict[str, DesiredL
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for ref in refs:
-            pipe.hmget(f"{k.LISTING}{ref}", list(FIELDS))
-            pipe.get(f"{k.BODY}{ref}")
+            pipe.hmget(f"{ks().LISTING}{ref}", list(FIELDS))
+            pipe.get(f"{ks().BODY}{ref}")
         rows = await pipe.execute()
     found = {ref: decode_fields(ref, rows[2 * n], rows[2 * n + 1]) for n, ref in enumerate(refs)}
     return {ref: listing for ref, listing in found.items() if listing is not None}

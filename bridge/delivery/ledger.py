@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import counters, group_state, stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.claims import (
     Acceptance,
     Command,
@@ -144,7 +145,7 @@ def _json(value: Any) -> str:
 def accepted_key(target: str, group: str | None) -> str:
     # Per-listing targets keep one record per listing wherever it lives (a move between groups
     # changes nothing on such a portal); group-sync targets keep one set per group.
-    return f"{k.ACCEPTED}{target}" if group is None else f"{k.ACCEPTED}{target}:{group}"
+    return f"{ks().ACCEPTED}{target}" if group is None else f"{ks().ACCEPTED}{target}:{group}"
 
 
 def _records_writes(key: str, records: dict[str, Accepted],
@@ -183,7 +184,7 @@ def trace_writes(entries: Iterable[tuple[str, dict[str, Any]]], ttl_ms: int) -> 
     by_ref: dict[str, list[str]] = {}
     for ref, entry in entries:
         by_ref.setdefault(ref, []).append(stories.pack(entry))
-    return [Write("trace", (k.TRACE + ref,), (str(ttl_ms), *items))
+    return [Write("trace", (ks().TRACE + ref,), (str(ttl_ms), *items))
             for ref, items in by_ref.items()]
 
 
@@ -193,10 +194,10 @@ def counter_writes(commands: Iterable[Command]) -> list[Write]:
     pairs: dict[str, list[str]] = {"count": [], "sum": []}
     for command in commands:
         name, key, field_, by = command
-        if key != k.METRICS or name not in ("HINCRBY", "HINCRBYFLOAT"):
+        if key != ks().METRICS or name not in ("HINCRBY", "HINCRBYFLOAT"):
             raise ValueError(f"not a counter's increment: {command!r}")
         pairs["count" if name == "HINCRBY" else "sum"] += [field_, by]
-    return [Write(op, (k.METRICS,), tuple(args)) for op, args in pairs.items() if args]
+    return [Write(op, (ks().METRICS,), tuple(args)) for op, args in pairs.items() if args]
 
 
 def noted(command: Command | None) -> list[Write]:
@@ -204,7 +205,7 @@ def noted(command: Command | None) -> list[Write]:
     if command is None:
         return []
     name, key, *pairs = command
-    if name != "HSET" or not key.startswith(k.TARGET):
+    if name != "HSET" or not key.startswith(ks().TARGET):
         raise ValueError(f"not a note of a target's state: {command!r}")
     return [Write("note", (key,), tuple(pairs))]
 
@@ -298,10 +299,10 @@ class AcceptedStore(Store):
         sync's is: ``record_sync`` keeps those). ``planned``: the stamp of the desired state a
         flush planned the write from (then its intent ``key`` alone is settled, and a listing
         that moved on since is marked changed again: ``accepted.lua``)."""
-        recorded = Write("record accepted", (accepted_key(target, None), k.QUARANTINE + target),
+        recorded = Write("record accepted", (accepted_key(target, None), ks().QUARANTINE + target),
                          (ref, _json(compact(record))))
         if planned is None:
-            await self._write(recorded, Write("settle intents", (k.INTENT + target,), (ref,)))
+            await self._write(recorded, Write("settle intents", (ks().INTENT + target,), (ref,)))
             return
         await self._write(recorded, Acceptance(ref, planned, target, key).write())
 
@@ -322,36 +323,36 @@ class AcceptedStore(Store):
         if not keep_held:
             writes.append(_unhold(target, group))
         writes += [
-            Write("sync digest", (f"{k.SYNC_DIGEST}{target}:{group}",), (digest,)),
-            Write("settle intents", (k.INTENT + target,), (sync_scope(group),)),
-            Write("unquarantine", (k.QUARANTINE + target,), (*fresh, sync_scope(group))),
+            Write("sync digest", (f"{ks().SYNC_DIGEST}{target}:{group}",), (digest,)),
+            Write("settle intents", (ks().INTENT + target,), (sync_scope(group),)),
+            Write("unquarantine", (ks().QUARANTINE + target,), (*fresh, sync_scope(group))),
         ]
         if epoch is not None:
-            writes.append(Write("verify", (k.VERIFIED + target,), (group, epoch)))
+            writes.append(Write("verify", (ks().VERIFIED + target,), (group, epoch)))
         writes += [Acceptance(ref, stamp).write() for ref, stamp in (planned or {}).items()]
         await self._write(*writes)
 
     async def mark_verified(self, target: str, group: str, epoch: str) -> None:
         """The group was checked against the portal (or written whole) in ``epoch``."""
-        await self._write(Write("verify", (k.VERIFIED + target,), (group, epoch)))
+        await self._write(Write("verify", (ks().VERIFIED + target,), (group, epoch)))
 
     async def unverify(self, target: str, group: str) -> None:
         """The group's next sync must read the portal first (it holds something unknown)."""
-        await self._write(Write("unverify", (k.VERIFIED + target,), (group,)))
+        await self._write(Write("unverify", (ks().VERIFIED + target,), (group,)))
 
     async def verified(self, target: str, group: str) -> str | None:
         """The epoch in which the group was last checked against the portal (or synced)."""
-        return maybe_text(await self.redis.hget(f"{k.VERIFIED}{target}", group))  # type: ignore[misc]
+        return maybe_text(await self.redis.hget(f"{ks().VERIFIED}{target}", group))  # type: ignore[misc]
 
     async def sync_digest(self, target: str, group: str) -> str | None:
-        return maybe_text(await self.redis.get(f"{k.SYNC_DIGEST}{target}:{group}"))
+        return maybe_text(await self.redis.get(f"{ks().SYNC_DIGEST}{target}:{group}"))
 
 
 class IntentStore(Store):
     """The key of each write in flight (``lb:intent:{target}``)."""
 
     async def intents(self, target: str, scopes: list[str]) -> dict[str, Intent]:
-        records = await self._read_json_hash(f"{k.INTENT}{target}", scopes)
+        records = await self._read_json_hash(f"{ks().INTENT}{target}", scopes)
         return {scope: Intent(**data) for scope, data in records.items()}
 
     async def intend(self, target: str, intents: dict[str, Intent]) -> None:
@@ -361,7 +362,7 @@ class IntentStore(Store):
     async def distrust(self, target: str, scope: str) -> None:
         """A write for ``scope`` may have reached the portal after another flush moved on: an
         intent no content matches makes the next flush send the desired content again."""
-        await self._write(Write("distrust", (k.INTENT + target,), (scope,)))
+        await self._write(Write("distrust", (ks().INTENT + target,), (scope,)))
 
 
 class QuarantineStore(Store):
@@ -369,7 +370,7 @@ class QuarantineStore(Store):
 
     async def quarantined(self, target: str, refs: list[str] | None = None
                           ) -> dict[str, Quarantined]:
-        records = await self._read_json_hash(f"{k.QUARANTINE}{target}", refs)
+        records = await self._read_json_hash(f"{ks().QUARANTINE}{target}", refs)
         return {ref: Quarantined(**data) for ref, data in records.items()}
 
     async def quarantine(self, target: str, entries: dict[str, Quarantined],
@@ -379,17 +380,17 @@ class QuarantineStore(Store):
         until its content changes or an operator retries."""
         if entries:
             await self._write(
-                Write("quarantine", (k.QUARANTINE + target,),
+                Write("quarantine", (ks().QUARANTINE + target,),
                       tuple(x for ref, entry in entries.items() for x in (ref, _json(entry)))),
-                Write("settle intents", (k.INTENT + target,), (*entries, *settled)),
+                Write("settle intents", (ks().INTENT + target,), (*entries, *settled)),
             )
 
     async def retry_quarantined(self, target: str, refs: list[str]) -> None:
         """An operator asks for a fresh attempt: a new intent, so a new key (the portal would
         replay its stored refusal for the old one)."""
         if refs:
-            await self._write(Write("unquarantine", (k.QUARANTINE + target,), tuple(refs)),
-                              Write("settle intents", (k.INTENT + target,), tuple(refs)))
+            await self._write(Write("unquarantine", (ks().QUARANTINE + target,), tuple(refs)),
+                              Write("settle intents", (ks().INTENT + target,), tuple(refs)))
 
     async def discard_quarantine(self, target: str, refs: list[str]) -> int:
         """Keep skipping these versions, but take them off the problem list."""
@@ -397,7 +398,7 @@ class QuarantineStore(Store):
         for entry in entries.values():
             entry.discarded = True
         if entries:
-            await self._write(Write("quarantine", (k.QUARANTINE + target,), tuple(
+            await self._write(Write("quarantine", (ks().QUARANTINE + target,), tuple(
                 x for ref, e in entries.items() for x in (ref, _json(e)))))
         return len(entries)
 
@@ -407,17 +408,17 @@ class HeldStore(Store):
     discard of them."""
 
     async def held(self, target: str) -> dict[str, Held]:
-        raw = await self.redis.hgetall(f"{k.HELD}{target}")  # type: ignore[misc]
+        raw = await self.redis.hgetall(f"{ks().HELD}{target}")  # type: ignore[misc]
         return {text(g): Held(**orjson.loads(v)) for g, v in raw.items()}
 
     async def held_of(self, target: str, group: str) -> Held | None:
-        raw = await self.redis.hget(f"{k.HELD}{target}", group)  # type: ignore[misc]
+        raw = await self.redis.hget(f"{ks().HELD}{target}", group)  # type: ignore[misc]
         return Held(**orjson.loads(raw)) if raw else None
 
     async def hold(self, target: str, group: str, entry: Held) -> None:
         """Hold a sync for an operator. A release given for an earlier held sync no longer
         applies: the operator must review this one."""
-        await self._write(Write("hold", (k.HELD + target, f"{k.RELEASE}{target}:{group}"),
+        await self._write(Write("hold", (ks().HELD + target, f"{ks().RELEASE}{target}:{group}"),
                                 (group, _json(entry))))
 
     async def unhold(self, target: str, group: str) -> None:
@@ -443,7 +444,7 @@ class HeldStore(Store):
         names = [targets] if isinstance(targets, str) else list(targets)
         seq = await group_state.seq(self.redis, group)
         keys = [key for t in names for key in (
-            k.HELD + t, f"{k.RELEASE}{t}:{group}", f"{k.DISCARDED}{t}:{group}")]
+            ks().HELD + t, f"{ks().RELEASE}{t}:{group}", f"{ks().DISCARDED}{t}:{group}")]
         answer = await self.io.pinned(keys=keys, args=[group, digest, action, seq,
                                                      k.GROUP_IDLE_MS, *names])
         if int(answer[0]) == 0:
@@ -454,36 +455,38 @@ class HeldStore(Store):
         return held
 
     async def released_digest(self, target: str, group: str) -> str | None:
-        marker = _load(await self.redis.get(f"{k.RELEASE}{target}:{group}"))
+        marker = _load(await self.redis.get(f"{ks().RELEASE}{target}:{group}"))
         return str(marker["digest"]) if marker else None
 
     async def discarded(self, target: str, group: str) -> tuple[str, str] | None:
         """The digest an operator discarded and the group's change counter at that moment."""
-        marker = _load(await self.redis.get(f"{k.DISCARDED}{target}:{group}"))
+        marker = _load(await self.redis.get(f"{ks().DISCARDED}{target}:{group}"))
         return (str(marker["digest"]), str(marker["seq"])) if marker else None
 
     async def forget_discard(self, target: str, group: str) -> None:
-        await self._write(Write("forget discard", (f"{k.DISCARDED}{target}:{group}",)))
+        await self._write(Write("forget discard", (f"{ks().DISCARDED}{target}:{group}",)))
 
 
 class TargetStore(Store):
     """Each target's state (paused, rate-limited, its budgets) and its groups' backoff."""
 
     async def backoff(self, target: str, group: str) -> tuple[int, int]:
-        key = f"{k.BACKOFF}{target}:{group}"
+        key = f"{ks().BACKOFF}{target}:{group}"
         attempts, not_before = await self.redis.hmget(key, ["attempts", "not_before"])  # type: ignore[misc]
         return int(attempts or 0), int(not_before or 0)
 
     async def set_backoff(self, target: str, group: str, attempts: int, not_before: int,
                           reason: str) -> None:
-        await self._write(Write("back off", (f"{k.BACKOFF}{target}:{group}", k.TARGET + target),
+        keys = ks()
+        await self._write(Write("back off", (f"{keys.BACKOFF}{target}:{group}",
+                                            keys.TARGET + target),
                                 (str(attempts), str(not_before), reason, str(now_ms()))))
 
     async def clear_backoff(self, target: str, group: str) -> None:
-        await self._write(Write("clear backoff", (f"{k.BACKOFF}{target}:{group}",)))
+        await self._write(Write("clear backoff", (f"{ks().BACKOFF}{target}:{group}",)))
 
     async def target_state(self, target: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(f"{k.TARGET}{target}")  # type: ignore[misc]
+        raw = await self.redis.hgetall(f"{ks().TARGET}{target}")  # type: ignore[misc]
         return {text(f): text(v) for f, v in raw.items()}
 
     async def pause(self, target: str, reason: str) -> None:
@@ -492,8 +495,10 @@ class TargetStore(Store):
     async def resume(self, target: str) -> None:
         """Clear the pause and make every group due: their changes flow now."""
         # its outbox too (an empty one is dropped by the sender)
-        await self._write(Write("resume", (k.TARGET + target, k.SENDERS), (target, str(now_ms()))))
-        groups = [g for g in (text(g) for g in await self.redis.smembers(k.GROUPS)) if g]  # type: ignore[misc]
+        keys = ks()
+        await self._write(Write("resume", (keys.TARGET + target, keys.SENDERS),
+                                (target, str(now_ms()))))
+        groups = [g for g in (text(g) for g in await self.redis.smembers(ks().GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
@@ -531,7 +536,7 @@ class FigureStore(Store):
             log.debug("flush not counted: %s", exc)
 
     async def history(self, group: str | None = None, limit: int = 100) -> list[Attempt]:
-        key = k.HISTORY if group is None else f"{k.HISTORY}:{group}"
+        key = ks().HISTORY if group is None else f"{ks().HISTORY}:{group}"
         raw = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
         return [Attempt(**orjson.loads(v)) for v in raw]
 
@@ -554,16 +559,16 @@ def intend_writes(target: str, intents: dict[str, Intent]) -> list[Write]:
     """The write that records new intents (see :meth:`Ledger.intend`)."""
     if not intents:
         return []
-    return [Write("record intents", (k.INTENT + target,),
+    return [Write("record intents", (ks().INTENT + target,),
                   tuple(x for scope, i in intents.items() for x in (scope, _json(i))))]
 
 
 def _unhold(target: str, group: str) -> Write:
-    return Write("unhold", (k.HELD + target, f"{k.RELEASE}{target}:{group}"), (group,))
+    return Write("unhold", (ks().HELD + target, f"{ks().RELEASE}{target}:{group}"), (group,))
 
 
 def _note(target: str, **fields: str | int) -> Write:
-    return Write("note", (k.TARGET + target,),
+    return Write("note", (ks().TARGET + target,),
                  tuple(str(x) for item in fields.items() for x in item))
 
 
@@ -580,9 +585,9 @@ def attempt_writes(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
     in the per-minute figures and the Prometheus totals."""
     increments = counters.observe(counters.DELIVERY_LATENCY, [ms / 1000 for ms in latencies_ms],
                                   entry.target)
-    writes = [Write("history", (k.HISTORY, f"{k.HISTORY}:{entry.group}"), (_json(entry),))]
+    writes = [Write("history", (ks().HISTORY, f"{ks().HISTORY}:{entry.group}"), (_json(entry),))]
     if counted:
-        writes.append(Write("per minute", (f"{k.STATS}{entry.at // 60_000}",),
+        writes.append(Write("per minute", (f"{ks().STATS}{entry.at // 60_000}",),
                             (entry.target, entry.outcome)))
         increments += [counters.count(counters.PORTAL_REQUESTS, entry.target, entry.operation,
                                       entry.outcome),
@@ -590,7 +595,7 @@ def attempt_writes(entry: Attempt, latencies_ms: list[int], trace_ttl_ms: int,
                                          entry.target, entry.operation)]
     writes += counter_writes(increments)
     if latencies_ms:
-        writes.append(Write("latency", (k.LATENCY,), tuple(str(ms) for ms in latencies_ms)))
+        writes.append(Write("latency", (ks().LATENCY,), tuple(str(ms) for ms in latencies_ms)))
     call = call_entry(entry)
     return writes + trace_writes(((ref, call) for ref in (
         entry.listings if traced is None else traced)), trace_ttl_ms)

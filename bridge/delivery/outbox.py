@@ -32,14 +32,15 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.claims import (
-    GROUP_PREFIXES,
     WRITE_NAMES,
     Command,
     Keys,
     Stamp,
     Write,
     declare_groups,
+    group_prefixes,
     with_declared,
 )
 from bridge.delivery.planning import ListingWrite, Operation
@@ -148,7 +149,7 @@ def compose(ready: list[Queued], now: int, max_ops: int = BULK_MAX_OPS,
 
 def lane_key(target: str, group: str) -> str:
     """A group's lane in a target's outbox: lb:outbox:ready:{target}:{group}."""
-    return f"{k.OUTBOX_READY}{target}:{group}"
+    return f"{ks().OUTBOX_READY}{target}:{group}"
 
 
 def put_writes(target: str, entries: list[Queued], now: int) -> list[Write]:
@@ -158,8 +159,8 @@ def put_writes(target: str, entries: list[Queued], now: int) -> list[Write]:
     by_group: dict[str, list[Queued]] = {}
     for entry in entries:
         by_group.setdefault(entry.group, []).append(entry)
-    return [Write("queue", (k.OUTBOX + target, k.OUTBOX_READY + target, k.SENDERS,
-                            lane_key(target, group), k.OUTBOX_GROUPS + target),
+    return [Write("queue", (ks().OUTBOX + target, ks().OUTBOX_READY + target, ks().SENDERS,
+                            lane_key(target, group), ks().OUTBOX_GROUPS + target),
                   (target, str(now), *[x for e in some for x in (e.ref, e.json())]))
             for group, some in by_group.items()]
 
@@ -171,13 +172,13 @@ def put_commands(target: str, entries: list[Queued], now: int) -> list[Command]:
         return []
     groups = dict.fromkeys(e.group for e in entries)
     return [
-        ("HSET", k.OUTBOX + target, *[x for e in entries for x in (e.ref, e.json())]),
-        ("ZADD", k.OUTBOX_READY + target, "NX",
+        ("HSET", ks().OUTBOX + target, *[x for e in entries for x in (e.ref, e.json())]),
+        ("ZADD", ks().OUTBOX_READY + target, "NX",
          *[x for e in entries for x in (str(now), e.ref)]),
         *[("ZADD", lane_key(target, g), "NX",
            *[x for e in entries if e.group == g for x in (str(now), e.ref)]) for g in groups],
-        ("ZADD", k.OUTBOX_GROUPS + target, "NX", *[x for g in groups for x in (str(now), g)]),
-        ("ZADD", k.SENDERS, "LT", str(now), target),
+        ("ZADD", ks().OUTBOX_GROUPS + target, "NX", *[x for g in groups for x in (str(now), g)]),
+        ("ZADD", ks().SENDERS, "LT", str(now), target),
     ]
 
 
@@ -224,11 +225,11 @@ class Take:
     async def __call__(self, target: str, token: str, now: int, limit: int = BULK_MAX_OPS, *,
                        put: bool = False, exclude: Sequence[str] = ()) -> list[Queued] | None:
         """None when the sender holds the target no more."""
-        groups = [text(g) for g in await self.redis.zrange(k.OUTBOX_GROUPS + target, 0,
+        groups = [text(g) for g in await self.redis.zrange(ks().OUTBOX_GROUPS + target, 0,
                                                            TAKE_GROUPS - 1)]
         answer = await self._script(
-            keys=[k.SENDER + target, k.OUTBOX + target, k.OUTBOX_READY + target,
-                  k.OUTBOX_GROUPS + target, k.OUTBOX_PUTS + target,
+            keys=[ks().SENDER + target, ks().OUTBOX + target, ks().OUTBOX_READY + target,
+                  ks().OUTBOX_GROUPS + target, ks().OUTBOX_PUTS + target,
                   *[lane_key(target, g) for g in groups]],
             args=[token, now, limit, "put" if put else "bulk", orjson.dumps(list(exclude))])
         if not isinstance(answer, list):
@@ -257,18 +258,18 @@ class Settle:
         """``ops``: per operation {kind, ref, ...} (``sender.Settled.arg``); ``put``: the
         answer of a single PUT the sender took (its record goes), else of the bulk in flight.
         False when the sender holds the target no more (nothing written)."""
-        keys = Keys(k.SENDER + target, k.OUTBOX + target, k.OUTBOX_READY + target,
-                    k.INTENT + target, k.ACCEPTED + target, k.QUARANTINE + target,
-                    k.OUTBOX_BATCH + target, k.DUE, k.OUTBOX_GROUPS + target,
-                    k.OUTBOX_PUTS + target)
+        keys = Keys(ks().SENDER + target, ks().OUTBOX + target, ks().OUTBOX_READY + target,
+                    ks().INTENT + target, ks().ACCEPTED + target, ks().QUARANTINE + target,
+                    ks().OUTBOX_BATCH + target, ks().DUE, ks().OUTBOX_GROUPS + target,
+                    ks().OUTBOX_PUTS + target)
         payload = keys.writes(writes)
-        listed = [{**op, "listing": keys.index(k.LISTING + op["ref"]),
+        listed = [{**op, "listing": keys.index(ks().LISTING + op["ref"]),
                    **({"lane_key": keys.index(lane_key(target, op["lane"]))}
                       if op.get("lane") else {})} for op in ops]
-        accepting = [k.LISTING + op["ref"] for op in ops if op["kind"] == "accepted"]
+        accepting = [ks().LISTING + op["ref"] for op in ops if op["kind"] == "accepted"]
         answer = await with_declared(
             lambda more: self._script(keys=keys.with_more(more), args=[
-                token, now_ms(), k.GROUP_IDLE_MS, GROUP_PREFIXES, orjson.dumps(listed),
+                token, now_ms(), k.GROUP_IDLE_MS, group_prefixes(), orjson.dumps(listed),
                 payload, "put" if put else "bulk"]),
             lambda: declare_groups(self.redis, accepting))
         return bool(int(answer))
@@ -284,42 +285,42 @@ class Outbox:
         """Which of ``refs`` have a write in the outbox (in flight or not)."""
         if not refs:
             return set()
-        values = await self.redis.hmget(k.OUTBOX + target, refs)  # type: ignore[misc]
+        values = await self.redis.hmget(ks().OUTBOX + target, refs)  # type: ignore[misc]
         return {ref for ref, value in zip(refs, values, strict=True) if value is not None}
 
     async def depth(self, target: str) -> int:
-        return int(await self.redis.hlen(k.OUTBOX + target))  # type: ignore[misc]
+        return int(await self.redis.hlen(ks().OUTBOX + target))  # type: ignore[misc]
 
     async def ready(self, target: str, now: int, limit: int = BULK_MAX_OPS) -> list[Queued]:
         """The writes that may go now, longest waiting first."""
         return await self._load(target, await self.redis.zrangebyscore(
-            k.OUTBOX_READY + target, "-inf", now, start=0, num=limit))
+            ks().OUTBOX_READY + target, "-inf", now, start=0, num=limit))
 
     async def next_ready(self, target: str) -> int | None:
         """When the earliest write in the outbox may go; None when it is empty."""
-        first = await self.redis.zrange(k.OUTBOX_READY + target, 0, 0, withscores=True)
+        first = await self.redis.zrange(ks().OUTBOX_READY + target, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
     async def in_flight(self, target: str) -> Batch | None:
-        raw = await self.redis.get(k.OUTBOX_BATCH + target)
+        raw = await self.redis.get(ks().OUTBOX_BATCH + target)
         return Batch.load(raw) if raw else None
 
     async def puts(self, target: str) -> list[PutRecord]:
         """The writes taken for single PUTs and not answered yet, oldest first."""
-        raw = await self.redis.hvals(k.OUTBOX_PUTS + target)  # type: ignore[misc]
+        raw = await self.redis.hvals(ks().OUTBOX_PUTS + target)  # type: ignore[misc]
         return sorted((PutRecord.load(v) for v in raw), key=lambda r: (r.at, r.op.ref))
 
     async def entries(self, target: str, limit: int = 100) -> list[Queued]:
         """The first ``limit`` writes in the outbox, longest waiting first (for operators; the
         sender takes them round-robin across groups)."""
-        return await self._load(target, await self.redis.zrange(k.OUTBOX_READY + target, 0,
+        return await self._load(target, await self.redis.zrange(ks().OUTBOX_READY + target, 0,
                                                                 limit - 1))
 
     async def _load(self, target: str, refs: list[bytes]) -> list[Queued]:
         """The outbox entries of ``refs``, in that order (one gone meanwhile is left out)."""
         if not refs:
             return []
-        values = await self.redis.hmget(k.OUTBOX + target, refs)  # type: ignore[misc]
+        values = await self.redis.hmget(ks().OUTBOX + target, refs)  # type: ignore[misc]
         return [Queued(**orjson.loads(v)) for v in values if v is not None]
 
 

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.portals.readback import Pace
 from bridge.scripts import Script, load
 
@@ -31,20 +32,20 @@ class RateLimiter:
     async def acquire(self, target: str, per_minute: int, now_ms: int,
                       burst: int = DEFAULT_BURST) -> int:
         """0 if a request to ``target`` may go now, else the milliseconds to wait."""
-        return await self._take([(f"{k.RATE_LIMIT}{target}", per_minute)], now_ms, burst)
+        return await self._take([(ks().bucket(target), per_minute)], now_ms, burst)
 
     async def acquire_bulk(self, target: str, per_minute: int, bulk_per_minute: int,
                            now_ms: int, burst: int = DEFAULT_BURST) -> int:
         """0 if a bulk request to ``target`` may go now, else the milliseconds to wait: a bulk
         counts in the target's shared bucket and in its bulk bucket (as Rentix counts it)."""
-        buckets = [(f"{k.RATE_LIMIT}{target}{k.BULK}", float(bulk_per_minute)),
-                   (f"{k.RATE_LIMIT}{target}", float(per_minute))]
+        buckets = [(ks().bucket(target) + k.BULK, float(bulk_per_minute)),
+                   (ks().bucket(target), float(per_minute))]
         return await self._take(buckets, now_ms, burst)
 
     async def backlog_ms(self, target: str, now_ms: int) -> int:
         """How far ahead the target's shared bucket is booked: the time the requests already
         let through still take at its rate (0 when it is idle)."""
-        tat = await self._redis.get(f"{k.RATE_LIMIT}{target}")
+        tat = await self._redis.get(ks().bucket(target))
         return max(0, int(float(tat)) - now_ms) if tat else 0
 
     async def acquire_read(self, target: str, per_minute: int, read_share: float, now_ms: int,
@@ -54,8 +55,8 @@ class RateLimiter:
         the read is counted in both or, when either refuses, in neither."""
         if not 0 < read_share <= 1:
             raise ValueError(f"read_share must be in (0, 1], got {read_share!r}")
-        buckets = [(f"{k.RATE_LIMIT}{target}{k.READS}", per_minute * read_share),
-                   (f"{k.RATE_LIMIT}{target}", per_minute)]
+        buckets = [(ks().bucket(target) + k.READS, per_minute * read_share),
+                   (ks().bucket(target), per_minute)]
         return await self._take(buckets, now_ms, burst)
 
     async def _take(self, buckets: list[tuple[str, float]], now_ms: int, burst: int) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import orjson
 from redis.asyncio import Redis
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.delivery.desired import DesiredListing
 from bridge.packing import pack
 from bridge.scripts import Script, load
@@ -34,7 +34,7 @@ class Repacker:
             if listing.body is None or listing.packed:
                 continue
             raw = orjson.dumps(listing.body)
-            keys.append(k.BODY + listing.ref)
+            keys.append(ks().BODY + listing.ref)
             args += [hashlib.sha1(raw, usedforsecurity=False).hexdigest(), pack(raw)]
         if not keys:
             return 0

@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import budget
 from bridge.delivery.claims import Command, Fence, LeaseLost, RenewableLease, Write, kept
 from bridge.delivery.ledger import (
@@ -125,13 +126,13 @@ class SenderLease(RenewableLease):
         return about(target=self.target)
 
     async def _renew(self) -> bool:
-        return bool(await self._sender._renew(keys=[k.SENDER + self.target, k.SENDERS], args=[
+        return bool(await self._sender._renew(keys=[ks().SENDER + self.target, ks().SENDERS], args=[
             self.target, self.token, self.lease_ms, now_ms()]))
 
     async def _fenced(self, writes: Sequence[Write]) -> bool:
         if any(w.op == "accepted" for w in writes):  # recorded by outbox.Settle
             raise ValueError("the sender records acceptances through outbox.Settle")
-        return await self._sender._fence(k.SENDER + self.target, self.token, writes)
+        return await self._sender._fence(ks().SENDER + self.target, self.token, writes)
 
 
 class Sender:
@@ -157,10 +158,11 @@ class Sender:
     async def drain(self, spec: RentixTarget) -> str:
         """Send what the target's outbox holds, as far as its budgets allow now."""
         name = spec.name
-        taken = await self._take(keys=[k.SENDER + name, k.FENCE], args=[self.settings.lease_ms])
+        taken = await self._take(keys=[ks().SENDER + name, ks().FENCE],
+                                 args=[self.settings.lease_ms])
         if int(taken[0]) == 0:
             # Another sender drains it: look again when its lease would lapse.
-            await self.redis.zadd(k.SENDERS, {name: now_ms() + int(taken[1])}, gt=True)
+            await self.redis.zadd(ks().SENDERS, {name: now_ms() + int(taken[1])}, gt=True)
             return f"{name}: another sender drains it"
         lease = SenderLease(self, name, str(taken[0]), self.settings.lease_ms)
         not_before = now_ms()
@@ -174,8 +176,8 @@ class Sender:
             log.warning("sending %s's outbox stopped: %s", name, exc, extra=about(target=name))
             return f"{name}: lease lost"
         finally:
-            await self._stop(keys=[k.SENDER + name, k.OUTBOX_BATCH + name, k.OUTBOX + name,
-                                   k.OUTBOX_READY + name, k.SENDERS, k.OUTBOX_PUTS + name],
+            await self._stop(keys=[ks().SENDER + name, ks().OUTBOX_BATCH + name, ks().OUTBOX + name,
+                                   ks().OUTBOX_READY + name, ks().SENDERS, ks().OUTBOX_PUTS + name],
                              args=[name, lease.token, not_before,
                                    "" if turn.puts_due is None else turn.puts_due])
         return f"{name}: {sent} operation(s) sent"
@@ -205,7 +207,7 @@ class SenderTurn:
         deadline = time.monotonic() + self.s.settings.job_timeout_s * 0.6
         batch = await self.s.outbox.in_flight(self.name)
         self.batch_refs = {op.ref for op in batch.ops} if batch else set()
-        pending = int(await self.s.redis.hlen(k.OUTBOX_PUTS + self.name))  # type: ignore[misc]
+        pending = int(await self.s.redis.hlen(ks().OUTBOX_PUTS + self.name))  # type: ignore[misc]
         if not self.spec.put_lane and not pending:
             return await self._bulks(deadline, MAX_INLINE_WAIT_MS)
         # The lane runs beside the bulks: between two bulks (28 a minute) the bucket of the
@@ -257,7 +259,7 @@ class SenderTurn:
                     if batch is None:
                         self.batch_refs = set()
                         return now
-                    await self.lease.apply([Write("batch", (k.OUTBOX_BATCH + self.name,),
+                    await self.lease.apply([Write("batch", (ks().OUTBOX_BATCH + self.name,),
                                                   (batch.json(),))])
                     slot = not lane
                 else:
@@ -340,7 +342,7 @@ class SenderTurn:
         args = [now_ms(), lane, math.floor(lane * (DEFAULT_BURST - 1)),
                 general, math.floor(general * (DEFAULT_BURST - 2))]
         return int(await self.s._acquire(
-            keys=[f"{k.RATE_LIMIT}{self.name}{k.PUTS}", f"{k.RATE_LIMIT}{self.name}"],
+            keys=[ks().bucket(self.name) + k.PUTS, ks().bucket(self.name)],
             args=args))
 
     async def _put(self, record: PutRecord) -> None:
@@ -372,7 +374,7 @@ class SenderTurn:
                         str(result.outcome), result.status, round(result.latency_ms, 1), again,
                         reason)
         await self.lease.apply([
-            Write("put record", (k.OUTBOX_PUTS + self.name,), (op.ref, kept_.json())),
+            Write("put record", (ks().OUTBOX_PUTS + self.name,), (op.ref, kept_.json())),
             *noted(seen),
             *attempt_writes(entry, [], self.ledger.trace_ttl_ms, [op.ref]),
             *trace_writes(_decisions(self.name, op.group, [
@@ -462,7 +464,7 @@ class SenderTurn:
         reason = f"{result.outcome}: {result.error_type or result.status or ''} " \
                  f"{result.message}".strip()
         again = batch.attempts + 1
-        writes = [Write("batch", (k.OUTBOX_BATCH + self.name,),
+        writes = [Write("batch", (ks().OUTBOX_BATCH + self.name,),
                         (Batch(batch.key, batch.ops, batch.at, again).json(),)), *noted(seen)]
         by_group = _by_group([Settled("retry", op, "") for op in batch.ops])
         for n, (group, ops) in enumerate(by_group.items()):

@@ -24,6 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.constants import ks
 from bridge.delivery.desired import DesiredListing
 from bridge.delivery.idempotency import Intent
 from bridge.delivery.ledger import Accepted
@@ -81,11 +82,12 @@ class Tombstones:
 def compact_keys(group: str, refs: list[str], targets: list[str],
                  per_listing: list[str]) -> list[str]:
     """Every key the compaction of ``refs`` may touch, in compact.lua's order."""
-    keys = [f"{k.LEASE}{group}", k.TOMBSTONES, f"{k.MEMBERS}{group}", f"{k.DIRTY}{group}"]
+    names = ks()
+    keys = [names.LEASE + group, names.TOMBSTONES, names.MEMBERS + group, names.DIRTY + group]
     for target in targets:
-        keys += [f"{k.QUARANTINE}{target}", f"{k.INTENT}{target}"]
+        keys += [f"{ks().QUARANTINE}{target}", f"{ks().INTENT}{target}"]
     for target in per_listing:
-        keys += [f"{k.ACCEPTED}{target}", f"{k.ADOPT}{target}", f"{k.LINKED}{target}"]
+        keys += [f"{ks().ACCEPTED}{target}", f"{ks().ADOPT}{target}", f"{ks().LINKED}{target}"]
     for ref in refs:
-        keys += [f"{k.LISTING}{ref}", f"{k.BODY}{ref}"]
+        keys += [f"{ks().LISTING}{ref}", f"{ks().BODY}{ref}"]
     return keys

@@ -24,7 +24,7 @@ import secrets
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.replies import maybe_text
 from bridge.scripts import Script, load
 
@@ -46,7 +46,7 @@ class Witness:
         """The current epoch, checking the server's identity first (a flush must not trust a
         ledger that a restore replaced a moment ago). Atomic, so workers starting together
         agree on one epoch: a first start seen half-done must not read as a lost Redis."""
-        answer = [maybe_text(x) for x in await self._check(keys=[k.EPOCH, k.WITNESS],
+        answer = [maybe_text(x) for x in await self._check(keys=[ks().EPOCH, ks().WITNESS],
                                                       args=[secrets.token_hex(8)])]
         epoch, cause = str(answer[0]), answer[1]
         if len(answer) > 2:
@@ -76,8 +76,8 @@ class Witness:
         (and, when ``lost``, before anything the ledger does not know is created)."""
         epoch = secrets.token_hex(8)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(k.EPOCH, epoch)
-            pipe.hset(k.WITNESS, "cause", "lost" if lost else "first")
+            pipe.set(ks().EPOCH, epoch)
+            pipe.hset(ks().WITNESS, "cause", "lost" if lost else "first")
             await pipe.execute()
         if lost:
             log.warning("Redis may have lost state (%s): every group will be checked against "

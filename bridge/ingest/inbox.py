@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge import counters
+from bridge.constants import ks
 from bridge.ingest.store import DUPLICATE
 from bridge.scripts import Script, load
 from bridge.settings import RetentionSettings, Settings
@@ -89,8 +90,19 @@ FOLD = load(__file__, "fold.lua", {
     "EVENT_STALE": counters.WEBHOOK_EVENTS.field("stale"),
 })
 # fold.lua's fixed KEYS, and the prefixes (ARGV[7...]) it builds the other names from.
-_FOLD_KEYS = (k.INBOX, k.DUE, k.GROUPS, k.METRICS, k.TOMBSTONES, k.INBOX_DEAD, k.INBOX_RETRIES)
-_PREFIXES = (k.LISTING, k.BODY, k.TRACE, k.STATS, k.MEMBERS, k.PENDING, k.DIRTY, k.SETTLED)
+_FIXED = 7  # how many of fold.lua's KEYS are fixed
+
+
+def _fixed_keys() -> tuple[str, ...]:
+    keys = ks()
+    return (keys.INBOX, keys.DUE, keys.GROUPS, keys.METRICS, keys.TOMBSTONES, keys.INBOX_DEAD,
+            keys.INBOX_RETRIES)
+
+
+def _prefixes() -> tuple[str, ...]:
+    keys = ks()
+    return (keys.LISTING, keys.BODY, keys.TRACE, keys.STATS, keys.MEMBERS, keys.PENDING,
+            keys.DIRTY, keys.SETTLED)
 _GROUP = k.LISTING_FIELDS[0]
 _REDELIVERY = DUPLICATE.decode()
 
@@ -125,17 +137,17 @@ class _Batch:
     """What the head says the next fold call will need: the keys known from the entries
     alone, and the listings and snapshot groups whose state names more."""
 
-    keys: dict[str, None] = field(default_factory=lambda: dict.fromkeys(_FOLD_KEYS))
+    keys: dict[str, None] = field(default_factory=lambda: dict.fromkeys(_fixed_keys()))
     refs: dict[str, None] = field(default_factory=dict)  # listings whose group is read
     snapshots: dict[str, None] = field(default_factory=dict)  # groups whose members are read
     entries: int = 0
 
     def group(self, g: str) -> None:
-        for prefix in (k.MEMBERS, k.PENDING, k.DIRTY, k.SETTLED):
+        for prefix in (ks().MEMBERS, ks().PENDING, ks().DIRTY, ks().SETTLED):
             self.keys[prefix + g] = None
 
     def listing(self, ref: str) -> None:
-        for prefix in (k.LISTING, k.BODY, k.TRACE):
+        for prefix in (ks().LISTING, ks().BODY, ks().TRACE):
             self.keys[prefix + ref] = None
 
 
@@ -146,7 +158,7 @@ def _batch(head: list[Any]) -> _Batch:
     batch = _Batch()
     due, *entries = head
     for ref in due:
-        batch.keys[k.LISTING + _text(ref)] = None
+        batch.keys[ks().LISTING + _text(ref)] = None
     for told in entries:
         batch.entries += 1
         kind, *rest = (_text(name) for name in told)
@@ -159,7 +171,7 @@ def _batch(head: list[Any]) -> _Batch:
             batch.listing(ref)
         if kind.startswith(_REDELIVERY):
             continue  # only its listings' stories
-        batch.keys[f"{k.STATS}{minute}"] = None
+        batch.keys[f"{ks().STATS}{minute}"] = None
         batch.group(group)
         batch.refs.update(dict.fromkeys(refs))
         if kind == "s":
@@ -169,8 +181,8 @@ def _batch(head: list[Any]) -> _Batch:
 
 def _state_call(batch: _Batch) -> tuple[list[str], list[int]]:
     """fold_state.lua's KEYS and ARGV: each listing's hash, each snapshot group's members."""
-    return ([k.LISTING + ref for ref in batch.refs]
-            + [k.MEMBERS + g for g in batch.snapshots], [len(batch.refs)])
+    return ([ks().LISTING + ref for ref in batch.refs]
+            + [ks().MEMBERS + g for g in batch.snapshots], [len(batch.refs)])
 
 
 def _fold_keys(batch: _Batch, state: list[Any]) -> list[str]:
@@ -183,14 +195,14 @@ def _fold_keys(batch: _Batch, state: list[Any]) -> list[str]:
     for refs in members:
         if isinstance(refs, list):
             for ref in refs:
-                batch.keys[k.LISTING + _text(ref)] = None
-                batch.keys[k.TRACE + _text(ref)] = None
+                batch.keys[ks().LISTING + _text(ref)] = None
+                batch.keys[ks().TRACE + _text(ref)] = None
     return list(batch.keys)
 
 
 def _fold_args(max_events: int, max_listings: int, settings: FoldSettings) -> list[int | str]:
     return [max_events, max_listings, settings.window_ms, settings.max_wait_ms,
-            settings.horizon_ms, settings.trace_ttl_ms, *_PREFIXES]
+            settings.horizon_ms, settings.trace_ttl_ms, *_prefixes()]
 
 
 @dataclass
@@ -225,7 +237,7 @@ class _Tally:
     def result(self) -> Folded:
         for why in self.aside:
             log.warning("an inbox entry could not be folded and was set aside (%s): %s; "
-                        "see `bridge inbox dead list`", k.INBOX_DEAD, why)
+                        "see `bridge inbox dead list`", ks().INBOX_DEAD, why)
         return Folded(self.events, self.applied, self.left, tuple(self.aside))
 
 
@@ -246,9 +258,9 @@ class Inbox:
         read first); those it cannot fold go aside."""
         tally = _Tally(max_events, max_listings)
         for _ in range(FOLD_TRIES):
-            batch = _batch(await self._head(keys=[k.INBOX, k.TOMBSTONES],
+            batch = _batch(await self._head(keys=[ks().INBOX, ks().TOMBSTONES],
                                             args=[tally.max_events, tally.max_listings]))
-            if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
+            if batch.entries == 0 and len(batch.keys) == _FIXED:
                 break  # nothing to fold or purge: no call
             keys, args = _state_call(batch)
             state: list[Any] = await self._state(keys=keys, args=args) if keys else []
@@ -272,7 +284,7 @@ class Inbox:
 
     async def waiting(self) -> int:
         """Events stored and not folded yet."""
-        return int(await self._redis.llen(k.INBOX))  # type: ignore[misc]
+        return int(await self._redis.llen(ks().INBOX))  # type: ignore[misc]
 
 
 
@@ -282,9 +294,9 @@ def fold_now(r: redis.Redis, settings: FoldSettings, max_events: int = MAX_EVENT
     tally = _Tally(max_events, max_listings)
     head, read, fold = (r.register_script(lua.source) for lua in (HEAD, STATE, FOLD))
     for _ in range(FOLD_TRIES):
-        batch = _batch(head(keys=[k.INBOX, k.TOMBSTONES],
+        batch = _batch(head(keys=[ks().INBOX, ks().TOMBSTONES],
                             args=[tally.max_events, tally.max_listings]))
-        if batch.entries == 0 and len(batch.keys) == len(_FOLD_KEYS):
+        if batch.entries == 0 and len(batch.keys) == _FIXED:
             break
         keys, args = _state_call(batch)
         state = read(keys=keys, args=args) if keys else []
@@ -337,8 +349,8 @@ class DeadLetters:
 
     async def summary(self) -> DeadSummary:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.INBOX_DEAD)
-            pipe.lindex(k.INBOX_DEAD, 0)
+            pipe.llen(ks().INBOX_DEAD)
+            pipe.lindex(ks().INBOX_DEAD, 0)
             count, first = await pipe.execute()
         return DeadSummary(int(count), None if first is None else read_record(first)[0].at)
 
@@ -353,7 +365,7 @@ class DeadLetters:
         args: list[bytes | int] = [k.INBOX_RETRIES_MS]
         for event, (record, entry) in chosen:
             args += [record, entry, hashlib.sha1(entry).hexdigest().encode(), event.attempts]
-        moved = await self._retry(keys=[k.INBOX_DEAD, k.INBOX, k.INBOX_RETRIES], args=args)
+        moved = await self._retry(keys=[ks().INBOX_DEAD, ks().INBOX, ks().INBOX_RETRIES], args=args)
         return [event for event, _ in chosen][:int(moved)]
 
     async def discard(self, ids: Sequence[str] | None) -> list[DeadEvent]:
@@ -361,12 +373,12 @@ class DeadLetters:
         chosen = await self._chosen(ids)
         if not chosen:
             return []
-        removed = await self._discard(keys=[k.INBOX_DEAD],
+        removed = await self._discard(keys=[ks().INBOX_DEAD],
                                       args=[record for _, (record, _) in chosen])
         return [event for event, _ in chosen][:int(removed)]
 
     async def _records(self) -> list[tuple[DeadEvent, tuple[bytes, bytes]]]:
-        raw: list[bytes] = await self._redis.lrange(k.INBOX_DEAD, 0, -1)  # type: ignore[misc]
+        raw: list[bytes] = await self._redis.lrange(ks().INBOX_DEAD, 0, -1)  # type: ignore[misc]
         return [(event, (record, entry)) for record in raw
                 for event, entry in (read_record(record),)]
 

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from bridge import constants as k
 from bridge import counters
 from bridge.connections import Durability
+from bridge.constants import ks
 from bridge.ingest.admission import MemoryGauge, StorageFull
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
@@ -54,7 +55,7 @@ ACCEPT = load(__file__, "accept.lua", {
 
 def accept_keys(webhook_id: str, now_ms: int) -> list[str]:
     """accept.lua's KEYS: the dedupe marker, the inbox, the minute's stats, the metrics."""
-    return [k.SEEN + webhook_id, k.INBOX, f"{k.STATS}{now_ms // 60_000}", k.METRICS]
+    return [ks().SEEN + webhook_id, ks().INBOX, f"{ks().STATS}{now_ms // 60_000}", ks().METRICS]
 
 
 def accept_args(now_ms: int, entry: bytes, dedupe_ttl_s: int,
@@ -124,12 +125,12 @@ class EventStore:
 
     async def count_rejection(self, reason: str, now_ms: int) -> None:
         """Count a refused request by reason, for the dashboard; never fails the answer."""
-        key = f"{k.STATS}{now_ms // 60_000}"
+        key = f"{ks().STATS}{now_ms // 60_000}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hincrby(key, f"rejected:{reason}", 1)
                 pipe.expire(key, k.STATS_TTL_S)
-                pipe.hincrby(k.METRICS, counters.WEBHOOK_REJECTIONS.field(reason), 1)
+                pipe.hincrby(ks().METRICS, counters.WEBHOOK_REJECTIONS.field(reason), 1)
                 await pipe.execute()
         except (RedisError, OSError):
             pass
@@ -139,7 +140,7 @@ class EventStore:
         (not the per-minute stats: their minutes are gone)."""
         unstored, self._unstored = self._unstored, 0
         try:
-            await self._redis.hincrby(k.METRICS, counters.WEBHOOK_REJECTIONS.field(  # type: ignore[misc]
+            await self._redis.hincrby(ks().METRICS, counters.WEBHOOK_REJECTIONS.field(  # type: ignore[misc]
                 "storage_unavailable"), unstored)
         except (RedisError, OSError):
             self._unstored += unstored
@@ -184,12 +185,12 @@ class AcceptCall:
     def __init__(self, dedupe_ttl_s: int, max_inbox: int | None = None) -> None:
         tail = [dedupe_ttl_s] if max_inbox is None else [dedupe_ttl_s, max_inbox]
         self.count = 4 + 2 + len(tail)  # keys, then received at, entry, and the tail
-        seen, stats = (_escaped(prefix.encode()) for prefix in (k.SEEN, k.STATS))
-        self._format = (b"$%d\r\n" + seen + b"%s\r\n" + _escaped(_bulk(k.INBOX))
-                        + b"$%d\r\n" + stats + b"%s\r\n" + _escaped(_bulk(k.METRICS))
+        seen, stats = (_escaped(prefix.encode()) for prefix in (ks().SEEN, ks().STATS))
+        self._format = (b"$%d\r\n" + seen + b"%s\r\n" + _escaped(_bulk(ks().INBOX))
+                        + b"$%d\r\n" + stats + b"%s\r\n" + _escaped(_bulk(ks().METRICS))
                         + b"$%d\r\n%s\r\n$%d\r\n%s\r\n"
                         + _escaped(b"".join(_bulk(b"%d" % n) for n in tail)))
-        self._seen, self._stats = len(k.SEEN.encode()), len(k.STATS.encode())
+        self._seen, self._stats = len(ks().SEEN.encode()), len(ks().STATS.encode())
 
     def pack(self, webhook_id: str, now_ms: int, event: ValidEvent) -> bytes:
         """KEYS (accept_keys) and ARGV (accept_args) for ``event``, ``count`` bulk strings."""

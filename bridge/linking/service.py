@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import Adoption, RateLimiter, mark_due, read_listings
 from bridge.linking.matching import (
     DEFAULT_MIN_CONFIDENCE,
@@ -260,10 +260,10 @@ class Linking:
 
     async def crm_listings(self) -> list[dict[str, Any]]:
         """Every live CRM listing the bridge knows (from events and snapshots)."""
-        groups = [maybe_text(g) for g in await self.redis.smembers(k.GROUPS)]  # type: ignore[misc]
+        groups = [maybe_text(g) for g in await self.redis.smembers(ks().GROUPS)]  # type: ignore[misc]
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:
-                pipe.smembers(f"{k.MEMBERS}{group}")
+                pipe.smembers(f"{ks().MEMBERS}{group}")
             members = await pipe.execute()
         refs = sorted({str(maybe_text(ref)) for refs in members for ref in refs})
         found = (await read_listings(self.redis, refs)).values()
@@ -279,7 +279,7 @@ class Linking:
             "configured": t.adopt,
             "active": await self.adoption.active(t),
             "ended_at": await self.adoption.ended_at(t.name),
-            "linked": await self.redis.scard(k.LINKED + t.name),  # type: ignore[misc]
+            "linked": await self.redis.scard(ks().LINKED + t.name),  # type: ignore[misc]
             "held_creates": [h.as_dict() for h in held],
         }
 

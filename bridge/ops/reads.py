@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge import group_state
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import (
     BUCKETS,
     Accepted,
@@ -114,7 +115,7 @@ class Reads:
         now = now_ms()
         return Status(
             now=now,
-            groups=await self.redis.scard(k.GROUPS),  # type: ignore[misc]
+            groups=await self.redis.scard(ks().GROUPS),  # type: ignore[misc]
             inbox=await self._inbox(now),
             due=await self._due(now),
             queued_jobs=await self.redis.zcard(k.QUEUE),
@@ -182,14 +183,14 @@ class Reads:
     async def _stats(self, minutes: list[int]) -> list[dict[str, int]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for minute in minutes:
-                pipe.hgetall(f"{k.STATS}{minute}")
+                pipe.hgetall(f"{ks().STATS}{minute}")
             rows: list[dict[bytes | str, bytes | str]] = await pipe.execute()
         return [{text(f): int(v) for f, v in row.items()} for row in rows]
 
     async def _inbox(self, now: int) -> InboxView:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(k.INBOX)
-            pipe.lindex(k.INBOX, 0)
+            pipe.llen(ks().INBOX)
+            pipe.lindex(ks().INBOX, 0)
             events, oldest = await pipe.execute()
         dead = await DeadLetters(self.redis).summary()
         return InboxView(events=int(events),
@@ -197,7 +198,7 @@ class Reads:
                          dead=dead.count, dead_oldest_at=dead.oldest_at)
 
     async def _latencies(self) -> list[int]:
-        return [int(v) for v in await self.redis.lrange(k.LATENCY, 0, -1)]  # type: ignore[misc]
+        return [int(v) for v in await self.redis.lrange(ks().LATENCY, 0, -1)]  # type: ignore[misc]
 
     async def _waiting(self, now: int) -> list[Waiting]:
         """Groups in ``lb:due``: why (changes in debounce, or a retry/lease) and when."""
@@ -211,7 +212,7 @@ class Reads:
 
     async def _flushing(self) -> list[str]:
         """Groups whose flush holds a live lease (``lb:flushing``: no keyspace scan)."""
-        groups = await self.redis.zrangebyscore(k.FLUSHING, now_ms(), "+inf")
+        groups = await self.redis.zrangebyscore(ks().FLUSHING, now_ms(), "+inf")
         return sorted(text(group) for group in groups)
 
     async def _workers(self, now: int) -> list[Worker]:
@@ -250,7 +251,7 @@ class Reads:
     async def _target_view(self, target: Target, now: int) -> TargetView:
         state = await self.ledger.target_state(target.name)
         quarantined = await self.ledger.quarantined(target.name)
-        tat = await self.redis.get(f"{k.RATE_LIMIT}{target.name}")
+        tat = await self.redis.get(ks().bucket(target.name))
         expires = state.get("token_expires_at")
         return TargetView(
             name=target.name,
@@ -317,7 +318,7 @@ class Reads:
         )
 
     async def _groups(self) -> int:
-        return int(await self.redis.scard(k.GROUPS))  # type: ignore[misc]
+        return int(await self.redis.scard(ks().GROUPS))  # type: ignore[misc]
 
     # -- problems --
 
@@ -364,7 +365,7 @@ class Reads:
                               offset: int, count: int) -> list[str]:
         if sort == "last_change":  # the newest first; groups idle past GROUP_IDLE_MS last
             found = await self.redis.sort(  # type: ignore[misc]
-                k.GROUPS, start=offset, num=count, desc=True, by=group_state.BY_LAST_CHANGE)
+                ks().GROUPS, start=offset, num=count, desc=True, by=group_state.by_last_change())
             return [text(g) for g in found]
         first: list[str] = []
         if sort == "pending":  # due for a flush (changes, or a retry): the soonest first
@@ -379,12 +380,12 @@ class Reads:
         if first:
             return page + await self._rest_by_name(skip, rest, first)
         found = await self.redis.sort(  # type: ignore[misc]
-            k.GROUPS, start=skip, num=rest, alpha=True)
+            ks().GROUPS, start=skip, num=rest, alpha=True)
         return page + [text(g) for g in found]
 
     async def _rest_by_name(self, skip: int, count: int, first: list[str]) -> list[str]:
         """The groups by name, ``first`` left out: ``skip`` skipped, then at most ``count``."""
-        found = await self._by_name(keys=[k.GROUPS], args=[skip, count, *first])
+        found = await self._by_name(keys=[ks().GROUPS], args=[skip, count, *first])
         return [text(g) for g in found]
 
     async def _held_targets(self) -> dict[str, tuple[int, list[str]]]:
@@ -401,7 +402,7 @@ class Reads:
         now = now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for g in names:
-                pipe.scard(f"{k.MEMBERS}{g}")
+                pipe.scard(f"{ks().MEMBERS}{g}")
                 group_state.read_row(pipe, g)
             found: list[Any] = await pipe.execute()
         rows = []
@@ -423,21 +424,21 @@ class Reads:
         listing = (await read_listings(self.redis, [query])).get(query)
         if listing is not None and listing.group:
             found[listing.group] = query
-        async for group in self.redis.sscan_iter(k.GROUPS, match=f"*{_glob_escape(query)}*",
+        async for group in self.redis.sscan_iter(ks().GROUPS, match=f"*{_glob_escape(query)}*",
                                                  count=1000):
             found.setdefault(text(group), None)
             if len(found) >= limit:
                 break
         ordered = sorted(found, key=lambda g: (g != query, g))
         return [GroupMatch(group=g, matched="group" if found[g] is None else "ref", ref=found[g],
-                           listings=await self.redis.scard(f"{k.MEMBERS}{g}"))  # type: ignore[misc]
+                           listings=await self.redis.scard(f"{ks().MEMBERS}{g}"))  # type: ignore[misc]
                 for g in ordered]
 
     async def group(self, group: str, history: int = 50) -> GroupView:
-        if not await self.redis.sismember(k.GROUPS, group):  # type: ignore[misc]
+        if not await self.redis.sismember(ks().GROUPS, group):  # type: ignore[misc]
             raise NotFound(f"no group named {group!r} has been seen")
         now = now_ms()
-        members = await self.redis.smembers(f"{k.MEMBERS}{group}")  # type: ignore[misc]
+        members = await self.redis.smembers(f"{ks().MEMBERS}{group}")  # type: ignore[misc]
         desired = await read_listings(self.redis, sorted(text(r) for r in members))
         due = await group_state.due_at(self.redis, group)
         targets: dict[str, GroupTarget] = {}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import read_listings
 from bridge.ops.actions import NotFound
 from bridge.ops.models import ListingStatus
@@ -109,7 +110,7 @@ class Traces(Reads):
     async def trace(self, ref: str) -> ListingTrace:
         now = now_ms()
         retention = self.settings.trace
-        raw = await self.redis.lrange(k.TRACE + ref, 0, k.TRACE_MAXLEN - 1)  # type: ignore[misc]
+        raw = await self.redis.lrange(ks().TRACE + ref, 0, k.TRACE_MAXLEN - 1)  # type: ignore[misc]
         listing = (await read_listings(self.redis, [ref])).get(ref)
         if listing is None and not raw:
             message = (f"no listing {ref!r} is known, and nothing about it happened in the "

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.reconcile.compare import KINDS, UNREADABLE, Finding, GroupCheck
 from bridge.reconcile.schedule import BACKOFF_FIRST_MS, BACKOFF_MAX_MS
 from bridge.replies import text
@@ -182,12 +183,12 @@ class Records:
         now = now_ms()
         record = _record(now, "periodic", check.findings, repaired,
                          {kind: found[kind] - fixed[kind] for kind in found}, {})
-        keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
-                f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_CHECKS}{target}",
-                f"{k.RECONCILE_PASS}{target}",
-                f"{k.RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}",
-                f"{k.RECONCILE_UNKNOWN}{target}", f"{k.RECONCILE_FOUND}{target}",
-                f"{k.RECONCILE_FAILED}{target}", k.GROUPS]
+        keys = [_lock(target, group), f"{ks().RECONCILE_DUE}{target}",
+                f"{ks().RECONCILE_RUNNING}{target}", f"{ks().RECONCILE_CHECKS}{target}",
+                f"{ks().RECONCILE_PASS}{target}",
+                f"{ks().RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}",
+                f"{ks().RECONCILE_UNKNOWN}{target}", f"{ks().RECONCILE_FOUND}{target}",
+                f"{ks().RECONCILE_FAILED}{target}", ks().GROUPS]
         args: list[Any] = [token, group, now, next_due, orjson.dumps(record), len(unknown),
                            int(whole_portal)]
         args += [found[kind] for kind in KINDS] + [fixed[kind] for kind in KINDS]
@@ -202,26 +203,26 @@ class Records:
         still = [f for f in remaining if f.kind == "unknown"]
         record = _record(now_ms(), "manual", check.findings, repaired, counts(remaining),
                          not_repaired, remaining)
-        keys = [f"{k.RECONCILE_CHECKS}{target}", f"{k.RECONCILE_PASS}{target}",
-                f"{k.RECONCILE_UNKNOWN}{target}", f"{k.RECONCILE_FOUND}{target}"]
+        keys = [f"{ks().RECONCILE_CHECKS}{target}", f"{ks().RECONCILE_PASS}{target}",
+                f"{ks().RECONCILE_UNKNOWN}{target}", f"{ks().RECONCILE_FOUND}{target}"]
         await self._manual(keys=keys, args=[check.group, record["at"], orjson.dumps(record),
                                             len(still), len(check.findings)])
 
     async def failed(self, token: str, target: str, group: str, error: str,
                      interval_ms: int) -> int:
         """Write a failed check; the delay before its next try (0: the lock was lost)."""
-        keys = [_lock(target, group), f"{k.RECONCILE_DUE}{target}",
-                f"{k.RECONCILE_RUNNING}{target}", f"{k.RECONCILE_FAILED}{target}"]
+        keys = [_lock(target, group), f"{ks().RECONCILE_DUE}{target}",
+                f"{ks().RECONCILE_RUNNING}{target}", f"{ks().RECONCILE_FAILED}{target}"]
         return int(await self._fail(keys=keys, args=[token, group, now_ms(), interval_ms,
                                                       error[:500]]))
 
     # -- reads --
 
     async def passes(self, target: str) -> PassState:
-        raw = await self.redis.hgetall(f"{k.RECONCILE_PASS}{target}")  # type: ignore[misc]
+        raw = await self.redis.hgetall(f"{ks().RECONCILE_PASS}{target}")  # type: ignore[misc]
         fields = {text(f): int(v) for f, v in raw.items()}
         checked = await self.redis.scard(  # type: ignore[misc]
-            f"{k.RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}")
+            f"{ks().RECONCILE_PASS}{target}{k.RECONCILE_PASS_GROUPS}")
         last = None
         if "last_finished" in fields:
             last = PassRecord(started=fields.get("last_started"),
@@ -242,13 +243,13 @@ class Records:
 
     async def latest(self, target: str, limit: int) -> list[CheckRecord]:
         """The groups whose last check found something, newest first."""
-        groups = await self._newest(f"{k.RECONCILE_FOUND}{target}", limit)
+        groups = await self._newest(f"{ks().RECONCILE_FOUND}{target}", limit)
         records = await self._checks(target, groups)
         return [_check(g, records[g]) for g in groups if g in records]
 
     async def unknown(self, target: str, limit: int) -> list[UnknownListing]:
         """Unknown listings of the groups' last checks, the newest checks first."""
-        groups = await self._newest(f"{k.RECONCILE_UNKNOWN}{target}", limit)
+        groups = await self._newest(f"{ks().RECONCILE_UNKNOWN}{target}", limit)
         records = await self._checks(target, groups)
         found: list[UnknownListing] = []
         for group in groups:
@@ -263,7 +264,7 @@ class Records:
 
     async def failures(self, target: str, limit: int) -> tuple[int, list[FailedCheck]]:
         """How many groups' checks are failing, and some of them, latest first."""
-        key = f"{k.RECONCILE_FAILED}{target}"
+        key = f"{ks().RECONCILE_FAILED}{target}"
         total = int(await self.redis.hlen(key))  # type: ignore[misc]
         _, raw = await self.redis.hscan(key, 0, count=max(limit, 10))
         failed = []
@@ -281,16 +282,16 @@ class Records:
     async def _checks(self, target: str, groups: list[str]) -> dict[str, dict[str, Any]]:
         if not groups:
             return {}
-        raw = await self.redis.hmget(f"{k.RECONCILE_CHECKS}{target}", groups)  # type: ignore[misc]
+        raw = await self.redis.hmget(f"{ks().RECONCILE_CHECKS}{target}", groups)  # type: ignore[misc]
         return {g: orjson.loads(v) for g, v in zip(groups, raw, strict=True) if v is not None}
 
 
 def _lock(target: str, group: str) -> str:
-    return f"{k.RECONCILE_LOCK}{target}:{group}"
+    return f"{ks().RECONCILE_LOCK}{target}:{group}"
 
 
 def _lock_keys(target: str, group: str) -> list[str]:
-    return [_lock(target, group), f"{k.RECONCILE_RUNNING}{target}"]
+    return [_lock(target, group), f"{ks().RECONCILE_RUNNING}{target}"]
 
 
 def _counts(fields: dict[str, int], prefix: str) -> Counts:

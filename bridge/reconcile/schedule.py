@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.constants import ks
 from bridge.replies import text
 from bridge.scripts import Script, load
 from bridge.settings import RentixTarget, TravtusTarget
@@ -83,7 +84,7 @@ class TopUp:
                    now: int) -> tuple[str, int]:
         """The sweep's next cursor ("0": it is done) and how many checks were scheduled."""
         following, added = await self._top_up(
-            keys=[k.GROUPS, *(f"{k.RECONCILE_DUE}{target}" for target in targets)],
+            keys=[ks().GROUPS, *(f"{ks().RECONCILE_DUE}{target}" for target in targets)],
             args=[cursor, count, now, interval_ms, grace_ms(interval_ms), k.RECONCILE_RETAKE_MS,
                   *targets])
         return text(following), int(added)

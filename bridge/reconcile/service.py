@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge import group_state
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import (
     Claim,
     Delivery,
@@ -156,7 +156,7 @@ class Reconciler:
     # -- what there is to reconcile --
 
     async def groups(self) -> list[str]:
-        return sorted(text(g) for g in await self.redis.smembers(k.GROUPS))  # type: ignore[misc]
+        return sorted(text(g) for g in await self.redis.smembers(ks().GROUPS))  # type: ignore[misc]
 
     def targets(self, name: str | None = None) -> list[RentixTarget | TravtusTarget]:
         if name is None:
@@ -420,7 +420,7 @@ class Reconciler:
     # -- reading the desired state --
 
     async def _members(self, group: str) -> list[DesiredListing]:
-        refs = sorted(text(r) for r in await self.redis.smembers(f"{k.MEMBERS}{group}"))  # type: ignore[misc]
+        refs = sorted(text(r) for r in await self.redis.smembers(f"{ks().MEMBERS}{group}"))  # type: ignore[misc]
         found = await read_listings(self.redis, refs)
         return [found[ref] for ref in refs if ref in found]
 
@@ -429,7 +429,7 @@ class Reconciler:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:
             for ref in refs:
-                pipe.exists(f"{k.LISTING}{ref}")
+                pipe.exists(f"{ks().LISTING}{ref}")
             found = await pipe.execute()
         return {ref for ref, there in zip(refs, found, strict=True) if there}
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from redis import Redis
 
+from bridge.constants import ks
+
 BATCH = 1_000  # keys per pipeline: one round trip per thousand keys
 
 
@@ -62,8 +64,8 @@ class Namer:
         self.refs = set(refs)
 
     def family(self, key: str) -> str:
-        if key.startswith("lb:seen:"):
-            return "lb:seen:{webhook_id}"
+        if key.startswith(ks().SEEN):
+            return "lb:{t:default}:seen:{webhook_id}"
         parts = key.split(":")
         return ":".join(self._placeholder(part) for part in parts)
 
@@ -119,7 +121,7 @@ class Remains:
             ttl = (f"TTL on {f.ttl_keys:,}, up to {days(f.max_ttl_ms)}" if f.ttl_keys
                    else "no TTL")
             fields = (f", fields {', '.join(self.tombstone_fields)}"
-                      if name == "lb:listing:{ref}" else "")
+                      if name == "lb:{t:default}:listing:{ref}" else "")
             yield (f"    {f.bytes / self.listings:9.1f}  {f.keys:9,d} keys  {name:<38} "
                    f"{ttl}{fields}")
         for name, (count, size) in sorted(self.entries.items()):
@@ -154,10 +156,10 @@ def remains(redis: Redis, footprint: Footprint, group_of: dict[str, str],
             entry[0] += 1
             entry[1] += len(ref) + (int(answer) if kinds[key] == "hash" else 0) + (
                 8 if kinds[key] == "zset" else 0)
-    present = next((ref for ref in group_of if redis.exists(f"lb:listing:{ref}")), None)
+    present = next((ref for ref in group_of if redis.exists(f"{ks().LISTING}{ref}")), None)
     if present is not None:
         out.tombstone_fields = tuple(sorted(f.decode() for f in
-                                            redis.hkeys(f"lb:listing:{present}")))
+                                            redis.hkeys(f"{ks().LISTING}{present}")))
     return out
 
 

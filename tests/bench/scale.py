@@ -61,6 +61,7 @@ from redis import Redis
 
 from bridge.clock import now_ms
 from bridge.connections import redis_client
+from bridge.constants import ks
 from bridge.delivery.flush import Delivery
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import ListingFactory
@@ -81,7 +82,7 @@ SANDBOX_LIMITS = {"rentix_per_minute": 10_000_000, "rentix_bulk_per_minute": 1_0
 AIMS = {"live": 2_048, "deleted": 150}
 # Families kept for a retention of their own ([trace] retention_days, webhook
 # dedupe_ttl_seconds), not for the listing's state: shown apart from it.
-OWN_RETENTION = ("lb:trace:{ref}", "lb:seen:{webhook_id}")
+OWN_RETENTION = ("lb:{t:default}:trace:{ref}", "lb:{t:default}:seen:{webhook_id}")
 OWN_RETENTION_NOTE = "traces and dedupe markers"
 CHUNK = 10_000  # events posted (and, if one fails, posted again) together
 
@@ -262,15 +263,15 @@ def settled(redis: Redis, settings: Settings) -> bool:
     """Nothing due, flushing or waiting in an outbox; a held sync or a quarantined listing
     would never settle, so it stops the run with what the bridge says about it."""
     pipe = redis.pipeline(transaction=False)
-    for zset in ("lb:due", "lb:flushing", "lb:senders"):
+    for zset in (ks().DUE, ks().FLUSHING, ks().SENDERS):
         pipe.zcard(zset)
     for target in settings.targets:
-        pipe.hlen(f"lb:outbox:{target.name}")
-        pipe.exists(f"lb:outbox:batch:{target.name}")
+        pipe.hlen(f"{ks().OUTBOX}{target.name}")
+        pipe.exists(f"{ks().OUTBOX_BATCH}{target.name}")
     busy = pipe.execute()
     for target in settings.targets:
         for kind in ("held", "quarantine"):
-            stuck = redis.hgetall(f"lb:{kind}:{target.name}")
+            stuck = redis.hgetall(f"lb:{{t:default}}:{kind}:{target.name}")
             if stuck:
                 key, value = next(iter(stuck.items()))
                 raise SystemExit(f"{len(stuck)} {kind} on {target.name}, e.g. {key!r}: {value!r}")
@@ -290,8 +291,9 @@ def settle(bridge: Bridge, redis: Redis, timeout: float) -> float:
 def stuck(redis: Redis, settings: Settings) -> str:
     """Why nothing settles, as far as the bridge knows: groups backing off, each target's last
     error."""
-    backing_off = [key.decode() for key in redis.scan_iter(match="lb:backoff:*", count=1000)]
-    errors = {t.name: (redis.hget(f"lb:target:{t.name}", "last_error") or b"").decode()
+    backing_off = [key.decode() for key in redis.scan_iter(match=ks().BACKOFF + "*",
+                                                                 count=1000)]
+    errors = {t.name: (redis.hget(f"{ks().TARGET}{t.name}", "last_error") or b"").decode()
               for t in settings.targets}
     return f"{len(backing_off)} backing off ({backing_off[:3]}); last errors: {errors}"
 
@@ -351,7 +353,7 @@ async def redis_cpu(redis: Any) -> float:
 async def due_now(redis: Any, group: str) -> None:
     """Wait out the group's debounce, as the scheduler does before it runs the flush."""
     for _ in range(3):  # the due time moves only while changes keep arriving: none do here
-        score = await redis.zscore("lb:due", group)
+        score = await redis.zscore(ks().DUE, group)
         if score is None:
             raise SystemExit(f"{group} is not due: were its changes stored?")
         if score <= now_ms():
@@ -374,11 +376,11 @@ async def changed_flush(bridge: Bridge, plan: Plan, delivery: Delivery, refs: li
     queued, drain = 0, time.process_time()
     for target in bridge.settings.targets:
         if isinstance(target, RentixTarget):
-            queued += await redis.hlen(f"lb:outbox:{target.name}")
-            while await redis.hlen(f"lb:outbox:{target.name}"):
+            queued += await redis.hlen(f"{ks().OUTBOX}{target.name}")
+            while await redis.hlen(f"{ks().OUTBOX}{target.name}"):
                 await delivery.sender.drain(target)
     drain = time.process_time() - drain if queued else 0.0
-    while await redis.zscore("lb:due", FLUSH_GROUP) is not None:  # a turn cut short: finish it
+    while await redis.zscore(ks().DUE, FLUSH_GROUP) is not None:  # a turn cut short: finish it
         await due_now(redis, FLUSH_GROUP)
         await delivery.flush(FLUSH_GROUP)
     return FlushCost(len(refs), cpu, wall, redis_used, drain, queued, outcome)
@@ -492,7 +494,7 @@ class Figures:
 def expired(r: Readings) -> str:
     if r.horizon_ms is None:
         return "n/a (no [retention] horizon_days setting yet)"
-    tombstone = r.remains.own.get("lb:listing:{ref}")
+    tombstone = r.remains.own.get("lb:{t:default}:listing:{ref}")
     if tombstone is not None and tombstone.keys and not tombstone.ttl_keys:
         return "n/a (no tombstone expiry yet)"
     return (f"{r.remains.lasting / r.remains.listings:,.0f} B (what is left but keys with a "

@@ -47,8 +47,8 @@ import httpx
 import orjson
 import redis
 
-from bridge import constants as k
 from bridge import counters
+from bridge.constants import ks
 from bridge.dev.embedded import free_port
 from bridge.dev.generate import event_stream
 from bridge.ingest.inbox import MAX_EVENTS, MAX_LISTINGS, FoldSettings, fold_now
@@ -244,7 +244,7 @@ def redis_cycles(port: int) -> int | None:
 def stored(port: int) -> dict[str, float]:
     """The bridge's own count of events by outcome (what its 202s and 200s said)."""
     with redis.Redis(port=port) as client:
-        counts = client.hgetall(k.METRICS)
+        counts = client.hgetall(ks().METRICS)
     return {f"stored_{outcome}": float(counts.get(
         counters.WEBHOOK_EVENTS.field(outcome).encode(), 0))
         for outcome in ("accepted", "duplicate", "stale")}

@@ -79,7 +79,7 @@ def test_bridge_dev_accepts_a_signed_webhook_delivers_it_and_keeps_data(tmp_path
         assert secret in out.text
         url = re.search(r"redis\s+(redis://\S+)", out.text).group(1)  # type: ignore[union-attr]
         held = redis.Redis.from_url(url, decode_responses=True)
-        assert held.hget("lb:listing:apt-1", "g") == "north"
+        assert held.hget("lb:{t:default}:listing:apt-1", "g") == "north"
         held.close()
     finally:
         assert stop(process) == 0
@@ -232,7 +232,7 @@ def test_serve_with_several_workers_stores_webhooks(redis_url: str, tmp_path: Pa
             statuses = [crm.post(client, SECRET, crm.upsert("g", f"a-{i}", 1)).status_code
                         for i in range(20)]
         assert statuses == [202] * 20
-        assert r.llen("lb:inbox") == 20  # stored for the workers to fold
+        assert r.llen("lb:{t:default}:inbox") == 20  # stored for the workers to fold
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

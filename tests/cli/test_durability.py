@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from bridge.constants import ks
 from bridge.sandbox import SandboxSettings
 from bridge.sandbox import create_app as create_sandbox
 from tests.conftest import SECRET
@@ -199,9 +200,9 @@ def test_a_unix_socket_url_stores_in_its_database_and_a_worker_delivers(
         with serving(config) as (client, _), working(config):
             assert post(client, "sock-1") == 202
             db2 = redis.Redis(unix_socket_path=str(sock), db=2, decode_responses=True)
-            wait_until(lambda: db2.hget("lb:listing:sock-1", "g") == "north", timeout=20,
+            wait_until(lambda: db2.hget(ks().LISTING + "sock-1", "g") == "north", timeout=20,
                        what="the worker's fold")
-            assert srv.client().exists("lb:listing:sock-1") == 0  # not in db 0
+            assert srv.client().exists(ks().LISTING + "sock-1") == 0  # not in db 0
             wait_until(lambda: delivered(sandbox, "sock-1"), timeout=20, what="delivery")
             db2.close()
 

@@ -180,7 +180,7 @@ def test_bridge_status_tells_a_running_flush_from_a_waiting_one(redis_url: str, 
     as_json = subprocess.run([*BRIDGE, "status", "--config", str(config), "--json"],
                              capture_output=True, text=True, timeout=30)
     due = {d["group"]: d for d in orjson.loads(as_json.stdout)["due"]}
-    assert due["busy"]["flushing_until"] == int(r.zscore("lb:flushing", "busy") or 0)
+    assert due["busy"]["flushing_until"] == int(r.zscore("lb:{t:default}:flushing", "busy") or 0)
     assert due["calm"]["flushing_until"] is None
 
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.ledger import Held, Ledger
 from tests.dashboard.conftest import run
 from tests.support.stack import stack_config
@@ -49,7 +50,7 @@ def test_status_names_the_digest_and_release_needs_no_target(redis_url: str,
     assert released.returncode == 0, released.stderr
     assert "released west on rentix, travtus" in released.stdout
     r = redis.Redis.from_url(redis_url)
-    assert r.exists("lb:release:rentix:west") and r.exists("lb:release:travtus:west")
+    assert r.exists(ks().RELEASE + "rentix:west") and r.exists(ks().RELEASE + "travtus:west")
     r.close()
 
 
@@ -62,5 +63,5 @@ def test_the_contracts_form_with_target_discards_on_that_target_alone(
     assert result.returncode == 0, result.stderr
     assert "discarded the held change of west on travtus" in result.stdout
     r = redis.Redis.from_url(redis_url)
-    assert r.hexists("lb:held:rentix", "west") and not r.hexists("lb:held:travtus", "west")
+    assert r.hexists(ks().HELD + "rentix", "west") and not r.hexists(ks().HELD + "travtus", "west")
     r.close()

@@ -51,7 +51,7 @@ def seed_problems(redis_url: str) -> None:
     """One held travtus sync (would delete two listings) and two quarantined listings."""
     async def seed(ledger: Ledger) -> None:
         at = now_ms()
-        await ledger.redis.sadd("lb:groups", "mass", "bad")
+        await ledger.redis.sadd("lb:{t:default}:groups", "mass", "bad")
         await ledger.hold("travtus", "mass", Held("d-mass", "max_delete_count: 2 > 1",
                                                   ["apt-8", "apt-9"], 2, at))
         await ledger.quarantine("travtus", {ref: Quarantined(
@@ -66,7 +66,7 @@ def seed_drift(redis_url: str) -> None:
     and a hand-made one found by reading the whole portal; a Travtus check failing."""
     async def seed(ledger: Ledger) -> None:
         redis = ledger.redis
-        await redis.sadd("lb:groups", "west")
+        await redis.sadd("lb:{t:default}:groups", "west")
         await record_check(redis, "rentix", "west", [("apt-1", "drift", "price")],
                            repaired=("drift",))
         await record_check(redis, "rentix", "", [("#7", "unknown", "made on the portal, not "

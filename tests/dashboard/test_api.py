@@ -11,6 +11,7 @@ import orjson
 import redis
 
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.ledger import Accepted
 from tests.conftest import SECRET
 from tests.dashboard.conftest import run, seed_drift, seed_problems
@@ -77,12 +78,12 @@ def test_problems_release_discard_retry(client: httpx.Client, redis_url: str,
     released = post(client, "/api/held/release",
                     {"target": "travtus", "group": "mass", "digest": "d-mass"})
     assert released.status_code == 200 and released.json()["released"]["digest"] == "d-mass"
-    marker = orjson.loads(r.get("lb:release:travtus:mass") or "{}")
-    assert marker["digest"] == "d-mass" and r.zscore("lb:due", "mass")
+    marker = orjson.loads(r.get(ks().RELEASE + "travtus:mass") or "{}")
+    assert marker["digest"] == "d-mass" and r.zscore(ks().DUE, "mass")
     answer = post(client, "/api/quarantine/retry",
                   {"items": [{"target": "travtus", "ref": "apt-1"}]})
     assert answer.json() == {"retried": 1}
-    assert not r.hexists("lb:quarantine:travtus", "apt-1") and r.zscore("lb:due", "bad")
+    assert not r.hexists(ks().QUARANTINE + "travtus", "apt-1") and r.zscore(ks().DUE, "bad")
     answer = post(client, "/api/quarantine/discard",
                   {"items": [{"target": "travtus", "ref": "apt-2"}]})
     assert answer.json() == {"discarded": 1}

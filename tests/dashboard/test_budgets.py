@@ -15,9 +15,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.app import create_app
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.dashboard.views import clock
 from bridge.delivery.flush import Delivery
 from bridge.ingest.events import parse_event
@@ -112,12 +112,12 @@ async def test_travtus_shows_the_token_expiry(worker: Worker,
     expires = (await views(dashboard))["travtus"]["token_expires_at"]
     assert expires is not None
     assert before + TOKEN_TTL_S * 1000 <= expires <= now_ms() + TOKEN_TTL_S * 1000
-    assert int(await worker.redis.hget(f"{k.TARGET}travtus", "token_expires_at")) == expires
+    assert int(await worker.redis.hget(f"{ks().TARGET}travtus", "token_expires_at")) == expires
     page = (await dashboard.get("/dashboard/targets")).text
     assert clock(expires) in page
 
     # The same token serves the next sync: it is not written again.
-    await worker.redis.hdel(f"{k.TARGET}travtus", "token_expires_at")
+    await worker.redis.hdel(f"{ks().TARGET}travtus", "token_expires_at")
     await worker.upsert("t-1", 2, deposit=700)
     await worker.flush()
-    assert await worker.redis.hget(f"{k.TARGET}travtus", "token_expires_at") is None
+    assert await worker.redis.hget(f"{ks().TARGET}travtus", "token_expires_at") is None

@@ -169,7 +169,7 @@ def test_each_flush_is_counted_by_result_and_timed(client: httpx.Client,
 def test_counts_of_another_shape_in_redis_are_left_out(client: httpx.Client,
                                                        redis_url: str) -> None:
     async def seed(ledger: Ledger) -> None:
-        await ledger.redis.hset("lb:metrics", mapping={
+        await ledger.redis.hset("lb:{t:default}:metrics", mapping={
             "webhook_events_total|accepted|extra": 5, "no_such_metric|x": 1,
             "flushes_total|done": 3, "flushes_total|error": "not a number"})
 
@@ -254,7 +254,7 @@ def test_cumulative_totals_never_expire(redis_url: str) -> None:
         redis = Redis.from_url(redis_url)
         try:
             await Ledger(redis).record_flush("done", 0.2)
-            return int(await redis.ttl("lb:metrics"))
+            return int(await redis.ttl("lb:{t:default}:metrics"))
         finally:
             await redis.aclose()
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.ledger import Held, Ledger
 from bridge.ops.reads import REST_BY_NAME
 from tests.conftest import SECRET
@@ -36,9 +36,9 @@ def seed(client: httpx.Client, r: redis.Redis, redis_url: str,
     crm.post(client, SECRET, crm.upsert("cedar", "cedar-2", 1))
     folded()
     # As a flush that settled every change of "echo" leaves it.
-    r.zrem(k.DUE, "echo")
-    r.hdel(f"{k.PENDING}echo", "first")
-    r.delete(f"{k.DIRTY}echo")
+    r.zrem(ks().DUE, "echo")
+    r.hdel(f"{ks().PENDING}echo", "first")
+    r.delete(f"{ks().DIRTY}echo")
 
     async def hold(ledger: Ledger) -> None:
         for target in ("rentix", "travtus"):
@@ -140,10 +140,10 @@ def test_a_page_reads_only_its_own_groups(client: httpx.Client, r: redis.Redis) 
         stats: dict[str, Any] = r.info("commandstats")
         return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
 
-    r.sadd(k.GROUPS, *[f"g{n:05d}" for n in range(100)])
-    r.zadd(k.DUE, {f"g{n:05d}": now_ms() + n for n in range(30)})
+    r.sadd(ks().GROUPS, *[f"g{n:05d}" for n in range(100)])
+    r.zadd(ks().DUE, {f"g{n:05d}": now_ms() + n for n in range(30)})
     few = {sort: commands_for(sort) for sort in sorts}
-    r.sadd(k.GROUPS, *[f"g{n:05d}" for n in range(100, 10_100)])
+    r.sadd(ks().GROUPS, *[f"g{n:05d}" for n in range(100, 10_100)])
     many = {sort: commands_for(sort) for sort in sorts}
     assert many == few, (few, many)
     assert max(many.values()) <= 4 * 20 + 10, many
@@ -151,7 +151,7 @@ def test_a_page_reads_only_its_own_groups(client: httpx.Client, r: redis.Redis) 
 
 def test_the_rest_by_name_is_a_plain_sort_without_the_first(r: redis.Redis) -> None:
     """Past the groups listed first, the rest comes by name, as SORT ALPHA orders them."""
-    r.sadd(k.GROUPS, *[f"x{n}" for n in range(40)])
+    r.sadd(ks().GROUPS, *[f"x{n}" for n in range(40)])
     rest = r.register_script(REST_BY_NAME.source)
-    plain = [g for g in r.sort(k.GROUPS, alpha=True) if g not in ("x7", "x33")]
-    assert rest(keys=[k.GROUPS], args=[5, 10, "x7", "x33"]) == plain[5:15]
+    plain = [g for g in r.sort(ks().GROUPS, alpha=True) if g not in ("x7", "x33")]
+    assert rest(keys=[ks().GROUPS], args=[5, 10, "x7", "x33"]) == plain[5:15]

@@ -104,7 +104,7 @@ def test_the_dashboards_own_pages_and_plain_clients_may_act(client: httpx.Client
     paused = client.post("/api/targets/rentix/pause", json={"reason": "by hand"},
                          headers=browser)
     assert paused.status_code == 200, paused.text
-    assert r.hget("lb:target:rentix", "paused") is not None
+    assert r.hget("lb:{t:default}:target:rentix", "paused") is not None
     resumed = client.post("/api/targets/rentix/resume", json={})  # curl: neither header
     assert resumed.status_code == 200, resumed.text
     # Behind a proxy that rewrites Host, the public name comes as X-Forwarded-Host.

@@ -8,6 +8,7 @@ import orjson
 import redis
 
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.ledger import Held, Ledger
 from tests.dashboard.conftest import run
 
@@ -50,7 +51,7 @@ def test_one_release_without_a_target_applies_on_every_target_holding_the_change
     assert answer.status_code == 200, answer.text
     assert answer.json()["released"]["targets"] == ["rentix", "travtus"]
     for target in ("rentix", "travtus"):
-        assert orjson.loads(r.get(f"lb:release:{target}:west") or "{}")["digest"] == "d-west"
+        assert orjson.loads(r.get(f"{ks().RELEASE}{target}:west") or "{}")["digest"] == "d-west"
 
 
 def test_a_discard_of_a_change_that_differs_on_one_target_does_nothing_anywhere(
@@ -62,7 +63,7 @@ def test_a_discard_of_a_change_that_differs_on_one_target_does_nothing_anywhere(
     answer = client.post("/api/held/discard", json={"group": "west", "digest": "d-west"})
     assert answer.status_code == 409 and answer.json()["error"]["type"] == "held_sync_changed"
     assert answer.json()["error"]["held"]["digest"] == "d-newer"
-    assert r.hexists("lb:held:rentix", "west") and not r.keys("lb:discarded:*")
+    assert r.hexists(ks().HELD + "rentix", "west") and not r.keys("lb:{t:default}:discarded:*")
     # Named, the target's own change goes alone.
     named = client.post("/api/held/discard",
                         json={"group": "west", "digest": "d-west", "target": "rentix"})

@@ -18,9 +18,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge import counters, stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import outbox
 from bridge.delivery.claims import apply_writes
 from bridge.delivery.idempotency import Intent, digest, fresh_key
@@ -98,12 +98,12 @@ def portal(sandbox: httpx.Client) -> dict[str, dict[str, Any]]:
 
 
 async def accepted(client: Redis) -> dict[str, str]:
-    raw = await client.hgetall(f"{k.ACCEPTED}{TARGET}")  # type: ignore[misc]
+    raw = await client.hgetall(f"{ks().ACCEPTED}{TARGET}")  # type: ignore[misc]
     return {ref.decode(): orjson.loads(v)["digest"] for ref, v in raw.items()}
 
 
 async def quarantined(client: Redis) -> dict[str, dict[str, Any]]:
-    raw = await client.hgetall(f"{k.QUARANTINE}{TARGET}")  # type: ignore[misc]
+    raw = await client.hgetall(f"{ks().QUARANTINE}{TARGET}")  # type: ignore[misc]
     return {ref.decode(): orjson.loads(v) for ref, v in raw.items()}
 
 
@@ -133,12 +133,12 @@ async def test_a_backlog_from_many_groups_goes_in_bulks_of_at_most_100_each_appl
         # One bulk carries listings of several groups; everything is settled.
         assert len({op["externalId"][4:] for op in seen[0]["body"]["operations"]}) == 100
         assert await Outbox(client).depth(TARGET) == 0
-        assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
-        assert await client.zscore(k.SENDERS, TARGET) is None
-        assert await client.exists(f"{k.OUTBOX_BATCH}{TARGET}") == 0
+        assert await client.hlen(f"{ks().INTENT}{TARGET}") == 0  # type: ignore[misc]
+        assert await client.zscore(ks().SENDERS, TARGET) is None
+        assert await client.exists(f"{ks().OUTBOX_BATCH}{TARGET}") == 0
         # Three calls, each counted once, and each group's history tells its part.
         field = counters.PORTAL_REQUESTS.field(TARGET, "bulk", "ok")
-        assert await client.hget(k.METRICS, field) == b"3"  # type: ignore[misc]
+        assert await client.hget(ks().METRICS, field) == b"3"  # type: ignore[misc]
         history = await Ledger(client).history("g3")
         assert sorted(len(a.listings) for a in history) == [10, 20, 20]
 
@@ -168,7 +168,7 @@ async def test_every_operations_result_counts_and_a_refusal_quarantines_only_its
         assert await accepted(client) == {**{e.ref: e.digest for e in good},
                                           "never-there": "d-gone"}
         assert await Outbox(client).depth(TARGET) == 0
-        trace = [stories.unpack(x) for x in await client.lrange(f"{k.TRACE}bad-1", 0, -1)]  # type: ignore[misc]
+        trace = [stories.unpack(x) for x in await client.lrange(f"{ks().TRACE}bad-1", 0, -1)]  # type: ignore[misc]
         assert [e.get("decision") or e["kind"] for e in trace] == ["quarantined", "call"]
         # One line for the operator, about that listing alone (issue 28, item 3).
         said = [r for r in caplog.records if r.getMessage().startswith("quarantined ")]
@@ -205,7 +205,7 @@ async def test_a_write_replaced_while_its_bulk_is_in_flight_goes_in_the_next_bul
             sender, client, spec):
         await put(client, [first])
         draining = asyncio.create_task(sender.drain(spec))
-        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        await wait_until_async(lambda: client.exists(f"{ks().OUTBOX_BATCH}{TARGET}"))
         await put(client, [newer])  # the next flush of the group, while the bulk is out
         assert await draining == f"{TARGET}: 2 operation(s) sent"
     # The older write's answer did not take the newer one out: it went in the next bulk.
@@ -215,7 +215,7 @@ async def test_a_write_replaced_while_its_bulk_is_in_flight_goes_in_the_next_bul
     async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (_, client, _):
         assert (await accepted(client))["apt-1"] == newer.digest
         assert await Outbox(client).depth(TARGET) == 0
-        assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
+        assert await client.hlen(f"{ks().INTENT}{TARGET}") == 0  # type: ignore[misc]
 
 
 async def test_a_bulk_that_timed_out_goes_again_with_the_same_key_and_is_applied_once(
@@ -230,11 +230,11 @@ async def test_a_bulk_that_timed_out_goes_again_with_the_same_key_and_is_applied
         assert answer == f"{TARGET}: 0 operation(s) sent"
         in_flight = await Outbox(client).in_flight(TARGET)
         assert in_flight is not None and in_flight.attempts == 1
-        due = await client.zscore(k.SENDERS, TARGET)
+        due = await client.zscore(ks().SENDERS, TARGET)
         assert due is not None and due > now_ms()  # backed off
         # The sandbox finishes the first request (it holds the key); the retry replays it.
         wait_until(lambda: len(bulks(sandbox)) == 1, timeout=5, what="the slow bulk answered")
-        await client.zadd(k.SENDERS, {TARGET: now_ms()})
+        await client.zadd(ks().SENDERS, {TARGET: now_ms()})
         await sender.drain(spec)
     seen = bulks(sandbox)
     assert [r["idempotency_key"] for r in seen] == [in_flight.key] * 2
@@ -250,12 +250,12 @@ async def test_a_sender_that_lost_its_lease_records_nothing_and_its_bulk_stays_i
             sender, client, spec):
         await put(client, [write("apt-1", "g1")])
         draining = asyncio.create_task(sender.drain(spec))
-        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
-        await client.set(f"{k.SENDER}{TARGET}", "another-sender")  # it froze; another took over
+        await wait_until_async(lambda: client.exists(f"{ks().OUTBOX_BATCH}{TARGET}"))
+        await client.set(f"{ks().SENDER}{TARGET}", "another-sender")  # it froze; another took over
         assert await draining == f"{TARGET}: lease lost"
         assert await accepted(client) == {}
         assert await Outbox(client).in_flight(TARGET) is not None  # the other resends it
-        assert await client.get(f"{k.SENDER}{TARGET}") == b"another-sender"
+        assert await client.get(f"{ks().SENDER}{TARGET}") == b"another-sender"
 
 
 async def test_only_one_sender_drains_a_target_at_a_time(
@@ -266,7 +266,7 @@ async def test_only_one_sender_drains_a_target_at_a_time(
             sender, client, spec):
         await put(client, [write("apt-1", "g1")])
         first = asyncio.create_task(sender.drain(spec))
-        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        await wait_until_async(lambda: client.exists(f"{ks().OUTBOX_BATCH}{TARGET}"))
         assert await sender.drain(spec) == f"{TARGET}: another sender drains it"
         assert await first == f"{TARGET}: 1 operation(s) sent"
         assert len(bulks(sandbox)) == 1
@@ -285,10 +285,10 @@ async def test_a_window_the_portal_reported_spent_is_waited_out_not_tried(
         await sender.drain(spec)
         seen = bulks(sandbox)
         assert [r["status"] for r in seen] == [200]  # the second would be refused: not sent
-        state = await client.hgetall(f"{k.TARGET}{TARGET}")  # type: ignore[misc]
+        state = await client.hgetall(f"{ks().TARGET}{TARGET}")  # type: ignore[misc]
         reported = orjson.loads(state[b"budget:bulk"])
         assert reported["limit"] == 1 and reported["remaining"] == 0
-        due = await client.zscore(k.SENDERS, TARGET)
+        due = await client.zscore(ks().SENDERS, TARGET)
         assert due == reported["reset"] > now_ms() + 30_000
         assert await Outbox(client).depth(TARGET) == 50
 
@@ -309,9 +309,9 @@ async def test_after_a_429_the_bulk_waits_for_the_window_and_keeps_its_key(
         await put(client, [write("apt-1", "g1")])
         await sender.drain(spec)
         assert [r["status"] for r in bulks(sandbox)][-1:] == [429]
-        state = await client.hgetall(f"{k.TARGET}{TARGET}")  # type: ignore[misc]
+        state = await client.hgetall(f"{ks().TARGET}{TARGET}")  # type: ignore[misc]
         assert int(state[b"blocked_until"]) == reset
-        assert await client.zscore(k.SENDERS, TARGET) == reset
+        assert await client.zscore(ks().SENDERS, TARGET) == reset
         kept = await Outbox(client).in_flight(TARGET)
         assert kept is not None and [op.ref for op in kept.ops] == ["apt-1"]
         # Asked again before the reset, it sends nothing.
@@ -381,7 +381,7 @@ def test_a_worker_killed_during_a_bulk_is_replaced_and_every_bulk_is_applied_onc
             stack.post(crm.event("group.snapshot", f"g{g}", listings=[
                 crm.listing(f"g{g}-apt-{i:02}") for i in range(30)]))
         r = redis.Redis.from_url(redis_url)
-        stack.wait(lambda: r.exists(f"{k.OUTBOX_BATCH}rentix"), timeout=15,
+        stack.wait(lambda: r.exists(f"{ks().OUTBOX_BATCH}rentix"), timeout=15,
                    what="a bulk in flight")
         stack.kill(victim)
         stack.start_worker()
@@ -417,7 +417,7 @@ def test_adoption_holds_creates_that_would_go_by_bulk_and_the_linked_listing_goe
             crm.listing(f"apt-{i:02}", price=price) for i in range(30)]))  # over the threshold
 
         def held() -> int:
-            return len(r.hgetall(f"{k.ADOPT}rentix"))
+            return len(r.hgetall(f"{ks().ADOPT}rentix"))
 
         r = redis.Redis.from_url(redis_url)
         stack.wait(lambda: held() == 29, what="29 creates held for adoption")
@@ -426,7 +426,7 @@ def test_adoption_holds_creates_that_would_go_by_bulk_and_the_linked_listing_goe
             "formData"]["announcementValue"] == 640, what="the linked listing updated")
         assert len(listings) == 2, "nothing was created beside the hand-made listings"
         # The portal shows the write a moment before the sender settles its answer.
-        stack.wait(lambda: r.exists(f"{k.OUTBOX}rentix") == 0, what="the outbox settled")
+        stack.wait(lambda: r.exists(f"{ks().OUTBOX}rentix") == 0, what="the outbox settled")
         writes = [x for x in sandbox.get("/_sandbox/journal", params={"portal": "rentix"}).json()[
             "requests"] if x["method"] in ("PUT", "POST")]
         sent = [op["externalId"] for x in writes if x["path"].endswith("/bulk")
@@ -465,7 +465,7 @@ async def test_a_flush_puts_hundreds_of_writes_in_the_outbox_in_one_fenced_write
         assert claim is not None
         # 1,200 ref/entry arguments: more than one command of the fenced script takes.
         assert await flushes.fenced(claim, outbox.put_writes(TARGET, entries, now_ms()))
-        ready = await client.zrange(k.OUTBOX_READY + TARGET, 0, -1, withscores=True)
+        ready = await client.zrange(ks().OUTBOX_READY + TARGET, 0, -1, withscores=True)
         assert len(ready) == 600
         assert dict(ready)[b"apt-0000"] == early  # NX held in every part of the split
         assert await Outbox(client).depth(TARGET) == 600

@@ -11,8 +11,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.outbox import Outbox, lane_key
 from tests.delivery.test_bulk import (
     TARGET,
@@ -44,7 +44,7 @@ async def test_a_small_groups_write_goes_in_the_next_bulk_behind_a_big_groups_ba
             sender, client, spec):
         await put(client, big, at=now_ms() - 10_000)
         draining = asyncio.create_task(sender.drain(spec))
-        await wait_until_async(lambda: client.exists(f"{k.OUTBOX_BATCH}{TARGET}"))
+        await wait_until_async(lambda: client.exists(f"{ks().OUTBOX_BATCH}{TARGET}"))
         small = write("small-1", "small")
         await put(client, [small])  # while the big group's first bulk is out
         assert await draining == f"{TARGET}: 501 operation(s) sent"
@@ -57,7 +57,7 @@ async def test_a_small_groups_write_goes_in_the_next_bulk_behind_a_big_groups_ba
         assert len(await accepted(client)) == 501
         # Nothing left behind: the lanes and their index go with their last entries.
         assert await Outbox(client).depth(TARGET) == 0
-        assert await client.exists(k.OUTBOX_GROUPS + TARGET, lane_key(TARGET, "big"),
+        assert await client.exists(ks().OUTBOX_GROUPS + TARGET, lane_key(TARGET, "big"),
                                    lane_key(TARGET, "small")) == 0
 
 
@@ -107,7 +107,7 @@ async def test_a_retried_bulk_keeps_its_operations_and_the_fair_order_goes_on_af
         assert in_flight is not None
         await put(client, [write("small-1", "small")])  # while the bulk waits to go again
         wait_until(lambda: len(bulks(sandbox)) == 1, timeout=5, what="the slow bulk answered")
-        await client.zadd(k.SENDERS, {TARGET: now_ms()})
+        await client.zadd(ks().SENDERS, {TARGET: now_ms()})
         await sender.drain(spec)
         seen = bulks(sandbox)
         # The retry carries exactly its operations, with its key; the next bulk is fair.

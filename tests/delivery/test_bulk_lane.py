@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.outbox import Outbox
 from bridge.settings import Settings
 from tests.conftest import make_settings
@@ -60,7 +60,7 @@ async def drain_all(sender: Any, client: Any, spec: Any, turns: int = 6) -> None
         await sender.drain(spec)
         if await Outbox(client).depth(TARGET) == 0:
             return
-        due = await client.zscore(k.SENDERS, TARGET)
+        due = await client.zscore(ks().SENDERS, TARGET)
         if due is not None and due > now_ms():
             await asyncio.sleep(min(3.0, (due - now_ms()) / 1000))
 
@@ -87,11 +87,11 @@ async def test_the_lane_spends_the_spare_general_budget_within_both_budgets(
         assert await accepted(client) == {e.ref: e.digest for e in entries}
         held = portal(sandbox)
         assert all(held[e.ref]["announcementValue"] == 500 + i for i, e in enumerate(entries))
-        assert await client.exists(k.OUTBOX_PUTS + TARGET, k.OUTBOX_BATCH + TARGET,
-                                   k.OUTBOX_GROUPS + TARGET) == 0
-        assert await client.hlen(f"{k.INTENT}{TARGET}") == 0  # type: ignore[misc]
+        assert await client.exists(ks().OUTBOX_PUTS + TARGET, ks().OUTBOX_BATCH + TARGET,
+                                   ks().OUTBOX_GROUPS + TARGET) == 0
+        assert await client.hlen(f"{ks().INTENT}{TARGET}") == 0  # type: ignore[misc]
         # Both budgets, as the portal reported them, never ran out.
-        state = await client.hgetall(f"{k.TARGET}{TARGET}")  # type: ignore[misc]
+        state = await client.hgetall(f"{ks().TARGET}{TARGET}")  # type: ignore[misc]
         assert b"budget:general" in state and b"budget:bulk" in state
 
 
@@ -131,8 +131,8 @@ async def test_a_put_cut_off_by_a_crash_goes_by_put_with_its_key_even_with_the_l
         await put(client, entries, at=now_ms() - 1_000)
         draining = asyncio.create_task(sender.drain(spec))
         async def both_out() -> bool:
-            return bool(await client.hlen(k.OUTBOX_PUTS + TARGET)  # type: ignore[misc]
-                        and await client.exists(k.OUTBOX_BATCH + TARGET))
+            return bool(await client.hlen(ks().OUTBOX_PUTS + TARGET)  # type: ignore[misc]
+                        and await client.exists(ks().OUTBOX_BATCH + TARGET))
 
         await wait_until_async(both_out, within_s=5)
         await asyncio.sleep(0.3)  # the PUT and the bulk are out
@@ -147,7 +147,7 @@ async def test_a_put_cut_off_by_a_crash_goes_by_put_with_its_key_even_with_the_l
     # The next sender has the lane off: the bulk goes again as it was, the PUT by PUT.
     off = lane_settings(redis_url, sandbox_url, put_lane=False)
     async with sender_for(redis_url, off) as (sender, client, spec):
-        await client.delete(k.SENDER + TARGET)  # the dead worker's lease lapsed
+        await client.delete(ks().SENDER + TARGET)  # the dead worker's lease lapsed
         await drain_all(sender, client, spec, turns=15)
         assert await accepted(client) == {e.ref: e.digest for e in entries}
     seen = bulks(sandbox)

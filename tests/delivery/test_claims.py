@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import claims, ratelimit
 from bridge.delivery.claims import (
     Acceptance,
@@ -90,11 +91,11 @@ async def claimed(flushes: Flushes, group: str, at: int) -> Claim:
 
 def holder(r: redis.Redis, group: str) -> str | None:
     """The token of the flush holding the group's lease."""
-    return cast("str | None", r.get(k.LEASE + group))
+    return cast("str | None", r.get(ks().LEASE + group))
 
 
 def lease_left(r: redis.Redis, group: str) -> int:
-    return cast(int, r.pttl(k.LEASE + group))
+    return cast(int, r.pttl(ks().LEASE + group))
 
 
 async def taken_over(short: Flushes, r: redis.Redis, group: str) -> tuple[Claim, Claim]:
@@ -124,8 +125,8 @@ async def test_claim_takes_pending_changes_clears_first_and_leases_the_group(
     claim = await claimed(flushes, "g1", T0 + 500)
 
     assert (claim.group, claim.seq, claim.first_pending_ms) == ("g1", "2", T0)
-    assert r.hgetall(k.PENDING + "g1") == {"last": str(T0 + 50), "seq": "2"}
-    assert r.zscore(k.DUE, "g1") == T0 + 500 + LEASE_MS
+    assert r.hgetall(ks().PENDING + "g1") == {"last": str(T0 + 50), "seq": "2"}
+    assert r.zscore(ks().DUE, "g1") == T0 + 500 + LEASE_MS
     assert holder(r, "g1") == str(claim.token)
     assert LEASE_MS - 1_000 < lease_left(r, "g1") <= LEASE_MS
 
@@ -136,7 +137,7 @@ async def test_claim_of_a_group_without_changes_has_no_first_and_no_listings(
     claim = await claimed(flushes, "quiet", T0)
 
     assert (claim.seq, claim.first_pending_ms, claim.listings) == ("0", None, [])
-    assert r.zscore(k.DUE, "quiet") == T0 + LEASE_MS
+    assert r.zscore(ks().DUE, "quiet") == T0 + LEASE_MS
 
 
 async def test_claim_returns_every_member_decoded_and_sorted_by_ref(
@@ -146,7 +147,7 @@ async def test_claim_returns_every_member_decoded_and_sorted_by_ref(
     ingest.upsert("g1", "gone", T0, version=1, rent=500)
     ingest.delete("g1", "gone", T0 + 10, version=2)  # a deletion keeps the last body
     ingest.delete("g1", "never-seen", T0 + 20)  # a bare tombstone: no body at all
-    r.sadd(k.MEMBERS + "g1", "hashless")  # a member without a hash reads as deleted
+    r.sadd(ks().MEMBERS + "g1", "hashless")  # a member without a hash reads as deleted
 
     claim = await claimed(flushes, "g1", T0 + 500)
 
@@ -179,13 +180,13 @@ async def test_a_second_claim_while_the_lease_is_held_gets_nothing_and_takes_not
 ) -> None:
     first = await claimed(flushes, "g1", T0 + 500)
     ingest.upsert("g1", "a", T0 + 600)  # arrives during the flush
-    pending = r.hgetall(k.PENDING + "g1")
+    pending = r.hgetall(ks().PENDING + "g1")
 
     assert await flushes.claim("g1", T0 + 800) is None
 
-    assert r.hgetall(k.PENDING + "g1") == pending  # its changes wait for the next claim
+    assert r.hgetall(ks().PENDING + "g1") == pending  # its changes wait for the next claim
     assert holder(r, "g1") == str(first.token)
-    assert r.get(k.FENCE) == str(first.token)  # no token was spent
+    assert r.get(ks().FENCE) == str(first.token)  # no token was spent
 
 
 async def test_a_claim_refused_by_a_lease_makes_the_group_due_when_the_lease_lapses(
@@ -193,13 +194,13 @@ async def test_a_claim_refused_by_a_lease_makes_the_group_due_when_the_lease_lap
 ) -> None:
     await claimed(flushes, "g1", T0)
     ingest.upsert("g1", "a", T0 + 100)  # the debounce makes it due long before the lease ends
-    assert r.zscore(k.DUE, "g1") == T0 + 100 + settings.debounce.window_ms
+    assert r.zscore(ks().DUE, "g1") == T0 + 100 + settings.debounce.window_ms
 
     before = lease_left(r, "g1")
     assert await flushes.claim("g1", T0 + 300) is None
     after = lease_left(r, "g1")
 
-    due = cast(float, r.zscore(k.DUE, "g1"))
+    due = cast(float, r.zscore(ks().DUE, "g1"))
     assert T0 + 300 + after <= due <= T0 + 300 + before
 
 
@@ -208,10 +209,10 @@ async def test_a_claim_refused_by_a_lease_never_makes_the_group_due_earlier(
 ) -> None:
     await claimed(flushes, "g1", T0)
     later = T0 + 10 * LEASE_MS  # e.g. a target's backoff
-    r.zadd(k.DUE, {"g1": later})
+    r.zadd(ks().DUE, {"g1": later})
 
     assert await flushes.claim("g1", T0 + 300) is None
-    assert r.zscore(k.DUE, "g1") == later
+    assert r.zscore(ks().DUE, "g1") == later
 
 
 async def test_a_group_can_be_claimed_again_once_its_flush_finished(
@@ -248,13 +249,13 @@ async def test_lb_flushing_holds_the_group_while_leased_and_not_after_finish(
     flushes: Flushes, r: redis.Redis
 ) -> None:
     claim = await claimed(flushes, "g1", T0)
-    assert r.zscore(k.FLUSHING, "g1") == T0 + LEASE_MS
+    assert r.zscore(ks().FLUSHING, "g1") == T0 + LEASE_MS
     assert await flushes.claim("g1", T0 + 1) is None
-    assert r.zscore(k.FLUSHING, "g1") == T0 + LEASE_MS  # a refused claim changes nothing there
+    assert r.zscore(ks().FLUSHING, "g1") == T0 + LEASE_MS  # a refused claim changes nothing there
 
     await flushes.finish(claim, None)
 
-    assert r.zscore(k.FLUSHING, "g1") is None
+    assert r.zscore(ks().FLUSHING, "g1") is None
 
 
 async def test_an_ingest_touch_during_a_flush_does_not_shorten_the_lease(
@@ -268,7 +269,7 @@ async def test_an_ingest_touch_during_a_flush_does_not_shorten_the_lease(
 
     assert holder(r, "g1") == str(claim.token)
     assert before - 1_000 < lease_left(r, "g1") <= before
-    assert r.zscore(k.FLUSHING, "g1") == T0 + LEASE_MS
+    assert r.zscore(ks().FLUSHING, "g1") == T0 + LEASE_MS
     assert await flushes.claim("g1", T0 + 300) is None  # the changes wait for this flush
 
 
@@ -286,9 +287,9 @@ async def test_renew_extends_the_lease_of_the_current_claim(
 
     assert 29_000 < lease_left(r, "g1") <= 30_000
     assert holder(r, "g1") == str(claim.token)
-    flushing = cast(float, r.zscore(k.FLUSHING, "g1"))
+    flushing = cast(float, r.zscore(ks().FLUSHING, "g1"))
     assert start + 30_000 <= flushing <= now_ms() + 30_000
-    assert r.zscore(k.DUE, "g1") == flushing  # if it dies now, due when the new lease lapses
+    assert r.zscore(ks().DUE, "g1") == flushing  # if it dies now, due when the new lease lapses
 
 
 async def test_renew_with_a_stale_token_changes_nothing(short: Flushes, r: redis.Redis) -> None:
@@ -309,13 +310,13 @@ async def test_renew_of_a_finished_flush_does_not_bring_its_lease_back(
     await flushes.finish(claim, None)
 
     assert await flushes.renew(claim, LEASE_MS) is False
-    assert not r.exists(k.LEASE + "g1")
-    assert r.zscore(k.DUE, "g1") is None and r.zscore(k.FLUSHING, "g1") is None
+    assert not r.exists(ks().LEASE + "g1")
+    assert r.zscore(ks().DUE, "g1") is None and r.zscore(ks().FLUSHING, "g1") is None
 
 
 # Fenced writes -------------------------------------------------------------------------------
 
-BATCH, INTENTS = k.OUTBOX_BATCH + "t", k.INTENT + "t"
+BATCH, INTENTS = ks().OUTBOX_BATCH + "t", ks().INTENT + "t"
 
 
 def batch(value: str) -> Write:
@@ -379,7 +380,7 @@ async def test_an_acceptance_declares_its_listings_current_group(
 
     assert await flushes.fenced(claim, [Acceptance("a", planned).write()])
 
-    assert r.hexists(k.DIRTY + "g2", "a")
+    assert r.hexists(ks().DIRTY + "g2", "a")
 
 
 async def test_the_fenced_script_refuses_an_undeclared_group_and_writes_nothing(
@@ -388,12 +389,12 @@ async def test_the_fenced_script_refuses_an_undeclared_group_and_writes_nothing(
     ingest.upsert("g1", "a", T0)
     claim = await claimed(flushes, "g1", T0)
     ingest.upsert("g2", "a", T0 + 5)
-    keys = Keys(k.LEASE + "g1")
+    keys = Keys(ks().LEASE + "g1")
     writes = keys.writes([intents("x", "1"), Acceptance("a", stamp(claim.listings[0])).write()])
     before = contents(r)
 
     answer = await Script(flushes.redis, claims.FENCED)(keys=keys.names, args=[
-        claim.token, T0, k.GROUP_IDLE_MS, claims.GROUP_PREFIXES, writes])
+        claim.token, T0, k.GROUP_IDLE_MS, claims.group_prefixes(), writes])
 
     assert answer == [b"missing", *(key.encode() for key in claims.group_keys("g2"))]
     assert contents(r) == before
@@ -416,16 +417,16 @@ async def test_a_lease_whose_write_was_fenced_off_stops_its_flush(
 
 async def test_a_leased_flush_keeps_renewing_its_lease(short: Flushes, r: redis.Redis) -> None:
     claim = await claimed(short, "g1", now_ms())
-    first_expiry = cast(float, r.zscore(k.FLUSHING, "g1"))
+    first_expiry = cast(float, r.zscore(ks().FLUSHING, "g1"))
 
     async with short.leased(claim) as lease:
         async def renewed() -> bool:
-            return cast(float, r.zscore(k.FLUSHING, "g1")) > first_expiry
+            return cast(float, r.zscore(ks().FLUSHING, "g1")) > first_expiry
 
         await eventually(renewed)  # a renewal of the lease
         lease.ensure()
         assert holder(r, "g1") == str(claim.token)
-        assert cast(float, r.zscore(k.DUE, "g1")) > first_expiry
+        assert cast(float, r.zscore(ks().DUE, "g1")) > first_expiry
 
 
 async def test_fenced_writes_of_long_commands_apply_whole(
@@ -437,13 +438,13 @@ async def test_fenced_writes_of_long_commands_apply_whole(
     claim = await claimed(flushes, "g1", T0)
 
     assert await flushes.fenced(claim, [
-        Write("write records", (k.ACCEPTED + "t:g1",),
+        Write("write records", (ks().ACCEPTED + "t:g1",),
               tuple(x for item in fields.items() for x in item)),
-        Write("link", (k.LINKED + "t",), tuple(members)),
+        Write("link", (ks().LINKED + "t",), tuple(members)),
     ])
 
-    assert r.hgetall(k.ACCEPTED + "t:g1") == fields
-    assert r.scard(k.LINKED + "t") == len(members)
+    assert r.hgetall(ks().ACCEPTED + "t:g1") == fields
+    assert r.scard(ks().LINKED + "t") == len(members)
 
 
 # Finish --------------------------------------------------------------------------------------
@@ -455,8 +456,8 @@ async def test_finish_without_new_changes_takes_the_group_off_due_and_ends_the_l
     claim = await claimed(flushes, "g1", T0 + 500)
 
     assert await flushes.finish(claim, None) is True
-    assert r.zscore(k.DUE, "g1") is None
-    assert not r.exists(k.LEASE + "g1")
+    assert r.zscore(ks().DUE, "g1") is None
+    assert not r.exists(ks().LEASE + "g1")
 
 
 async def test_finish_with_work_left_schedules_next_due(
@@ -466,7 +467,7 @@ async def test_finish_with_work_left_schedules_next_due(
     claim = await claimed(flushes, "g1", T0 + 500)
 
     assert await flushes.finish(claim, T0 + 5_000) is True
-    assert r.zscore(k.DUE, "g1") == T0 + 5_000
+    assert r.zscore(ks().DUE, "g1") == T0 + 5_000
 
 
 async def test_finish_after_changes_arrived_keeps_the_group_due_at_their_debounce(
@@ -477,8 +478,8 @@ async def test_finish_after_changes_arrived_keeps_the_group_due_at_their_debounc
     ingest.upsert("g1", "a", T0 + 600, rent=1)  # arrives during the flush
 
     assert await flushes.finish(claim, None) is False
-    assert r.zscore(k.DUE, "g1") == T0 + 600 + settings.debounce.window_ms
-    assert not r.exists(k.LEASE + "g1") and r.zscore(k.FLUSHING, "g1") is None
+    assert r.zscore(ks().DUE, "g1") == T0 + 600 + settings.debounce.window_ms
+    assert not r.exists(ks().LEASE + "g1") and r.zscore(ks().FLUSHING, "g1") is None
 
 
 async def test_finish_after_a_stream_of_changes_caps_their_due_at_max_wait(
@@ -489,11 +490,11 @@ async def test_finish_after_a_stream_of_changes_caps_their_due_at_max_wait(
     # Changes keep coming during the flush, each within the window of the one before.
     for at in range(T0 + 100, T0 + 100 + max_wait + window, window // 2):
         ingest.upsert("g1", "a", at, rent=at)
-    last = int(cast(str, r.hget(k.PENDING + "g1", "last")))
+    last = int(cast(str, r.hget(ks().PENDING + "g1", "last")))
     assert last + window > T0 + 100 + max_wait
 
     assert await flushes.finish(claim, None) is False
-    assert r.zscore(k.DUE, "g1") == T0 + 100 + max_wait  # first + max wait, not last + window
+    assert r.zscore(ks().DUE, "g1") == T0 + 100 + max_wait  # first + max wait, not last + window
 
 
 @pytest.mark.parametrize(("offset", "expected"), [(10_000, 0), (-100, -100)],
@@ -509,7 +510,7 @@ async def test_finish_after_changes_arrived_brings_an_earlier_next_due_forward_o
 
     assert await flushes.finish(claim, changes_due + offset) is False
     # A later retry does not delay the changes; an earlier one comes first.
-    assert r.zscore(k.DUE, "g1") == changes_due + expected
+    assert r.zscore(ks().DUE, "g1") == changes_due + expected
 
 
 async def test_mark_due_during_a_flush_makes_the_group_due_now_after_its_finish(
@@ -520,12 +521,12 @@ async def test_mark_due_during_a_flush_makes_the_group_due_now_after_its_finish(
 
     await mark_due(client, ["g1"], T0 + 700)
 
-    assert r.hget(k.PENDING + "g1", "seq") == "2"
-    assert r.zscore(k.DUE, "g1") == T0 + 700  # brought forward from the lease
+    assert r.hget(ks().PENDING + "g1", "seq") == "2"
+    assert r.zscore(ks().DUE, "g1") == T0 + 700  # brought forward from the lease
     start = now_ms()
     assert await flushes.finish(claim, None) is False
     # A bare seq bump has no debounce: due at once.
-    assert start <= cast(float, r.zscore(k.DUE, "g1")) <= now_ms()
+    assert start <= cast(float, r.zscore(ks().DUE, "g1")) <= now_ms()
 
 
 async def test_finish_twice_raises_lease_lost(flushes: Flushes, r: redis.Redis) -> None:
@@ -534,7 +535,7 @@ async def test_finish_twice_raises_lease_lost(flushes: Flushes, r: redis.Redis) 
 
     with pytest.raises(LeaseLost):
         await flushes.finish(claim, None)
-    assert r.zscore(k.DUE, "g1") == T0 + 5_000
+    assert r.zscore(ks().DUE, "g1") == T0 + 5_000
 
 
 async def test_finish_with_a_stale_token_raises_lease_lost_and_changes_nothing(
@@ -549,7 +550,7 @@ async def test_finish_with_a_stale_token_raises_lease_lost_and_changes_nothing(
 
     assert contents(r) == before
     assert holder(r, "g1") == str(current.token)
-    assert r.zscore(k.FLUSHING, "g1") is not None
+    assert r.zscore(ks().FLUSHING, "g1") is not None
 
 
 # The scripts' key names -------------------------------------------------------------------
@@ -582,18 +583,18 @@ async def test_a_script_that_found_undeclared_keys_is_called_again_with_them() -
 
     async def call(more: list[str]) -> object:
         calls.append(more)
-        return [b"missing", b"lb:dirty:g2"] if len(calls) == 1 else 1
+        return [b"missing", b"lb:{t:default}:dirty:g2"] if len(calls) == 1 else 1
 
     async def read() -> list[str]:
-        return ["lb:dirty:g1"]
+        return [ks().DIRTY + "g1"]
 
     assert await claims.with_declared(call, read) == 1
-    assert calls == [["lb:dirty:g1"], ["lb:dirty:g1", "lb:dirty:g2"]]
+    assert calls == [[ks().DIRTY + "g1"], [ks().DIRTY + "g1", ks().DIRTY + "g2"]]
 
 
 async def test_keys_that_keep_moving_end_in_an_error_not_a_loop() -> None:
     async def call(more: list[str]) -> object:
-        return ["missing", f"lb:dirty:g{len(more)}"]
+        return ["missing", f"{ks().DIRTY}g{len(more)}"]
 
     async def read() -> list[str]:
         return []
@@ -608,12 +609,13 @@ async def test_a_claim_declares_every_member_it_reads(
     ingest.upsert("g1", "a", T0)
     ingest.upsert("g1", "b", T0)
     script = Script(flushes.redis, claims.CLAIM)
-    fixed = [k.LEASE + "g1", k.FENCE, k.PENDING + "g1", k.DUE, k.FLUSHING, k.SETTLED + "g1",
-             k.DIRTY + "g1", k.MEMBERS + "g1"]
+    keys = ks()
+    fixed = [keys.LEASE + "g1", keys.FENCE, keys.PENDING + "g1", keys.DUE, keys.FLUSHING,
+             keys.SETTLED + "g1", keys.DIRTY + "g1", keys.MEMBERS + "g1"]
     before = contents(r)
 
-    answer = await script(keys=[*fixed, k.LISTING + "a", k.BODY + "a"],
-                          args=["g1", T0, LEASE_MS, k.LISTING, k.BODY])
+    answer = await script(keys=[*fixed, ks().LISTING + "a", ks().BODY + "a"],
+                          args=["g1", T0, LEASE_MS, ks().LISTING, ks().BODY])
 
-    assert answer == [b"missing", (k.LISTING + "b").encode(), (k.BODY + "b").encode()]
-    assert contents(r) == before and not r.exists(k.LEASE + "g1")
+    assert answer == [b"missing", (ks().LISTING + "b").encode(), (ks().BODY + "b").encode()]
+    assert contents(r) == before and not r.exists(ks().LEASE + "g1")

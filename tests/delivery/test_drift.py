@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_flush_is_replaced_within_15_seconds_with_the_same_k
         for i in range(3):
             stack.post(crm.upsert("kill", f"apt-{i}", 1))
         client = redis.Redis.from_url(redis_url)
-        stack.wait(lambda: client.exists("lb:lease:kill"), what="the flush under way")
+        stack.wait(lambda: client.exists("lb:{t:default}:lease:kill"), what="the flush under way")
         # The replacement is up (its heartbeat is in) before the kill: what is measured is the
         # lease, not a process start on a busy machine.
         stack.start_worker()
@@ -125,14 +125,14 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_and_portal_and_ledger_agr
         stack.wait(lambda: stack.journal("rentix"), what="the slow PUT under way")
         os.kill(frozen.pid, signal.SIGSTOP)
         try:
-            stack.wait(lambda: not client.exists("lb:lease:freeze"), timeout=10,
+            stack.wait(lambda: not client.exists("lb:{t:default}:lease:freeze"), timeout=10,
                        what="the frozen worker's lease to lapse")
             stack.post(crm.upsert("freeze", "apt-1", 2, price=_price(900)))
             stack.start_worker()
             # The portal shows the newer content a moment before the ledger records it: the
             # record compared below is the one both agree on.
             stack.wait(lambda: _agree(stack, client, "apt-1", 900), what="the newer content")
-            before = client.hgetall("lb:accepted:rentix")
+            before = client.hgetall("lb:{t:default}:accepted:rentix")
         finally:
             os.kill(frozen.pid, signal.SIGCONT)
         # The frozen worker's answer arrives now: it must not record it over the newer one,
@@ -141,7 +141,7 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_and_portal_and_ledger_agr
                    what="portal and ledger to agree on the newest content")
         time.sleep(1.0)  # anything the woken worker still did would show now
         assert _agree(stack, client, "apt-1", 900)
-        assert orjson.loads(client.hget("lb:accepted:rentix", "apt-1"))["digest"] == \
+        assert orjson.loads(client.hget("lb:{t:default}:accepted:rentix", "apt-1"))["digest"] == \
             orjson.loads(before["apt-1"])["digest"]
         assert frozen.poll() is None  # it woke and carried on
 
@@ -152,7 +152,7 @@ def _price(amount: int) -> dict[str, Any]:
 
 def _agree(stack: Stack, client: redis.Redis, ref: str, price: int) -> bool:
     """Rentix holds the content the ledger says it accepted, and it is the newest."""
-    raw = client.hget("lb:accepted:rentix", ref)
+    raw = client.hget("lb:{t:default}:accepted:rentix", ref)
     if raw is None:
         return False
     record = orjson.loads(raw)
@@ -163,7 +163,7 @@ def _agree(stack: Stack, client: redis.Redis, ref: str, price: int) -> bool:
     return (bool(sent) and record["digest"] == digest(sent[-1])
             and on_portal.get("announcementValue") == price
             and rent(stack, "freeze", ref) == price
-            and not client.hexists("lb:intent:rentix", ref))
+            and not client.hexists("lb:{t:default}:intent:rentix", ref))
 
 
 def _held(stack: Stack, group: str) -> dict[str, Any] | None:

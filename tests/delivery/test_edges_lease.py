@@ -11,8 +11,8 @@ import time
 import orjson
 import pytest
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest.events import parse_event
 from tests.delivery.test_unreadable_state import Bridge, bridge  # noqa: F401
 from tests.support import crm
@@ -72,13 +72,13 @@ async def first_sync_unrecorded(b: Bridge) -> tuple[str, str]:
         await upsert(b, group, ref, 1)
         first = asyncio.create_task(b.delivery.flush(group))
         deadline = time.monotonic() + 10
-        while not await b.redis.hexists(f"{k.INTENT}travtus", f"(group):{group}"):
+        while not await b.redis.hexists(f"{ks().INTENT}travtus", f"(group):{group}"):
             assert time.monotonic() < deadline, "the first sync under way"
             await asyncio.sleep(0.01)
-        await b.redis.delete(k.LEASE + group)  # the lease lapses while the sync is in flight
+        await b.redis.delete(ks().LEASE + group)  # the lease lapses while the sync is in flight
         await first  # its answer comes back to a flush that may record nothing
         await b.portals.request("DELETE", "/faults")
         if await on_travtus(b, group) == {ref}:
-            assert not await b.redis.hlen(f"{k.ACCEPTED}travtus:{group}")
+            assert not await b.redis.hlen(f"{ks().ACCEPTED}travtus:{group}")
             return group, ref
     raise AssertionError("no sync landed after its flush lost the lease in 5 attempts")

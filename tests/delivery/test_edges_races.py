@@ -16,8 +16,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery import outbox
 from bridge.delivery.claims import stamp
 from bridge.delivery.flush import Delivery
@@ -77,11 +77,11 @@ class Bridge:
         """Run every due flush and send, as the workers would, until nothing is due."""
         deadline = time.monotonic() + within_s
         rentix = [t for t in self.settings.targets if isinstance(t, RentixTarget)]
-        while await self.redis.zcard(k.DUE) or await self.redis.zcard(k.SENDERS):
+        while await self.redis.zcard(ks().DUE) or await self.redis.zcard(ks().SENDERS):
             assert time.monotonic() < deadline, "groups or outboxes still due"
-            for raw in await self.redis.zrangebyscore(k.DUE, "-inf", now_ms()):
+            for raw in await self.redis.zrangebyscore(ks().DUE, "-inf", now_ms()):
                 await self.delivery.flush(raw.decode())
-            if await self.redis.zrangebyscore(k.SENDERS, "-inf", now_ms()):
+            if await self.redis.zrangebyscore(ks().SENDERS, "-inf", now_ms()):
                 for target in rentix:
                     await self.delivery.sender.drain(target)
             await asyncio.sleep(0.02)  # a debounce or a backoff: polled, as the scheduler does
@@ -209,9 +209,9 @@ async def test_a_deletion_behind_a_queued_upsert_is_delivered_whatever_settled_m
         assert await _active(sandbox) == {"apt-1", "apt-2"}  # the older upsert, accepted
         await bridge.delivery.flushes.finish(during, None, ["rentix"])
         # apt-1 is a change newer than anything that flush settled.
-        mark = await bridge.redis.hget(f"{k.DIRTY}g1", "apt-1")  # type: ignore[misc]
+        mark = await bridge.redis.hget(f"{ks().DIRTY}g1", "apt-1")  # type: ignore[misc]
         assert mark is not None and int(mark) > int(during.seq)
-        assert await bridge.redis.zscore(k.DUE, "g1") is not None
+        assert await bridge.redis.zscore(ks().DUE, "g1") is not None
         await bridge.settle()
         assert await _active(sandbox) == {"apt-2"}
 
@@ -226,8 +226,8 @@ async def test_an_accepted_bulk_of_the_current_content_leaves_the_group_settled(
         await bridge.delivery.flush("g1")
         await bridge.delivery.sender.drain(settings.targets[0])  # type: ignore[arg-type]
         assert await _active(sandbox) == {"apt-1", "apt-2"}
-        assert await bridge.redis.zscore(k.DUE, "g1") is None
-        assert await bridge.redis.hlen(f"{k.DIRTY}g1") == 0  # type: ignore[misc]
+        assert await bridge.redis.zscore(ks().DUE, "g1") is None
+        assert await bridge.redis.hlen(f"{ks().DIRTY}g1") == 0  # type: ignore[misc]
 
 
 async def _active(sandbox: httpx.AsyncClient) -> set[str]:

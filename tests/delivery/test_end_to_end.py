@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from bridge import constants as k
+from bridge.constants import ks
 from bridge.sandbox.app import SandboxSettings
 from tests.support import crm
 from tests.support.servers import RedisServer
@@ -121,7 +122,7 @@ def test_200_updates_to_10_listings_become_1_sync_and_10_puts(
         before = len(stack.journal())
         stack.post(crm.upsert("coalesce", "apt-3", 1000, bedrooms=latest["apt-3"] % 7,
                               deposit=latest["apt-3"]))
-        stack.wait(lambda: not redis.Redis.from_url(redis_url).zscore("lb:due", "coalesce"),
+        stack.wait(lambda: not redis.Redis.from_url(redis_url).zscore(ks().DUE, "coalesce"),
                    timeout=10, what="the flush of the unchanged listing")
         assert len(stack.journal()) == before
 
@@ -230,7 +231,7 @@ def test_rentix_rate_limit_waits_for_the_reset(redis_url: str, tmp_path: Path) -
             rentix = status(stack)["targets"]["rentix"]
             if rentix["state"] == "rate-limited":
                 client = redis.Redis.from_url(redis_url, decode_responses=True)
-                return int(client.hget("lb:target:rentix", "blocked_until") or 0)
+                return int(client.hget(ks().TARGET + "rentix", "blocked_until") or 0)
             general = rentix["outbox"]["budgets"]["general"]
             if rentix["outbox"]["depth"] == 2 and general and general["remaining"] == 0:
                 return int(general["reset"])
@@ -259,7 +260,7 @@ def test_a_429_holds_the_target_until_x_ratelimit_reset(redis_url: str, tmp_path
         time.sleep(2)  # a bridge that ignored the reset would have retried by now
         assert [p["status"] for p in puts(stack)] == [429]
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        assert int(client.hget("lb:target:rentix", "blocked_until") or 0) == reset * 1000
+        assert int(client.hget(ks().TARGET + "rentix", "blocked_until") or 0) == reset * 1000
 
 
 def test_an_expired_token_is_refreshed_once(redis_url: str, tmp_path: Path) -> None:
@@ -465,7 +466,7 @@ def test_a_worker_killed_mid_flush_is_recovered_with_the_same_keys(
             stack.post(crm.upsert("crash", f"apt-{i}", 1))
         client = redis.Redis.from_url(redis_url)
         # Mid-flush: the flush holds the group's lease while the first PUT is answered slowly.
-        stack.wait(lambda: client.exists("lb:lease:crash"), what="the flush to be running")
+        stack.wait(lambda: client.exists(ks().LEASE + "crash"), what="the flush to be running")
         stack.kill(victim)
         killed_at = time.monotonic()
         stack.start_worker()
@@ -500,7 +501,7 @@ def test_attempts_are_recorded_and_status_summarises_them(redis_url: str, tmp_pa
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         import orjson
 
-        history = [orjson.loads(h) for h in client.lrange("lb:history:hist", 0, -1)]
+        history = [orjson.loads(h) for h in client.lrange(ks().HISTORY + ":hist", 0, -1)]
         assert {(h["target"], h["operation"], h["outcome"]) for h in history} == {
             ("rentix", "upsert", "ok"), ("travtus", "sync", "ok")}
         for entry in history:

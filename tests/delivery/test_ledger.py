@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.claims import Flushes, Lease, LeaseLost
 from bridge.delivery.idempotency import Intent
 from bridge.delivery.ledger import (
@@ -239,7 +240,7 @@ async def test_releasing_another_digest_than_the_held_one_raises_and_changes_not
 async def test_discarding_a_held_sync_refuses_that_content_at_the_groups_change_count(
     ledger: Ledger, r: redis.Redis,
 ) -> None:
-    r.hset(f"{k.PENDING}g", "seq", "4")
+    r.hset(f"{ks().PENDING}g", "seq", "4")
     await ledger.hold("travtus", "g", held("s1"))
     assert await ledger.discard("travtus", "g", "s1") == held("s1")
     assert await ledger.discarded("travtus", "g") == ("s1", "4")
@@ -318,7 +319,8 @@ async def test_a_fenced_ledger_writes_nothing_once_another_flush_claimed_the_gro
     assert await ledger.accepted("rentix", None) == {"apt-1": kept("d1")}
 
     # This flush froze past its lease; another claimed the group.
-    wait_until(lambda: cast(int, r.pttl(f"{k.LEASE}g")) < 0, timeout=5, what="the lease to lapse")
+    wait_until(lambda: cast(int, r.pttl(f"{ks().LEASE}g")) < 0, timeout=5,
+               what="the lease to lapse")
     second = await flushes.claim("g", now_ms())
     assert second is not None and second.token != first.token
     before = contents(r)
@@ -388,8 +390,8 @@ async def test_backoff_per_target_and_group(ledger: Ledger) -> None:
 
 async def test_resume_clears_the_pause_and_makes_every_group_due(ledger: Ledger,
                                                                  r: redis.Redis) -> None:
-    r.sadd(k.GROUPS, "g", "h")
-    r.zadd(k.DUE, {"h": AT * 2})  # due far in the future: resume brings it forward
+    r.sadd(ks().GROUPS, "g", "h")
+    r.zadd(ks().DUE, {"h": AT * 2})  # due far in the future: resume brings it forward
     await ledger.pause("rentix", "invalid credentials")
     await ledger.block_until("rentix", AT + 60_000, "429")
     state = await ledger.target_state("rentix")
@@ -401,9 +403,9 @@ async def test_resume_clears_the_pause_and_makes_every_group_due(ledger: Ledger,
     state = await ledger.target_state("rentix")
     assert not {"paused", "paused_at", "blocked_until"} & set(state)
     assert state["last_error"] == "429"  # kept for the operator
-    due = dict(cast(list[tuple[str, float]], r.zrange(k.DUE, 0, -1, withscores=True)))
+    due = dict(cast(list[tuple[str, float]], r.zrange(ks().DUE, 0, -1, withscores=True)))
     assert set(due) == {"g", "h"} and max(due.values()) < AT * 2
-    assert r.hget(f"{k.PENDING}g", "seq") == "1"  # a flush running meanwhile keeps it due
+    assert r.hget(f"{ks().PENDING}g", "seq") == "1"  # a flush running meanwhile keeps it due
 
 
 async def test_note_sets_target_fields(ledger: Ledger) -> None:
@@ -425,28 +427,28 @@ async def test_attempts_are_kept_newest_first_overall_and_per_group(ledger: Ledg
 async def test_record_attempt_caps_the_history_and_latencies(ledger: Ledger,
                                                              r: redis.Redis) -> None:
     filler = orjson.dumps(attempt(-1)).decode()
-    r.rpush(k.HISTORY, *[filler] * k.HISTORY_MAXLEN)
-    r.rpush(f"{k.HISTORY}:g", *[filler] * k.GROUP_HISTORY_MAXLEN)
-    r.rpush(k.LATENCY, *[0] * k.LATENCY_MAXLEN)
+    r.rpush(ks().HISTORY, *[filler] * k.HISTORY_MAXLEN)
+    r.rpush(f"{ks().HISTORY}:g", *[filler] * k.GROUP_HISTORY_MAXLEN)
+    r.rpush(ks().LATENCY, *[0] * k.LATENCY_MAXLEN)
 
     await ledger.record_attempt(attempt(7), [70, 71])
 
-    assert r.llen(k.HISTORY) == k.HISTORY_MAXLEN
-    assert r.llen(f"{k.HISTORY}:g") == k.GROUP_HISTORY_MAXLEN
-    assert r.llen(k.LATENCY) == k.LATENCY_MAXLEN
+    assert r.llen(ks().HISTORY) == k.HISTORY_MAXLEN
+    assert r.llen(f"{ks().HISTORY}:g") == k.GROUP_HISTORY_MAXLEN
+    assert r.llen(ks().LATENCY) == k.LATENCY_MAXLEN
     assert (await ledger.history(limit=1)) == [attempt(7)]
     assert (await ledger.history("g", limit=1)) == [attempt(7)]
-    assert r.lrange(k.LATENCY, 0, 1) == ["71", "70"]
+    assert r.lrange(ks().LATENCY, 0, 1) == ["71", "70"]
 
 
 async def test_record_attempt_counts_calls_and_outcomes_per_minute(ledger: Ledger,
                                                                    r: redis.Redis) -> None:
     await ledger.record_attempt(attempt(1), [])
     await ledger.record_attempt(attempt(2), [])
-    stats = f"{k.STATS}{(AT + 1) // 60_000}"
+    stats = f"{ks().STATS}{(AT + 1) // 60_000}"
     assert r.hgetall(stats) == {"calls:rentix": "2", "ok:rentix": "2"}
     assert 0 < cast(int, r.ttl(stats)) <= k.STATS_TTL_S
-    assert not r.exists(k.LATENCY)  # no latencies, nothing pushed
+    assert not r.exists(ks().LATENCY)  # no latencies, nothing pushed
 
 
 async def test_record_sync_knowing_the_previous_records_writes_only_what_changed(
@@ -455,9 +457,9 @@ async def test_record_sync_knowing_the_previous_records_writes_only_what_changed
     before = {"a": record("d1"), "b": record("d2"), "c": record("d3")}
     await ledger.record_sync("travtus", "g", "s1", before, [])
     after = {"a": before["a"], "b": record("d9"), "d": record("d4")}  # c left, b changed
-    r.hset(f"{k.ACCEPTED}travtus:g", "a", "untouched")  # proves "a" is not written again
+    r.hset(f"{ks().ACCEPTED}travtus:g", "a", "untouched")  # proves "a" is not written again
     await ledger.record_sync("travtus", "g", "s2", after, ["b", "d"], previous=before)
-    held = r.hgetall(f"{k.ACCEPTED}travtus:g")
+    held = r.hgetall(f"{ks().ACCEPTED}travtus:g")
     assert set(held) == {"a", "b", "d"} and held["a"] == "untouched"
     del after["a"]
     assert {ref: v for ref, v in (await ledger.accepted("travtus", "g", ["b", "d"])).items()

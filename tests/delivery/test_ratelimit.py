@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge.constants import ks
 from bridge.delivery.ratelimit import RateLimiter, read_pace
 
 T0 = 1_800_000_000_000
@@ -177,5 +178,5 @@ async def test_read_pace_sleeps_until_a_read_is_allowed(clients: list[Redis]) ->
     assert slept == [INTERVAL / SHARE / 1000] and now[0] == T0 + INTERVAL / SHARE
     # The reads' bucket lives under its documented key, expiring a second past its arrival
     # time (six reads: T0 + 24 s, set at T0 + 4 s).
-    ttl = await clients[0].pttl(f"{k.RATE_LIMIT}rentix{k.READS}")
+    ttl = await clients[0].pttl(ks().bucket("rentix") + k.READS)
     assert 20_000 < ttl <= 21_000

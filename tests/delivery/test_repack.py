@@ -10,8 +10,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.claims import Flushes
 from bridge.delivery.desired import decode_hash
 from bridge.delivery.repack import Repacker
@@ -33,14 +33,14 @@ async def test_a_claimed_body_is_packed_and_reads_back_the_same(
 ) -> None:
     ingest = Ingest(r, settings)
     ingest.upsert("g1", "apt-1", T0, rooms=3, note="Chișinău")
-    plain = r.get(k.BODY + "apt-1")
+    plain = r.get(ks().BODY + "apt-1")
     assert plain is not None and plain.startswith("{")
     claim = await Flushes(client, 60_000, settings.debounce).claim("g1", T0 + 1)
     assert claim is not None
     assert await Repacker(client).repack(claim.listings) == 1
-    packed = r.get(k.BODY + "apt-1")
+    packed = r.get(ks().BODY + "apt-1")
     assert packed is not None and packed.startswith("~1") and len(packed) < len(plain)
-    listing = decode_hash("apt-1", r.hgetall(k.LISTING + "apt-1"), r.get(k.BODY + "apt-1"))
+    listing = decode_hash("apt-1", r.hgetall(ks().LISTING + "apt-1"), r.get(ks().BODY + "apt-1"))
     assert listing is not None and listing.packed
     assert listing.body == orjson.loads(plain) == claim.listings[0].body
     assert await Repacker(client).repack([listing]) == 0  # packed already: nothing to do
@@ -55,16 +55,16 @@ async def test_a_body_that_changed_since_the_claim_is_not_replaced(
     assert claim is not None
     ingest.upsert("g1", "apt-1", T0 + 5, rooms=4)  # a newer event meanwhile
     assert await Repacker(client).repack(claim.listings) == 0
-    listing = decode_hash("apt-1", r.hgetall(k.LISTING + "apt-1"), r.get(k.BODY + "apt-1"))
+    listing = decode_hash("apt-1", r.hgetall(ks().LISTING + "apt-1"), r.get(ks().BODY + "apt-1"))
     assert listing is not None and listing.body == {"ref": "apt-1", "rooms": 4}
 
 
 def old_layout(r: redis.Redis, ref: str) -> None:
     """Put the body back in the listing hash, as the bridge stored it before lb:body."""
-    body = r.get(k.BODY + ref)
+    body = r.get(ks().BODY + ref)
     assert body is not None
-    r.delete(k.BODY + ref)
-    r.hset(k.LISTING + ref, "body", body)
+    r.delete(ks().BODY + ref)
+    r.hset(ks().LISTING + ref, "body", body)
 
 
 async def test_a_body_kept_in_the_listing_hash_reads_and_moves_to_its_key_when_claimed(
@@ -74,15 +74,15 @@ async def test_a_body_kept_in_the_listing_hash_reads_and_moves_to_its_key_when_c
     body = {"ref": "apt-1", "rooms": 3, "note": "A long description. " * 10}
     ingest.upsert("g1", "apt-1", T0, rooms=3, note=body["note"])
     old_layout(r, "apt-1")  # a value this long made the hash a hashtable
-    assert r.object("encoding", k.LISTING + "apt-1") == "hashtable"
-    listing = decode_hash("apt-1", r.hgetall(k.LISTING + "apt-1"), r.get(k.BODY + "apt-1"))
+    assert r.object("encoding", ks().LISTING + "apt-1") == "hashtable"
+    listing = decode_hash("apt-1", r.hgetall(ks().LISTING + "apt-1"), r.get(ks().BODY + "apt-1"))
     assert listing is not None and listing.body == body
     claim = await Flushes(client, 60_000, settings.debounce).claim("g1", T0 + 1)
     assert claim is not None and claim.listings[0].body == body
     # Moved: the hash, written afresh without it, is a small listpack again.
-    assert "body" not in r.hkeys(k.LISTING + "apt-1")
-    assert r.object("encoding", k.LISTING + "apt-1") == "listpack"
-    assert orjson.loads(r.get(k.BODY + "apt-1")) == body
+    assert "body" not in r.hkeys(ks().LISTING + "apt-1")
+    assert r.object("encoding", ks().LISTING + "apt-1") == "listpack"
+    assert orjson.loads(r.get(ks().BODY + "apt-1")) == body
     assert await Repacker(client).repack(claim.listings) == 1
 
 
@@ -93,9 +93,9 @@ async def test_a_newer_body_key_wins_over_a_stale_body_left_in_the_hash(
     ingest.upsert("g1", "apt-1", T0, rooms=3)
     old_layout(r, "apt-1")
     ingest.upsert("g1", "apt-1", T0 + 5, rooms=4)  # written to the key; the field is stale
-    listing = decode_hash("apt-1", r.hgetall(k.LISTING + "apt-1"), r.get(k.BODY + "apt-1"))
+    listing = decode_hash("apt-1", r.hgetall(ks().LISTING + "apt-1"), r.get(ks().BODY + "apt-1"))
     assert listing is not None and listing.body == {"ref": "apt-1", "rooms": 4}
     claim = await Flushes(client, 60_000, settings.debounce).claim("g1", T0 + 6)
     assert claim is not None and claim.listings[0].body == {"ref": "apt-1", "rooms": 4}
-    assert "body" not in r.hkeys(k.LISTING + "apt-1")
-    assert orjson.loads(r.get(k.BODY + "apt-1")) == {"ref": "apt-1", "rooms": 4}
+    assert "body" not in r.hkeys(ks().LISTING + "apt-1")
+    assert orjson.loads(r.get(ks().BODY + "apt-1")) == {"ref": "apt-1", "rooms": 4}

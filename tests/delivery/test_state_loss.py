@@ -113,7 +113,7 @@ def test_after_redis_loses_everything_snapshots_rebuild_the_ledger_writing_only_
                 stack.post(crm.upsert(group, f"{group}-{i}", 1))
         stack.wait(lambda: all(len(stack.travtus_listings(g)) == 3 for g in ("east", "west"))
                    and len(stack.rentix_listings()) == 6, what="first delivery")
-        stack.wait(lambda: not redis.Redis.from_url(redis_url).zcard("lb:due"),
+        stack.wait(lambda: not redis.Redis.from_url(redis_url).zcard("lb:{t:default}:due"),
                    what="every flush finished")
         redis.Redis.from_url(redis_url).flushdb()  # Redis lost everything; workers run on
         before = len(stack.journal())
@@ -129,8 +129,8 @@ def test_after_redis_loses_everything_snapshots_rebuild_the_ledger_writing_only_
             "announcementValue"] == 777 and stack.travtus_listings("east")["east-0"][
             "lease_terms"][0]["rent"] == 777, what="the changed listing on both portals")
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        stack.wait(lambda: client.hlen("lb:accepted:rentix") == 6
-                   and client.hlen("lb:accepted:travtus:west") == 3, timeout=20,
+        stack.wait(lambda: client.hlen("lb:{t:default}:accepted:rentix") == 6
+                   and client.hlen("lb:{t:default}:accepted:travtus:west") == 3, timeout=20,
                    what="the ledger rebuilt from what the portals confirm")
         writes = [r for r in stack.journal()[before:] if r["method"] in ("PUT", "DELETE")
                   or r["path"].endswith(("/sync/", "/bulk"))]

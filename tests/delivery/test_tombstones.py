@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge import constants as k
+from bridge.constants import ks
 from tests.support import crm
 from tests.support.stack import Stack, running_stack
 
@@ -48,41 +48,41 @@ def test_an_accepted_deletion_leaves_a_bare_tombstone_that_orders_late_events_th
         post(stack, "listing.updated", "apt-2", 1, at(0))  # the group stays non-empty
         stack.wait(lambda: "apt-1" in stack.rentix_listings()
                    and "apt-1" in stack.travtus_listings("g1"), what="apt-1 on both portals")
-        assert r.hexists(f"{k.ACCEPTED}rentix", "apt-1")
+        assert r.hexists(f"{ks().ACCEPTED}rentix", "apt-1")
 
         post(stack, "listing.deleted", "apt-1", 2, at(0))
-        stack.wait(lambda: r.hkeys(k.LISTING + "apt-1") and not r.exists(k.BODY + "apt-1"),
+        stack.wait(lambda: r.hkeys(ks().LISTING + "apt-1") and not r.exists(ks().BODY + "apt-1"),
                    what="apt-1 compacted to a tombstone")
         # The portals hold the deletion: hidden on Rentix, gone from the Travtus group.
         assert stack.rentix_listings()["apt-1"]["formData"]["announcementStatus"] == "hidden"
         assert "apt-1" not in stack.travtus_listings("g1")
-        assert set(r.hkeys(k.LISTING + "apt-1")) <= {"g", "v", "t", "d", "f", "w"}
+        assert set(r.hkeys(ks().LISTING + "apt-1")) <= {"g", "v", "t", "d", "f", "w"}
         # It lives until its expiry, horizon after its time, and then until no event received
         # before that waits: the fold removes it, not a TTL.
-        deleted_at = int(r.hget(k.LISTING + "apt-1", "t"))
-        assert r.zscore(k.TOMBSTONES, "apt-1") == deleted_at + HORIZON_S * 1000
-        assert r.pttl(k.LISTING + "apt-1") == -1
-        assert r.smembers(k.MEMBERS + "g1") == {"apt-2"}
-        assert not r.hexists(f"{k.ACCEPTED}rentix", "apt-1")
-        assert not r.hexists(f"{k.QUARANTINE}rentix", "apt-1")
+        deleted_at = int(r.hget(ks().LISTING + "apt-1", "t"))
+        assert r.zscore(ks().TOMBSTONES, "apt-1") == deleted_at + HORIZON_S * 1000
+        assert r.pttl(ks().LISTING + "apt-1") == -1
+        assert r.smembers(ks().MEMBERS + "g1") == {"apt-2"}
+        assert not r.hexists(f"{ks().ACCEPTED}rentix", "apt-1")
+        assert not r.hexists(f"{ks().QUARANTINE}rentix", "apt-1")
         # Small: what orders events, and the webhook id of the deletion (at an equal time, a
         # redelivery of it or of an event it overrode must change nothing).
-        sources = r.hget(k.LISTING + "apt-1", "w")
-        assert r.memory_usage(k.LISTING + "apt-1") <= 150 + len(sources or "")
+        sources = r.hget(ks().LISTING + "apt-1", "w")
+        assert r.memory_usage(ks().LISTING + "apt-1") <= 150 + len(sources or "")
 
         # A late update (an older version) is stale while the tombstone lives.
         writes = len(stack.journal())
         post(stack, "listing.updated", "apt-1", 1, at(-1), price={
             "amount": 1, "currency": "EUR", "period": "monthly"})
-        assert r.hget(k.LISTING + "apt-1", "d") == "1"
+        assert r.hget(ks().LISTING + "apt-1", "d") == "1"
 
         # Once it expired, with nothing older waiting, the workers' fold removes it; the same
         # late event is older than the horizon then: still refused.
-        stack.wait(lambda: not r.exists(k.LISTING + "apt-1"), timeout=HORIZON_S + 5,
+        stack.wait(lambda: not r.exists(ks().LISTING + "apt-1"), timeout=HORIZON_S + 5,
                    what="the tombstone expired")
-        assert not r.zscore(k.TOMBSTONES, "apt-1")
+        assert not r.zscore(ks().TOMBSTONES, "apt-1")
         post(stack, "listing.updated", "apt-1", 1, at(-HORIZON_S - 1))
-        assert not r.exists(k.LISTING + "apt-1")
+        assert not r.exists(ks().LISTING + "apt-1")
         time.sleep(0.5)  # a flush it wrongly caused would have written by now (window 150 ms)
         assert len(stack.journal()) == writes, "nothing was sent for a refused event"
 
@@ -91,6 +91,6 @@ def test_an_accepted_deletion_leaves_a_bare_tombstone_that_orders_late_events_th
             "amount": 777, "currency": "EUR", "period": "monthly"})
         stack.wait(lambda: stack.rentix_listings()["apt-1"]["formData"][
             "announcementValue"] == 777, what="apt-1 back on Rentix")
-        assert r.pttl(k.LISTING + "apt-1") == -1
-        assert not r.zscore(k.TOMBSTONES, "apt-1")
+        assert r.pttl(ks().LISTING + "apt-1") == -1
+        assert not r.zscore(ks().TOMBSTONES, "apt-1")
     r.close()

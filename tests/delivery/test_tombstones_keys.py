@@ -11,8 +11,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import read_listings
 from bridge.delivery.tombstones import COMPACT, Tombstones, compact_keys
 from bridge.scripts import Script
@@ -29,17 +29,17 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 def deleted(r: redis.Redis, ref: str) -> None:
     """A deleted listing of g1 that every ledger hash still mentions, under g1's lease."""
-    r.set(k.LEASE + "g1", "token-1")
-    r.hset(k.LISTING + ref, mapping={"g": "g1", "v": 3, "t": T0, "d": "1", "at": T0})
-    r.set(k.BODY + ref, '{"ref": "gone"}')
-    r.sadd(k.MEMBERS + "g1", ref)
-    r.hset(k.DIRTY + "g1", ref, 7)
+    r.set(ks().LEASE + "g1", "token-1")
+    r.hset(ks().LISTING + ref, mapping={"g": "g1", "v": 3, "t": T0, "d": "1", "at": T0})
+    r.set(ks().BODY + ref, '{"ref": "gone"}')
+    r.sadd(ks().MEMBERS + "g1", ref)
+    r.hset(ks().DIRTY + "g1", ref, 7)
     for target in ("rentix", "travtus"):
-        r.hset(k.QUARANTINE + target, ref, "{}")
-        r.hset(k.INTENT + target, ref, "{}")
-    r.hset(k.ACCEPTED + "rentix", ref, "{}")
-    r.hset(k.ADOPT + "rentix", ref, "1")
-    r.sadd(k.LINKED + "rentix", ref)
+        r.hset(ks().QUARANTINE + target, ref, "{}")
+        r.hset(ks().INTENT + target, ref, "{}")
+    r.hset(ks().ACCEPTED + "rentix", ref, "{}")
+    r.hset(ks().ADOPT + "rentix", ref, "1")
+    r.sadd(ks().LINKED + "rentix", ref)
 
 
 async def test_each_targets_entries_go_through_the_keys_it_was_given(
@@ -50,10 +50,10 @@ async def test_each_targets_entries_go_through_the_keys_it_was_given(
     done = await Tombstones(client, HORIZON_MS).compact(
         "g1", "token-1", T0, listings, ["rentix", "travtus"], ["rentix"])
     assert done == 1
-    assert r.hgetall(k.LISTING + "apt-1") == {"g": "g1", "v": "3", "t": str(T0), "d": "1"}
-    assert r.zscore(k.TOMBSTONES, "apt-1") == T0 + HORIZON_MS
+    assert r.hgetall(ks().LISTING + "apt-1") == {"g": "g1", "v": "3", "t": str(T0), "d": "1"}
+    assert r.zscore(ks().TOMBSTONES, "apt-1") == T0 + HORIZON_MS
     for key in compact_keys("g1", ["apt-1"], ["rentix", "travtus"], ["rentix"]):
-        if key not in (k.LEASE + "g1", k.LISTING + "apt-1", k.TOMBSTONES):
+        if key not in (ks().LEASE + "g1", ks().LISTING + "apt-1", ks().TOMBSTONES):
             assert not r.exists(key), key
 
 

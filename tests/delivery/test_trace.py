@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge import stories
+from bridge.constants import ks
 from bridge.delivery.claims import Claim
 from bridge.delivery.desired import DesiredListing
 from bridge.delivery.ledger import Accepted, Held, Ledger, Quarantined, sync_scope
@@ -44,13 +44,13 @@ def claim(*listings: DesiredListing, first: int | None = NOW) -> Claim:
 
 async def told(ledger: Ledger, ref: str) -> list[tuple[str, str]]:
     """(target, decision) of the ref's decisions, oldest first."""
-    raw = await ledger.redis.lrange(k.TRACE + ref, 0, -1)  # type: ignore[misc]
+    raw = await ledger.redis.lrange(ks().TRACE + ref, 0, -1)  # type: ignore[misc]
     return [(e["target"], e["decision"]) for e in map(stories.unpack, reversed(raw))
             if e["kind"] == "decision"]
 
 
 async def last(ledger: Ledger, ref: str) -> dict[str, Any]:
-    entry: dict[str, Any] = stories.unpack(await ledger.redis.lindex(k.TRACE + ref, 0))  # type: ignore[misc]
+    entry: dict[str, Any] = stories.unpack(await ledger.redis.lindex(ks().TRACE + ref, 0))  # type: ignore[misc]
     return entry
 
 
@@ -65,7 +65,7 @@ async def test_unchanged_is_said_only_of_this_flush_news(ledger: Ledger) -> None
     assert await told(ledger, "news") == [("rentix", "unchanged")]
     assert (await last(ledger, "news"))["detail"] == "the target holds this content already"
     assert await told(ledger, "quiet") == []
-    assert 0 < await ledger.redis.pttl(k.TRACE + "news") <= 60_000
+    assert 0 < await ledger.redis.pttl(ks().TRACE + "news") <= 60_000
 
 
 async def test_a_flush_without_news_tells_no_unchanged_listing(ledger: Ledger) -> None:

@@ -17,9 +17,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.cli.operate import render_status
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.flush import Delivery
 from bridge.delivery.ledger import Quarantined
 from bridge.ingest.events import parse_event
@@ -64,7 +64,7 @@ class Bridge:
         while not (outcome := await self.delivery.flush(GROUP)).done:
             assert time.monotonic() < deadline, outcome
             await asyncio.sleep(0.05)  # another flush's lease: come back shortly
-        assert not await self.redis.keys(f"{k.BACKOFF}*")
+        assert not await self.redis.keys(f"{ks().BACKOFF}*")
 
     async def rentix(self) -> dict[str, dict[str, Any]]:
         items = (await self.portals.get("/rentix/listings")).json()["items"]
@@ -112,7 +112,7 @@ async def test_a_version_lua_kept_as_a_double_quarantines_its_listing_alone_and_
                                                                           "apt-3"}
     # apt-2 changes with a version of 2**63 or more: Lua stores it as a double.
     await bridge.upsert("apt-2", 2, **rent(900))
-    await bridge.redis.hset(k.LISTING + "apt-2", "v", "1e+20")
+    await bridge.redis.hset(ks().LISTING + "apt-2", "v", "1e+20")
     await bridge.upsert("apt-1", 2, **rent(650))
     await bridge.flush()
 
@@ -188,7 +188,7 @@ async def test_each_unreadable_value_is_quarantined_on_every_target_and_the_grou
     await bridge.upsert("apt-1", 1)
     await bridge.upsert("apt-2", 1)
     command, *args = corrupt
-    key = (k.BODY if command == "SET" else k.LISTING) + "apt-2"
+    key = (ks().BODY if command == "SET" else ks().LISTING) + "apt-2"
     await bridge.redis.execute_command(command, key, *args)
     await bridge.flush()
 
@@ -221,9 +221,9 @@ async def test_an_unreadable_listing_on_travtus_that_the_ledger_forgot_holds_the
     assert set(await bridge.travtus()) == set(refs)
     # The ledger lost one listing's Travtus record (a restore, a hand edit), and that
     # listing's state became unreadable: the sync cannot carry it.
-    await bridge.redis.hdel(f"{k.ACCEPTED}travtus:{GROUP}", "apt-2")
+    await bridge.redis.hdel(f"{ks().ACCEPTED}travtus:{GROUP}", "apt-2")
     await bridge.upsert("apt-2", 2, **rent(900))
-    await bridge.redis.hset(k.LISTING + "apt-2", "v", "1e+20")
+    await bridge.redis.hset(ks().LISTING + "apt-2", "v", "1e+20")
     await bridge.upsert("apt-1", 2, **rent(650))
     await bridge.flush()
 

@@ -6,7 +6,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.delivery.witness import Witness
 
 
@@ -28,7 +28,7 @@ async def test_another_server_identity_begins_a_lost_epoch_that_stays_lost(
     try:
         first = await Witness(client).epoch()
         assert await Witness(client).epoch() == first
-        await client.hset(k.WITNESS, "run_id", "a-server-restored-from-backup")  # type: ignore[misc]
+        await client.hset(ks().WITNESS, "run_id", "a-server-restored-from-backup")  # type: ignore[misc]
         witness = Witness(client)
         second = await witness.epoch()
         assert second != first and witness.lost

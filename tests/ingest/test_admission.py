@@ -37,7 +37,7 @@ async def test_a_full_inbox_refuses_new_events_and_answers_redeliveries(
             await store.put("wh-3", change("apt-3", 1), now_ms())
         # Stored before: answered as a redelivery, and nothing more waits.
         assert (await store.put("wh-0", change("apt-0", 1), now_ms())).duplicate
-        assert await client.llen("lb:inbox") == 3  # type: ignore[misc]
+        assert await client.llen("lb:{t:default}:inbox") == 3  # type: ignore[misc]
 
         await Inbox(client, settings).drain()
         # The refused event was not marked seen: its retry is stored.
@@ -86,5 +86,5 @@ def test_the_fold_runs_on_a_redis_past_its_maxmemory(binary: Callable[[], str]) 
             r.set("probe", "x")
 
         assert scripts.fold_all() == 200
-        assert r.llen("lb:inbox") == 0
+        assert r.llen("lb:{t:default}:inbox") == 0
         r.close()

@@ -8,8 +8,8 @@ import msgspec
 import orjson
 import redis.asyncio as aioredis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.inbox import DeadLetters, Inbox
@@ -36,38 +36,39 @@ async def drain(client: aioredis.Redis, settings: Settings) -> int:
 async def test_a_malformed_entry_goes_aside_whole_between_two_folded_events(
     client: aioredis.Redis, settings: Settings
 ) -> None:
-    await client.rpush(k.INBOX, good("wh-1", "apt-1"), malformed("wh-bad"),  # type: ignore[misc]
+    await client.rpush(ks().INBOX, good("wh-1", "apt-1"), malformed("wh-bad"),  # type: ignore[misc]
                        good("wh-2", "apt-2"))
     assert await drain(client, settings) == 2
-    assert await client.llen(k.INBOX) == 0  # type: ignore[misc]
-    assert await client.zscore(k.DUE, "g1") is not None  # the good ones' group is due
-    assert await client.exists(f"{k.LISTING}apt-1", f"{k.LISTING}apt-2") == 2
-    assert not await client.exists(f"{k.LISTING}apt-bad", f"{k.TRACE}apt-bad")  # nothing written
+    assert await client.llen(ks().INBOX) == 0  # type: ignore[misc]
+    assert await client.zscore(ks().DUE, "g1") is not None  # the good ones' group is due
+    assert await client.exists(f"{ks().LISTING}apt-1", f"{ks().LISTING}apt-2") == 2
+    # nothing written
+    assert not await client.exists(f"{ks().LISTING}apt-bad", f"{ks().TRACE}apt-bad")
     [event] = await DeadLetters(client).events()
     assert (event.id, event.group, event.refs, event.attempts) == ("wh-bad", "g1",
                                                                    ["apt-bad"], 1)
     assert "version" in event.error and event.at <= now_ms()
-    received = await client.hget(k.METRICS, "webhook_events_total|accepted")  # type: ignore[misc]
+    received = await client.hget(ks().METRICS, "webhook_events_total|accepted")  # type: ignore[misc]
     assert int(received) == 2
 
 
 async def test_an_entry_that_is_not_msgpack_goes_aside_and_a_retry_puts_it_first(
     client: aioredis.Redis, settings: Settings
 ) -> None:
-    await client.rpush(k.INBOX, b"\xc1not msgpack", good("wh-1", "apt-1"))  # type: ignore[misc]
+    await client.rpush(ks().INBOX, b"\xc1not msgpack", good("wh-1", "apt-1"))  # type: ignore[misc]
     assert await drain(client, settings) == 1
     dead = DeadLetters(client)
     [event] = await dead.events()
     assert event.webhook_id is None and event.id.startswith("sha1:")
     assert event.error == "not a msgpack array"
-    await client.rpush(k.INBOX, good("wh-2", "apt-2"))  # type: ignore[misc]
+    await client.rpush(ks().INBOX, good("wh-2", "apt-2"))  # type: ignore[misc]
     assert [e.id for e in await dead.retry([event.id])] == [event.id]
-    assert await client.lindex(k.INBOX, 0) == b"\xc1not msgpack"  # type: ignore[misc]
+    assert await client.lindex(ks().INBOX, 0) == b"\xc1not msgpack"  # type: ignore[misc]
     assert await drain(client, settings) == 1  # still poison: aside again, counted
     [again] = await dead.events()
     assert again.attempts == 2
     assert [e.id for e in await dead.discard(None)] == [event.id]
-    assert await client.llen(k.INBOX_DEAD) == 0  # type: ignore[misc]
+    assert await client.llen(ks().INBOX_DEAD) == 0  # type: ignore[misc]
 
 
 async def test_an_error_of_redis_midway_keeps_the_batch_and_sets_the_entry_aside(
@@ -75,12 +76,12 @@ async def test_an_error_of_redis_midway_keeps_the_batch_and_sets_the_entry_aside
 ) -> None:
     """A key of the wrong type fails the fold of one event after its shape was checked: the
     events before and after it are folded and due, its count taken back."""
-    await client.set(f"{k.LISTING}apt-x", "not a hash")
-    await client.rpush(k.INBOX, good("wh-1", "apt-1"), good("wh-x", "apt-x", "g2"),  # type: ignore[misc]
+    await client.set(f"{ks().LISTING}apt-x", "not a hash")
+    await client.rpush(ks().INBOX, good("wh-1", "apt-1"), good("wh-x", "apt-x", "g2"),  # type: ignore[misc]
                        good("wh-2", "apt-2"))
     assert await drain(client, settings) == 2
     [event] = await DeadLetters(client).events()
     assert event.id == "wh-x" and "WRONGTYPE" in event.error
-    assert await client.zscore(k.DUE, "g1") is not None
-    received = await client.hget(k.METRICS, "webhook_events_total|accepted")  # type: ignore[misc]
+    assert await client.zscore(ks().DUE, "g1") is not None
+    received = await client.hget(ks().METRICS, "webhook_events_total|accepted")  # type: ignore[misc]
     assert int(received) == 2

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.claims import Flushes
 from bridge.settings import Settings
 from tests.support.ingest import Scripts
@@ -36,8 +37,8 @@ async def test_a_change_after_the_counter_expired_is_planned_though_targets_sett
 ) -> None:
     """What the lifetimes left: lb:pending gone (idle), lb:settled still there (a flush's
     finish renewed it). A brand-new listing must be planned for both targets."""
-    r.hset(k.SETTLED + "g1", mapping={"rentix": 5, "travtus": 4})
-    assert not r.exists(k.PENDING + "g1")
+    r.hset(ks().SETTLED + "g1", mapping={"rentix": 5, "travtus": 4})
+    assert not r.exists(ks().PENDING + "g1")
 
     upsert(r, settings, "wh-1", "apt-new", now_ms())
 
@@ -45,7 +46,7 @@ async def test_a_change_after_the_counter_expired_is_planned_though_targets_sett
     assert claim is not None
     for target in TARGETS:
         assert [listing.ref for listing in claim.unsettled(target)] == ["apt-new"], target
-    assert claim.seq == "6" and r.hget(k.DIRTY + "g1", "apt-new") == "6"
+    assert claim.seq == "6" and r.hget(ks().DIRTY + "g1", "apt-new") == "6"
 
 
 async def test_the_counter_starts_above_unsettled_changes_too(
@@ -53,13 +54,13 @@ async def test_the_counter_starts_above_unsettled_changes_too(
 ) -> None:
     """A listing changed at seq 9 that no target settled: the next change of the group is
     10, above it, so claims and finishes keep telling them apart."""
-    r.hset(k.SETTLED + "g1", mapping={"rentix": 3, "travtus": 3})
-    r.hset(k.DIRTY + "g1", "apt-old", 9)
+    r.hset(ks().SETTLED + "g1", mapping={"rentix": 3, "travtus": 3})
+    r.hset(ks().DIRTY + "g1", "apt-old", 9)
 
     upsert(r, settings, "wh-1", "apt-new", now_ms())
 
-    assert r.hget(k.PENDING + "g1", "seq") == "10"
-    assert r.hgetall(k.DIRTY + "g1") == {"apt-old": "9", "apt-new": "10"}
+    assert r.hget(ks().PENDING + "g1", "seq") == "10"
+    assert r.hgetall(ks().DIRTY + "g1") == {"apt-old": "9", "apt-new": "10"}
     claim = await flushes.claim("g1", now_ms())
     assert claim is not None
     assert claim.changed == {"apt-new": 10}  # apt-old has no hash: a bare tombstone
@@ -72,11 +73,11 @@ def test_every_batch_that_changes_a_group_renews_its_counter_and_changes(
     """Not only a burst's first change: a group changed without a claim in between (a flush
     that never comes, a target paused) keeps its counter as long as it keeps changing."""
     upsert(r, settings, "wh-1", "apt-1", now_ms())
-    r.hset(k.SETTLED + "g1", "rentix", 1)
-    for key in (k.PENDING, k.DIRTY, k.SETTLED):
+    r.hset(ks().SETTLED + "g1", "rentix", 1)
+    for key in (ks().PENDING, ks().DIRTY, ks().SETTLED):
         r.pexpire(key + "g1", 5_000)  # as if the group's last renewal were long ago
 
     upsert(r, settings, "wh-2", "apt-2", now_ms())  # the same burst: no claim between
 
-    for key in (k.PENDING, k.DIRTY, k.SETTLED):
+    for key in (ks().PENDING, ks().DIRTY, ks().SETTLED):
         assert k.GROUP_IDLE_MS - 60_000 < r.pttl(key + "g1") <= k.GROUP_IDLE_MS, key

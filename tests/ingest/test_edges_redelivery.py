@@ -12,9 +12,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import read_listings
 from bridge.delivery.tombstones import Tombstones
 from bridge.settings import Settings
@@ -55,8 +55,8 @@ class Crm:
 
     def redeliver_after_the_window(self, webhook_id: str) -> list[int]:
         """The same event again, once its dedupe key expired: [stored, listings applied]."""
-        self.r.pexpire(k.SEEN + webhook_id, 1)
-        wait_until(lambda: not self.r.exists(k.SEEN + webhook_id), timeout=5,
+        self.r.pexpire(ks().SEEN + webhook_id, 1)
+        wait_until(lambda: not self.r.exists(ks().SEEN + webhook_id), timeout=5,
                    what="the dedupe window to end")
         return self._deliver(webhook_id)
 
@@ -77,7 +77,7 @@ def body(r: redis.Redis, ref: str) -> object:
 
 
 def last_result(r: redis.Redis, ref: str) -> str:
-    return str(stories.unpack(r.lindex(k.TRACE + ref, 0))["result"])
+    return str(stories.unpack(r.lindex(ks().TRACE + ref, 0))["result"])
 
 
 def test_a_late_redelivery_at_an_equal_time_does_not_override_newer_content(
@@ -85,12 +85,12 @@ def test_a_late_redelivery_at_an_equal_time_does_not_override_newer_content(
 ) -> None:
     assert crm.upsert("wh-a", "apt-1", rooms=1) == [1, 1]
     assert crm.upsert("wh-b", "apt-1", rooms=2) == [1, 1]  # same time, later: it wins
-    seq = r.hget(k.PENDING + "g1", "seq")
+    seq = r.hget(ks().PENDING + "g1", "seq")
 
     assert crm.redeliver_after_the_window("wh-a") == [1, 0]
 
     assert body(r, "apt-1") == {"external_ref": "apt-1", "rooms": 2}
-    assert r.hget(k.PENDING + "g1", "seq") == seq, "no change: no flush"
+    assert r.hget(ks().PENDING + "g1", "seq") == seq, "no change: no flush"
     assert last_result(r, "apt-1") == "duplicate"
 
 
@@ -143,12 +143,12 @@ async def test_a_tombstone_remembers_who_set_it_so_a_late_redelivery_cannot_revi
 ) -> None:
     crm.upsert("wh-a", "apt-1", rooms=1)
     crm.delete("wh-b", "apt-1")
-    r.set(k.LEASE + "g1", "token-1")
+    r.set(ks().LEASE + "g1", "token-1")
     listings = list((await read_listings(client, ["apt-1"])).values())
     tombstones = Tombstones(client, settings.retention.horizon_ms)
     assert await tombstones.compact("g1", "token-1", now_ms(), listings, [], []) == 1
-    assert not r.hexists(k.LISTING + "apt-1", "at")  # a bare tombstone
+    assert not r.hexists(ks().LISTING + "apt-1", "at")  # a bare tombstone
 
     assert crm.redeliver_after_the_window("wh-a") == [1, 0]
 
-    assert r.hget(k.LISTING + "apt-1", "d") == "1" and not r.exists(k.BODY + "apt-1")
+    assert r.hget(ks().LISTING + "apt-1", "d") == "1" and not r.exists(ks().BODY + "apt-1")

@@ -18,6 +18,7 @@ from arq.connections import ArqRedis
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import read_listings
 from bridge.delivery.tombstones import Tombstones
 from bridge.ingest.inbox import PURGE_TOMBSTONES, FoldSettings, Inbox, fold_now
@@ -55,13 +56,13 @@ class Ingest:
 async def compact(r: redis.Redis, client: aioredis.Redis, retention: RetentionSettings,
                   ref: str) -> None:
     """What a flush does once every target accepted the deletion, under its lease."""
-    r.set(k.LEASE + "g1", "token-1")
+    r.set(ks().LEASE + "g1", "token-1")
     listing = (await read_listings(client, [ref]))[ref]
     assert listing.deleted
     done = await Tombstones(client, retention.horizon_ms).compact(
         "g1", "token-1", now_ms(), [listing], [], [])
     assert done == 1
-    r.delete(k.LEASE + "g1")
+    r.delete(ks().LEASE + "g1")
 
 
 def redis_clock_ms(r: redis.Redis) -> int:
@@ -71,7 +72,7 @@ def redis_clock_ms(r: redis.Redis) -> int:
 
 def results(r: redis.Redis, ref: str) -> list[str]:
     """The listing's story, oldest first: each event's result."""
-    return [stories.unpack(x)["result"] for x in reversed(r.lrange(k.TRACE + ref, 0, -1))]
+    return [stories.unpack(x)["result"] for x in reversed(r.lrange(ks().TRACE + ref, 0, -1))]
 
 
 async def deleted_and_compacted(ingest: Ingest, r: redis.Redis, client: aioredis.Redis,
@@ -91,9 +92,9 @@ async def test_the_compaction_lists_the_tombstone_with_its_expiry_and_sets_no_tt
     # Even one already expired: an event received before its expiry may still wait.
     for deleted_at in (now_ms(), now_ms() - DAY.horizon_ms - 60_000):
         expires = await deleted_and_compacted(ingest, r, client, DAY, deleted_at)
-        assert r.zscore(k.TOMBSTONES, "apt-1") == expires
-        assert r.pttl(k.LISTING + "apt-1") == -1, "no TTL: the fold decides when it goes"
-        assert r.hgetall(k.LISTING + "apt-1") == {
+        assert r.zscore(ks().TOMBSTONES, "apt-1") == expires
+        assert r.pttl(ks().LISTING + "apt-1") == -1, "no TTL: the fold decides when it goes"
+        assert r.hgetall(ks().LISTING + "apt-1") == {
             "g": "g1", "v": "2", "t": str(deleted_at), "d": "1", k.LISTING_SOURCES: "wh-2"}
         r.flushdb()
 
@@ -113,10 +114,10 @@ async def test_a_tombstone_whose_horizon_passed_while_an_older_event_waited_stil
     assert ingest.fold() == [1, 0, 0]
 
     assert results(r, "apt-1") == ["applied", "applied", "stale"]
-    assert not r.exists(k.BODY + "apt-1") and not r.sismember(k.MEMBERS + "g1", "apt-1")
+    assert not r.exists(ks().BODY + "apt-1") and not r.sismember(ks().MEMBERS + "g1", "apt-1")
     # Nothing received before the expiry waits any more: the tombstone went with that fold.
-    assert not r.exists(k.LISTING + "apt-1")
-    assert r.zscore(k.TOMBSTONES, "apt-1") is None
+    assert not r.exists(ks().LISTING + "apt-1")
+    assert r.zscore(ks().TOMBSTONES, "apt-1") is None
 
 
 async def test_an_event_received_after_the_expiry_is_judged_without_the_tombstone(
@@ -134,9 +135,9 @@ async def test_an_event_received_after_the_expiry_is_judged_without_the_tombston
     assert ingest.fold() == [2, 1, 0]
 
     assert results(r, "apt-1")[-2:] == ["stale", "applied"]
-    assert r.hget(k.LISTING + "apt-1", "d") == "0"
-    assert orjson.loads(r.get(k.BODY + "apt-1")) == {"external_ref": "apt-1", "rooms": 7}
-    assert r.zscore(k.TOMBSTONES, "apt-1") is None and r.pttl(k.LISTING + "apt-1") == -1
+    assert r.hget(ks().LISTING + "apt-1", "d") == "0"
+    assert orjson.loads(r.get(ks().BODY + "apt-1")) == {"external_ref": "apt-1", "rooms": 7}
+    assert r.zscore(ks().TOMBSTONES, "apt-1") is None and r.pttl(ks().LISTING + "apt-1") == -1
 
 
 async def test_the_tombstone_stays_while_the_inbox_holds_an_event_received_before_its_expiry(
@@ -149,12 +150,12 @@ async def test_the_tombstone_stays_while_the_inbox_holds_an_event_received_befor
     ingest.accept("wh-4", expires - 1_000, "u", deleted_at - 500, "apt-1", 1, rooms=9)
 
     assert ingest.fold(max_events=1) == [1, 1, 1]
-    assert r.zscore(k.TOMBSTONES, "apt-1") == expires, "wh-4, received before it, waits"
-    assert r.hget(k.LISTING + "apt-1", "d") == "1"
+    assert r.zscore(ks().TOMBSTONES, "apt-1") == expires, "wh-4, received before it, waits"
+    assert r.hget(ks().LISTING + "apt-1", "d") == "1"
 
     assert ingest.fold() == [1, 0, 0]
     assert results(r, "apt-1")[-1] == "stale"
-    assert not r.exists(k.LISTING + "apt-1") and not r.zcard(k.TOMBSTONES)
+    assert not r.exists(ks().LISTING + "apt-1") and not r.zcard(ks().TOMBSTONES)
 
 
 @pytest.mark.parametrize("webhook_id", ["wh-1", "msg_" + "x" * 40, "m" * 300])
@@ -169,8 +170,8 @@ def test_the_receipt_of_the_oldest_waiting_entry_is_read_whatever_its_shape(
     after its expiry (and the grace)."""
     ingest = Ingest(r, settings, DAY)
     expires = now_ms() - 60_000
-    r.hset(k.LISTING + "apt-1", mapping={"g": "g1", "v": "1", "t": "1", "d": "1"})
-    r.zadd(k.TOMBSTONES, {"apt-1": expires})
+    r.hset(ks().LISTING + "apt-1", mapping={"g": "g1", "v": "1", "t": "1", "d": "1"})
+    r.zadd(ks().TOMBSTONES, {"apt-1": expires})
     received = expires + k.TOMBSTONE_GRACE_MS + after
     first = "wh-0" if not redelivered else webhook_id
     ingest.accept(first, expires - 10_000, "u", expires - 10_000, "apt-2")
@@ -178,8 +179,8 @@ def test_the_receipt_of_the_oldest_waiting_entry_is_read_whatever_its_shape(
 
     assert ingest.fold(max_events=1) == [1, 1, 1]
 
-    assert (r.zscore(k.TOMBSTONES, "apt-1") is None) is goes
-    assert (not r.exists(k.LISTING + "apt-1")) is goes
+    assert (r.zscore(ks().TOMBSTONES, "apt-1") is None) is goes
+    assert (not r.exists(ks().LISTING + "apt-1")) is goes
 
 
 def test_a_call_removes_a_bounded_number_and_only_tombstones(
@@ -189,17 +190,17 @@ def test_a_call_removes_a_bounded_number_and_only_tombstones(
     past = now_ms() - 60_000
     refs = [f"apt-{n}" for n in range(PURGE_TOMBSTONES + 5)]
     for ref in refs:  # as the compaction leaves them
-        r.hset(k.LISTING + ref, mapping={"g": "g1", "v": "-1", "t": str(past - DAY.horizon_ms),
+        r.hset(ks().LISTING + ref, mapping={"g": "g1", "v": "-1", "t": str(past - DAY.horizon_ms),
                                          "d": "1"})
-    r.zadd(k.TOMBSTONES, dict.fromkeys(refs, past))
+    r.zadd(ks().TOMBSTONES, dict.fromkeys(refs, past))
     # Listed, but a live listing (it has a receipt time): only its entry goes.
-    r.hset(k.LISTING + refs[0], "at", str(past))
+    r.hset(ks().LISTING + refs[0], "at", str(past))
 
     assert ingest.fold() == [0, 0, 0]
-    assert r.zcard(k.TOMBSTONES) == 5
+    assert r.zcard(ks().TOMBSTONES) == 5
     assert ingest.fold() == [0, 0, 0]
-    assert not r.zcard(k.TOMBSTONES)
-    assert r.keys(k.LISTING + "*") == [k.LISTING + refs[0]]
+    assert not r.zcard(ks().TOMBSTONES)
+    assert r.keys(ks().LISTING + "*") == [ks().LISTING + refs[0]]
 
 
 async def test_the_scheduler_removes_expired_tombstones_when_nothing_arrives(
@@ -207,12 +208,12 @@ async def test_the_scheduler_removes_expired_tombstones_when_nothing_arrives(
 ) -> None:
     now = now_ms()
     for ref, expires in (("gone", now - 60_000), ("kept", now + 60_000)):
-        r.hset(k.LISTING + ref, mapping={"g": "g1", "v": "1", "t": "1", "d": "1"})
-        r.zadd(k.TOMBSTONES, {ref: expires})
+        r.hset(ks().LISTING + ref, mapping={"g": "g1", "v": "1", "t": "1", "d": "1"})
+        r.zadd(ks().TOMBSTONES, {ref: expires})
     async with ArqRedis.from_url(redis_url) as arq:
         scheduler = Scheduler(arq, settings.delivery.poll_interval_ms, Inbox(arq, settings))
         await scheduler.tick()
 
-    assert not r.exists(k.INBOX)
-    assert r.keys(k.LISTING + "*") == [k.LISTING + "kept"]
-    assert r.zrange(k.TOMBSTONES, 0, -1) == ["kept"]
+    assert not r.exists(ks().INBOX)
+    assert r.keys(ks().LISTING + "*") == [ks().LISTING + "kept"]
+    assert r.zrange(ks().TOMBSTONES, 0, -1) == ["kept"]

@@ -12,8 +12,8 @@ import orjson
 import pytest
 import redis
 
-from bridge import constants as k
 from bridge.app import create_app
+from bridge.constants import ks
 from bridge.settings import Settings
 from tests.conftest import SECRET
 from tests.support import crm
@@ -76,7 +76,7 @@ def test_a_version_out_of_range_or_not_an_integer_is_400_naming_the_field_and_th
     assert error["message"].startswith(f"{field}: ")
     assert f"from 0 to {MAX_VERSION}" in error["message"]
     assert "2^53 - 1" in error["message"]
-    assert not r.exists(k.INBOX) and not r.keys(k.LISTING + "*")
+    assert not r.exists(ks().INBOX) and not r.keys(ks().LISTING + "*")
 
 
 @pytest.mark.parametrize("shape", ["upsert", "snapshot"])
@@ -87,7 +87,7 @@ def test_the_largest_version_is_accepted_and_stored_exactly(
                crm.event("group.snapshot", "g1", listings=[crm.listing("apt-1", MAX_VERSION)]))
     assert post(bridge, payload).status_code == 202
     assert fold(r, settings) == 1
-    assert r.hget(k.LISTING + "apt-1", "v") == str(MAX_VERSION)
+    assert r.hget(ks().LISTING + "apt-1", "v") == str(MAX_VERSION)
 
 
 def test_versions_next_to_2_to_the_53_order_exactly_either_way_round(
@@ -107,10 +107,10 @@ def test_versions_next_to_2_to_the_53_order_exactly_either_way_round(
 
     assert fold(r, settings) == 5
     for ref, rooms in (("a", 1), ("b", 1), ("c", 3)):
-        assert r.hget(k.LISTING + ref, "v") == str(top), ref
-        assert orjson.loads(r.get(k.BODY + ref))["rooms"] == rooms, ref
+        assert r.hget(ks().LISTING + ref, "v") == str(top), ref
+        assert orjson.loads(r.get(ks().BODY + ref))["rooms"] == rooms, ref
     # And a deletion at the version below is older: refused.
     deletion = crm.event("listing.deleted", "g1", listing={"external_ref": "a", "version": below})
     assert post(bridge, deletion).status_code == 202
     assert fold(r, settings) == 0
-    assert r.hget(k.LISTING + "a", "d") == "0"
+    assert r.hget(ks().LISTING + "a", "d") == "0"

@@ -11,6 +11,7 @@ import redis
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.settings import RetentionSettings, Settings
 from tests.support.ingest import Scripts
 
@@ -31,11 +32,11 @@ def test_an_event_older_than_the_horizon_is_refused_as_stale_and_said_so(
 ) -> None:
     late = NOW - HORIZON.horizon_ms - 1
     assert run(r, settings, "wh-1", "u", late) == [1, 0]
-    assert not r.exists(k.LISTING + "apt-1")
-    assert not r.exists(k.MEMBERS + "g1") and r.zscore(k.DUE, "g1") is None
-    story = [stories.unpack(x) for x in r.lrange(k.TRACE + "apt-1", 0, -1)]
+    assert not r.exists(ks().LISTING + "apt-1")
+    assert not r.exists(ks().MEMBERS + "g1") and r.zscore(ks().DUE, "g1") is None
+    story = [stories.unpack(x) for x in r.lrange(ks().TRACE + "apt-1", 0, -1)]
     assert [e["result"] for e in story] == ["stale"]
-    assert r.hget(k.METRICS, "webhook_events_total|stale") == "1"
+    assert r.hget(ks().METRICS, "webhook_events_total|stale") == "1"
     # Just inside the horizon it is applied.
     assert run(r, settings, "wh-2", "u", late + 2) == [1, 1]
 
@@ -48,7 +49,7 @@ def test_the_horizon_is_judged_at_receipt_not_when_a_worker_folds_the_event(
     received = 1_600_000_000_000  # years before this test folds it
     inside = received - HORIZON.horizon_ms + 1
     assert run(r, settings, "wh-1", "u", inside, now=received) == [1, 1]
-    assert r.hget(k.LISTING + "apt-1", "at") == str(received)
+    assert r.hget(ks().LISTING + "apt-1", "at") == str(received)
     assert run(r, settings, "wh-2", "u", inside - 2, version=2, now=received) == [1, 0]
 
 
@@ -59,16 +60,16 @@ def test_a_compacted_tombstone_refuses_older_news_and_a_newer_version_revives_it
     # a bare hash, listed with its expiry, which the fold removes once it has passed for every
     # event that may still be folded.
     expires = NOW - 10 + HORIZON.horizon_ms
-    r.hset(k.LISTING + "apt-1", mapping={"g": "g1", "v": "5", "t": str(NOW - 10), "d": "1"})
-    r.zadd(k.TOMBSTONES, {"apt-1": expires})
+    r.hset(ks().LISTING + "apt-1", mapping={"g": "g1", "v": "5", "t": str(NOW - 10), "d": "1"})
+    r.zadd(ks().TOMBSTONES, {"apt-1": expires})
     assert run(r, settings, "wh-1", "u", NOW - 5, version=4) == [1, 0]
-    assert r.hget(k.LISTING + "apt-1", "d") == "1" and r.pttl(k.LISTING + "apt-1") == -1
-    assert r.zscore(k.TOMBSTONES, "apt-1") == expires, "it lives until its expiry"
+    assert r.hget(ks().LISTING + "apt-1", "d") == "1" and r.pttl(ks().LISTING + "apt-1") == -1
+    assert r.zscore(ks().TOMBSTONES, "apt-1") == expires, "it lives until its expiry"
     assert run(r, settings, "wh-2", "u", NOW - 5, version=6) == [1, 1]
-    assert r.hget(k.LISTING + "apt-1", "d") == "0"
-    assert r.zscore(k.TOMBSTONES, "apt-1") is None, "a listing that came back does not expire"
-    assert r.pttl(k.LISTING + "apt-1") == -1
-    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+    assert r.hget(ks().LISTING + "apt-1", "d") == "0"
+    assert r.zscore(ks().TOMBSTONES, "apt-1") is None, "a listing that came back does not expire"
+    assert r.pttl(ks().LISTING + "apt-1") == -1
+    assert r.smembers(ks().MEMBERS + "g1") == {"apt-1"}
 
 
 def test_a_tombstone_goes_once_its_horizon_passed_and_no_older_event_waits(
@@ -78,16 +79,16 @@ def test_a_tombstone_goes_once_its_horizon_passed_and_no_older_event_waits(
     empty one too; one not expired yet stays."""
     past = now_ms() - k.TOMBSTONE_GRACE_MS - 1
     for ref, expires in (("apt-1", past), ("apt-2", now_ms() + 60_000)):
-        r.hset(k.LISTING + ref, mapping={"g": "g1", "v": "5", "t": "1", "d": "1"})
-        r.zadd(k.TOMBSTONES, {ref: expires})
-    assert not r.exists(k.INBOX)
+        r.hset(ks().LISTING + ref, mapping={"g": "g1", "v": "5", "t": "1", "d": "1"})
+        r.zadd(ks().TOMBSTONES, {ref: expires})
+    assert not r.exists(ks().INBOX)
     Scripts(r, settings, HORIZON).fold_all()
-    assert not r.exists(k.LISTING + "apt-1") and r.exists(k.LISTING + "apt-2")
-    assert r.zrange(k.TOMBSTONES, 0, -1) == ["apt-2"]
+    assert not r.exists(ks().LISTING + "apt-1") and r.exists(ks().LISTING + "apt-2")
+    assert r.zrange(ks().TOMBSTONES, 0, -1) == ["apt-2"]
 
 
 def test_a_groups_change_counter_expires_when_the_group_is_idle(
     r: redis.Redis, settings: Settings
 ) -> None:
     run(r, settings, "wh-1", "u", NOW)
-    assert 0 < r.pttl(k.PENDING + "g1") <= k.GROUP_IDLE_MS
+    assert 0 < r.pttl(ks().PENDING + "g1") <= k.GROUP_IDLE_MS

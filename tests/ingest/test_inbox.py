@@ -11,8 +11,8 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.inbox import FoldSettings, Inbox, fold_now
@@ -83,7 +83,7 @@ def test_batches_fold_exactly_as_events_one_at_a_time(r: redis.Redis, settings: 
     for seed in range(3):
         stream = events(seed, 300)
         answers = accept(r, settings, stream)
-        assert r.llen(k.INBOX) == len(stream)
+        assert r.llen(ks().INBOX) == len(stream)
         assert fold(r, settings, 1, 1) == [1] * len(stream)
         one_by_one = everything(r)
         r.flushdb()
@@ -92,7 +92,7 @@ def test_batches_fold_exactly_as_events_one_at_a_time(r: redis.Redis, settings: 
         calls = fold(r, settings, 100, 25)
         assert sum(calls) == len(stream) and max(calls) > 1
         assert everything(r) == one_by_one
-        assert not r.exists(k.INBOX)
+        assert not r.exists(ks().INBOX)
         r.flushdb()
 
 
@@ -102,20 +102,20 @@ def test_each_stored_event_counts_once_by_its_outcome_and_every_redelivery_tells
     stream = events(7, 200)
     answers = accept(r, settings, stream)
     fold(r, settings, 100, 1_000)
-    metrics = {field: int(v) for field, v in r.hgetall(k.METRICS).items()}
+    metrics = {field: int(v) for field, v in r.hgetall(ks().METRICS).items()}
     first = answers.count(1)
     assert metrics["webhook_events_total|duplicate"] == answers.count(0) > 0
     assert metrics["webhook_events_total|accepted"] + metrics.get(
         "webhook_events_total|stale", 0) == first
     # Summed over minutes: the stream's receipt times (2 s of them) may straddle a minute.
     stats: dict[str, int] = {}
-    for key in r.keys(k.STATS + "*"):
+    for key in r.keys(ks().STATS + "*"):
         for field, value in r.hgetall(key).items():
             stats[field] = stats.get(field, 0) + int(value)
     assert stats["received"] == first and stats["duplicate"] == answers.count(0)
     told = sum(len(e.listings) for e, answer in
                zip((event for _, _, event in stream), answers, strict=True) if answer == 0)
-    duplicates = [entry for key in r.keys(k.TRACE + "*") for entry in r.lrange(key, 0, -1)
+    duplicates = [entry for key in r.keys(ks().TRACE + "*") for entry in r.lrange(key, 0, -1)
                   if entry.endswith(',"d"]')]
     assert len(duplicates) == told
 
@@ -140,4 +140,4 @@ async def test_the_workers_inbox_drains_a_backlog_a_large_snapshot_in_a_call_of_
         assert (await inbox.fold()).events == 0  # an empty inbox: a no-op
     finally:
         await client.aclose()
-    assert r.scard(k.MEMBERS + "big") == 1_500 and r.scard(k.MEMBERS + "g") == 250
+    assert r.scard(ks().MEMBERS + "big") == 1_500 and r.scard(ks().MEMBERS + "g") == 250

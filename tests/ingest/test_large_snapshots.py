@@ -73,10 +73,10 @@ def test_a_redelivered_snapshot_is_stored_without_its_bodies(own: Server) -> Non
     scripts = Scripts(r, settings := make_settings(own.url))
     assert accept(r, settings, "wh-1", snapshot(1)) == 1
     assert accept(r, settings, "wh-1", snapshot(1)) == 0
-    redelivery = r.lindex("lb:inbox", -1)
+    redelivery = r.lindex("lb:{t:default}:inbox", -1)
     assert isinstance(redelivery, bytes) and len(redelivery) < 200
 
     scripts.fold_all()
-    story = r.lrange("lb:trace:apt-1", 0, -1)
+    story = r.lrange("lb:{t:default}:trace:apt-1", 0, -1)
     assert [orjson.loads(entry)[-1] for entry in story] == ["d", "a"]
     r.close()

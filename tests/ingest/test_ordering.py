@@ -17,6 +17,7 @@ import redis
 from bridge import constants as k
 from bridge.app import create_app
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import DesiredListing, decode_hash
 from bridge.settings import Settings
 from tests.conftest import SECRET
@@ -64,13 +65,13 @@ def ingest(r: redis.Redis, settings: Settings) -> Ingest:
 
 
 def desired(r: redis.Redis, ref: str) -> DesiredListing:
-    listing = decode_hash(ref, r.hgetall(k.LISTING + ref), r.get(k.BODY + ref))
+    listing = decode_hash(ref, r.hgetall(ks().LISTING + ref), r.get(ks().BODY + ref))
     assert listing is not None
     return listing
 
 
 def stale_count(r: redis.Redis) -> int:
-    return sum(int(r.hget(key, "stale") or 0) for key in r.keys(k.STATS + "*"))
+    return sum(int(r.hget(key, "stale") or 0) for key in r.keys(ks().STATS + "*"))
 
 
 # A snapshot's deletion outranks everything from before it --------------------------------------
@@ -177,7 +178,7 @@ def test_a_delete_event_records_cause_deleted(ingest: Ingest, r: redis.Redis) ->
     ingest.delete("a", T0 + 1)
     ingest.delete("never-seen", T0 + 1)  # a bare tombstone too
 
-    assert r.hget(k.LISTING + "a", "c") == k.CAUSE_DELETED
+    assert r.hget(ks().LISTING + "a", "c") == k.CAUSE_DELETED
     assert desired(r, "a").cause == desired(r, "never-seen").cause == k.CAUSE_DELETED
 
 
@@ -186,7 +187,7 @@ def test_absence_from_a_snapshot_records_cause_snapshot(ingest: Ingest, r: redis
     ingest.upsert("b", T0)
     ingest.snapshot(SNAPSHOT_AT, "b")
 
-    assert r.hget(k.LISTING + "a", "c") == k.CAUSE_SNAPSHOT
+    assert r.hget(ks().LISTING + "a", "c") == k.CAUSE_SNAPSHOT
     assert (desired(r, "a").cause, desired(r, "b").cause) == (k.CAUSE_SNAPSHOT, None)
 
 
@@ -201,7 +202,7 @@ def test_a_recreated_listing_loses_its_cause(ingest: Ingest, r: redis.Redis) -> 
     ingest.snapshot(SNAPSHOT_AT + 2, "a", "b", "c")  # "b" comes back in a later snapshot
 
     for ref in ("a", "b"):
-        assert "c" not in r.hgetall(k.LISTING + ref)
+        assert "c" not in r.hgetall(ks().LISTING + ref)
         assert (desired(r, ref).deleted, desired(r, ref).cause) == (False, None)
 
 
@@ -247,10 +248,10 @@ def test_a_non_finite_number_is_400_naming_the_field_and_a_corrected_redelivery_
     error = response.json()["error"]
     assert (error["type"], error["field"]) == ("invalid_event", field)
     assert error["message"].startswith(f"{field}: Input should be a finite number")
-    assert not r.keys(k.LISTING + "*")
-    assert not r.exists(k.SEEN + "msg_bad")
+    assert not r.keys(ks().LISTING + "*")
+    assert not r.exists(ks().SEEN + "msg_bad")
 
     corrected = crm.post(bridge, SECRET, with_number(payload, b"42.5"), msg_id="msg_bad")
     assert corrected.status_code == 202, corrected.text
     fold(r, settings)
-    assert r.exists(k.LISTING + "a")
+    assert r.exists(ks().LISTING + "a")

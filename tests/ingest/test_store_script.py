@@ -8,6 +8,7 @@ import redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.inbox import (
@@ -53,16 +54,18 @@ def test_the_fold_stops_before_an_entry_whose_keys_it_was_not_given(
     event = ValidEvent("listing.updated", "g1", now, [("apt-1", 1, b"{}")])
     store.accept_now(r, "wh-1", now, store.entry("wh-1", now, event),
                      settings.webhook.dedupe_ttl_seconds)
-    fixed = [k.INBOX, k.DUE, k.GROUPS, k.METRICS, k.TOMBSTONES, k.INBOX_DEAD, k.INBOX_RETRIES]
-    args = [100, 1_000, 10, 20, 10**12, 10**9, k.LISTING, k.BODY, k.TRACE, k.STATS, k.MEMBERS,
-            k.PENDING, k.DIRTY, k.SETTLED]
+    keys = ks()
+    fixed = [keys.INBOX, keys.DUE, keys.GROUPS, keys.METRICS, keys.TOMBSTONES, keys.INBOX_DEAD,
+             keys.INBOX_RETRIES]
+    args = [100, 1_000, 10, 20, 10**12, 10**9, keys.LISTING, keys.BODY, keys.TRACE, keys.STATS,
+            keys.MEMBERS, keys.PENDING, keys.DIRTY, keys.SETTLED]
     folded, applied, left, listings, aside, missing = r.register_script(FOLD.source)(
         keys=fixed, args=args)
     assert (folded, applied, left, listings, aside) == (0, 0, 1, 0, [])
-    assert set(missing) >= {k.TRACE + "apt-1", k.LISTING + "apt-1", k.MEMBERS + "g1"}
-    assert not r.exists(k.LISTING + "apt-1")
+    assert set(missing) >= {ks().TRACE + "apt-1", ks().LISTING + "apt-1", ks().MEMBERS + "g1"}
+    assert not r.exists(ks().LISTING + "apt-1")
     assert fold_now(r, FoldSettings.of(settings)).events == 1
-    assert r.hget(k.LISTING + "apt-1", "g") == "g1"
+    assert r.hget(ks().LISTING + "apt-1", "g") == "g1"
 
 
 def test_the_webhook_script_only_stores_the_event_for_the_fold(
@@ -74,18 +77,18 @@ def test_the_webhook_script_only_stores_the_event_for_the_fold(
     entry = store.entry("wh-1", T0 + 5, event)
 
     assert store.accept_now(r, "wh-1", T0 + 5, entry, ttl) == 1
-    assert set(r.keys("*")) == {k.SEEN + "wh-1", k.INBOX}
-    assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
+    assert set(r.keys("*")) == {ks().SEEN + "wh-1", ks().INBOX}
+    assert r.ttl(ks().SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     with redis.Redis.from_url(redis_url) as raw:  # msgpack: bytes, not text
-        assert raw.lrange(k.INBOX, 0, -1) == [entry]
+        assert raw.lrange(ks().INBOX, 0, -1) == [entry]
         # A redelivery is answered as one and queued marked, for its listings' stories (which
         # tell no body: it is left out).
         assert store.accept_now(r, "wh-1", T0 + 9, entry, ttl) == 0
         story = msgspec.msgpack.encode(["wh-1", str(T0 + 5), "u", "g1", str(T0), "apt-1", "4",
                                         ""])
-        assert raw.lrange(k.INBOX, 0, -1) == [entry, b"D" + story]
-        assert store.received_at(raw.lindex(k.INBOX, 1)) == T0 + 5
-    assert r.hgetall(k.METRICS) == {"webhook_events_total|duplicate": "1"}
+        assert raw.lrange(ks().INBOX, 0, -1) == [entry, b"D" + story]
+        assert store.received_at(raw.lindex(ks().INBOX, 1)) == T0 + 5
+    assert r.hgetall(ks().METRICS) == {"webhook_events_total|duplicate": "1"}
 
 
 def test_ingest_scripts_write_the_keys_bridge_constants_names(
@@ -93,26 +96,25 @@ def test_ingest_scripts_write_the_keys_bridge_constants_names(
 ) -> None:
     Scripts(r, settings)("wh-1", T0, "u", "g1", T0, "apt-1", 4, '{"rent": 900}')
 
-    assert r.ttl(k.SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
-    assert r.hgetall(k.LISTING + "apt-1") == {
+    assert r.ttl(ks().SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
+    assert r.hgetall(ks().LISTING + "apt-1") == {
         "g": "g1", "v": "4", "t": str(T0), "d": "0", "at": str(T0), k.LISTING_SOURCES: "wh-1"}
-    assert r.get(k.BODY + "apt-1") == '{"rent": 900}'
-    assert r.object("encoding", k.LISTING + "apt-1") == "listpack"  # short values only
-    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
-    assert r.hgetall(k.DIRTY + "g1") == {"apt-1": "1"}  # changed at the group's seq 1
-    assert r.smembers(k.GROUPS) == {"g1"}
-    assert r.hgetall(k.PENDING + "g1") == {"first": str(T0), "last": str(T0), "seq": "1"}
-    assert r.zscore(k.DUE, "g1") == T0 + settings.debounce.window_ms
-    stats = f"{k.STATS}{T0 // 60_000}"
+    assert r.get(ks().BODY + "apt-1") == '{"rent": 900}'
+    assert r.object("encoding", ks().LISTING + "apt-1") == "listpack"  # short values only
+    assert r.smembers(ks().MEMBERS + "g1") == {"apt-1"}
+    assert r.hgetall(ks().DIRTY + "g1") == {"apt-1": "1"}  # changed at the group's seq 1
+    assert r.smembers(ks().GROUPS) == {"g1"}
+    assert r.hgetall(ks().PENDING + "g1") == {"first": str(T0), "last": str(T0), "seq": "1"}
+    assert r.zscore(ks().DUE, "g1") == T0 + settings.debounce.window_ms
+    stats = f"{ks().STATS}{T0 // 60_000}"
     assert r.hgetall(stats) == {"received": "1"}
     assert 0 < r.ttl(stats) <= k.STATS_TTL_S
     # The listing's story (bridge trace) holds the event, for [trace] retention_days.
-    assert 0 < r.pttl(k.TRACE + "apt-1") <= settings.trace.retention_ms
-    assert r.hgetall(k.METRICS) == {"webhook_events_total|accepted": "1"}
-    assert set(r.keys("*")) == {k.SEEN + "wh-1", k.LISTING + "apt-1", k.BODY + "apt-1",
-                                k.MEMBERS + "g1",
-                                k.GROUPS, k.PENDING + "g1", k.DUE, stats, k.TRACE + "apt-1",
-                                k.METRICS, k.DIRTY + "g1"}
+    assert 0 < r.pttl(ks().TRACE + "apt-1") <= settings.trace.retention_ms
+    assert r.hgetall(ks().METRICS) == {"webhook_events_total|accepted": "1"}
+    assert set(r.keys("*")) == {ks().SEEN + "wh-1", ks().LISTING + "apt-1", ks().BODY + "apt-1",
+                                ks().MEMBERS + "g1", ks().GROUPS, ks().PENDING + "g1", ks().DUE,
+                                stats, ks().TRACE + "apt-1", ks().METRICS, ks().DIRTY + "g1"}
 
 
 # The splicing helper ----------------------------------------------------------------------
@@ -127,12 +129,12 @@ def test_splice_renders_strings_integers_and_lists_as_lua_literals(r: redis.Redi
 
 def test_splice_raises_on_a_misspelt_placeholder() -> None:
     with pytest.raises(ScriptError, match="no value for: PENDNG; no placeholder for: PENDING"):
-        splice("return __PENDNG__", {"PENDING": k.PENDING})
+        splice("return __PENDNG__", {"PENDING": ks().PENDING})
 
 
 def test_splice_raises_on_a_value_without_its_placeholder() -> None:
     with pytest.raises(ScriptError, match="no placeholder for: DUE"):
-        splice("return __PENDING__", {"PENDING": k.PENDING, "DUE": k.DUE})
+        splice("return __PENDING__", {"PENDING": ks().PENDING, "DUE": ks().DUE})
 
 
 def test_splice_raises_on_a_lower_case_placeholder() -> None:
@@ -146,7 +148,7 @@ def test_splice_raises_on_a_malformed_placeholder() -> None:
 
 
 def test_splice_leaves_later_placeholders_and_a_second_splice_needs_them_all() -> None:
-    first = splice("return {__KEY__, __TTL__}", {"KEY": k.DUE}, later=("TTL",))
+    first = splice("return {__KEY__, __TTL__}", {"KEY": ks().DUE}, later=("TTL",))
 
     assert placeholders(first) == {"TTL"}
     with pytest.raises(ScriptError, match="no value for: TTL"):
@@ -193,11 +195,11 @@ def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(
 
     upsert(1, "g1")
     upsert(2, "g1")
-    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}
+    assert r.smembers(ks().MEMBERS + "g1") == {"apt-1"}
     upsert(3, "g2")
-    assert not r.exists(k.MEMBERS + "g1") and r.smembers(k.MEMBERS + "g2") == {"apt-1"}
+    assert not r.exists(ks().MEMBERS + "g1") and r.smembers(ks().MEMBERS + "g2") == {"apt-1"}
     upsert(4, "g2")
     upsert(5, "g1")
-    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"} and not r.exists(k.MEMBERS + "g2")
+    assert r.smembers(ks().MEMBERS + "g1") == {"apt-1"} and not r.exists(ks().MEMBERS + "g2")
     ingest("wh-6", T0 + 6, "d", "g1", T0 + 6, "apt-1", 6, "")
-    assert r.smembers(k.MEMBERS + "g1") == {"apt-1"}, "a deleted listing stays until compacted"
+    assert r.smembers(ks().MEMBERS + "g1") == {"apt-1"}, "a deleted listing stays until compacted"

@@ -16,6 +16,7 @@ import redis
 import standardwebhooks
 
 from bridge.app import create_app
+from bridge.constants import ks
 from bridge.packing import unpack
 from bridge.settings import Settings
 from tests.conftest import OTHER_SECRET, SECRET, make_settings
@@ -32,20 +33,20 @@ def bridge(settings: Settings) -> Iterator[httpx.Client]:
 
 def stored_listing(r: redis.Redis, ref: str) -> dict[str, str]:
     """The listing hash, and its body (a key of its own) under "body"."""
-    held: dict[str, str] = r.hgetall(f"lb:listing:{ref}")
-    body = r.get(f"lb:body:{ref}")
+    held: dict[str, str] = r.hgetall(f"{ks().LISTING}{ref}")
+    body = r.get(f"{ks().BODY}{ref}")
     return held if body is None else {**held, "body": body}
 
 
 def stored_nothing(r: redis.Redis) -> bool:
     """Nothing but the counters (rejections are counted for the dashboard and /metrics)."""
-    return all(key.startswith("lb:stats:") or key == "lb:metrics" for key in r.keys("*"))
+    return all(key.startswith(ks().STATS) or key == ks().METRICS for key in r.keys("*"))
 
 
 def stats(r: redis.Redis) -> dict[str, int]:
     """Counters summed over minutes (a test may straddle a minute boundary)."""
     totals: dict[str, int] = {}
-    for key in r.keys("lb:stats:*"):
+    for key in r.keys("lb:{t:default}:stats:*"):
         assert 0 < r.ttl(key) <= 7200  # counters expire on their own
         for field, value in r.hgetall(key).items():
             totals[field] = totals.get(field, 0) + int(value)
@@ -54,7 +55,7 @@ def stats(r: redis.Redis) -> dict[str, int]:
 
 def rejections(r: redis.Redis) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for key in r.keys("lb:stats:*"):
+    for key in r.keys("lb:{t:default}:stats:*"):
         for field, value in r.hgetall(key).items():
             if field.startswith("rejected:"):
                 reason = field.removeprefix("rejected:")
@@ -68,13 +69,13 @@ def test_accepted_event_is_stored_before_202(bridge: httpx.Client, r: redis.Redi
     assert response.status_code == 202
     assert response.json() == {"accepted": True, "id": "msg_1"}
     # Stored in the inbox before the answer; a worker's fold makes it the listing's state.
-    assert r.llen("lb:inbox") == 1 and not r.exists("lb:listing:apt-1")
+    assert r.llen(ks().INBOX) == 1 and not r.exists(ks().LISTING + "apt-1")
     assert fold(r, settings) == 1
     held = stored_listing(r, "apt-1")
     assert held["g"] == "north" and held["v"] == "3" and held["d"] == "0"
     assert orjson.loads(unpack(held["body"]))["external_ref"] == "apt-1"
-    assert r.sismember("lb:members:north", "apt-1")
-    assert r.zscore("lb:due", "north") is not None
+    assert r.sismember(ks().MEMBERS + "north", "apt-1")
+    assert r.zscore(ks().DUE, "north") is not None
 
 
 def test_duplicate_webhook_id_is_answered_200_and_not_processed_twice(
@@ -83,13 +84,13 @@ def test_duplicate_webhook_id_is_answered_200_and_not_processed_twice(
     payload = crm.upsert("north", "apt-1", 1)
     assert crm.post(bridge, SECRET, payload, msg_id="msg_dup").status_code == 202
     fold(r, settings)
-    seq = r.hget("lb:pending:north", "seq")
+    seq = r.hget(ks().PENDING + "north", "seq")
     assert seq == "1"
     again = crm.post(bridge, SECRET, payload, msg_id="msg_dup")
     assert again.status_code == 200
     assert again.json() == {"duplicate": True, "id": "msg_dup"}
     assert fold(r, settings) == 0
-    assert r.hget("lb:pending:north", "seq") == seq
+    assert r.hget(ks().PENDING + "north", "seq") == seq
     assert stats(r) == {"received": 1, "duplicate": 1}
 
 
@@ -241,10 +242,10 @@ def test_redis_unreachable_is_503_with_retry_after_and_never_2xx() -> None:
             # AOF kept what was acknowledged; nothing answered 503 was stored.
             check = redis.Redis.from_url(own.url, decode_responses=True)
             assert fold(check, settings) == 1
-            assert check.hget("lb:listing:a", "v") == "1"
+            assert check.hget(ks().LISTING + "a", "v") == "1"
             assert crm.post(client, SECRET, crm.upsert("g", "a", 7)).status_code == 202
             assert fold(check, settings) == 1
-            assert check.hget("lb:listing:a", "v") == "7"
+            assert check.hget(ks().LISTING + "a", "v") == "7"
             assert client.get("/readyz").status_code == 200
             check.close()
 
@@ -282,7 +283,7 @@ def test_request_signed_by_the_standardwebhooks_package(bridge: httpx.Client,
     response = bridge.post("/webhooks/crm", content=body, headers=headers)
     assert response.status_code == 202
     fold(r, settings)
-    assert r.exists("lb:listing:a")
+    assert r.exists(ks().LISTING + "a")
 
 
 def test_100_concurrent_posts_of_one_webhook_id_are_stored_once(
@@ -302,9 +303,9 @@ def test_100_concurrent_posts_of_one_webhook_id_are_stored_once(
         statuses = asyncio.run(storm(url))
     assert statuses.count(202) == 1
     assert statuses.count(200) == 99
-    assert r.llen("lb:inbox") == 100  # one event and 99 marked redeliveries, for the stories
+    assert r.llen(ks().INBOX) == 100  # one event and 99 marked redeliveries, for the stories
     assert fold(r, settings) == 1
-    assert r.hget("lb:pending:g", "seq") == "1"
+    assert r.hget(ks().PENDING + "g", "seq") == "1"
     assert stats(r) == {"received": 1, "duplicate": 99}
 
 
@@ -330,7 +331,7 @@ def test_without_versions_occurred_at_orders(bridge: httpx.Client, r: redis.Redi
     assert crm.post(bridge, SECRET, early).status_code == 202
     assert fold(r, settings) == 1
     assert orjson.loads(unpack(stored_listing(r, "a")["body"]))["bedrooms"] == 2
-    assert r.hget("lb:stats:" + str(int(time.time() * 1000) // 60000), "stale") == "1"
+    assert r.hget(ks().STATS + str(int(time.time() * 1000) // 60000), "stale") == "1"
 
 
 def test_deletion_and_older_recreate(bridge: httpx.Client, r: redis.Redis,
@@ -352,12 +353,12 @@ def test_a_listing_that_changes_group_moves(bridge: httpx.Client, r: redis.Redis
                                             settings: Settings) -> None:
     assert crm.post(bridge, SECRET, crm.upsert("north", "a", 1)).status_code == 202
     fold(r, settings)
-    r.delete("lb:due")
+    r.delete(ks().DUE)
     assert crm.post(bridge, SECRET, crm.upsert("south", "a", 2)).status_code == 202
     fold(r, settings)
-    assert not r.sismember("lb:members:north", "a")
-    assert r.sismember("lb:members:south", "a")
-    assert set(r.zrange("lb:due", 0, -1)) == {"north", "south"}
+    assert not r.sismember(ks().MEMBERS + "north", "a")
+    assert r.sismember(ks().MEMBERS + "south", "a")
+    assert set(r.zrange(ks().DUE, 0, -1)) == {"north", "south"}
 
 
 def test_snapshot_deletes_listings_it_leaves_out(bridge: httpx.Client, r: redis.Redis,
@@ -377,13 +378,13 @@ def test_debounce_due_time_is_trailing_and_capped(redis_url: str, r: redis.Redis
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         crm.post(client, SECRET, crm.upsert("g", "a", 1))
         fold(r, settings)
-        first = int(r.hget("lb:pending:g", "first"))
-        assert r.zscore("lb:due", "g") == first + 400
+        first = int(r.hget(ks().PENDING + "g", "first"))
+        assert r.zscore(ks().DUE, "g") == first + 400
         for version in range(2, 40):
             crm.post(client, SECRET, crm.upsert("g", "a", version))
             fold(r, settings)  # with the time it was received, however late
-            last = int(r.hget("lb:pending:g", "last"))
-            assert r.zscore("lb:due", "g") == min(last + 400, first + 1000)
+            last = int(r.hget(ks().PENDING + "g", "last"))
+            assert r.zscore(ks().DUE, "g") == min(last + 400, first + 1000)
 
 
 def test_only_a_post_to_the_webhook_path_skips_the_router(bridge: httpx.Client,

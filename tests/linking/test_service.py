@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis
 
-from bridge import constants as k
 from bridge.app import create_app
 from bridge.connections import redis_client
+from bridge.constants import ks
 from bridge.linking.service import Linking
 from bridge.sandbox.app import SandboxSettings
 from bridge.sandbox.app import create_app as create_sandbox
@@ -105,7 +105,7 @@ async def test_link_records_the_ref_and_unlink_forgets_it(
     result = await lk.link("rentix", pid, "apt-1")
     assert (result.changed, result.message) == (True, f"linked rentix listing #{pid} to apt-1")
     assert portal_listings(sandbox)[pid]["externalId"] == "apt-1"
-    assert r.smembers(k.LINKED + "rentix") == {"apt-1"}
+    assert r.smembers(ks().LINKED + "rentix") == {"apt-1"}
 
     again = await lk.link("rentix", pid, "apt-1")  # asked twice: done already, not an error
     assert not again.changed and "already linked to apt-1" in again.message
@@ -113,7 +113,7 @@ async def test_link_records_the_ref_and_unlink_forgets_it(
     result = await lk.unlink("rentix", pid)
     assert (result.changed, result.external_ref) == (True, "apt-1")
     assert portal_listings(sandbox)[pid]["externalId"] is None
-    assert r.smembers(k.LINKED + "rentix") == set()
+    assert r.smembers(ks().LINKED + "rentix") == set()
     await lk.redis.aclose()
 
 
@@ -284,20 +284,20 @@ async def test_scan_keeps_adoption_on_while_listings_are_ambiguous(
     assert (await lk.adoption_status("rentix"))["active"] is True
 
     # The operator links the twin by hand: its held create is an update now, due at once.
-    r.delete(k.DUE)
+    r.delete(ks().DUE)
     await lk.link("rentix", twin, "apt-12")
-    assert r.zscore(k.DUE, "office-0") is not None
+    assert r.zscore(ks().DUE, "office-0") is not None
     held = (await lk.adoption_status("rentix"))["held_creates"]
     assert [h["ref"] for h in held] == ["apt-14"]
 
-    r.delete(k.DUE)
+    r.delete(ks().DUE)
     ended = cli(write_config(tmp_path, redis_url, sandbox_url, adopt=True), "adopt", "end",
                 "--target", "rentix")
     assert ended.returncode == 0, ended.stderr
     assert "adoption of rentix ended; held creates of 1 group(s) flow now" in ended.stdout
     status = await lk.adoption_status("rentix")
     assert (status["active"], status["held_creates"]) == (False, [])
-    assert r.zscore(k.DUE, "office-0") is not None
+    assert r.zscore(ks().DUE, "office-0") is not None
     await lk.redis.aclose()
 
 

@@ -57,6 +57,7 @@ from redis.asyncio import Redis as AsyncRedis
 from bridge import constants as k
 from bridge import stories
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.desired import DesiredListing
 from bridge.delivery.flush import Delivery
 from bridge.delivery.ledger import Ledger
@@ -252,7 +253,7 @@ class BridgeMachine(RuleBasedStateMachine):
         touched: set[str] = set()
 
         def compacted(ref: str) -> bool:
-            return ref not in touched and "at" not in self.r.hgetall(f"{k.LISTING}{ref}")
+            return ref not in touched and "at" not in self.r.hgetall(f"{ks().LISTING}{ref}")
 
         for event in self.unfolded:
             outcomes = self.model.fold(event, compacted)
@@ -410,7 +411,7 @@ class BridgeMachine(RuleBasedStateMachine):
                                listing=self.body(ref, None)), True)
 
         async def during() -> None:
-            await self.clients[0].delete(f"{k.LEASE}{group}")
+            await self.clients[0].delete(f"{ks().LEASE}{group}")
 
         self.run(self._slow_flush(portal, group, during, second=group if again else None))
         self._end()
@@ -454,7 +455,7 @@ class BridgeMachine(RuleBasedStateMachine):
         """Time passes until the first of the group's idle markers (lb:pending, lb:dirty,
         lb:settled: GROUP_IDLE_MS after they were last set) expires."""
         self._begin()
-        ttls = [t for key in (k.PENDING, k.DIRTY, k.SETTLED)
+        ttls = [t for key in (ks().PENDING, ks().DIRTY, ks().SETTLED)
                 if (t := int(self.r.pttl(f"{key}{group}"))) > 0]
         if ttls:
             self.advance(min(ttls))
@@ -477,7 +478,7 @@ class BridgeMachine(RuleBasedStateMachine):
         that expiry by the real clock; here the clock is ahead by the offset."""
         if not self.offset:
             return
-        for key in list(self.r.scan_iter(match=f"{k.LISTING}*", count=1_000)):
+        for key in list(self.r.scan_iter(match=f"{ks().LISTING}*", count=1_000)):
             fields = self.r.hgetall(key)
             if fields.get("d") != "1" or "at" in fields or "t" not in fields:
                 continue
@@ -502,7 +503,7 @@ class BridgeMachine(RuleBasedStateMachine):
                     held += 1
                     await actions.release(target.name, group, entry.digest)
             now = now_ms()
-            due = self.r.zrange(k.DUE, 0, -1, withscores=True)
+            due = self.r.zrange(ks().DUE, 0, -1, withscores=True)
             # A time set by the ingest fold runs on the offset clock: due at once; a time set
             # by a flush (backoff, rate limit, a lease) is waited for.
             ready = [g for g, at in due if at <= now or at > now + 5_000]
@@ -511,14 +512,14 @@ class BridgeMachine(RuleBasedStateMachine):
             self._fix_tombstones()
             drained = False
             if self.bulk:
-                for name, at in self.r.zrange(k.SENDERS, 0, -1, withscores=True):
+                for name, at in self.r.zrange(ks().SENDERS, 0, -1, withscores=True):
                     if at <= now_ms() or at > now_ms() + 5_000:
                         await self.workers[0].sender.drain(self.rentix)  # type: ignore[arg-type]
                         drained = True
                         assert name == self.rentix.name
-            waiting = self.r.exists(f"{k.OUTBOX}{self.rentix.name}",
-                                    f"{k.OUTBOX_BATCH}{self.rentix.name}")
-            if not due and not held and not waiting and not self.r.llen(k.INBOX):
+            waiting = self.r.exists(f"{ks().OUTBOX}{self.rentix.name}",
+                                    f"{ks().OUTBOX_BATCH}{self.rentix.name}")
+            if not due and not held and not waiting and not self.r.llen(ks().INBOX):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"not quiescent after {SETTLE_S}s: {self._stuck(due)}")
@@ -526,12 +527,12 @@ class BridgeMachine(RuleBasedStateMachine):
                 await asyncio.sleep(0.05)
 
     def _stuck(self, due: list[Any]) -> str:
-        outbox, rentix = k.OUTBOX, self.rentix.name
-        backoff = [(key, self.r.hgetall(key)) for key in self.r.scan_iter(f"{k.BACKOFF}*")]
-        targets = [self.r.hgetall(f"{k.TARGET}{t.name}") for t in self.settings.targets]
+        outbox, rentix = ks().OUTBOX, self.rentix.name
+        backoff = [(key, self.r.hgetall(key)) for key in self.r.scan_iter(f"{ks().BACKOFF}*")]
+        targets = [self.r.hgetall(f"{ks().TARGET}{t.name}") for t in self.settings.targets]
         return (f"due {due}, outbox {self.r.hgetall(f'{outbox}{rentix}')}, senders "
-                f"{self.r.zrange(k.SENDERS, 0, -1, withscores=True)}, backoff {backoff}, "
-                f"targets {targets}, inbox {self.r.llen(k.INBOX)}")
+                f"{self.r.zrange(ks().SENDERS, 0, -1, withscores=True)}, backoff {backoff}, "
+                f"targets {targets}, inbox {self.r.llen(ks().INBOX)}")
 
     # -- invariants --
 
@@ -600,7 +601,7 @@ class BridgeMachine(RuleBasedStateMachine):
                 continue
             for item in event.items:
                 if item.ref not in told:
-                    raw = self.r.lrange(f"{k.TRACE}{item.ref}", 0, -1)
+                    raw = self.r.lrange(f"{ks().TRACE}{item.ref}", 0, -1)
                     if len(raw) >= k.TRACE_MAXLEN:
                         told[item.ref] = {"*"}
                         continue

@@ -7,9 +7,9 @@ from __future__ import annotations
 import orjson
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge.cli.operate import render_drift, render_status
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ops import Operations
 from bridge.ops.models import Drift
 from bridge.reconcile.records import Records
@@ -23,7 +23,7 @@ NONE = {"missing": 0, "drift": 0, "stale": 0, "unknown": 0}
 async def test_a_pass_is_full_once_every_group_and_the_whole_portal_is_checked(
     ops: Operations, redis: Redis
 ) -> None:
-    await redis.sadd(k.GROUPS, "g1", "g2")
+    await redis.sadd(ks().GROUPS, "g1", "g2")
     assert await record_check(redis, "rentix", "g1", [("apt-1", "drift", "price"),
                                                       ("apt-2", "stale", "hidden")],
                               repaired=("drift",)) == 1
@@ -56,7 +56,7 @@ async def test_a_pass_is_full_once_every_group_and_the_whole_portal_is_checked(
 
 async def test_unknown_listings_follow_each_groups_last_check(ops: Operations,
                                                               redis: Redis) -> None:
-    await redis.sadd(k.GROUPS, "g1", "g2")
+    await redis.sadd(ks().GROUPS, "g1", "g2")
     await record_check(redis, "travtus", "g1", [("by-hand", "unknown", "never sent")])
     await record_check(redis, "travtus", "g2", [("x-1", "unknown", "never sent"),
                                                 ("x-2", "unknown", "never sent")])
@@ -72,7 +72,7 @@ async def test_unknown_listings_follow_each_groups_last_check(ops: Operations,
 
 async def test_failing_checks_are_shown_until_one_succeeds(ops: Operations,
                                                            redis: Redis) -> None:
-    await redis.sadd(k.GROUPS, "g1")
+    await redis.sadd(ks().GROUPS, "g1")
     records = Records(redis)
     for _ in range(2):
         token = await records.acquire("travtus", "g1")
@@ -94,7 +94,7 @@ async def test_failing_checks_are_shown_until_one_succeeds(ops: Operations,
 async def test_bridge_status_shows_each_targets_last_pass_and_its_findings(
     ops: Operations, redis: Redis
 ) -> None:
-    await redis.sadd(k.GROUPS, "g1")
+    await redis.sadd(ks().GROUPS, "g1")
     await record_check(redis, "rentix", "g1", [("apt-1", "drift", "price")],
                        repaired=("drift",))
     await record_check(redis, "rentix", "", [("#7", "unknown", UNLINKED)])

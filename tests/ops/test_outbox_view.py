@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from bridge import constants as k
 from bridge import counters
 from bridge.cli.operate import render_status
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.dashboard.metrics import Snapshot
 from bridge.delivery import budget
 from bridge.delivery.budget import Bucket, Budget
@@ -50,7 +50,7 @@ async def send(redis: Redis, target: str, ops: list[Queued], at: int) -> None:
     """Record a bulk request in flight, as the sender does before it sends one."""
     batch = compose(ops, at, max_ops=len(ops))
     assert batch is not None and len(batch.ops) == len(ops)
-    await redis.set(k.OUTBOX_BATCH + target, batch.json())
+    await redis.set(ks().OUTBOX_BATCH + target, batch.json())
 
 
 async def outbox(ops: Operations, target: str = "rentix") -> OutboxView | None:

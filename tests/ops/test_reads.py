@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge.cli.operate import render_status
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.delivery.ledger import Accepted, Held, Quarantined
 from bridge.ops import Operations
 from bridge.ops.models import GroupView, ListingState, Overview, Problems, Status, TargetView
@@ -54,7 +55,7 @@ async def test_a_running_flush_is_found_by_its_live_lease_and_a_lapsed_one_is_no
     await ingest(crm.upsert("g1", "apt-1", 1))
     await ingest(crm.upsert("g2", "apt-2", 1))
     # What a claim records: the group's lease expiry; g2's worker died long ago.
-    await redis.zadd(k.FLUSHING, {"g1": now_ms() + 10_000, "g2": now_ms() - 10_000})
+    await redis.zadd(ks().FLUSHING, {"g1": now_ms() + 10_000, "g2": now_ms() - 10_000})
     assert (await ops.group("g1")).flushing
     assert not (await ops.group("g2")).flushing
     overview = await ops.overview(5)
@@ -139,7 +140,7 @@ async def test_a_listing_whose_stored_state_cannot_be_read_is_shown_with_its_cau
     for ref in ("apt-1", "apt-2"):
         await ingest(crm.upsert("west-side", ref, 1))
     # A version Lua kept as a double (issue 25): int() cannot read it.
-    await redis.hset(k.LISTING + "apt-2", "v", "1e+20")
+    await redis.hset(ks().LISTING + "apt-2", "v", "1e+20")
     cause = "the stored version (v) is '1e+20': not an integer"
     view = await ops.group("west-side")
     healthy, bad = view.listings
@@ -157,7 +158,7 @@ async def test_a_listing_whose_stored_state_cannot_be_read_is_shown_with_its_cau
 async def test_a_check_that_found_an_unreadable_listing_keeps_its_cause_uncounted(
     ops: Operations, redis: Redis
 ) -> None:
-    await redis.sadd(k.GROUPS, "west-side")
+    await redis.sadd(ks().GROUPS, "west-side")
     cause = "the stored body (body) is 'nope': not JSON (unexpected character)"
     await record_check(redis, "travtus", "west-side", [("apt-2", "unreadable", cause)])
     [_, travtus] = await ops.drift()

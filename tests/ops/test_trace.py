@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest.events import parse_event
 from bridge.ingest.store import EventStore
 from bridge.ops import NotFound, Operations
@@ -66,7 +67,7 @@ def newest_first(trace: dict[str, Any]) -> bool:
 
 
 def pttl(client: redis.Redis, ref: str) -> int:
-    return cast(int, client.pttl(k.TRACE + ref))
+    return cast(int, client.pttl(ks().TRACE + ref))
 
 
 def fault(stack: Stack, **spec: Any) -> None:
@@ -127,17 +128,17 @@ def test_the_story_is_kept_for_the_retention_by_every_writer(
         stack.post(crm.upsert("kept", "apt-1", 1))
         client = redis.Redis.from_url(redis_url)
         # The event's TTL is set by the fold that tells it, before any flush.
-        stack.wait(lambda: client.exists(k.TRACE + "apt-1"), what="the event folded")
+        stack.wait(lambda: client.exists(ks().TRACE + "apt-1"), what="the event folded")
         assert WEEK_MS - 60_000 < pttl(client, "apt-1") <= WEEK_MS
         stack.wait(lambda: has(stack, "apt-1", "call", "travtus"), what="the sync told")
-        client.persist(k.TRACE + "apt-1")
+        client.persist(ks().TRACE + "apt-1")
         stack.post(crm.upsert("kept", "apt-1", 2, bedrooms=4))
         stack.wait(lambda: len(has(stack, "apt-1", "call", "travtus")) == 2,
                    what="the second sync told")
         # The flush's writes (decisions, calls) set it too.
-        client.persist(k.TRACE + "apt-1")
+        client.persist(ks().TRACE + "apt-1")
         stack.post(crm.upsert("kept", "apt-1", 3, bedrooms=5), "wh-3")
-        client.persist(k.TRACE + "apt-1")
+        client.persist(ks().TRACE + "apt-1")
         stack.wait(lambda: len(has(stack, "apt-1", "call", "travtus")) == 3,
                    what="the third sync told")
         assert WEEK_MS - 60_000 < pttl(client, "apt-1") <= WEEK_MS
@@ -229,10 +230,10 @@ def test_entries_expire_after_a_tiny_retention(redis_url: str, tmp_path: Path) -
     with running_stack(redis_url, tmp_path, trace={"retention_days": retention_days}) as stack:
         stack.post(crm.upsert("brief", "apt-1", 1))
         client = redis.Redis.from_url(redis_url)
-        stack.wait(lambda: client.exists(k.TRACE + "apt-1"), what="the event folded")
+        stack.wait(lambda: client.exists(ks().TRACE + "apt-1"), what="the event folded")
         assert 0 < pttl(client, "apt-1") <= retention_ms
         stack.wait(lambda: has(stack, "apt-1", "call", "travtus"), what="the sync told")
-        stack.wait(lambda: not client.exists(k.TRACE + "apt-1"), timeout=retention_ms / 1000 + 5,
+        stack.wait(lambda: not client.exists(ks().TRACE + "apt-1"), timeout=retention_ms / 1000 + 5,
                    what="the story to expire")
         trace = story(stack, "apt-1")  # the listing is still known: its story is empty
         assert trace["entries"] == [] and trace["retention_days"] == retention_days
@@ -363,7 +364,7 @@ async def test_a_story_keeps_its_newest_entries_only(
 ) -> None:
     for n in range(k.TRACE_MAXLEN + 5):
         await put(store, f"wh-{n}", crm.upsert("busy", "apt-1", n))
-    assert await redis.llen(k.TRACE + "apt-1") == k.TRACE_MAXLEN  # type: ignore[misc]
+    assert await redis.llen(ks().TRACE + "apt-1") == k.TRACE_MAXLEN  # type: ignore[misc]
     trace = await ops.trace("apt-1")
     assert len(trace.entries) == k.TRACE_MAXLEN
     first = trace.entries[0]
@@ -378,7 +379,7 @@ async def test_entries_older_than_the_retention_are_left_out_and_unreadable_ones
              "target": "rentix", "group": "old", "operation": "upsert",
              "idempotency_key": "lb-old", "status": 200, "outcome": "ok", "error": "",
              "latency_ms": 1.0, "attempt": 1}
-    await redis.rpush(k.TRACE + "apt-1", orjson.dumps(stale), b"not json",  # type: ignore[misc]
+    await redis.rpush(ks().TRACE + "apt-1", orjson.dumps(stale), b"not json",  # type: ignore[misc]
                       orjson.dumps({"kind": "mystery", "at": now_ms()}))
     trace = await ops.trace("apt-1")
     assert [type(e) for e in trace.entries] == [EventEntry]
@@ -404,7 +405,7 @@ async def test_decisions_and_calls_read_back_as_their_models(
     assert decision == DecisionEntry("decision", at, "rentix", "models", "rate-limited", None,
                                      None, None, at + 5_000, "spent")
     assert isinstance(event, EventEntry)
-    assert 0 < await redis.pttl(k.TRACE + "apt-1") <= ops.settings.trace.retention_ms
+    assert 0 < await redis.pttl(ks().TRACE + "apt-1") <= ops.settings.trace.retention_ms
     assert list(orjson.loads(orjson.dumps(trace))) == [
         "ref", "now", "retention_days", "group", "version", "deleted", "occurred_at",
         "received_at", "targets", "entries"]

@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 
 from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.portals import TravtusAdapter
 from bridge.reconcile import schedule
 from bridge.reconcile.compare import GroupCheck
@@ -168,7 +169,7 @@ def test_with_interval_zero_no_check_is_scheduled_or_run(redis_url: str, tmp_pat
         assert views["rentix"]["interval_s"] == 0 and views["rentix"]["last_pass"] is None
     client = sync_redis.Redis.from_url(redis_url)
     try:
-        assert client.keys("lb:reconcile:*") == []
+        assert client.keys("lb:{t:default}:reconcile:*") == []
     finally:
         client.close()
 
@@ -240,14 +241,14 @@ async def test_a_sweep_schedules_every_group_evenly_over_the_interval_after_a_gr
     arq_redis: ArqRedis, redis_url: str
 ) -> None:
     groups = [f"group-{n}" for n in range(20_000)]
-    await arq_redis.sadd(k.GROUPS, *groups)
+    await arq_redis.sadd(ks().GROUPS, *groups)
     scheduler = ReconcileScheduler(arq_redis, hourly(redis_url), sweep_batch=1_000)
     started = now_ms()
     assert await scheduler.sweep() == 2 * len(groups) + 1  # and Rentix's whole portal
     ended = now_ms()
     grace = schedule.grace_ms(HOUR_MS)
     for target in ("rentix", "travtus"):
-        due = dict(await arq_redis.zrange(f"{k.RECONCILE_DUE}{target}", 0, -1, withscores=True))
+        due = dict(await arq_redis.zrange(f"{ks().RECONCILE_DUE}{target}", 0, -1, withscores=True))
         assert len(due) == len(groups) + (target == "rentix")
         deciles = [0] * 10
         for raw, score in due.items():
@@ -258,10 +259,10 @@ async def test_a_sweep_schedules_every_group_evenly_over_the_interval_after_a_gr
             deciles[min((at - started - grace) * 10 // HOUR_MS, 9)] += 1
         # 2,000 a tenth of the hour, give or take chance (a standard deviation is about 42).
         assert all(1_800 < n < 2_200 for n in deciles), deciles
-    before = await arq_redis.zrange(f"{k.RECONCILE_DUE}travtus", 0, -1, withscores=True)
-    await arq_redis.sadd(k.GROUPS, "new-group")
+    before = await arq_redis.zrange(f"{ks().RECONCILE_DUE}travtus", 0, -1, withscores=True)
+    await arq_redis.sadd(ks().GROUPS, "new-group")
     assert await scheduler.sweep() == 2  # only what is not scheduled yet
-    after = dict(await arq_redis.zrange(f"{k.RECONCILE_DUE}travtus", 0, -1, withscores=True))
+    after = dict(await arq_redis.zrange(f"{ks().RECONCILE_DUE}travtus", 0, -1, withscores=True))
     assert all(after[g] == score for g, score in before)
 
 
@@ -279,7 +280,7 @@ async def test_due_checks_are_taken_once_and_at_most_two_at_a_time_per_target(
 ) -> None:
     now = now_ms()
     for target in ("rentix", "travtus"):
-        await arq_redis.zadd(f"{k.RECONCILE_DUE}{target}",
+        await arq_redis.zadd(f"{ks().RECONCILE_DUE}{target}",
                              {f"g{n}": now - 1_000 * (5 - n) for n in range(5)})
     scheduler = ReconcileScheduler(arq_redis, hourly(redis_url))
     assert await scheduler.take("travtus") == 2
@@ -289,25 +290,25 @@ async def test_due_checks_are_taken_once_and_at_most_two_at_a_time_per_target(
     taken = sorted((j.args[0], j.args[1]) for j in jobs)
     assert taken == [("rentix", "g0"), ("rentix", "g1"), ("travtus", "g0"), ("travtus", "g1")]
     for job in jobs:  # each job carries its ticket: the group's due time as taken
-        score = await arq_redis.zscore(f"{k.RECONCILE_DUE}{job.args[0]}", job.args[1])
+        score = await arq_redis.zscore(f"{ks().RECONCILE_DUE}{job.args[0]}", job.args[1])
         assert job.args[2] == int(score) == pytest.approx(now + k.RECONCILE_RETAKE_MS, abs=5_000)
     # Once those checks end (their running entries go), the next ones due are taken.
-    await arq_redis.delete(f"{k.RECONCILE_RUNNING}travtus")
+    await arq_redis.delete(f"{ks().RECONCILE_RUNNING}travtus")
     assert await scheduler.take("travtus") == 2
-    assert {g.decode() for g in await arq_redis.zrange(f"{k.RECONCILE_RUNNING}travtus", 0, -1)
+    assert {g.decode() for g in await arq_redis.zrange(f"{ks().RECONCILE_RUNNING}travtus", 0, -1)
             } == {"g2", "g3"}
 
 
 async def test_one_check_of_a_group_at_a_time_and_only_it_records(arq_redis: ArqRedis) -> None:
     records = Records(arq_redis)
-    await arq_redis.sadd(k.GROUPS, "g")
+    await arq_redis.sadd(ks().GROUPS, "g")
     token = await records.acquire("travtus", "g")
     assert token is not None
     assert await records.acquire("travtus", "g") is None  # the same group: refused
     assert await records.acquire("rentix", "g") is not None  # another target: its own check
     check = GroupCheck("travtus", "g")
     assert await records.record("stale-token", check, [], now_ms() + 1_000, False) == 0
-    assert await arq_redis.hget(f"{k.RECONCILE_CHECKS}travtus", "g") is None
+    assert await arq_redis.hget(f"{ks().RECONCILE_CHECKS}travtus", "g") is None
     assert await records.record(token, check, [], now_ms() + 1_000, False) == 2  # a full pass
     assert await records.acquire("travtus", "g") is not None  # released by the record
 
@@ -339,9 +340,9 @@ def _stop(stack: Stack) -> list[str]:
 
 async def test_a_paused_targets_checks_wait_for_its_resume(arq_redis: ArqRedis,
                                                            redis_url: str) -> None:
-    await arq_redis.zadd(f"{k.RECONCILE_DUE}travtus", {"g": now_ms() - 1_000})
-    await arq_redis.hset(f"{k.TARGET}travtus", "paused", "portal maintenance")
+    await arq_redis.zadd(f"{ks().RECONCILE_DUE}travtus", {"g": now_ms() - 1_000})
+    await arq_redis.hset(f"{ks().TARGET}travtus", "paused", "portal maintenance")
     scheduler = ReconcileScheduler(arq_redis, hourly(redis_url))
     assert await scheduler.tick() == 0
-    await arq_redis.hdel(f"{k.TARGET}travtus", "paused")
+    await arq_redis.hdel(f"{ks().TARGET}travtus", "paused")
     assert await scheduler.tick() == 1

@@ -20,6 +20,7 @@ from arq.connections import ArqRedis
 from bridge import constants as k
 from bridge.app import create_app
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest.inbox import Inbox
 from bridge.settings import Settings
 from tests.conftest import SECRET, make_settings
@@ -48,15 +49,15 @@ async def arq_redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 async def test_the_scheduler_folds_around_a_poison_event_and_an_operator_retries_it(
     arq_redis: ArqRedis, due_at_once: Settings, r: redis.Redis
 ) -> None:
-    r.rpush(k.INBOX, event("wh-1", "apt-1"), event("wh-bad", "apt-bad", "v2"),
+    r.rpush(ks().INBOX, event("wh-1", "apt-1"), event("wh-bad", "apt-bad", "v2"),
             event("wh-2", "apt-2"))
     scheduler = Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once))
     assert await scheduler.tick() == 1  # g1's flush, in the tick that folded it
-    assert r.llen(k.INBOX) == 0 and r.zcard(k.QUEUE) == 1
-    assert r.hexists(f"{k.LISTING}apt-1", "v") and r.hexists(f"{k.LISTING}apt-2", "v")
+    assert r.llen(ks().INBOX) == 0 and r.zcard(k.QUEUE) == 1
+    assert r.hexists(f"{ks().LISTING}apt-1", "v") and r.hexists(f"{ks().LISTING}apt-2", "v")
     shown_then_retried(due_at_once)
     await scheduler.tick()
-    assert r.hget(f"{k.LISTING}apt-bad", "v") == "2" and r.llen(k.INBOX_DEAD) == 0
+    assert r.hget(f"{ks().LISTING}apt-bad", "v") == "2" and r.llen(ks().INBOX_DEAD) == 0
 
 
 def shown_then_retried(settings: Settings) -> None:
@@ -75,8 +76,8 @@ def shown_then_retried(settings: Settings) -> None:
         assert http.post("/api/inbox/dead/retry", json={}).status_code == 400
         # The cause fixed (here: the entry itself), the retry folds it.
         with redis.Redis.from_url(str(settings.redis_url)) as raw:
-            record: bytes = raw.lindex(k.INBOX_DEAD, 0)  # type: ignore[assignment]
-            raw.lset(k.INBOX_DEAD, 0, record.replace(b"\xa2v2", b"\xa12"))
+            record: bytes = raw.lindex(ks().INBOX_DEAD, 0)  # type: ignore[assignment]
+            raw.lset(ks().INBOX_DEAD, 0, record.replace(b"\xa2v2", b"\xa12"))
         retried = http.post("/api/inbox/dead/retry", json={"ids": ["wh-bad"]}).json()
         assert [e["id"] for e in retried["retried"]] == ["wh-bad"]
         assert http.get("/api/overview").json()["inbox"]["dead"] == 0
@@ -85,10 +86,10 @@ def shown_then_retried(settings: Settings) -> None:
 async def test_an_operator_discards_a_poison_event_through_the_api(
     arq_redis: ArqRedis, due_at_once: Settings, r: redis.Redis
 ) -> None:
-    r.rpush(k.INBOX, b"not msgpack at all", event("wh-1", "apt-1"))
+    r.rpush(ks().INBOX, b"not msgpack at all", event("wh-1", "apt-1"))
     await Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once)).tick()
     discarded_through_the_api(due_at_once)
-    assert r.llen(k.INBOX_DEAD) == 0 and r.hexists(f"{k.LISTING}apt-1", "v")
+    assert r.llen(ks().INBOX_DEAD) == 0 and r.hexists(f"{ks().LISTING}apt-1", "v")
 
 
 def discarded_through_the_api(settings: Settings) -> None:
@@ -107,7 +108,7 @@ def bridge(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_bridge_status_and_bridge_inbox_dead_show_and_clear_it(
     arq_redis: ArqRedis, due_at_once: Settings, r: redis.Redis, tmp_path: Path
 ) -> None:
-    r.rpush(k.INBOX, event("wh-bad", "apt-bad", "v2"), event("wh-1", "apt-1"))
+    r.rpush(ks().INBOX, event("wh-bad", "apt-bad", "v2"), event("wh-1", "apt-1"))
     await Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once)).tick()
     config = tmp_path / "bridge.toml"
     config.write_text(f'redis_url = "{due_at_once.redis_url}"\n[webhook]\n'

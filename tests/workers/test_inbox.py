@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 
-from bridge import constants as k
 from bridge.clock import now_ms
+from bridge.constants import ks
 from bridge.ingest import store
 from bridge.ingest.events import ValidEvent
 from bridge.packing import unpack
@@ -75,7 +75,7 @@ def worker(config: Path) -> subprocess.Popen[bytes]:
 
 def left(r: redis.Redis) -> int:
     try:
-        return int(r.llen(k.INBOX))
+        return int(r.llen(ks().INBOX))
     except redis.ConnectionError:  # restarting
         return -1
 
@@ -94,7 +94,7 @@ def test_every_stored_event_is_folded_exactly_once_through_kills_freezes_and_res
     settings = load_settings(config)
     r = redis.Redis.from_url(own_redis.url, decode_responses=True)
     stored, redelivered = backlog(r, settings)
-    assert stored == LISTINGS * VERSIONS and r.llen(k.INBOX) == stored + redelivered
+    assert stored == LISTINGS * VERSIONS and r.llen(ks().INBOX) == stored + redelivered
     workers: list[subprocess.Popen[bytes]] = []
     try:
         # Killed mid-drain, three times over: a fold is one script, so it ran whole or not.
@@ -121,17 +121,17 @@ def test_every_stored_event_is_folded_exactly_once_through_kills_freezes_and_res
 
     # The restarted Redis kept what each fold did (AOF) and every event not yet folded.
     # Only the event counters: the hash also holds the flushes' histogram sums (floats).
-    metrics = {field: int(v) for field, v in r.hgetall(k.METRICS).items()
+    metrics = {field: int(v) for field, v in r.hgetall(ks().METRICS).items()
                if field.startswith("webhook_events_total|")}
     assert metrics.get("webhook_events_total|accepted", 0) + metrics.get(
         "webhook_events_total|stale", 0) == stored, metrics
-    received = sum(int(r.hget(key, "received") or 0) for key in r.keys(k.STATS + "*"))
+    received = sum(int(r.hget(key, "received") or 0) for key in r.keys(ks().STATS + "*"))
     assert received == stored
     for ref in range(LISTINGS):
-        assert r.hget(f"{k.LISTING}apt-{ref}", "v") == str(VERSIONS - 1)
-        body = r.get(f"{k.BODY}apt-{ref}")  # packed once a flush has claimed it
+        assert r.hget(f"{ks().LISTING}apt-{ref}", "v") == str(VERSIONS - 1)
+        body = r.get(f"{ks().BODY}apt-{ref}")  # packed once a flush has claimed it
         assert orjson.loads(unpack(body)) == {"external_ref": f"apt-{ref}", "v": VERSIONS - 1}
     # Each listing's story tells each of its events once, and each redelivery once more.
-    told = sum(r.llen(key) for key in r.keys(k.TRACE + "*"))
+    told = sum(r.llen(key) for key in r.keys(ks().TRACE + "*"))
     assert told == stored + redelivered
     r.close()

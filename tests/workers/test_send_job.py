@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from bridge import constants as k
+from bridge.constants import ks
 from bridge.settings import Settings
 from workers.jobs import send_outbox
 
@@ -13,10 +13,10 @@ async def test_a_target_no_longer_configured_leaves_the_senders_schedule(
     redis_url: str, settings: Settings
 ) -> None:
     async with aioredis.Redis.from_url(redis_url) as client:
-        await client.zadd(k.SENDERS, {"gone": 1})
-        await client.hset(k.OUTBOX + "gone", "apt-1", "{}")
+        await client.zadd(ks().SENDERS, {"gone": 1})
+        await client.hset(ks().OUTBOX + "gone", "apt-1", "{}")
         ctx = {"delivery": None, "settings": settings, "redis": client}
         answer = await send_outbox(ctx, "gone")
         assert "not a configured per-listing target" in answer
-        assert await client.zscore(k.SENDERS, "gone") is None
-        assert await client.hlen(k.OUTBOX + "gone") == 1  # nothing of it is thrown away
+        assert await client.zscore(ks().SENDERS, "gone") is None
+        assert await client.hlen(ks().OUTBOX + "gone") == 1  # nothing of it is thrown away
