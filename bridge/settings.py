@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import hashlib
 import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Tenants (contract section 4a). The same rule as bridge.tenancy.NAME (a key prefix is made of it).
+DEFAULT_TENANT = "default"
+TENANT_NAME = re.compile(r"^[a-z0-9-]{1,63}$")
 
 
 class ConfigError(Exception):
@@ -27,8 +41,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _whsec(secrets: list[str]) -> list[str]:
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            raise ValueError("each secret must look like whsec_<base64>")
+        try:
+            if not base64.b64decode(secret[6:], validate=True):
+                raise ValueError("a secret may not be empty")
+        except binascii.Error as exc:
+            raise ValueError("the part after whsec_ must be base64") from exc
+    return secrets
+
+
+# A list of webhook signing secrets (``[webhook] secrets``, a tenant's ``webhook_secrets``): at
+# least one when given, each ``whsec_<base64>``.
+WebhookSecrets = Annotated[list[str], Field(min_length=1), AfterValidator(_whsec)]
+
+
 class WebhookSettings(_Section):
-    secrets: list[str] = Field(min_length=1)
+    # The default tenant's secrets; left out when [[tenants]] or tenants_dir name the tenants
+    # (Settings checks that some tenant is configured). Given, there must be at least one.
+    secrets: WebhookSecrets = []
     tolerance_seconds: int = Field(300, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     dedupe_ttl_seconds: int = Field(72 * 3600, ge=60)
@@ -39,19 +72,6 @@ class WebhookSettings(_Section):
     # its maxmemory (read at most once a second): the rest is left for the workers to fold the
     # inbox into state and flush it. No maxmemory set: no ceiling of this kind.
     max_memory_share: float = Field(0.8, gt=0, le=1)
-
-    @field_validator("secrets")
-    @classmethod
-    def _whsec(cls, secrets: list[str]) -> list[str]:
-        for secret in secrets:
-            if not secret.startswith("whsec_"):
-                raise ValueError("each secret must look like whsec_<base64>")
-            try:
-                if not base64.b64decode(secret[6:], validate=True):
-                    raise ValueError("a secret may not be empty")
-            except binascii.Error as exc:
-                raise ValueError("the part after whsec_ must be base64") from exc
-        return secrets
 
 
 class DebounceSettings(_Section):
@@ -156,17 +176,21 @@ def _number(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
+def _not_blank(token: str | None, leave_out: str) -> str | None:
+    # An empty token (say "${VAR}" with VAR set but empty) would let "Bearer " in.
+    if token is not None and not token.strip():
+        raise ValueError("a non-empty token (is the environment variable it names set but "
+                         f"empty?); {leave_out}")
+    return token
+
+
 class DashboardSettings(_Section):
     token: str | None = None
 
     @field_validator("token")
     @classmethod
     def _not_blank(cls, token: str | None) -> str | None:
-        # An empty token (say "${VAR}" with VAR set but empty) would let "Bearer " in.
-        if token is not None and not token.strip():
-            raise ValueError("a non-empty token (is the environment variable it names set but "
-                             "empty?); leave token out to serve the dashboard on loopback only")
-        return token
+        return _not_blank(token, "leave token out to serve the dashboard on loopback only")
 
 
 class DeliverySettings(_Section):
@@ -236,10 +260,88 @@ class TravtusTarget(_Section):
 Target = Annotated[RentixTarget | TravtusTarget, Field(discriminator="kind")]
 
 
+def credential_id(target: RentixTarget | TravtusTarget) -> str:
+    """The id of the portal credentials ``target`` calls with (they, not the tenant, own a rate
+    budget): the same for two targets on one Rentix API key (or one Travtus client at one token
+    URL), different for two keys; the key is not written out in it."""
+    if isinstance(target, RentixTarget):
+        parts = [target.kind, target.base_url.rstrip("/"), target.api_key]
+    else:
+        parts = [target.kind, target.base_url.rstrip("/"), target.client_id,
+                 target.token_url.rstrip("/")]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _unique_targets(targets: list[Target]) -> list[Target]:
+    names = [t.name for t in targets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+    return targets
+
+
+def _overrides(section: type[_Section]) -> type[_Section]:
+    """A tenant's partial override of ``section``: every field optional (absent: the top-level
+    section's value), each checked as in ``section``, an unknown one an error. What only holds
+    across fields (max_wait_ms >= window_ms) is checked once merged with the top level."""
+    fields: dict[str, Any] = {}
+    for name, info in section.model_fields.items():
+        field = copy.copy(info)
+        field.default, field.default_factory = None, None
+        fields[name] = (Optional[info.annotation], field)  # noqa: UP045 (a runtime type)
+    model: type[_Section] = create_model(
+        f"{section.__name__.removesuffix('Settings')}Overrides", __base__=_Section, **fields)
+    return model
+
+
+if TYPE_CHECKING:
+    GuardOverrides = _Section
+    DebounceOverrides = _Section
+else:
+    GuardOverrides = _overrides(GuardSettings)
+    DebounceOverrides = _overrides(DebounceSettings)
+
+
+def _tenant_name(name: str) -> str:
+    if not TENANT_NAME.match(name):
+        raise ValueError("a tenant name: 1 to 63 characters, each a-z, 0-9 or -")
+    return name
+
+
+class TenantSettings(_Section):
+    """One ``[[tenants]]`` entry, or one file of ``tenants_dir`` (contract section 4a)."""
+
+    name: Annotated[str, AfterValidator(_tenant_name)]
+    webhook_secrets: WebhookSecrets
+    # Reaches this tenant's pages, API and actions only (the [dashboard] token reaches all).
+    dashboard_token: str | None = None
+    guard: GuardOverrides | None = None
+    debounce: DebounceOverrides | None = None
+    targets: list[Target] = []
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _not_blank(cls, token: str | None) -> str | None:
+        return _not_blank(token, "leave dashboard_token out to let only the [dashboard] token "
+                                 "reach this tenant")
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[Target]) -> list[Target]:
+        return _unique_targets(targets)
+
+
+# What the views of one Settings are cached under in its __dict__ (pydantic leaves such entries
+# out of ==, model_dump and validation; model_copy copies them, hence the owner's id with them).
+_VIEWS = "_tenant_views"
+# An error that carries its own wording, location included (see _describe).
+_WORDED = "bridge_config"
+
+
 class Settings(_Section):
     redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     redis: RedisSettings = RedisSettings()
-    webhook: WebhookSettings
+    webhook: WebhookSettings = WebhookSettings()
     debounce: DebounceSettings = DebounceSettings()
     targets: list[Target] = []
     guard: GuardSettings = GuardSettings()
@@ -248,6 +350,14 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     trace: TraceSettings = TraceSettings()
     retention: RetentionSettings = RetentionSettings()
+    # The tenants besides the default one: the file's [[tenants]], then tenants_dir's files in
+    # name order (load_settings reads them). The default tenant is the top level's
+    # (webhook.secrets, [[targets]], [guard], [debounce]) when webhook.secrets is given, or when
+    # there are no tenants at all.
+    tenants: list[TenantSettings] = []
+    tenants_dir: str | None = Field(None, min_length=1)
+    # The tenant this is a view of (``for_tenant``); the whole configuration's is "default".
+    tenant: Annotated[str, AfterValidator(_tenant_name)] = DEFAULT_TENANT
 
     @field_validator("redis_url")
     @classmethod
@@ -265,17 +375,217 @@ class Settings(_Section):
     @field_validator("targets")
     @classmethod
     def _unique_names(cls, targets: list[Target]) -> list[Target]:
-        names = [t.name for t in targets]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
-        return targets
+        return _unique_targets(targets)
+
+    @model_validator(mode="after")
+    def _tenants_agree(self) -> Settings:
+        if not self.webhook.secrets and not self.tenants and self.tenants_dir is None:
+            # As before tenants: a file that configures no tenant lacks the default's secrets.
+            where = "webhook.secrets" if "webhook" in self.model_fields_set else "webhook"
+            raise PydanticCustomError(_WORDED, "{problem}", {
+                "problem": f"{where}: missing; field required (or name the tenants with "
+                           "[[tenants]] or tenants_dir)"})
+        origins = [_Origin(None, f"tenants[{i}]") for i in range(len(self.tenants))]
+        problems = _tenant_problems(self, origins, "")
+        if problems:
+            raise PydanticCustomError(_WORDED, "{problem}",
+                                      {"problem": "; ".join(text for _, text in problems)})
+        return self
 
     def target(self, name: str) -> RentixTarget | TravtusTarget:
         for target in self.targets:
             if target.name == name:
                 return target
         raise KeyError(name)
+
+    # Tenants (contract section 4a) ------------------------------------------------------------
+
+    def _has_default(self) -> bool:
+        """Whether the top level is a tenant of its own (``self.tenant``, "default")."""
+        return bool(self.webhook.secrets) or not self.tenants
+
+    def tenant_names(self) -> list[str]:
+        """Every tenant, in configuration order, the default tenant first."""
+        names = [entry.name for entry in self.tenants]
+        if self._has_default():
+            names.insert(0, self.tenant)
+        elif DEFAULT_TENANT in names:
+            names.remove(DEFAULT_TENANT)
+            names.insert(0, DEFAULT_TENANT)
+        return names
+
+    def _entry(self, name: str) -> TenantSettings | None:
+        """Tenant ``name``'s entry; None for the top level's own tenant; KeyError if none."""
+        if self._has_default() and name == self.tenant:
+            return None
+        for entry in self.tenants:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def _views(self) -> dict[str, Any]:
+        cached = self.__dict__.get(_VIEWS)
+        if cached is None or cached[0] != id(self):  # none yet, or a model_copy's of another's
+            cached = (id(self), {})
+            self.__dict__[_VIEWS] = cached
+        views: dict[str, Any] = cached[1]
+        return views
+
+    def for_tenant(self, name: str) -> Settings:
+        """The settings as tenant ``name`` sees them: its webhook secrets, its targets, [guard]
+        and [debounce] with its overrides, ``tenant`` = name, no tenants of its own; every other
+        section the deployment's. Cached: ask as often as needed. KeyError for no such tenant."""
+        views = self._views()
+        view = views.get(name)
+        if view is None:
+            view = views[name] = self._view(name)
+        assert isinstance(view, Settings)
+        return view
+
+    def _view(self, name: str) -> Settings:
+        entry = self._entry(name)
+        if entry is None:
+            if not self.tenants and self.tenants_dir is None:
+                return self  # already a view of its one tenant
+            update: dict[str, Any] = {"tenants": [], "tenants_dir": None}
+        else:
+            update = {
+                "webhook": self.webhook.model_copy(
+                    update={"secrets": list(entry.webhook_secrets)}),
+                "targets": list(entry.targets),
+                "guard": _merged(self.guard, entry.guard),
+                "debounce": _merged(self.debounce, entry.debounce),
+                "tenant": name, "tenants": [], "tenants_dir": None,
+            }
+        view = self.model_copy(update=update)
+        view.__dict__.pop(_VIEWS, None)
+        return view
+
+    def tenant_token(self, name: str) -> str | None:
+        """Tenant ``name``'s own dashboard token (None: the [dashboard] token alone reaches it,
+        as for the default tenant of the top level). KeyError for no such tenant."""
+        entry = self._entry(name)
+        return None if entry is None else entry.dashboard_token
+
+    def credentials(self) -> dict[tuple[str, str], str]:
+        """(tenant, target name) -> the id of the portal credentials it calls with
+        (``credential_id``): rate budgets are shared by credentials."""
+        views = self._views()
+        known = views.get("\0credentials")
+        if known is None:
+            known = views["\0credentials"] = {
+                (name, target.name): credential_id(target)
+                for name in self.tenant_names() for target in self.for_tenant(name).targets}
+        return dict(known)
+
+
+def _merged(base: _Section, overrides: _Section | None) -> Any:
+    """``base`` (a top-level section) with a tenant's ``overrides`` laid over it, validated."""
+    if overrides is None:
+        return base
+    changes = overrides.model_dump(exclude_none=True)
+    if not changes:
+        return base
+    return type(base).model_validate({**base.model_dump(), **changes})
+
+
+class _Origin:
+    """Where a tenant was configured: ``file`` (None: the main file) and the key its settings
+    sit under there ("tenants[1]"; "" for a file of tenants_dir)."""
+
+    __slots__ = ("file", "key")
+
+    def __init__(self, file: str | None, key: str) -> None:
+        self.file, self.key = file, key
+
+    def at(self, setting: str) -> str:
+        return f"{self.key}.{setting}" if self.key else setting
+
+    def seen_from(self, other: _Origin, setting: str, main: str) -> str:
+        """Setting ``setting`` of this tenant, named as seen from a problem at ``other``."""
+        if self.file == other.file:
+            return self.at(setting)
+        return f"{self.at(setting)} in {self.file or main or 'the configuration file'}"
+
+
+def _tenant_problems(settings: Settings, origins: list[_Origin],
+                     main: str) -> list[tuple[str | None, str]]:
+    """What is wrong across the tenants of ``settings`` (each configured at ``origins``; the
+    main file named ``main``), as (file, problem) pairs; file None: the main file."""
+    problems: list[tuple[str | None, str]] = []
+    top = _Origin(None, "")
+    secrets_given = bool(settings.webhook.secrets)
+
+    def add(origin: _Origin, text: str) -> None:
+        problems.append((origin.file, text))
+
+    seen: dict[str, _Origin] = {}
+    for entry, origin in zip(settings.tenants, origins, strict=True):
+        if entry.name == DEFAULT_TENANT and secrets_given:
+            add(origin, f"{origin.at('name')}: found 'default', the tenant the top-level "
+                f"{top.seen_from(origin, 'webhook.secrets', main)} configure (with the top-level "
+                "[[targets]], [guard] and [debounce]); expected another name, or webhook.secrets "
+                "left out so that this entry is the default tenant")
+        elif entry.name in seen:
+            add(origin, f"{origin.at('name')}: found {entry.name!r}, as in "
+                f"{seen[entry.name].seen_from(origin, 'name', main)}; expected a name no other "
+                "tenant has (tenant names are unique across the file and tenants_dir)")
+        seen.setdefault(entry.name, origin)
+        for setting, base in (("guard", settings.guard), ("debounce", settings.debounce)):
+            overrides = getattr(entry, setting)
+            try:
+                _merged(base, overrides)
+            except ValidationError as exc:
+                changes = overrides.model_dump(exclude_none=True)
+                merged = {**base.model_dump(), **changes}
+                for error in exc.errors(include_url=False):
+                    add(origin, f"{origin.at(setting)}: found {changes!r}, which over the "
+                        f"top-level [{setting}] gives {merged!r}; expected {_expectation(error)}")
+
+    if settings.targets and not settings._has_default():
+        add(top, f"targets: found {len(settings.targets)} top-level [[targets]], which belong "
+            "to the default tenant, but no webhook.secrets, so there is none; expected "
+            "webhook.secrets given, or these targets moved into a tenant ([[tenants.targets]])")
+
+    tokens: dict[str, tuple[_Origin, str]] = {}
+    if settings.dashboard.token is not None:
+        tokens[settings.dashboard.token] = (top, "dashboard.token")
+    for entry, origin in zip(settings.tenants, origins, strict=True):
+        token = entry.dashboard_token
+        if token is None:
+            continue
+        if token in tokens:  # the token names the tenant it reaches: it must be its own
+            first, setting = tokens[token]
+            reach = " (which reaches every tenant)" if first is top else ""
+            add(origin, f"{origin.at('dashboard_token')}: found the same token as "
+                f"{first.seen_from(origin, setting, main)}{reach}; expected a token of this "
+                "tenant's own")
+        else:
+            tokens[token] = (origin, "dashboard_token")
+
+    # Targets on one set of credentials share one budget: they must agree on its size.
+    budgets: dict[tuple[str, str], tuple[int, _Origin, str]] = {}
+    placed: list[tuple[_Origin, list[Target]]] = []
+    if settings._has_default():
+        placed.append((top, list(settings.targets)))
+    placed += [(origin, list(entry.targets))
+               for entry, origin in zip(settings.tenants, origins, strict=True)]
+    for origin, targets in placed:
+        for index, target in enumerate(targets):
+            where = f"targets[{index}]"
+            credential = credential_id(target)
+            for rate in ("requests_per_minute", "bulk_per_minute"):
+                if not hasattr(target, rate):
+                    continue
+                value = getattr(target, rate)
+                known, at, place = budgets.setdefault((credential, rate),
+                                                      (value, origin, where))
+                if known != value:
+                    add(origin, f"{origin.at(where)}.{rate}: found {value}, but "
+                        f"{at.seen_from(origin, place, main)} calls with the same "
+                        f"credentials at {known}; expected the same {rate} for every target "
+                        "on one set of credentials (they share one budget)")
+    return problems
 
 
 def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
@@ -304,6 +614,8 @@ def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    if error["type"] == _WORDED:  # worded where it was found, location and all
+        return str(error["msg"])
     if error["type"] == "missing":
         return f"{key}: missing; {_expectation(error)}"
     if error["type"] == "extra_forbidden":
@@ -333,30 +645,125 @@ def _expectation(error: ErrorDetails) -> str:
     return message[0].lower() + message[1:] if message else "a valid value"
 
 
-def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
+def parse_settings(data: dict[str, Any], source: str = "configuration",
+                   base_dir: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from a configuration file's ``data`` (``source`` names it in messages). A
+    relative tenants_dir is read from ``base_dir`` (the file's own directory; default: the
+    working directory), its tenants added after the file's own."""
+    data = _expanded(data, source)
+    if "tenant" in data:  # a view's, set by for_tenant; a file names its tenants otherwise
+        raise ConfigError(f"{source}: tenant: unknown setting (found {data['tenant']!r}); "
+                          "name tenants with [[tenants]] or tenants_dir")
+    settings = _validated(Settings, data, source)
+    if settings.tenants_dir is None:
+        return settings
+    directory = Path(settings.tenants_dir)
+    if not directory.is_absolute():
+        directory = Path(base_dir if base_dir is not None else ".") / directory
+    found = _read_tenants_dir(directory, settings.tenants_dir, source)
+    origins = [_Origin(None, f"tenants[{i}]") for i in range(len(settings.tenants))]
+    origins += [_Origin(file, "") for file, _ in found]
+    whole = settings.model_copy(update={"tenants": [*settings.tenants,
+                                                   *(entry for _, entry in found)]})
+    whole.__dict__.pop(_VIEWS, None)
+    problems = _tenant_problems(whole, origins, source)
+    if not whole.tenants and not whole.webhook.secrets:
+        problems.append((None, f"tenants_dir: found {settings.tenants_dir!r} ({directory}), "
+                               "which holds no tenant files (*.toml), and no webhook.secrets; "
+                               "expected at least one tenant"))
+    if problems:
+        raise ConfigError(_by_file(problems, source))
+    return whole
+
+
+def _expanded(data: dict[str, Any], source: str) -> dict[str, Any]:
     try:
-        data = expand_env(data)
+        expanded: dict[str, Any] = expand_env(data)
     except ConfigError as exc:  # named like every other problem: file, then setting
         raise ConfigError(f"{source}: {exc}") from None
+    return expanded
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(model: type[_M], data: dict[str, Any], source: str) -> _M:
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e, data) for e in exc.errors(include_url=False)]
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
+def _by_file(problems: list[tuple[str | None, str]], main: str) -> str:
+    """Problems as one message: each file named once, before its problems."""
+    files: dict[str, list[str]] = {}
+    for file, text in problems:
+        files.setdefault(file or main, []).append(text)
+    return "; ".join(f"{file}: " + "; ".join(texts) for file, texts in files.items())
+
+
+def _read_toml(file: Path, what: str) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the {what} ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
+        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+
+
+def _read_tenants_dir(directory: Path, given: str,
+                      source: str) -> list[tuple[str, TenantSettings]]:
+    """The tenants of ``directory``'s ``*.toml`` files, in name order, each with its file
+    (dot files, an editor's, are left out). All of their problems in one ConfigError."""
+    if not directory.is_dir():
+        state = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigError(f"{source}: tenants_dir: found {given!r}, but {directory} {state}; "
+                          "expected a directory of tenant files (*.toml), relative to the "
+                          "configuration file's directory unless absolute")
+    try:
+        files = sorted(path for path in directory.iterdir()
+                       if path.suffix == ".toml" and not path.name.startswith(".")
+                       and path.is_file())
+    except OSError as exc:
+        raise ConfigError(f"{source}: tenants_dir: cannot list {directory} "
+                          f"({exc.strerror})") from None
+    tenants: list[tuple[str, TenantSettings]] = []
+    problems: list[str] = []
+    for file in files:
+        try:
+            tenants.append((str(file), _tenant_file(file)))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return tenants
+
+
+def _tenant_file(file: Path) -> TenantSettings:
+    """One file of tenants_dir: the keys of one [[tenants]] entry, its [[targets]] at the top;
+    ``name`` is the file's stem, which the file may repeat but not contradict."""
+    data = _expanded(_read_toml(file, "tenant file"), str(file))
+    if "name" not in data:
+        if not TENANT_NAME.match(file.stem):
+            raise ConfigError(f"{file}: name: found {file.stem!r} (the file's name); expected "
+                              "a tenant name: 1 to 63 characters, each a-z, 0-9 or - (rename "
+                              "the file)")
+        data["name"] = file.stem
+    elif data["name"] != file.stem:
+        raise ConfigError(f"{file}: name: found {data['name']!r}; expected {file.stem!r}, the "
+                          "file's name without .toml (or leave name out)")
+    return _validated(TenantSettings, data, str(file))
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load the TOML file named by ``path`` or ``$BRIDGE_CONFIG``."""
+    """Load the TOML file named by ``path`` or ``$BRIDGE_CONFIG``, and its tenants_dir's files.
+    Reads everything afresh each time (a process reloads on SIGHUP by calling it again)."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the configuration file ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
-    return parse_settings(data, str(file))
+    data = _read_toml(file, "configuration file")
+    return parse_settings(data, str(file), file.parent)
