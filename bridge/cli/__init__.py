@@ -2,7 +2,8 @@
 
 ``processes`` (serve, worker, sandbox), ``dev`` (dev, send), ``operate`` (status, held,
 quarantine, target), ``inbox`` (events set aside), ``reconcile``, ``trace`` (a listing's
-story) and ``link`` (external-ID linking); ``options`` holds what they share.
+story), ``link`` (external-ID linking) and ``tenants`` (tenant list, purge); ``options`` holds
+what they share, ``--tenant`` among it: every command on one tenant's data or portals takes it.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from collections.abc import Iterator
 import click
 
 from bridge import logs
-from bridge.cli import dev, inbox, link, operate, processes, reconcile, trace
+from bridge.cli import dev, inbox, link, operate, processes, reconcile, tenants, trace
 from bridge.cli.options import verbose_option
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
-    """listing-bridge: keeps property portals in step with the agency's CRM."""
+    """listing-bridge: keeps property portals in step with the agency's CRM.
+
+    One deployment may serve several agencies (tenants): a command that works on one agency's
+    data or portals takes --tenant NAME (default: default); `bridge tenant list` names them.
+    """
     logs.configure("text", logging.DEBUG if verbose else logging.INFO)
 
 
-for family in (processes, dev, operate, inbox, reconcile, trace):
+for family in (processes, dev, operate, inbox, reconcile, trace, tenants):
     family.register(main)
 main.add_command(link.link)
 

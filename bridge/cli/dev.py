@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import config_option, host_port, load, log_format_option, plain_errors
+from bridge import tenancy
+from bridge.cli.options import (
+    config_option,
+    host_port,
+    load_tenant,
+    log_format_option,
+    plain_errors,
+    tenant_option,
+)
 
 
 def register(main: click.Group) -> None:
@@ -39,10 +47,11 @@ def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
 
 @click.command()
 @config_option
+@tenant_option
 @click.option("--url", default="http://127.0.0.1:8000/webhooks/crm", show_default=True,
-              help="The bridge's webhook URL.")
-@click.option("--secret", help="A whsec_ secret (default: the first one in --config, or the "
-              "one `bridge dev` printed).")
+              help="The bridge's webhook URL (with --tenant NAME, events go to URL/NAME).")
+@click.option("--secret", help="A whsec_ secret (default: the tenant's first one in --config, "
+              "or the one `bridge dev` printed).")
 @click.option("--file", "file_", type=click.File("rb"), help="Events as JSON lines ('-': stdin).")
 @click.option("--generate", type=int, help="Generate this many realistic events instead.")
 @click.option("--groups", type=int, default=5, show_default=True,
@@ -55,13 +64,14 @@ def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
 @click.option("--seed", type=int,
               help="With --generate: the same seed generates the same events (default: a new "
                    "one each run, named in the summary).")
-def send(config_path: str | None, url: str, secret: str | None, file_: Any,
+def send(config_path: str | None, tenant: str | None, url: str, secret: str | None, file_: Any,
          generate: int | None, groups: int, listings_per_group: int, rate: float | None,
          concurrency: int, seed: int | None) -> None:
     """Sign and post events to a bridge: a file of JSON lines, or generated ones."""
     from bridge.dev.sender import secret_problem, send_events
 
-    secret = secret or _default_secret(config_path)
+    url = tenant_url(url, tenant)
+    secret = _tenant_secret(config_path, tenant, secret)
     problem = secret_problem(secret)
     if problem:
         raise click.BadParameter(problem, param_hint="--secret")
@@ -96,9 +106,30 @@ def _generated(count: int, groups: int, per_group: int, seed: int | None) -> lis
     return list(event_stream(count, groups, per_group, seed, first))
 
 
-def _default_secret(config_path: str | None) -> str:
-    if config_path:
-        return load(config_path).webhook.secrets[0]
+def tenant_url(url: str, tenant: str | None) -> str:
+    """Where ``tenant``'s events go: its own webhook, ``/webhooks/crm/NAME`` beside
+    ``/webhooks/crm`` (the tenant ``default``'s, as before tenants)."""
+    if tenant is None or tenant == tenancy.DEFAULT:
+        return url
+    if not tenancy.valid(tenant):
+        raise click.BadParameter(f"{tenant!r} is not a tenant name ([a-z0-9-])",
+                                 param_hint="'--tenant'")
+    base = url.rstrip("/")
+    return base if base.endswith(f"/webhooks/crm/{tenant}") else f"{base}/{tenant}"
+
+
+def _tenant_secret(config_path: str | None, tenant: str | None, secret: str | None) -> str:
+    """--secret, else the tenant's first secret in the configuration; a configuration given is
+    checked to name the tenant even when --secret is (nothing is sent to an unknown one)."""
+    if config_path or (tenant not in (None, tenancy.DEFAULT) and not secret):
+        secrets = load_tenant(config_path, tenant).webhook.secrets
+        if not secret and not secrets:
+            raise click.UsageError(f"tenant {tenant!r} has no webhook secret: pass --secret")
+        return secret or secrets[0]
+    return secret or _dev_secret()
+
+
+def _dev_secret() -> str:
     from bridge.dev.stack import dev_secret_file
 
     path = dev_secret_file()

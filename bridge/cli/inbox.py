@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge.cli.operate import run_operation
-from bridge.cli.options import config_option
+from bridge.cli.options import config_option, tenant_option
 
 if TYPE_CHECKING:
     from bridge.ingest.inbox import DeadEvent
@@ -31,13 +31,14 @@ def dead() -> None:
 
 @dead.command("list")
 @config_option
+@tenant_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print them as JSON (the same as GET /api/inbox/dead).")
-def list_dead(config_path: str | None, as_json: bool) -> None:
+def list_dead(config_path: str | None, tenant: str | None, as_json: bool) -> None:
     """Every event set aside, the first set aside first, with the error that stopped it."""
     import orjson
 
-    events = run_operation(config_path, lambda ops: ops.dead_events())
+    events = run_operation(config_path, tenant, lambda ops: ops.dead_events())
     if as_json:
         click.echo(orjson.dumps({"dead": events}, option=orjson.OPT_INDENT_2).decode())
     elif not events:
@@ -69,22 +70,24 @@ def _ids(ids: tuple[str, ...], every: bool) -> list[str] | None:
 
 @dead.command()
 @config_option
+@tenant_option
 @click.option("--all", "every", is_flag=True, help="Every event set aside.")
 @click.argument("ids", nargs=-1)
-def retry(config_path: str | None, every: bool, ids: tuple[str, ...]) -> None:
+def retry(config_path: str | None, tenant: str | None, every: bool, ids: tuple[str, ...]) -> None:
     """Put events set aside back at the head of the inbox (fix what stopped them first)."""
     chosen = _ids(ids, every)
-    moved = run_operation(config_path, lambda ops: ops.retry_dead(chosen))
+    moved = run_operation(config_path, tenant, lambda ops: ops.retry_dead(chosen))
     click.echo(f"retried {len(moved)} event(s): {', '.join(e.id for e in moved) or 'none'}")
 
 
 @dead.command()
 @config_option
+@tenant_option
 @click.option("--all", "every", is_flag=True, help="Every event set aside.")
 @click.argument("ids", nargs=-1)
-def discard(config_path: str | None, every: bool, ids: tuple[str, ...]) -> None:
+def discard(config_path: str | None, tenant: str | None, every: bool, ids: tuple[str, ...]) -> None:
     """Drop events set aside for good: they are never folded."""
     chosen = _ids(ids, every)
-    dropped = run_operation(config_path, lambda ops: ops.discard_dead(chosen))
+    dropped = run_operation(config_path, tenant, lambda ops: ops.discard_dead(chosen))
     click.echo(f"discarded {len(dropped)} event(s): "
                f"{', '.join(e.id for e in dropped) or 'none'}")

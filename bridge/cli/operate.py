@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from bridge.cli.options import config_option, run_service
+from bridge import tenancy
+from bridge.cli.options import config_option, run_service, tenant_option
 
 if TYPE_CHECKING:
     from bridge.ops import Operations
@@ -23,41 +24,47 @@ def register(main: click.Group) -> None:
         main.add_command(command)
 
 
-def run_operation(config_path: str | None, action: Callable[[Operations], Awaitable[T]]) -> T:
+def run_operation(config_path: str | None, tenant: str | None,
+                  action: Callable[[Operations], Awaitable[T]]) -> T:
+    """One action of ``bridge.ops`` on ``tenant``'s data and portals."""
     from bridge.ops import OperationError, Operations
 
     async def closing(ops: Operations) -> T:
         async with ops:
             return await action(ops)
 
-    result: T = run_service(config_path, Operations, closing, OperationError)
+    result: T = run_service(config_path, Operations, closing, OperationError, tenant)
     return result
 
 
 @click.command()
 @config_option
+@tenant_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(config_path: str | None, as_json: bool) -> None:
+def status(config_path: str | None, tenant: str | None, as_json: bool) -> None:
     """Queues, held syncs, quarantine and targets, in the terminal."""
     import orjson
 
-    result = run_operation(config_path, lambda ops: ops.status())
+    result = run_operation(config_path, tenant, lambda ops: ops.status())
     if as_json:  # the same JSON as GET /api/status
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo("\n".join(render_status(result)))
+        click.echo("\n".join(render_status(result, tenant)))
 
 
-def render_status(status: Status) -> list[str]:
-    """The terminal summary of ``bridge status``."""
-    lines = [f"groups known: {status.groups}   flush jobs queued: {status.queued_jobs}   "
-             f"workers alive: {len(status.workers)}"]
+def render_status(status: Status, tenant: str | None = None) -> list[str]:
+    """The terminal summary of ``bridge status``; for a tenant other than ``default`` it is
+    named first, and the commands it suggests name it too."""
+    also = f" --tenant {tenant}" if tenant and tenant != tenancy.DEFAULT else ""
+    lines = [f"tenant {tenant}"] if also else []
+    lines.append(f"groups known: {status.groups}   flush jobs queued: {status.queued_jobs}   "
+                 f"workers alive: {len(status.workers)}")
     if status.inbox.events:
         lines.append(f"received, not yet folded by a worker: {status.inbox.events} event(s), "
                      f"the oldest for {(status.inbox.oldest_age_ms or 0) / 1000:.1f} s")
     if status.inbox.dead:
         lines.append(f"SET ASIDE {status.inbox.dead} event(s) the workers could not fold: "
-                     "bridge inbox dead list")
+                     f"bridge inbox dead list{also}")
     flushing = [d for d in status.due if d.flushing_until is not None]
     waiting = [d for d in status.due if d.flushing_until is None and d.in_ms > 0]
     due_now = len(status.due) - len(flushing) - len(waiting)
@@ -78,7 +85,7 @@ def render_status(status: Status) -> list[str]:
     for change in status.held:  # once per group, whichever targets hold it
         lines += [f"HELD {change.group} on {', '.join(change.targets)}: {change.reason}",
                   f"  digest {change.digest}: bridge held release|discard --digest "
-                  f"{change.digest} {change.group}"]
+                  f"{change.digest}{also} {change.group}"]
         if change.deletions:
             lines.append(f"  would delete: {', '.join(change.deletions[:20])}")
     return lines
@@ -171,12 +178,12 @@ digest_option = click.option(
          "held sync is shown and you are asked to confirm.")
 
 
-def reviewed_digest(config_path: str | None, target: str | None, group: str,
+def reviewed_digest(config_path: str | None, tenant: str | None, target: str | None, group: str,
                     digest: str | None, verb: str) -> str:
     """The digest the operator names, or the one they confirm after seeing the held change."""
     if digest:
         return digest
-    held = run_operation(config_path, lambda ops: ops.held_sync(target, group))
+    held = run_operation(config_path, tenant, lambda ops: ops.held_sync(target, group))
     click.echo(f"held change of {group} on {', '.join(held.targets)} (digest {held.digest}): "
                f"{held.reason}")
     click.echo(f"it keeps {held.listings} listing(s) and would delete "
@@ -194,29 +201,31 @@ target_option = click.option(
 
 @held.command("release")
 @config_option
+@tenant_option
 @target_option
 @digest_option
 @click.argument("group")
-def held_release(config_path: str | None, target: str | None, group: str,
+def held_release(config_path: str | None, tenant: str | None, target: str | None, group: str,
                  digest: str | None) -> None:
     """Send the held change of GROUP that you reviewed, deletions included."""
-    digest = reviewed_digest(config_path, target, group, digest, "Release")
-    entry = run_operation(config_path, lambda ops: ops.release(target, group, digest))
+    digest = reviewed_digest(config_path, tenant, target, group, digest, "Release")
+    entry = run_operation(config_path, tenant, lambda ops: ops.release(target, group, digest))
     click.echo(f"released {group} on {', '.join(entry.targets)}; it will delete: "
                f"{', '.join(entry.deletions) or 'nothing'}")
 
 
 @held.command("discard")
 @config_option
+@tenant_option
 @target_option
 @digest_option
 @click.argument("group")
-def held_discard(config_path: str | None, target: str | None, group: str,
+def held_discard(config_path: str | None, tenant: str | None, target: str | None, group: str,
                  digest: str | None) -> None:
     """Do not send the deletions of GROUP's held change that you reviewed: every portal keeps
     those listings (once the group changes, its change is judged afresh)."""
-    digest = reviewed_digest(config_path, target, group, digest, "Discard")
-    entry = run_operation(config_path, lambda ops: ops.discard(target, group, digest))
+    digest = reviewed_digest(config_path, tenant, target, group, digest, "Discard")
+    entry = run_operation(config_path, tenant, lambda ops: ops.discard(target, group, digest))
     click.echo(f"discarded the held change of {group} on {', '.join(entry.targets)}")
 
 
@@ -231,21 +240,26 @@ quarantined_on = click.option("--target", required=True,
 
 @quarantine.command("retry")
 @config_option
+@tenant_option
 @quarantined_on
 @click.argument("refs", nargs=-1, required=True)
-def quarantine_retry(config_path: str | None, target: str, refs: tuple[str, ...]) -> None:
+def quarantine_retry(config_path: str | None, tenant: str | None, target: str,
+                     refs: tuple[str, ...]) -> None:
     """Send the listings REFS to the target again (once their data is fixed)."""
-    count = run_operation(config_path, lambda ops: ops.retry(target, list(refs)))
+    count = run_operation(config_path, tenant, lambda ops: ops.retry(target, list(refs)))
     click.echo(f"{count} listing(s) will be sent to {target} again")
 
 
 @quarantine.command("discard")
 @config_option
+@tenant_option
 @quarantined_on
 @click.argument("refs", nargs=-1, required=True)
-def quarantine_discard(config_path: str | None, target: str, refs: tuple[str, ...]) -> None:
+def quarantine_discard(config_path: str | None, tenant: str | None, target: str,
+                       refs: tuple[str, ...]) -> None:
     """Stop sending the listings REFS to the target until their content changes."""
-    count = run_operation(config_path, lambda ops: ops.discard_quarantined(target, list(refs)))
+    count = run_operation(config_path, tenant,
+                          lambda ops: ops.discard_quarantined(target, list(refs)))
     click.echo(f"{count} listing(s) discarded for {target} (until their content changes)")
 
 
@@ -256,17 +270,19 @@ def target() -> None:
 
 @target.command("pause")
 @config_option
+@tenant_option
 @click.argument("name")
-def target_pause(config_path: str | None, name: str) -> None:
+def target_pause(config_path: str | None, tenant: str | None, name: str) -> None:
     """Stop delivery to the target NAME; its changes keep accumulating."""
-    run_operation(config_path, lambda ops: ops.pause(name))
+    run_operation(config_path, tenant, lambda ops: ops.pause(name))
     click.echo(f"{name} paused; changes keep accumulating")
 
 
 @target.command("resume")
 @config_option
+@tenant_option
 @click.argument("name")
-def target_resume(config_path: str | None, name: str) -> None:
+def target_resume(config_path: str | None, tenant: str | None, name: str) -> None:
     """Resume delivery to the target NAME; the changes waiting flow now."""
-    run_operation(config_path, lambda ops: ops.resume(name))
+    run_operation(config_path, tenant, lambda ops: ops.resume(name))
     click.echo(f"{name} resumed; waiting changes flow now")

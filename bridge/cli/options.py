@@ -1,16 +1,17 @@
-"""What every command shares: the --config option, --host/--port, loading settings, plain
-errors, and running one async action against Redis."""
+"""What every command shares: the --config and --tenant options, --host/--port, loading settings
+(a tenant's view of them), plain errors, and running one async action against Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from bridge import tenancy
 from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, be_verbose
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 
@@ -21,6 +22,14 @@ R = TypeVar("R")
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="BRIDGE_CONFIG",
     help="The TOML configuration file (or $BRIDGE_CONFIG).",
+)
+
+# Default None, not "default": a command can tell an explicit --tenant from none (reconcile's
+# --all-tenants refuses one; an unconfigured "default" is then named as the default).
+tenant_option = click.option(
+    "--tenant", metavar="NAME", default=None,
+    help="The tenant (agency) whose data and portals this works on (default: `default`, the "
+         "tenant of the configuration's top level).",
 )
 
 log_format_option = click.option(
@@ -91,30 +100,56 @@ def plain_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def tenant_settings(settings: Settings, tenant: str | None) -> Settings:
+    """``tenant``'s view of the settings (its targets, secrets, guards); a tenant the file does
+    not configure is a usage error (exit 2, before anything is done) naming those it does."""
+    name = tenant or tenancy.DEFAULT
+    names = settings.tenant_names()
+    if name not in names:
+        hint = "" if tenant else "; pass --tenant NAME"
+        raise click.BadParameter(f"no tenant {name!r} is configured (configured: "
+                                 f"{', '.join(names) or 'none'}){hint}", param_hint="'--tenant'")
+    return settings.for_tenant(name)
+
+
+def load_tenant(config_path: str | None, tenant: str | None) -> Settings:
+    return tenant_settings(load(config_path), tenant)
+
+
 def run_service(config_path: str | None, service: Callable[[Any, Settings], Any],
-                action: Callable[[Any], Any], errors: type[Exception]) -> Any:
-    """Build ``service(redis, settings)``, run one async action with it, close Redis; the
-    errors an operator can act on become one plain line instead of a traceback. The client is
-    redis-py's from ``redis_url`` with every option of the URL, as the other processes make."""
+                action: Callable[[Any], Any], errors: type[Exception],
+                tenant: str | None = None) -> Any:
+    """Build ``service(redis, settings)`` for ``tenant`` (its settings, its keys), run one async
+    action with it, close Redis; the errors an operator can act on become one plain line
+    instead of a traceback."""
+    view = load_tenant(config_path, tenant)
+    try:
+        return run_redis(view, lambda redis: action(service(redis, view)), view.tenant)
+    except errors as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run_redis(settings: Settings, action: Callable[[Any], Awaitable[R]],
+              tenant: str | None = None) -> R:
+    """Run ``action(redis)`` under ``tenant`` (none: the action names its tenants itself) and
+    close Redis. The client is redis-py's from ``redis_url`` with every option of the URL, as
+    the other processes make."""
     from bridge.connections import redis_client
 
-    settings = load(config_path)
     url = settings.redis_url
     if not url:
         raise click.ClickException("redis_url is required")
 
-    async def go() -> Any:
+    async def go() -> R:
         redis = redis_client(url)
         try:
-            return await action(service(redis, settings))
+            with tenancy.use(tenant) if tenant else contextlib.nullcontext():
+                return await action(redis)
         finally:
             await redis.aclose()
 
-    try:
-        with redis_trouble_in_one_line(url):
-            return asyncio.run(go())
-    except errors as exc:
-        raise click.ClickException(str(exc)) from None
+    with redis_trouble_in_one_line(url):
+        return asyncio.run(go())
 
 
 @contextlib.contextmanager

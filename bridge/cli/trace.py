@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from bridge.cli.operate import run_operation
-from bridge.cli.options import config_option
+from bridge.cli.options import config_option, tenant_option
 
 
 def register(main: click.Group) -> None:
@@ -17,17 +17,18 @@ def register(main: click.Group) -> None:
 
 @click.command()
 @config_option
+@tenant_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print the story as JSON (the same as GET /api/listings/{ref}/trace).")
 @click.argument("ref")
-def trace(config_path: str | None, as_json: bool, ref: str) -> None:
+def trace(config_path: str | None, tenant: str | None, as_json: bool, ref: str) -> None:
     """One listing's story: where it stands on each portal, then every event received, flush
     decision per target and portal call, newest first."""
     import orjson
 
     from bridge.ops.trace import render_trace
 
-    result = run_operation(config_path, lambda ops: ops.trace(ref))
+    result = run_operation(config_path, tenant, lambda ops: ops.trace(ref))
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
