@@ -1,5 +1,6 @@
 """What an operator can do: release or discard a held change (on every target holding it, or
-one named), retry or discard quarantined listings, pause or resume a target, make groups due.
+one named), retry or discard quarantined listings, pause or resume a target (or every target of
+the tenant), make groups due.
 Every change goes through the ledger (``bridge/delivery/ledger.py``), as the worker's own do."""
 
 from __future__ import annotations
@@ -181,3 +182,17 @@ class Actions:
     async def resume(self, target: str) -> None:
         await self.ledger.resume(self._target(target))
         log.info("resuming %s (by an operator)", target, extra=about(target=target))
+
+    async def pause_every_target(self, reason: str = "tenant paused by an operator") -> list[str]:
+        """Pause every target of the tenant (these settings' targets); their names."""
+        names = [t.name for t in self.settings.targets]
+        for name in names:
+            await self.pause(name, reason)
+        return names
+
+    async def resume_every_target(self) -> list[str]:
+        """Resume every target of the tenant, a target paused on its own too; their names."""
+        names = [t.name for t in self.settings.targets]
+        for name in names:
+            await self.resume(name)
+        return names
