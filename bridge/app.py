@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import html
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -19,14 +22,16 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bridge import tenancy
 from bridge.connections import RedisCheck, address, redis_client
 from bridge.dashboard import dashboard_routes, links
 from bridge.ingest.signatures import Verifier
 from bridge.ingest.store import EventStore
-from bridge.ingest.webhook import RETRY_AFTER_S, WebhookEndpoint
+from bridge.ingest.webhook import RETRY_AFTER_S, WebhookEndpoint, tenant_of
 from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
+from bridge.migration import migrate
 from bridge.responses import JSONResponse, error
-from bridge.settings import Settings, load_settings
+from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
 
 log = logging.getLogger("bridge.app")
 
@@ -39,22 +44,50 @@ LOG_AGAIN_S = 60.0
 
 
 class BridgeApp(Starlette):
-    """The web app: ``POST /webhooks/crm`` goes straight to its endpoint, ahead of Starlette's
-    middleware and router; every other request takes them. Those layers do nothing for the
-    webhook (it answers every error itself; an exception it does not expect still becomes a
-    logged 500, from uvicorn) and cost about 8 % of its CPU per request (py-spy under
+    """The web app: ``POST /webhooks/crm[/{tenant}]`` goes straight to its endpoint, ahead of
+    Starlette's middleware and router; every other request takes them. Those layers do nothing
+    for the webhook (it answers every error itself; an exception it does not expect still
+    becomes a logged 500, from uvicorn) and cost about 8 % of its CPU per request (py-spy under
     ``python -m tests.bench.webhook``)."""
 
     webhook: WebhookEndpoint | None = None
+    config_path: str | None = None  # what a SIGHUP reloads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (self.webhook is not None and scope["type"] == "http"
-                and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST"
+                and scope["method"] == "POST" and tenant_of(scope["path"]) is not None
                 and not scope.get("root_path")):
             scope["app"] = self
             await self.webhook(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def reload(self) -> bool:
+        """Read the configuration file again and serve its tenants from the next request on
+        (a request under way finishes with what it started with). An invalid file is logged
+        with its name and line and changes nothing. Settings outside the tenants (Redis, the
+        listening address, [webhook] limits) take a restart."""
+        if self.config_path is None or self.webhook is None:
+            log.warning("SIGHUP: no configuration file to reload (the app was built in code)")
+            return False
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded, the previous one stays: %s", exc)
+            return False
+        tenancy.register_credentials(settings.credentials())
+        self.webhook.verifiers = verifiers(settings)
+        self.state.settings = settings
+        log.info("SIGHUP: configuration reloaded from %s; tenants: %s", self.config_path,
+                 ", ".join(settings.tenant_names()) or "none")
+        return True
+
+
+def verifiers(settings: Settings) -> dict[str, Verifier]:
+    """Each tenant's webhook verifier: its own secrets, the deployment's tolerance."""
+    tolerance = settings.webhook.tolerance_seconds
+    return {name: Verifier(settings.for_tenant(name).webhook.secrets, tolerance)
+            for name in settings.tenant_names()}
 
 
 class Unavailable:
@@ -92,7 +125,8 @@ def app_from_environment() -> Starlette:
     log_format = os.environ.get(LOG_FORMAT_ENV, "text")
     if log_format in LOG_FORMATS:
         configure(log_format)
-    app = create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"))
+    app = create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"),
+                     config_path=os.environ.get(CONFIG_ENV))
     quiet_garbage_collector()
     return app
 
@@ -107,17 +141,19 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
+def create_app(settings: Settings, listen_host: str = "127.0.0.1",
+               config_path: str | None = None) -> Starlette:
+    """The web app for ``settings``; with ``config_path`` a SIGHUP reloads its tenants."""
     if not settings.redis_url:
         raise ValueError("redis_url is required to serve")
+    tenancy.register_credentials(settings.credentials())
     redis = redis_client(settings.redis_url)
     # The webhook's script client runs the check on every (re)connect and waits for what it
     # returns; until a check passes, webhooks answer 503 and /readyz says why.
     check = RedisCheck(redis, settings.redis)
     store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce,
                        prepare=check, trace=settings.trace, retention=settings.retention)
-    verifier = Verifier(settings.webhook.secrets, settings.webhook.tolerance_seconds)
-    webhook = WebhookEndpoint(verifier, store, settings.webhook.max_body_bytes)
+    webhook = WebhookEndpoint(verifiers(settings), store, settings.webhook.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,7 +161,12 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
         if check.problem is not None:
             log.warning("%s; webhooks answer 503 until it is reachable and passes the start-up "
                         "check", check.problem)
+        else:  # a Redis away now: the workers migrate when it is back
+            await _migrated(redis)
+        hangup = _on_hangup(bridge_app)
         yield
+        if hangup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await store.aclose()
         await redis.aclose()
 
@@ -145,15 +186,37 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1") -> Starlette:
     unavailable = Unavailable(address(redis))
     routes = [
         Route(WEBHOOK_PATH, webhook, methods=["POST"]),  # taken by BridgeApp first
+        Route(WEBHOOK_PATH + "/{tenant}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *links.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
-    app = BridgeApp(routes=routes, lifespan=lifespan,
-                    exception_handlers={e: unavailable.answer for e in UNAVAILABLE})
+    app = bridge_app = BridgeApp(routes=routes, lifespan=lifespan,
+                                 exception_handlers={e: unavailable.answer for e in UNAVAILABLE})
     app.webhook = webhook
+    app.config_path = config_path
     app.state.settings = settings
     app.state.redis = redis
     app.state.listen_host = listen_host
     return app
+
+
+def _on_hangup(app: BridgeApp) -> bool:
+    """SIGHUP reloads the tenants (in the main thread's loop only: a test's app may run
+    elsewhere); whether the handler is installed."""
+    if app.config_path is None:
+        return False
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app.reload)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+async def _migrated(redis: Redis) -> None:
+    """The one-off move of a single-tenant release's keys (``bridge/migration.py``), before
+    the first webhook is stored."""
+    report = await migrate(redis)
+    if report is not None:
+        log.info("%s", report.describe())

@@ -17,8 +17,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge import constants as k
+from bridge import tenancy
 from bridge.constants import ks
 from bridge.replies import text
+
+
+async def wake(redis: Redis) -> None:
+    """Give the current tenant a turn of the workers' schedulers now (``lb:wake``, score 0):
+    after work was made due outside a turn (an operator's action, a job's end). The webhook
+    does the same inside its script."""
+    await redis.zadd(k.WAKE, {tenancy.current(): 0})
 
 
 # ``SORT lb:groups BY`` this: the groups by their last change (idle ones, expired, last).

@@ -82,8 +82,10 @@ def valid(name: str) -> bool:
 _credentials: dict[tuple[str, str], str] = {}
 
 
-def register_credential(tenant: str, target: str, credential: str) -> None:
-    _credentials[(tenant, target)] = credential
+def register_credentials(credentials: dict[tuple[str, str], str]) -> None:
+    """The configuration's credentials (``Settings.credentials``), replacing what was known."""
+    _credentials.clear()
+    _credentials.update(credentials)
 
 
 def credential(tenant: str, target: str) -> str | None:

@@ -5,8 +5,10 @@ one group on one target (``bridge.reconcile``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from arq.worker import Retry
@@ -15,16 +17,16 @@ from redis.exceptions import AuthenticationError, AuthorizationError, OutOfMemor
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge import group_state
+from bridge import group_state, tenancy
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.delivery import Delivery
 from bridge.portals import PortalError
 from bridge.reconcile import schedule
 from bridge.reconcile.compare import Finding, GroupCheck, Kind
-from bridge.reconcile.records import Records, counts
+from bridge.reconcile.records import counts
 from bridge.reconcile.service import Reconciler
-from bridge.settings import RentixTarget, Settings, TravtusTarget
+from bridge.settings import RentixTarget, TravtusTarget
+from workers.tenants import Runtime, Runtimes
 
 log = logging.getLogger("workers.jobs")
 
@@ -54,22 +56,50 @@ def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, NOT_TRANSIENT)
 
 
-async def flush_group(ctx: dict[str, Any], group: str) -> str:
-    delivery: Delivery = ctx["delivery"]
+@contextlib.asynccontextmanager
+async def tenant_job(ctx: dict[str, Any], tenant: str) -> AsyncIterator[Runtime | None]:
+    """A job's tenant: set for the rest of the job's task, its runtime (None: not configured
+    any more) held while the job runs. When the job ends the tenant gets a turn of the
+    schedulers: whatever the job made due (a group's next flush, an outbox) is found then,
+    not when a lease would have lapsed."""
+    tenancy.enter(tenant)
+    runtimes: Runtimes = ctx["runtimes"]
+    runtime = runtimes.get(tenant)
+    if runtime is not None:
+        runtime.jobs += 1
     try:
-        return str(await delivery.flush(group))  # arq logs and keeps the text
-    except Exception as exc:
-        if not is_connection_failure(exc):
-            raise
-        # Lost Redis mid-flush: arq keeps the job and runs it again (one log line, no
-        # traceback); if Redis is still away, the worker's supervisor takes over.
-        raise Retry(defer=INTERRUPTED_RETRY_S) from exc
+        yield runtime
+    finally:
+        if runtime is not None:
+            runtime.jobs -= 1
+        with contextlib.suppress(*CONNECTION_ERRORS):  # the next turn's look finds it anyway
+            await group_state.wake(ctx["redis"])
 
 
-async def send_outbox(ctx: dict[str, Any], target: str) -> str:
+async def flush_group(ctx: dict[str, Any], group: str, tenant: str = tenancy.DEFAULT) -> str:
+    async with tenant_job(ctx, tenant) as runtime:
+        if runtime is None:
+            return f"{group}: tenant {tenant} is not configured"
+        try:
+            return str(await runtime.delivery.flush(group))  # arq logs and keeps the text
+        except Exception as exc:
+            if not is_connection_failure(exc):
+                raise
+            # Lost Redis mid-flush: arq keeps the job and runs it again (one log line, no
+            # traceback); if Redis is still away, the worker's supervisor takes over.
+            raise Retry(defer=INTERRUPTED_RETRY_S) from exc
+
+
+async def send_outbox(ctx: dict[str, Any], target: str, tenant: str = tenancy.DEFAULT) -> str:
     """Drain one per-listing target's outbox by bulk (``bridge.delivery.sender``)."""
-    delivery: Delivery = ctx["delivery"]
-    settings: Settings = ctx["settings"]
+    async with tenant_job(ctx, tenant) as runtime:
+        if runtime is None:
+            return f"{target}: tenant {tenant} is not configured"
+        return await _send(ctx, runtime, target)
+
+
+async def _send(ctx: dict[str, Any], runtime: Runtime, target: str) -> str:
+    delivery, settings = runtime.delivery, runtime.settings
     try:
         spec = settings.target(target)
     except KeyError:
@@ -90,12 +120,21 @@ class PausedTarget(Exception):
     """An operator paused the target: it is neither read nor repaired until resumed."""
 
 
-async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: int) -> str:
+async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: int,
+                          tenant: str = tenancy.DEFAULT) -> str:
     """Check ``group`` on ``target`` against the desired state and repair missing and drifted
     listings (under the group's lease); record what was found and when the group is next due.
     ``ticket`` is the due score the scheduler took it with: a job whose group was taken again,
     or checked, since then does nothing."""
-    settings: Settings = ctx["settings"]
+    async with tenant_job(ctx, tenant) as runtime:
+        if runtime is None:
+            return f"{group or '(whole portal)'} on {target}: tenant {tenant} is not configured"
+        return await _reconcile(ctx, runtime, target, group, ticket)
+
+
+async def _reconcile(ctx: dict[str, Any], runtime: Runtime, target: str, group: str,
+                     ticket: int) -> str:
+    settings = runtime.settings
     interval_ms = settings.reconcile.interval_s * 1000
     if not interval_ms:
         return "reconciliation is off"
@@ -103,7 +142,7 @@ async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: 
         spec = settings.target(target)
     except KeyError:
         return f"{target}: not a configured target"
-    records: Records = ctx["reconcile_records"]
+    records = runtime.records
     where = f"{group or '(whole portal)'} on {target}"
     token = await records.acquire(target, group)
     if token is None:
@@ -113,7 +152,7 @@ async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: 
             if await _taken_since(ctx["redis"], target, group, ticket):
                 return f"{where}: taken again since"
             try:
-                check, repaired = await _check(ctx, spec, group)
+                check, repaired = await _check(ctx, runtime.reconciler, spec, group)
             except Exception as exc:
                 if is_connection_failure(exc):
                     raise
@@ -133,9 +172,9 @@ async def reconcile_group(ctx: dict[str, Any], target: str, group: str, ticket: 
     return _summary(where, check.findings, repaired)
 
 
-async def _check(ctx: dict[str, Any], spec: RentixTarget | TravtusTarget, group: str
+async def _check(ctx: dict[str, Any], reconciler: Reconciler,
+                 spec: RentixTarget | TravtusTarget, group: str
                  ) -> tuple[GroupCheck, list[Finding]]:
-    reconciler: Reconciler = ctx["reconciler"]
     state = await reconciler.delivery.ledger.target_state(spec.name)
     if state.get("paused"):
         raise PausedTarget(f"the target is paused ({state['paused']})")

@@ -1,7 +1,9 @@
-"""Turns due work into arq jobs: the webhook's inbox into state, due groups into flushes and due
-outboxes into sends (``Scheduler``), and due reconciliation
-checks into ``reconcile_group`` jobs (``ReconcileScheduler``). Every worker runs both; any
-number may run at once.
+"""Turns due work into arq jobs, tenant by tenant: the webhook's inbox into state, due groups
+into flushes and due outboxes into sends (``Scheduler``), and due reconciliation checks into
+``reconcile_group`` jobs (``ReconcileScheduler``). Every worker runs one; any number may run at
+once. A tenant takes a turn only when it has work (``lb:wake``): the webhook's script wakes it,
+as do a job's end and an operator's action; each turn ends by setting when the tenant next has
+work (its due groups, outboxes, checks, tombstones), unless something woke it meanwhile.
 
 Taking a due group bumps its score a little, atomically, so the other workers' schedulers do not
 enqueue it again meanwhile. Job ids are arq's own: what keeps a group to one flush at a time is
@@ -14,24 +16,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
+import orjson
 from arq.connections import ArqRedis
 
 from bridge import constants as k
+from bridge import tenancy
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.ingest.inbox import Inbox
 from bridge.reconcile import schedule
 from bridge.replies import text
 from bridge.scripts import Script, load
 from bridge.settings import Settings
 from workers.jobs import is_connection_failure
+from workers.tenants import Runtime, Runtimes
 
 log = logging.getLogger("workers.scheduler")
 
 TAKE_DUE = load(__file__, "take_due.lua")  # due groups, or due outboxes
+TAKE_TURNS = load(__file__, "take_turns.lua")  # the tenants whose turn is due
+END_TURN = load(__file__, "end_turn.lua")
+NEXT_DUE = load(__file__, "next_due.lua")  # when a tenant next has work
+
+# A tenant's turn is taken again this long after it started, if it did not end (its worker
+# died); at most this many turns a tick.
+TURN_LEASE_MS = 5_000
+TURNS_PER_TICK = 500
+# Workers whose heartbeat is this recent count as live (for the room in the queue); read this
+# often.
+LIVE_WORKER_MS = 15_000
+LIVE_WORKERS_EVERY_S = 5.0
 
 # If an enqueued flush never claims the group (it waits behind a running one), try again then.
 RETRY_MS = 1_000
@@ -100,77 +118,228 @@ class Polling(ABC):
             await asyncio.sleep(self.every_s)
 
 
+@dataclass(frozen=True)
+class NextDue:
+    """When a tenant next has work (next_due.lua): -1 where there is none."""
+
+    inbox: int  # events waiting
+    groups: int  # first due group (lb:due)
+    senders: int  # first due outbox (lb:senders)
+    tombstones: int  # first tombstone expiry (lb:tombstones)
+    checks: int  # first due check of a target not paused
+
+    def at(self, now: int) -> int:
+        """When the tenant's next turn is due; -1: not before something wakes it."""
+        if self.inbox:
+            return now
+        purge = self.tombstones + k.TOMBSTONE_GRACE_MS if self.tombstones >= 0 else -1
+        times = [t for t in (self.groups, self.senders, purge, self.checks) if t >= 0]
+        return min(times) if times else -1
+
+
 class Scheduler(Polling):
-    """Folds the webhook's inbox (``lb:inbox``) into the desired state, then turns due groups
-    (``lb:due``) into ``flush_group`` jobs and due outboxes (``lb:senders``) into
-    ``send_outbox`` jobs: a change is scheduled in the tick that folds it."""
+    """Turns the tenants' work into arq jobs, a turn per tenant with work (``lb:wake``): its
+    inbox folded into state (``bridge/ingest/inbox.py``), its due groups (``lb:due``) into
+    ``flush_group`` jobs, its due outboxes (``lb:senders``) into ``send_outbox`` jobs and its
+    due checks into ``reconcile_group`` jobs (``ReconcileScheduler``). A change is scheduled in
+    the turn that folds it.
 
-    what = "scheduling due groups"
+    Only tenants with work take turns, so the cost of a tick grows with the work, not with the
+    number of tenants configured. Fairness between tenants: the queue of jobs is kept short
+    (about one worker's ``max_jobs`` waiting beyond what the live workers run), and the room
+    in it is shared out among the tenants whose turn it is, the one served longest ago first;
+    what a tenant cannot enqueue now stays due for its next turn. A tenant loading 20,000
+    listings therefore never has more than its share of the queue ahead of another tenant's
+    one change. A fold takes at most one batch per turn for the same reason."""
 
-    def __init__(self, redis: ArqRedis, interval_ms: int, inbox: Inbox,
-                 batch: int = 200) -> None:
+    what = "scheduling due work"
+
+    def __init__(self, redis: ArqRedis, interval_ms: int, runtimes: Runtimes,
+                 batch: int = 200, max_jobs: int = 10) -> None:
         self.redis = redis
         self.every_s = interval_ms / 1000
-        self.inbox = inbox
+        self.runtimes = runtimes
         self.batch = batch
+        self.max_jobs = max_jobs
+        self._take_turns = Script(redis, TAKE_TURNS)
+        self._end_turn = Script(redis, END_TURN)
+        self._next_due = Script(redis, NEXT_DUE)
         self._take = Script(redis, TAKE_DUE)
         self._fold_errors = OncePerCause("folding the inbox")
+        self._served: dict[str, float] = {}  # tenant -> when it last enqueued a job
+        self._checks: dict[str, ReconcileScheduler] = {}
+        self._workers = _LiveWorkers(redis)
 
     async def tick(self) -> int:
-        await self._fold()
+        now = now_ms()
+        taken = [text(t) for t in await self._take_turns(
+            keys=[k.WAKE], args=[now, TURN_LEASE_MS, TURNS_PER_TICK])]
+        if not taken:
+            return 0
+        ticket = now + TURN_LEASE_MS
+        room = await self._room()
+        taken.sort(key=lambda t: self._served.get(t, 0.0))
+        shares = _shares(room, len(taken))
+        turns = [self._turn(tenant, ticket, share) for tenant, share in zip(taken, shares,
+                                                                            strict=True)]
+        return sum(await asyncio.gather(*turns))
+
+    async def _room(self) -> int:
+        """Jobs that may join arq's queue now: what the live workers run, one worker's
+        max_jobs beyond it, less what is queued or running already."""
+        capacity = self.max_jobs * (await self._workers.count() + 1)
+        return max(0, capacity - int(await self.redis.zcard(k.QUEUE)))
+
+    async def _turn(self, tenant: str, ticket: int, share: int) -> int:
+        """One tenant's turn (in a task of its own: the tenant is set for it alone)."""
+        tenancy.enter(tenant)
+        runtime = self.runtimes.get(tenant)
+        if runtime is None:  # not configured (any more): its data waits for a purge
+            await self._end_turn(keys=[k.WAKE], args=[tenant, ticket, -1])
+            return 0
+        targets = self._checked_targets(runtime)
+        before = await self._look(targets)
+        now = now_ms()
+        folded = await self._fold(runtime) if before.at(now) >= 0 and (
+            before.inbox or 0 <= before.tombstones + k.TOMBSTONE_GRACE_MS <= now) else 0
         enqueued = 0
-        for due, job_name in ((ks().DUE, k.FLUSH_JOB), (ks().SENDERS, k.SEND_JOB)):
-            for name in await self._take_due(due):
-                job = await self.redis.enqueue_job(job_name, name, _queue_name=k.QUEUE)
-                enqueued += job is not None
+        if share:
+            enqueued += await self._enqueue(ks().SENDERS, k.SEND_JOB, tenant, share)
+            enqueued += await self._enqueue(ks().DUE, k.FLUSH_JOB, tenant, share - enqueued)
+        checks = self._checks_of(runtime)
+        if checks is not None:
+            enqueued += await checks.turn(folded > 0, before.checks, now)
+        if enqueued:
+            self._served[tenant] = time.monotonic()
+        after = await self._look(targets)
+        await self._end_turn(keys=[k.WAKE], args=[tenant, ticket, _next(after, checks)])
         return enqueued
 
-    async def _take_due(self, due: str) -> list[str]:
+    def _checked_targets(self, runtime: Runtime) -> list[str]:
+        if not runtime.settings.reconcile.interval_s:
+            return []
+        return [t.name for t in runtime.settings.targets]
+
+    async def _look(self, targets: list[str]) -> NextDue:
+        keys = ks()
+        per_target = [key for t in targets
+                      for key in (f"{keys.RECONCILE_DUE}{t}", f"{keys.TARGET}{t}")]
+        found = await self._next_due(
+            keys=[keys.INBOX, keys.DUE, keys.SENDERS, keys.TOMBSTONES, *per_target],
+            args=targets)
+        return NextDue(*(int(n) for n in found))
+
+    async def _enqueue(self, due: str, job_name: str, tenant: str, most: int) -> int:
+        if most <= 0:
+            return 0
+        enqueued = 0
+        for name in await self._take_due(due, min(most, self.batch)):
+            job = await self.redis.enqueue_job(job_name, name, tenant=tenant,
+                                               _queue_name=k.QUEUE)
+            enqueued += job is not None
+        return enqueued
+
+    async def _take_due(self, due: str, most: int) -> list[str]:
         """The members of ``due`` (lb:due or lb:senders) due now, each moved RETRY_MS on."""
-        taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, self.batch])
+        taken = await self._take(keys=[due], args=[now_ms(), RETRY_MS, most])
         return [text(raw) for raw in taken]
 
-    async def _fold(self) -> None:
-        """Fold the inbox. An entry the fold cannot handle goes aside in the same call
-        (``lb:inbox:dead``, logged by the inbox) and the rest is folded; a fold that fails
-        whole (the script itself) never holds back the flushes and sends of what is folded
-        already: logged once per cause, and the tick goes on. Redis being away is the tick's to
-        ride out."""
+    async def _fold(self, runtime: Runtime) -> int:
+        """Fold a batch of the tenant's inbox. An entry the fold cannot handle goes aside in
+        the same call (``lb:inbox:dead``, logged by the inbox) and the rest is folded; a fold
+        that fails whole (the script itself) never holds back the flushes and sends of what is
+        folded already: logged once per cause, and the turn goes on. Redis being away is the
+        tick's to ride out."""
         try:
-            await self.inbox.drain()
+            folded = await runtime.inbox.fold()
         except Exception as exc:
             if is_connection_failure(exc):
                 raise
             self._fold_errors.failed(exc)
-        else:
-            self._fold_errors.worked()
+            return 0
+        self._fold_errors.worked()
+        return folded.events
+
+    def _checks_of(self, runtime: Runtime) -> ReconcileScheduler | None:
+        """The tenant's check scheduler (its sweep's place kept between turns)."""
+        if not runtime.settings.reconcile.interval_s:
+            return None
+        checks = self._checks.get(runtime.tenant)
+        if checks is None or checks.settings is not runtime.settings:
+            checks = self._checks[runtime.tenant] = ReconcileScheduler(self.redis,
+                                                                        runtime.settings)
+        return checks
 
 
-class ReconcileScheduler(Polling):
-    """Keeps every group scheduled for a check on every target (``lb:reconcile:due:{target}``,
-    see ``bridge/reconcile/schedule.py``) and turns the due checks into ``reconcile_group``
-    jobs. Groups that appear are scheduled by the next sweep over ``lb:groups``: one SSCAN step
-    of ``sweep_batch`` groups a tick, a new sweep at most every ``SWEEP_S``."""
+def _next(after: NextDue, checks: ReconcileScheduler | None) -> int:
+    """When the tenant's next turn is due: its work, or the sweep it owes."""
+    now = now_ms()
+    at = after.at(now)
+    owed = checks.owed_at() if checks is not None else -1
+    if owed >= 0 and (at < 0 or owed < at):
+        return owed
+    return at
 
-    what = "scheduling reconciliation"
 
-    def __init__(self, redis: ArqRedis, settings: Settings, every_s: float = 1.0,
+def _shares(room: int, tenants: int) -> list[int]:
+    """``room`` jobs shared out over ``tenants`` in order: equal shares, the remainder to the
+    first ones (served longest ago)."""
+    each, extra = divmod(room, tenants)
+    return [each + (i < extra) for i in range(tenants)]
+
+
+class _LiveWorkers:
+    """How many workers beat recently (lb:workers), read at most every few seconds."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self.redis = redis
+        self._count = 1
+        self._read_at = -math.inf
+
+    async def count(self) -> int:
+        if time.monotonic() - self._read_at > LIVE_WORKERS_EVERY_S:
+            beats = await self.redis.hvals(k.WORKERS)  # type: ignore[misc]
+            fresh = now_ms() - LIVE_WORKER_MS
+            self._count = max(1, sum(1 for b in beats if orjson.loads(b).get("at", 0) > fresh))
+            self._read_at = time.monotonic()
+        return self._count
+
+
+class ReconcileScheduler:
+    """One tenant's periodic checks: keeps every group scheduled for a check on every target
+    (``lb:reconcile:due:{target}``, see ``bridge/reconcile/schedule.py``) and turns the due
+    checks into ``reconcile_group`` jobs, in the tenant's turns. Groups that appear (a turn
+    folded events) are scheduled by a sweep over ``lb:groups``: one SSCAN step of
+    ``sweep_batch`` groups a turn, a new sweep at most every ``SWEEP_S``; a sweep owed meanwhile
+    gives the tenant a turn when it may start (``owed_at``)."""
+
+    def __init__(self, redis: ArqRedis, settings: Settings,
                  sweep_batch: int = SWEEP_BATCH) -> None:
         assert settings.reconcile.interval_s > 0
         self.redis = redis
+        self.settings = settings
+        self.tenant = settings.tenant
         self.targets = list(settings.targets)
         self.interval_ms = settings.reconcile.interval_s * 1000
-        self.every_s = every_s
         self.sweep_batch = sweep_batch
-        self.sweep_every_s = min(SWEEP_S, settings.reconcile.interval_s)
+        self.sweep_every_ms = int(min(SWEEP_S, settings.reconcile.interval_s) * 1000)
         self._cursor: str | None = None  # None: between sweeps
-        self._next_sweep = 0.0
+        self._next_sweep = 0  # ms: no sweep starts before
+        self._owed = True  # a sweep is owed: the first turn in this worker starts one
         self._top_up = schedule.TopUp(redis)
         self._take = Script(redis, TAKE_CHECKS)
 
-    async def tick(self) -> int:
-        if self.targets:
+    async def turn(self, folded: bool, first_check: int, now: int) -> int:
+        """The tenant's turn: a step of its sweep, when one is under way or owed and may
+        start, then its due checks as jobs; how many were enqueued."""
+        self._owed = self._owed or folded
+        if self.targets and (self.sweeping or self._owed):
             await self.top_up()
+        if not (0 <= first_check <= now):
+            return 0
+        return await self.take_due()
+
+    async def take_due(self) -> int:
         enqueued = 0
         for spec in self.targets:
             # A paused target is neither read nor repaired: its checks wait, due, for a resume.
@@ -178,27 +347,33 @@ class ReconcileScheduler(Polling):
                 enqueued += await self.take(spec.name)
         return enqueued
 
+    def owed_at(self) -> int:
+        """When this tenant needs a turn for its sweep (ms); -1: it does not."""
+        if self.sweeping:
+            return now_ms()
+        return self._next_sweep if self._owed and self.targets else -1
+
     async def top_up(self) -> int:
         """One step of the sweep under way, or the start of the next one when it is time;
         how many (target, group) checks were scheduled."""
         added = 0
         if self._cursor is None:
-            if time.monotonic() < self._next_sweep:
+            if now_ms() < self._next_sweep:
                 return 0
-            self._cursor = "0"
+            self._cursor, self._owed = "0", False
             added += await self._whole_portals()
         cursor, more = await self._top_up.step([t.name for t in self.targets], self._cursor,
                                                self.sweep_batch, self.interval_ms, now_ms())
         if cursor == "0":
             self._cursor = None
-            self._next_sweep = time.monotonic() + self.sweep_every_s
+            self._next_sweep = now_ms() + self.sweep_every_ms
         else:
             self._cursor = cursor
         return added + more
 
     async def sweep(self) -> int:
         """A whole sweep over lb:groups at once (the ticks take it a step at a time)."""
-        self._cursor, self._next_sweep = None, 0.0
+        self._cursor, self._next_sweep = None, 0
         added = await self.top_up()
         while self.sweeping:
             added += await self.top_up()
@@ -224,7 +399,7 @@ class ReconcileScheduler(Polling):
         enqueued = 0
         for group, ticket in await self._take_checks(target):
             job = await self.redis.enqueue_job(k.RECONCILE_JOB, target, group, ticket,
-                                               _queue_name=k.QUEUE)
+                                               tenant=self.tenant, _queue_name=k.QUEUE)
             enqueued += job is not None
         return enqueued
 

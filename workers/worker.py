@@ -40,14 +40,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 
 from bridge import constants as k
+from bridge import tenancy
 from bridge.clock import now_ms
 from bridge.connections import check_redis, redis_client
-from bridge.delivery import Delivery
 from bridge.ingest.inbox import Inbox
-from bridge.portals import adapters_for
-from bridge.reconcile.records import Records
-from bridge.reconcile.service import Reconciler
-from bridge.settings import Settings
+from bridge.migration import migrate
+from bridge.settings import ConfigError, Settings, load_settings
 from workers.jobs import (
     CONNECTION_ERRORS,
     flush_group,
@@ -55,7 +53,8 @@ from workers.jobs import (
     reconcile_group,
     send_outbox,
 )
-from workers.scheduler import ReconcileScheduler, Scheduler
+from workers.scheduler import Scheduler
+from workers.tenants import Runtimes
 
 log = logging.getLogger("workers.worker")
 
@@ -109,17 +108,24 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     await check_redis(ctx["redis"], settings.redis)  # UnsafeRedis stops the process
-    ctx["adapters"] = adapters_for(settings)
-    ctx["delivery"] = Delivery(ctx["redis"], settings, ctx["adapters"])
+    report = await migrate(ctx["redis"])  # a single-tenant release's keys, moved once
+    if report is not None:
+        log.info("%s", report.describe())
+    tenancy.register_credentials(settings.credentials())
+    runtimes = ctx["runtimes"] = Runtimes(ctx["redis"], settings)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
-    ctx["reconciler"] = Reconciler(ctx["redis"], settings, ctx["adapters"], ctx["delivery"])
-    ctx["reconcile_records"] = Records(ctx["redis"])
-    scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms,
-                          Inbox(ctx["redis"], settings))
+    await wake_all(ctx["redis"], runtimes.names)
+    scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms, runtimes,
+                          max_jobs=settings.delivery.max_jobs)
     ctx["tasks"] = [asyncio.create_task(scheduler.run()), asyncio.create_task(heartbeat(ctx))]
-    if settings.reconcile.interval_s:  # 0: no periodic reconciliation at all
-        reconciling = ReconcileScheduler(ctx["redis"], settings)
-        ctx["tasks"].append(asyncio.create_task(reconciling.run()))
+
+
+async def wake_all(redis: Redis, tenants: frozenset[str] | list[str]) -> None:
+    """A turn now for every tenant named (a worker's start, a reload): whatever work they have
+    is found, whatever woke them before a crash or not at all (data migrated, a tenant added),
+    and each one's sweep of its groups starts."""
+    if tenants:
+        await redis.zadd(k.WAKE, dict.fromkeys(tenants, 0))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -135,8 +141,9 @@ async def release(ctx: dict[str, Any], redis_answers: bool) -> None:
             await task
     if "worker_id" in ctx and redis_answers:  # a stale beat is overwritten on return
         await bounded(ctx["redis"].hdel(k.WORKERS, ctx["worker_id"]))
-    for adapter in ctx.pop("adapters", {}).values():
-        await adapter.aclose()
+    runtimes: Runtimes | None = ctx.pop("runtimes", None)
+    if runtimes is not None:
+        await runtimes.aclose()
 
 
 async def bounded(call: Awaitable[object]) -> None:
@@ -217,9 +224,10 @@ class Supervisor:
     """Runs one arq worker at a time and starts a fresh one after a Redis outage."""
 
     def __init__(self, settings: Settings, stall_s: float = STALL_S,
-                 watch_every_s: float = WATCH_EVERY_S) -> None:
+                 watch_every_s: float = WATCH_EVERY_S, config_path: str | None = None) -> None:
         assert settings.redis_url
         self.settings = settings
+        self.config_path = config_path  # what a SIGHUP reloads
         self.stall_s = stall_s
         self.watch_every_s = watch_every_s
         self.url = settings.redis_url
@@ -228,6 +236,35 @@ class Supervisor:
         self.redis_down = False
         self.out_of_memory = False  # the outage is a full Redis (it answers, refusing writes)
         self.delay = BACKOFF_FIRST_S
+
+    def reload(self) -> bool:
+        """SIGHUP: read the configuration file again and serve its tenants from the next job
+        and turn on (jobs running finish with what they started with). An invalid file is
+        logged with its name and line and changes nothing. Settings outside the tenants
+        (Redis, [delivery]) take a restart."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no configuration file to reload")
+            return False
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded, the previous one stays: %s", exc)
+            return False
+        self.settings = settings
+        tenancy.register_credentials(settings.credentials())
+        worker = self.worker
+        if worker is not None and "runtimes" in worker.ctx:
+            worker.ctx["settings"] = settings
+            worker.ctx["runtimes"].reload(settings)
+            asyncio.get_running_loop().create_task(self._wake(worker, settings))
+        log.info("SIGHUP: configuration reloaded from %s; tenants: %s", self.config_path,
+                 ", ".join(settings.tenant_names()) or "none")
+        return True
+
+    async def _wake(self, worker: Worker, settings: Settings) -> None:
+        """Every tenant of a reloaded configuration gets a turn (a new one's work is found)."""
+        with contextlib.suppress(*CONNECTION_ERRORS):  # the next start wakes them all anyway
+            await wake_all(worker.ctx["redis"], settings.tenant_names())
 
     def stop(self, signum: signal.Signals) -> None:
         if self.stopping.is_set():
@@ -339,7 +376,9 @@ class Supervisor:
         """After an OutOfMemoryError: fold the inbox (its script runs past maxmemory, and
         what it folds leaves the inbox), then OutOfMemoryError again if Redis is still full. A
         worker started now would only meet the error again at its first write."""
-        await Inbox(probe, self.settings).drain()
+        for tenant in self.settings.tenant_names():
+            with tenancy.use(tenant):
+                await Inbox(probe, self.settings.for_tenant(tenant)).drain()
         info = await probe.info("memory")
         used, ceiling = int(info["used_memory"]), int(info.get("maxmemory", 0))
         if ceiling and used >= ceiling:
@@ -360,17 +399,19 @@ class Supervisor:
         self.delay = min(self.delay * 2, BACKOFF_MAX_S)
 
 
-async def supervise(settings: Settings) -> None:
-    supervisor = Supervisor(settings)
+async def supervise(settings: Settings, config_path: str | None = None) -> None:
+    supervisor = Supervisor(settings, config_path=config_path)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, supervisor.stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
     try:
         await supervisor.run()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 
-def run_worker(settings: Settings) -> None:
-    asyncio.run(supervise(settings))
+def run_worker(settings: Settings, config_path: str | None = None) -> None:
+    """The worker process; with ``config_path`` a SIGHUP reloads its tenants."""
+    asyncio.run(supervise(settings, config_path))

@@ -276,6 +276,7 @@ async def mark_due(redis: Redis, groups: list[str], at_ms: int) -> None:
         await Script(redis, MARK_DUE)(
             keys=[ks().DUE, *(key for g in groups for key in group_keys(g))],
             args=[at_ms, k.GROUP_IDLE_MS, *groups])
+        await group_state.wake(redis)
 
 
 @dataclass(frozen=True)

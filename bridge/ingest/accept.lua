@@ -5,12 +5,14 @@
 -- KEYS[2] inbox: lb:inbox
 -- KEYS[3] stats: lb:stats:<minute of receipt>
 -- KEYS[4] metrics: lb:metrics
+-- KEYS[5] wake: lb:wake (deployment-wide: the tenants with work for the schedulers)
 -- ARGV[1] received at (ms)
 -- ARGV[2] the event's inbox entry (bridge.ingest.store.entry)
 -- ARGV[3] the dedupe marker's lifetime (s): [webhook] dedupe_ttl_seconds
--- ARGV[4] at most how many events the inbox may hold (optional: absent, no limit)
+-- ARGV[4] the tenant (whose keys KEYS[1..4] are)
+-- ARGV[5] at most how many events the inbox may hold (optional: absent, no limit)
 -- Returns: {1, 0} stored, {0, 0} duplicate, {2, 0} refused: the inbox is full
-local SEEN, INBOX, STATS, METRICS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local SEEN, INBOX, STATS, METRICS, WAKE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 -- What a redelivery's entry starts with (no msgpack array does): only its story is told.
 local DUPLICATE = __DUPLICATE__
 
@@ -25,7 +27,10 @@ end
 
 -- A full inbox refuses a new event before its dedupe marker is set (its retry must not pass
 -- for a duplicate); a redelivery of a stored one is answered as such, its story left untold.
-local limit = tonumber(ARGV[4])
+-- Whatever the outcome the tenant's inbox may hold work: its turn is due now (score 0), in the
+-- same step as the write, so no stored event waits for a turn nobody gave it.
+redis.call('ZADD', WAKE, 0, ARGV[4])
+local limit = tonumber(ARGV[5])
 if limit and redis.call('LLEN', INBOX) >= limit then
   if redis.call('EXISTS', SEEN) == 0 then return {2, 0} end
   duplicate()

@@ -47,7 +47,7 @@ import redis
 from redis.asyncio import Redis
 
 from bridge import constants as k
-from bridge import counters
+from bridge import counters, group_state
 from bridge.constants import ks
 from bridge.ingest.store import DUPLICATE
 from bridge.scripts import Script, load
@@ -366,6 +366,7 @@ class DeadLetters:
         for event, (record, entry) in chosen:
             args += [record, entry, hashlib.sha1(entry).hexdigest().encode(), event.attempts]
         moved = await self._retry(keys=[ks().INBOX_DEAD, ks().INBOX, ks().INBOX_RETRIES], args=args)
+        await group_state.wake(self._redis)
         return [event for event, _ in chosen][:int(moved)]
 
     async def discard(self, ids: Sequence[str] | None) -> list[DeadEvent]:

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge import constants as k
-from bridge import counters
+from bridge import counters, tenancy
 from bridge.connections import Durability
 from bridge.constants import ks
 from bridge.ingest.admission import MemoryGauge, StorageFull
@@ -54,14 +54,18 @@ ACCEPT = load(__file__, "accept.lua", {
 
 
 def accept_keys(webhook_id: str, now_ms: int) -> list[str]:
-    """accept.lua's KEYS: the dedupe marker, the inbox, the minute's stats, the metrics."""
-    return [ks().SEEN + webhook_id, ks().INBOX, f"{ks().STATS}{now_ms // 60_000}", ks().METRICS]
+    """accept.lua's KEYS: the dedupe marker, the inbox, the minute's stats, the metrics (the
+    current tenant's), and the schedulers' wake set."""
+    keys = ks()
+    return [keys.SEEN + webhook_id, keys.INBOX, f"{keys.STATS}{now_ms // 60_000}", keys.METRICS,
+            k.WAKE]
 
 
 def accept_args(now_ms: int, entry: bytes, dedupe_ttl_s: int,
-                max_inbox: int | None = None) -> list[bytes | int]:
-    """accept.lua's ARGV: received at, the entry, the marker's lifetime, the inbox's ceiling."""
-    args: list[bytes | int] = [now_ms, entry, dedupe_ttl_s]
+                max_inbox: int | None = None) -> list[bytes | int | str]:
+    """accept.lua's ARGV: received at, the entry, the marker's lifetime, the tenant, the
+    inbox's ceiling."""
+    args: list[bytes | int | str] = [now_ms, entry, dedupe_ttl_s, tenancy.current()]
     return args if max_inbox is None else [*args, max_inbox]
 
 
@@ -94,7 +98,8 @@ class EventStore:
         ``retention`` are the fold's (bridge/ingest/inbox.py): storing needs none of them."""
         self._redis = redis
         self._script = ScriptBatcher(url, ACCEPT, prepare=prepare)
-        self._call = AcceptCall(webhook.dedupe_ttl_seconds, webhook.max_inbox_events)
+        self._dedupe_ttl_s = webhook.dedupe_ttl_seconds
+        self._calls: dict[str, AcceptCall] = {}  # per tenant: its names are packed in
         self._unstored = 0  # events answered 503 and not counted in Redis yet
         self._max_inbox = webhook.max_inbox_events
         self.memory = MemoryGauge(redis, webhook.max_memory_share)
@@ -104,9 +109,10 @@ class EventStore:
             raise StorageFull(f"Redis's used_memory has reached {self.memory.ceiling:.0%} of "
                               "its maxmemory ([webhook] max_memory_share): events wait until "
                               "the workers fold the inbox")
-        arguments = self._call.pack(webhook_id, now_ms, event)
+        call = self._call()
+        arguments = call.pack(webhook_id, now_ms, event)
         try:
-            status, _ = await self._script.call_packed(self._call.count, arguments)
+            status, _ = await self._script.call_packed(call.count, arguments)
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
@@ -118,6 +124,14 @@ class EventStore:
         if self._unstored:
             await self._count_unstored()
         return Stored(duplicate=status == 0)
+
+    def _call(self) -> AcceptCall:
+        """The current tenant's accept call."""
+        tenant = tenancy.current()
+        call = self._calls.get(tenant)
+        if call is None:
+            call = self._calls[tenant] = AcceptCall(self._dedupe_ttl_s, self._max_inbox)
+        return call
 
     async def aclose(self) -> None:
         await self.memory.aclose()
@@ -183,14 +197,18 @@ class AcceptCall:
     step (the webhook's hot path): what is the same on every call is packed once."""
 
     def __init__(self, dedupe_ttl_s: int, max_inbox: int | None = None) -> None:
-        tail = [dedupe_ttl_s] if max_inbox is None else [dedupe_ttl_s, max_inbox]
-        self.count = 4 + 2 + len(tail)  # keys, then received at, entry, and the tail
-        seen, stats = (_escaped(prefix.encode()) for prefix in (ks().SEEN, ks().STATS))
-        self._format = (b"$%d\r\n" + seen + b"%s\r\n" + _escaped(_bulk(ks().INBOX))
-                        + b"$%d\r\n" + stats + b"%s\r\n" + _escaped(_bulk(ks().METRICS))
-                        + b"$%d\r\n%s\r\n$%d\r\n%s\r\n"
-                        + _escaped(b"".join(_bulk(b"%d" % n) for n in tail)))
-        self._seen, self._stats = len(ks().SEEN.encode()), len(ks().STATS.encode())
+        """For the current tenant (its key names and name are packed once)."""
+        keys = ks()
+        tail: list[bytes] = [b"%d" % dedupe_ttl_s, tenancy.current().encode()]
+        if max_inbox is not None:
+            tail.append(b"%d" % max_inbox)
+        self.count = 5 + 2 + len(tail)  # keys, then received at, entry, and the tail
+        seen, stats = (_escaped(prefix.encode()) for prefix in (keys.SEEN, keys.STATS))
+        self._format = (b"$%d\r\n" + seen + b"%s\r\n" + _escaped(_bulk(keys.INBOX))
+                        + b"$%d\r\n" + stats + b"%s\r\n" + _escaped(_bulk(keys.METRICS))
+                        + _escaped(_bulk(k.WAKE)) + b"$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                        + _escaped(b"".join(_bulk(value) for value in tail)))
+        self._seen, self._stats = len(keys.SEEN.encode()), len(keys.STATS.encode())
 
     def pack(self, webhook_id: str, now_ms: int, event: ValidEvent) -> bytes:
         """KEYS (accept_keys) and ARGV (accept_args) for ``event``, ``count`` bulk strings."""

@@ -1,4 +1,5 @@
-"""``POST /webhooks/crm``: verify, validate, store in one Redis round trip, answer.
+"""``POST /webhooks/crm/{tenant}`` (``/webhooks/crm``: tenant ``default``): verify with that
+tenant's secrets, validate, store in one Redis round trip, answer.
 
 Everything else (planning, delivery) is the worker's. A ``202`` is sent only after Redis holds
 the event; when Redis cannot be reached the answer is ``503`` with ``Retry-After``, and the cause
@@ -19,6 +20,7 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
+from bridge import tenancy
 from bridge.ingest.admission import StorageFull
 from bridge.ingest.events import InvalidEvent, ValidEvent, parse_event
 from bridge.ingest.signatures import SignatureError, Verifier
@@ -99,30 +101,58 @@ def is_json(content_type: str | None) -> bool:
                                            media.endswith("+json"))
 
 
+PATH = "/webhooks/crm"
+
+
+def tenant_of(path: str) -> str | None:
+    """The tenant a webhook path is for: ``/webhooks/crm`` is ``default``,
+    ``/webhooks/crm/{tenant}`` that tenant; None: not a webhook path."""
+    if path == PATH:
+        return tenancy.DEFAULT
+    if path.startswith(PATH + "/"):
+        name = path[len(PATH) + 1:].rstrip("/")
+        return name if tenancy.valid(name) else ""
+    return None
+
+
 class WebhookEndpoint:
     """A plain ASGI endpoint (routed by Starlette): the hot path skips the Request/Response
-    wrapping, which costs more than the verification and validation themselves."""
+    wrapping, which costs more than the verification and validation themselves. Each tenant's
+    requests are verified with its own secrets only (``verifiers``, replaced whole when the
+    configuration is reloaded) and stored under its own keys."""
 
-    def __init__(self, verifier: Verifier, store: EventStore, max_body_bytes: int) -> None:
-        self.verifier = verifier
+    def __init__(self, verifiers: dict[str, Verifier], store: EventStore,
+                 max_body_bytes: int) -> None:
+        self.verifiers = verifiers
         self.store = store
         self.max_body_bytes = max_body_bytes
         self._unavailable: str | None = None  # the cause last logged while events are refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tenant = tenant_of(scope["path"]) or ""
+        verifier = self.verifiers.get(tenant)
         try:
-            answer = await self.answer(wanted_headers(scope), receive)
+            if verifier is None:
+                # The same answer as a wrong secret: which tenants exist is nobody's business.
+                answer = refuse(401, "invalid_signature", "no webhook secret of the tenant "
+                                "this path names verifies the request: check the tenant in "
+                                "the URL (/webhooks/crm/{tenant}) and its webhook_secrets")
+            else:
+                with tenancy.use(tenant):
+                    answer = await self.answer(verifier, wanted_headers(scope), receive)
         except ConnectionResetError:
             return  # nobody to answer
-        if answer.status >= 400 and answer.status != 503:
-            await self.store.count_rejection(answer.reason or "invalid_event",
-                                             int(time.time() * 1000))
+        if answer.status >= 400 and answer.status != 503 and verifier is not None:
+            with tenancy.use(tenant):
+                await self.store.count_rejection(answer.reason or "invalid_event",
+                                                 int(time.time() * 1000))
         await send({"type": "http.response.start", "status": answer.status, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(answer.body)), *answer.headers]})
         await send({"type": "http.response.body", "body": answer.body})
 
-    async def answer(self, headers: dict[str, str], receive: Receive) -> Answer:
+    async def answer(self, verifier: Verifier, headers: dict[str, str],
+                     receive: Receive) -> Answer:
         if not is_json(headers.get("content-type")):
             return refuse(415, "unsupported_media_type",
                           "send the event as JSON with Content-Type: application/json")
@@ -133,7 +163,7 @@ class WebhookEndpoint:
                           f"the body is larger than the limit of {self.max_body_bytes} bytes")
         now = time.time()
         try:
-            webhook_id = self.verifier.verify(headers, body, now)
+            webhook_id = verifier.verify(headers, body, now)
         except SignatureError as exc:
             return refuse(401, "invalid_signature", str(exc))
         try:

@@ -14,9 +14,8 @@ from arq.connections import ArqRedis
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.ingest.inbox import Inbox
 from bridge.settings import Settings
-from workers.scheduler import Scheduler
+from tests.support import turns
 
 
 @pytest.fixture
@@ -34,15 +33,15 @@ async def test_a_failing_fold_is_logged_once_and_due_work_is_still_taken(
     arq_redis: ArqRedis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     await arq_redis.set(ks().INBOX, b"not a list")  # every fold call fails: WRONGTYPE
-    scheduler = Scheduler(arq_redis, 20, Inbox(arq_redis, settings))
+    scheduler = turns.scheduler(arq_redis, settings, 20)
     with caplog.at_level(logging.INFO, logger="workers.scheduler"):
         for round_ in range(3):
             await arq_redis.zadd(ks().DUE, {f"g{round_}": now_ms()})
             await arq_redis.zadd(ks().SENDERS, {"rentix": now_ms()})
-            assert await scheduler.tick() == 2  # the group's flush and the outbox's send
+            assert await turns.woken_tick(scheduler) == 2  # the group's flush and the outbox's send
         # Once the key is gone the fold works again, and says so once.
         await arq_redis.delete(ks().INBOX)
-        await scheduler.tick()
+        await turns.woken_tick(scheduler)
     assert await queued_jobs(arq_redis) == 6
     lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert lines == [("ERROR", "folding the inbox failed; trying again every tick", True),

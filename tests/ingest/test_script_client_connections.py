@@ -371,7 +371,7 @@ async def test_the_webhook_answers_503_and_logs_the_cause_once(
         settings = make_settings(url)
         client = redis.asyncio.Redis.from_url(url)
         store = EventStore(client, url, settings.webhook, settings.debounce)
-        endpoint = WebhookEndpoint(Verifier([SECRET], 300), store, 1 << 20)
+        endpoint = WebhookEndpoint({"default": Verifier([SECRET], 300)}, store, 1 << 20)
         transport = httpx.ASGITransport(app=endpoint)
         caplog.set_level(logging.DEBUG, logger="bridge.ingest.webhook")
         try:

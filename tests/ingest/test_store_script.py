@@ -40,7 +40,7 @@ def test_ingest_scripts_take_their_keys_in_keys_and_their_settings_in_argv() -> 
     depend on data, as prefixes in ARGV, each name checked against KEYS before use)."""
     for lua in (store.ACCEPT, FOLD, HEAD, STATE, RETRY_DEAD, DISCARD_DEAD):
         assert f'"{k.PREFIX}' not in lua.source and f"'{k.PREFIX}" not in lua.source, lua.name
-    assert store.ACCEPT.keys[0].startswith("seen") and len(store.ACCEPT.keys) == 4
+    assert store.ACCEPT.keys[0].startswith("seen") and len(store.ACCEPT.keys) == 5
     assert FOLD.more_keys and FOLD.source.startswith("#!lua flags=allow-oom\n")
     assert len(FOLD.argv) == 14
 
@@ -77,7 +77,7 @@ def test_the_webhook_script_only_stores_the_event_for_the_fold(
     entry = store.entry("wh-1", T0 + 5, event)
 
     assert store.accept_now(r, "wh-1", T0 + 5, entry, ttl) == 1
-    assert set(r.keys("*")) == {ks().SEEN + "wh-1", ks().INBOX}
+    assert set(r.keys("*")) == {ks().SEEN + "wh-1", ks().INBOX, k.WAKE}
     assert r.ttl(ks().SEEN + "wh-1") == settings.webhook.dedupe_ttl_seconds
     with redis.Redis.from_url(redis_url) as raw:  # msgpack: bytes, not text
         assert raw.lrange(ks().INBOX, 0, -1) == [entry]
@@ -114,7 +114,8 @@ def test_ingest_scripts_write_the_keys_bridge_constants_names(
     assert r.hgetall(ks().METRICS) == {"webhook_events_total|accepted": "1"}
     assert set(r.keys("*")) == {ks().SEEN + "wh-1", ks().LISTING + "apt-1", ks().BODY + "apt-1",
                                 ks().MEMBERS + "g1", ks().GROUPS, ks().PENDING + "g1", ks().DUE,
-                                stats, ks().TRACE + "apt-1", ks().METRICS, ks().DIRTY + "g1"}
+                                stats, ks().TRACE + "apt-1", ks().METRICS, ks().DIRTY + "g1",
+                                k.WAKE}
 
 
 # The splicing helper ----------------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_the_packed_script_arguments_are_the_generic_packers(event: ValidEvent) 
     call = store.AcceptCall(86_400, 50)
     assert call.pack("wh-1", T0 + 5, event) == _bulks(
         [*keys, *store.accept_args(T0 + 5, entry, 86_400, 50)])
-    assert call.count == len(keys) + 4
+    assert call.count == len(keys) + 5
 
 
 def test_group_membership_follows_moves_and_stays_exact_over_repeated_changes(

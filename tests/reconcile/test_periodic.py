@@ -343,6 +343,6 @@ async def test_a_paused_targets_checks_wait_for_its_resume(arq_redis: ArqRedis,
     await arq_redis.zadd(f"{ks().RECONCILE_DUE}travtus", {"g": now_ms() - 1_000})
     await arq_redis.hset(f"{ks().TARGET}travtus", "paused", "portal maintenance")
     scheduler = ReconcileScheduler(arq_redis, hourly(redis_url))
-    assert await scheduler.tick() == 0
+    assert await scheduler.take_due() == 0
     await arq_redis.hdel(f"{ks().TARGET}travtus", "paused")
-    assert await scheduler.tick() == 1
+    assert await scheduler.take_due() == 1

@@ -21,11 +21,10 @@ from bridge import constants as k
 from bridge.app import create_app
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.ingest.inbox import Inbox
 from bridge.settings import Settings
 from tests.conftest import SECRET, make_settings
+from tests.support import turns
 from tests.support.servers import serve_app
-from workers.scheduler import Scheduler
 
 
 def event(webhook_id: str, ref: str, version: int | str = 1) -> bytes:
@@ -51,12 +50,12 @@ async def test_the_scheduler_folds_around_a_poison_event_and_an_operator_retries
 ) -> None:
     r.rpush(ks().INBOX, event("wh-1", "apt-1"), event("wh-bad", "apt-bad", "v2"),
             event("wh-2", "apt-2"))
-    scheduler = Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once))
-    assert await scheduler.tick() == 1  # g1's flush, in the tick that folded it
+    scheduler = turns.scheduler(arq_redis, due_at_once)
+    assert await turns.woken_tick(scheduler) == 1  # g1's flush, in the tick that folded it
     assert r.llen(ks().INBOX) == 0 and r.zcard(k.QUEUE) == 1
     assert r.hexists(f"{ks().LISTING}apt-1", "v") and r.hexists(f"{ks().LISTING}apt-2", "v")
     shown_then_retried(due_at_once)
-    await scheduler.tick()
+    await turns.woken_tick(scheduler)
     assert r.hget(f"{ks().LISTING}apt-bad", "v") == "2" and r.llen(ks().INBOX_DEAD) == 0
 
 
@@ -87,7 +86,7 @@ async def test_an_operator_discards_a_poison_event_through_the_api(
     arq_redis: ArqRedis, due_at_once: Settings, r: redis.Redis
 ) -> None:
     r.rpush(ks().INBOX, b"not msgpack at all", event("wh-1", "apt-1"))
-    await Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once)).tick()
+    await turns.woken_tick(turns.scheduler(arq_redis, due_at_once))
     discarded_through_the_api(due_at_once)
     assert r.llen(ks().INBOX_DEAD) == 0 and r.hexists(f"{ks().LISTING}apt-1", "v")
 
@@ -109,7 +108,7 @@ async def test_bridge_status_and_bridge_inbox_dead_show_and_clear_it(
     arq_redis: ArqRedis, due_at_once: Settings, r: redis.Redis, tmp_path: Path
 ) -> None:
     r.rpush(ks().INBOX, event("wh-bad", "apt-bad", "v2"), event("wh-1", "apt-1"))
-    await Scheduler(arq_redis, 50, Inbox(arq_redis, due_at_once)).tick()
+    await turns.woken_tick(turns.scheduler(arq_redis, due_at_once))
     config = tmp_path / "bridge.toml"
     config.write_text(f'redis_url = "{due_at_once.redis_url}"\n[webhook]\n'
                       f'secrets = ["{SECRET}"]\n')
