@@ -52,7 +52,7 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_forma
                               "http": "httptools", "log_level": "warning", "access_log": False,
                               **uvicorn_logs}
     if workers == 1:
-        app = create_app(settings, listen_host=host)
+        app = create_app(settings, listen_host=host, config_path=str(Path(config_path).resolve()))
         quiet_garbage_collector()
         uvicorn.run(app, **common)
         return
@@ -89,12 +89,13 @@ def worker(config_path: str | None, log_format: str) -> None:
 
     use_log_format(log_format)
 
+    config_path = config_file(config_path)
     settings = load(config_path)
     if not settings.redis_url:
         raise click.ClickException("redis_url is required for `bridge worker`")
     asyncio.run(_check_at_start(settings))  # an absent Redis: the supervisor says so and waits
     try:
-        run_worker(settings)
+        run_worker(settings, str(Path(config_path).resolve()))  # SIGHUP reloads it
     except UnsafeRedis:
         raise
     except Exception as exc:  # credentials or TLS refused once Redis came back: no traceback
