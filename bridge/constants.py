@@ -2,8 +2,41 @@
 
 All keys start with ``lb:`` so the bridge can share a Redis with other programs; arq's own keys
 use arq's prefixes (``arq.constants``). ``{x}`` stands for a value. Times are Unix milliseconds
-unless named ``_s``. Lua scripts get these names spliced in (``bridge/scripts.py``) or as KEYS,
-never as literals. Keys without a TTL live until the code named under "lifetime" removes them.
+unless named ``_s``. Every key reaches a Lua script in KEYS, never as a literal, built in Python
+from the names here. Keys without a TTL live until the code named under "lifetime" removes them.
+
+Tenants (contract section 4a): every key below belongs to one tenant and starts with the tenant's
+prefix, ``lb:{t:NAME}:`` (``Keyspace``; the hash tag keeps all of a tenant's keys in one Redis
+Cluster slot, so no script spans two tenants or two slots): ``lb:due`` below is
+``lb:{t:north}:due`` for tenant north, and the single tenant of a configuration without
+``[[tenants]]`` is ``default``. Code names them with ``ks()``, the keys of the tenant the current
+work is for (``bridge/tenancy.py``). Apart from them:
+
+    lb:wake                       zset    tenant -> when its next turn of the workers'
+                                          schedulers is due (0: now). The webhook's script
+                                          sets 0 with the event it stores; a job's end and an
+                                          operator's action too (group_state.wake); a turn
+                                          (workers/scheduler.py) moves it on by its lease
+                                          while it runs and ends by setting when the tenant
+                                          next has work, or removing it (none), unless it was
+                                          woken meanwhile. Forever; a tenant with no work has
+                                          no member
+    lb:workers                    hash    worker heartbeats (see Delivery)
+    lb:{r:CREDENTIAL}:ratelimit   string  a portal credential's GCRA bucket (``Keyspace.bucket``,
+                                          CREDENTIAL: bridge.settings.credential_id): rate
+                                          budgets belong to credentials, so tenants on one
+                                          Rentix API key share one; ``:reads``, ``:bulk`` and
+                                          ``:puts`` after it as listed under
+                                          lb:ratelimit:{target} below (what a target without
+                                          known credentials uses, under its tenant)
+    lb:migration                  hash    the one-off move of a single-tenant release's keys
+                                          under tenant default (``bridge/migration.py``):
+                                          state, moved, dropped, conflicts, at; forever.
+                                          lb:migration:lock (PX, renewed) while it runs;
+                                          lb:migration:conflict:{old name}: a key whose new
+                                          name was taken, set aside for an operator
+    lb:check:waitaof              string  the start-up probe of appendfsync's waits
+                                          (bridge/connections.py); deleted by the probe
 
 Ingest (the webhook's and the workers' Lua scripts, ``bridge/ingest/store.py``):
 
@@ -334,7 +367,6 @@ PREFIX = "lb:"
 # Deployment-wide keys: no tenant's (see the layout above).
 WORKERS = PREFIX + "workers"
 WAKE = PREFIX + "wake"
-TENANTS = PREFIX + "tenants"
 MIGRATION = PREFIX + "migration"
 
 # Suffixes of a key named above.

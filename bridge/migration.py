@@ -83,7 +83,7 @@ NEW = tenancy.prefix(tenancy.DEFAULT).encode()
 INBOX = OLD + b"inbox"
 RATE_BUCKETS = OLD + b"ratelimit:"
 # Not a tenant's: kept where they are (a tenant's own keys start "lb:{").
-KEPT = frozenset(name.encode() for name in (k.WORKERS, k.WAKE, k.TENANTS))
+KEPT = frozenset(name.encode() for name in (k.WORKERS, k.WAKE))
 KEPT_PREFIXES = (OLD + b"{", MIGRATION.encode(), OLD + b"check:")
 
 # The lock, touched only while it is still this process's.

@@ -173,6 +173,22 @@ def _watch(port: int, specs: KeySpecs, ask: Connection, reported: set[bytes],
         body = command[1]
         script = body if command[0].lower().startswith(b"evalsha") else (
             b"eval:" + body[:120])
+        tenants = sorted({_tenant(key) for key in declared} - {b""})
+        if len(tenants) > 1 and b"tenants:" + script not in reported:
+            reported.add(b"tenants:" + script)
+            print(json.dumps({"script": script.decode(errors="replace"),
+                              "tenants": [t.decode(errors="replace") for t in tenants],
+                              "declared": sorted(k.decode(errors="replace")
+                                                 for k in declared)[:20]}),
+                  file=sink)  # type: ignore[call-overload]
+
+
+def _tenant(key: bytes) -> bytes:
+    """The tenant whose key ``key`` is (``lb:{t:NAME}:...``); b"" for any other key."""
+    if not key.startswith(b"lb:{t:"):
+        return b""
+    end = key.find(b"}", 6)
+    return key[6:end] if end > 0 else b""
 
 
 def main() -> None:

@@ -29,11 +29,17 @@ class Audit:
         """Fail the session if any script touched a key it was not given."""
         time.sleep(0.2)  # the last commands' lines reach the audit
         found = [json.loads(line) for line in self.findings.read_text().splitlines() if line]
-        if found:
-            names = _script_names()
+        stray = [f for f in found if "undeclared" in f]
+        mixed = [f for f in found if "tenants" in f]
+        names = _script_names() if found else {}
+        if stray:
             raise AssertionError("Lua scripts touched keys not passed in KEYS:\n" + "\n".join(
                 f"  {names.get(f['script'], f['script'])}: {' '.join(f['command'])} "
-                f"touched {f['undeclared']} (declared: {f['declared']})" for f in found))
+                f"touched {f['undeclared']} (declared: {f['declared']})" for f in stray))
+        if mixed:
+            raise AssertionError("Lua scripts were given keys of two tenants:\n" + "\n".join(
+                f"  {names.get(f['script'], f['script'])}: tenants {f['tenants']} "
+                f"(declared: {f['declared']})" for f in mixed))
 
 
 def _script_names() -> dict[str, str]:
