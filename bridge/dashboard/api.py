@@ -9,14 +9,17 @@ from dataclasses import asdict
 from typing import Any, cast, get_args
 
 import orjson
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from bridge.dashboard.auth import is_json
+from bridge import tenancy
+from bridge.dashboard.auth import is_json, settings_of
 from bridge.ops import HeldSyncChanged, NotFound, OperationError, Operations
 from bridge.ops.models import GroupSort
 from bridge.responses import JSONResponse, error
+from bridge.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 GROUP_SORTS: tuple[str, ...] = get_args(GroupSort)
@@ -26,15 +29,35 @@ class BadRequest(Exception):
     pass
 
 
-def operations(request: Request) -> Operations:
-    """The app's one Operations, made on first use: the portal adapters its group view maps
-    listings with are built once per process, not on every poll (nothing is ever sent with
-    them, so no connection is left open)."""
-    state = request.app.state
-    ops: Operations | None = getattr(state, "operations", None)
-    if ops is None:
-        ops = state.operations = Operations(state.redis, state.settings)
-    return ops
+def tenant_settings(request: Request) -> Settings:
+    """The request's tenant's view of the settings the request started with: its targets,
+    guard and debounce."""
+    return settings_of(request).for_tenant(tenancy.current())
+
+
+class TenantOperations:
+    """Each tenant's Operations under one configuration, made on first use: the portal adapters
+    a group view maps listings with are built once per process, not on every poll (nothing is
+    ever sent with them, so dropping them with a replaced configuration leaves nothing open)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.by_tenant: dict[str, Operations] = {}
+
+    def of(self, redis: Redis, tenant: str) -> Operations:
+        ops = self.by_tenant.get(tenant)
+        if ops is None:
+            ops = self.by_tenant[tenant] = Operations(redis, self.settings.for_tenant(tenant))
+        return ops
+
+
+def operations(request: Request, tenant: str | None = None) -> Operations:
+    """The Operations of ``tenant`` (default: the request's); run it under that tenant."""
+    state, settings = request.app.state, settings_of(request)
+    cache: TenantOperations | None = getattr(state, "operations", None)
+    if cache is None or cache.settings is not settings:  # SIGHUP replaced the settings
+        cache = state.operations = TenantOperations(settings)
+    return cache.of(state.redis, tenant or tenancy.current())
 
 
 def answers_errors(handler: Handler) -> Handler:
@@ -181,6 +204,24 @@ async def resume(request: Request) -> Response:
 
 
 @answers_errors
+async def pause_tenant(request: Request) -> Response:
+    """Pause every target of the request's tenant."""
+    body = await json_body(request)
+    reason = text_field(body, "reason", "tenant paused by an operator (dashboard)")
+    paused = await operations(request).pause_every_target(reason)
+    return JSONResponse({"tenant": tenancy.current(), "state": "paused", "reason": reason,
+                         "targets": paused})
+
+
+@answers_errors
+async def resume_tenant(request: Request) -> Response:
+    """Resume every target of the request's tenant."""
+    await json_body(request)
+    resumed = await operations(request).resume_every_target()
+    return JSONResponse({"tenant": tenancy.current(), "state": "active", "targets": resumed})
+
+
+@answers_errors
 async def held_release(request: Request) -> Response:
     body = await json_body(request)
     held = await operations(request).release(optional_target(body),
@@ -261,6 +302,8 @@ def router() -> Router:
         Route("/targets", targets, methods=["GET"]),
         Route("/targets/{target}/pause", pause, methods=["POST"]),
         Route("/targets/{target}/resume", resume, methods=["POST"]),
+        Route("/tenant/pause", pause_tenant, methods=["POST"]),
+        Route("/tenant/resume", resume_tenant, methods=["POST"]),
         Route("/groups", groups, methods=["GET"]),
         Route("/groups/{group:path}", group, methods=["GET"]),
         Route("/listings/{ref:path}/trace", listing_trace, methods=["GET"]),

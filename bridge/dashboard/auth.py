@@ -1,5 +1,15 @@
-"""Dashboard, API and metrics need the configured token (as a bearer token, or as the password
-of HTTP basic auth, any user name) unless the server listens on loopback only.
+"""Dashboard, API and metrics need a token (as a bearer token, or as the password of HTTP basic
+auth, any user name) unless the server listens on loopback only and ``[dashboard] token`` is not
+set. Who asks decides which tenants they reach (contract section 4a):
+
+- the deployment's ``[dashboard] token`` (or no token, on a loopback-only server) reaches every
+  tenant: ``?tenant=NAME`` picks one; without it, ``default`` when that tenant is configured;
+- a tenant's own ``dashboard_token`` reaches that tenant only, and names it: ``?tenant=`` naming
+  any other answers 404 exactly as a tenant that does not exist, so a token never learns which
+  other tenants there are.
+
+The tokens are read from ``app.state.settings`` at each request: serve and worker replace it when
+SIGHUP reloads the tenants. The rest of the request runs under ``tenancy.use(tenant)``.
 
 Beyond who may ask, :class:`Protected` checks where a request comes from:
 
@@ -21,10 +31,14 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge import tenancy
 from bridge.responses import JSONResponse, error
 from bridge.settings import ConfigError, Settings
 
@@ -53,13 +67,23 @@ def check_token(token: str | None) -> None:
         )
 
 
+def tenant_tokens(settings: Settings) -> dict[str, str]:
+    """tenant -> its ``dashboard_token``, for the tenants that have one."""
+    tokens = {name: settings.tenant_token(name) for name in settings.tenant_names()}
+    return {name: token for name, token in tokens.items() if token is not None}
+
+
 def require_safe_exposure(settings: Settings, listen_host: str) -> None:
     check_token(settings.dashboard.token)
-    if settings.dashboard.token is None and not is_loopback(listen_host):
+    # Tenant tokens alone are enough: then only their holders get in (no one reaches every
+    # tenant).
+    if settings.dashboard.token is None and not tenant_tokens(settings) \
+            and not is_loopback(listen_host):
         raise ConfigError(
             f"the server would listen on {listen_host}, beyond this machine, and the dashboard "
             "has no token: anyone who can reach it could release held syncs and pause targets. "
-            "Set [dashboard] token = \"...\" in the configuration, or listen on 127.0.0.1."
+            "Set [dashboard] token = \"...\" in the configuration (or a dashboard_token for "
+            "each tenant), or listen on 127.0.0.1."
         )
 
 
@@ -124,48 +148,173 @@ def is_json(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() == "application/json"
 
 
-class Protected:
-    """An ASGI wrapper: passes the token check through when no token is configured
-    (loopback-only server); the origin checks apply either way."""
+@dataclass(frozen=True)
+class Access:
+    """Who asked, and the tenant the request works for (None: a route that takes every tenant,
+    asked by the deployment: /metrics, the static files)."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        check_token(token)
+    tenant: str | None
+    everyone: bool  # the deployment's token (or loopback without one): every tenant is theirs
+    chosen: bool  # ``?tenant=`` named it: links between pages keep it
+
+    def query(self) -> dict[str, str]:
+        """What a link to another page adds to keep this tenant."""
+        return {"tenant": self.tenant} if self.chosen and self.tenant else {}
+
+
+def access(request: Request) -> Access:
+    """The request's access, as :class:`Protected` decided it (before it decided: nobody's
+    tenant, nothing to keep in links)."""
+    found: Access | None = getattr(request.state, "access", None)
+    return found if found is not None else Access(None, everyone=False, chosen=False)
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings the request started with (a SIGHUP may replace the app's meanwhile)."""
+    found: Settings | None = getattr(request.state, "settings", None)
+    return found if found is not None else request.app.state.settings
+
+
+class Answers:
+    """How a protected route answers a request for a tenant it may not reach, or naming none
+    where it must: JSON for the API and /metrics (the pages answer in HTML)."""
+
+    async def unknown(self, request: Request, name: str) -> Response:
+        # The same whether the tenant exists or not: a tenant's token learns nothing of others.
+        return error(404, "not_found", f"no tenant named {name!r}")
+
+    async def missing(self, request: Request, names: list[str]) -> Response:
+        return error(400, "invalid_request",
+                     "name the tenant with the 'tenant' parameter (?tenant=NAME); configured: "
+                     + (", ".join(names) or "none"))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose token the request carries: a tenant's, or (None) the deployment's."""
+
+    tenant: str | None
+
+
+DEPLOYMENT = Holder(None)
+# The last settings seen and their tenants' token digests (hashed once per configuration).
+_digests: list[tuple[Settings, list[tuple[bytes, str]]]] = []
+
+
+def tenant_digests(settings: Settings) -> list[tuple[bytes, str]]:
+    if not _digests or _digests[0][0] is not settings:
+        _digests[:] = [(settings, [(hashlib.sha256(token.encode()).digest(), name)
+                                   for name, token in tenant_tokens(settings).items()])]
+    return _digests[0][1]
+
+
+def holder_of(settings: Settings, given: str) -> Holder | None:
+    """The holder of the token ``given``; None when it is nobody's."""
+    deployment = settings.dashboard.token
+    if deployment is not None and tokens_match(given, deployment):
+        return DEPLOYMENT
+    digest = hashlib.sha256(given.encode()).digest()
+    found = None
+    for theirs, name in tenant_digests(settings):  # every one compared: constant time
+        if hmac.compare_digest(digest, theirs) and found is None:
+            found = name
+    return None if found is None else Holder(found)
+
+
+class Protected:
+    """An ASGI wrapper: decides who asks (a token, or no token on a loopback-only server) and
+    for which tenant, checks where a state-changing request comes from, then runs the app
+    under ``tenancy.use(tenant)`` with :class:`Access` in ``request.state.access``.
+
+    ``every_tenant``: the deployment asking without ``?tenant=`` gets the app with no tenant
+    set (it reads every tenant itself: /metrics), instead of ``default`` or ``answers.missing``.
+    """
+
+    def __init__(self, app: ASGIApp, answers: Answers | None = None, *,
+                 every_tenant: bool = False) -> None:
         self.app = app
-        self.token = token
+        self.answers = answers or Answers()
+        self.every_tenant = every_tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self.refusal(scope)
-        if refusal is None:
+        request = Request(scope)
+        # At each request: serve replaces the settings when SIGHUP reloads the tenants.
+        settings: Settings = request.app.state.settings
+        holder = self.refusal(request, settings)
+        decided = holder if isinstance(holder, JSONResponse) else \
+            await self.choose(request, settings, holder)
+        if isinstance(decided, Response):
+            await decided(scope, receive, send)
+            return
+        scope["state"] = {**scope.get("state", {}), "access": decided, "settings": settings}
+        if decided.tenant is None:
             await self.app(scope, receive, send)
-        else:
-            await refusal(scope, receive, send)
+            return
+        with tenancy.use(decided.tenant):  # holds for the handler: it runs in this context
+            await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope) -> JSONResponse | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers") or []}
-        method = scope["method"]
-        host = headers.get("host", "")
-        if self.token is None and not host_is_loopback(host):
-            return error(403, "untrusted_host",
-                         f"this dashboard serves only requests addressed to this machine "
-                         f"(Host 127.0.0.1, ::1 or localhost), not {host!r}; to reach it by "
-                         "another name, set [dashboard] token and send it")
+    async def choose(self, request: Request, settings: Settings, holder: Holder
+                     ) -> Access | Response:
+        named = request.query_params.get("tenant") or None
+        if holder.tenant is not None:  # a tenant's token names its tenant, and only it
+            if named is not None and named != holder.tenant:
+                return await self.answers.unknown(request, named)
+            return Access(holder.tenant, everyone=False, chosen=named is not None)
+        names = settings.tenant_names()
+        if named is not None:
+            if named not in names:
+                return await self.answers.unknown(request, named)
+            return Access(named, everyone=True, chosen=True)
+        if self.every_tenant:
+            return Access(None, everyone=True, chosen=False)
+        if tenancy.DEFAULT in names:
+            return Access(tenancy.DEFAULT, everyone=True, chosen=False)
+        return await self.answers.missing(request, names)
+
+    def refusal(self, request: Request, settings: Settings) -> JSONResponse | Holder:
+        """Who asks, or why they are refused."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        method = request.method
+        holder = self.holder(request, settings, headers)
+        if isinstance(holder, JSONResponse):
+            return holder
         if method not in SAFE_METHODS:
             foreign = self.foreign(headers)
             if foreign is not None:
                 return error(403, "cross_site_request", foreign)
-        if self.token is not None and not self._allowed(headers):
+        if holder is None:
             return error(401, "unauthorized",
-                         "send the dashboard token as 'Authorization: Bearer <token>' or as "
-                         "the password of HTTP basic auth",
+                         "send the dashboard token (the deployment's, or your tenant's "
+                         "dashboard_token) as 'Authorization: Bearer <token>' or as the "
+                         "password of HTTP basic auth",
                          headers={"WWW-Authenticate": 'Basic realm="listing-bridge"'})
         if method not in SAFE_METHODS and not self.json_or_nothing(method, headers):
             return error(400, "invalid_request",
                          "send a JSON object with Content-Type: application/json")
-        return None
+        return holder
+
+    @staticmethod
+    def holder(request: Request, settings: Settings, headers: dict[str, str]
+               ) -> Holder | JSONResponse | None:
+        """The token's holder; without a known token, the deployment when the server is
+        loopback-only and has no ``[dashboard] token`` (None: nobody)."""
+        given = presented_token(headers.get("authorization", ""))
+        found = holder_of(settings, given) if given else None
+        if found is not None:
+            return found
+        listen_host = getattr(request.app.state, "listen_host", None)
+        if settings.dashboard.token is not None or not is_loopback(listen_host or ""):
+            return None
+        host = headers.get("host", "")
+        if not host_is_loopback(host):
+            return error(403, "untrusted_host",
+                         f"this dashboard serves only requests addressed to this machine "
+                         f"(Host 127.0.0.1, ::1 or localhost), not {host!r}; to reach it by "
+                         "another name, set [dashboard] token and send it")
+        return DEPLOYMENT
 
     @staticmethod
     def foreign(headers: dict[str, str]) -> str | None:
@@ -193,7 +342,3 @@ class Protected:
                    and headers.get("content-length", "0").strip() == "0")
         return method == "DELETE" and no_body
 
-    def _allowed(self, headers: dict[str, str]) -> bool:
-        assert self.token is not None
-        given = presented_token(headers.get("authorization", ""))
-        return given is not None and tokens_match(given, self.token)

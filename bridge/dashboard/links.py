@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, request_response
 
+from bridge.dashboard.api import tenant_settings
 from bridge.dashboard.auth import Protected, is_json
 from bridge.linking.matching import DEFAULT_MIN_CONFIDENCE
 from bridge.linking.service import LinkError, Linking
@@ -29,7 +30,7 @@ Handler = Callable[[Request, Linking], Awaitable[Any]]
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        linking = Linking(request.app.state.redis, request.app.state.settings)
+        linking = Linking(request.app.state.redis, tenant_settings(request))
         try:
             return JSONResponse(await handler(request, linking))
         except LinkError as exc:
@@ -106,9 +107,10 @@ async def end_adoption(request: Request, linking: Linking) -> Any:
     return await linking.end_adoption(request.path_params["target"])
 
 
-def routes(token: str | None) -> list[Route]:
-    """The linking routes behind the dashboard's auth (``token``: ``[dashboard] token``).
-    Mount them before the dashboard's ``/api``, whose catch-all would answer first."""
+def routes(token: str | None = None) -> list[Route]:
+    """The linking routes behind the dashboard's auth, for the request's tenant. Mount them
+    before the dashboard's ``/api``, whose catch-all would answer first. ``token`` is not used
+    (kept for callers): the tokens are read from the app's settings at each request."""
     table: list[tuple[str, Handler, str]] = [
         ("/api/links", add_link, "POST"),
         ("/api/links/{target}/{portal_id}", remove_link, "DELETE"),
@@ -116,5 +118,5 @@ def routes(token: str | None) -> list[Route]:
         ("/api/adoption/{target}", adoption, "GET"),
         ("/api/adoption/{target}/end", end_adoption, "POST"),
     ]
-    return [Route(path, Protected(request_response(_endpoint(handler)), token), methods=[method])
+    return [Route(path, Protected(request_response(_endpoint(handler))), methods=[method])
             for path, handler, method in table]

@@ -2,6 +2,8 @@
 counters of its own: the figures are the workers' and the webhook's, shared through Redis, so
 every web process reports the same series).
 
+Every tenant's series carry a ``tenant`` label (the configured tenants only: its values are
+bounded by the configuration); the deployment's own (the arq queue, workers, Redis) carry none.
 Counters (``_total``) and histograms come from the cumulative ``lb:metrics`` hash
 (``bridge/counters.py``); gauges say what holds now (queues, held, quarantined, drift, workers,
 targets, budgets). The ``*_last_hour`` gauges, from the per-minute ``lb:stats:{minute}``, and
@@ -11,7 +13,9 @@ the bridge's own latency quantiles are deprecated: rates of the counters and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,11 +28,12 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge import counters
+from bridge import counters, tenancy
 from bridge.clock import now_ms
 from bridge.constants import ks
 from bridge.counters import Totals
 from bridge.dashboard.api import operations
+from bridge.dashboard.auth import access, settings_of
 from bridge.ops.models import HeldSync, Overview, TargetView
 from bridge.reconcile.compare import KINDS
 
@@ -42,55 +47,137 @@ KNOWN: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-class Snapshot(Collector):
-    """Yields metric families from one snapshot of the dashboard's own reads."""
+@dataclass(frozen=True)
+class Part:
+    """One tenant's figures: its dashboard reads and its counters."""
 
-    def __init__(self, overview: Overview, targets: list[TargetView], totals: Totals,
-                 held: list[HeldSync]) -> None:
-        self.overview = overview
-        self.targets = targets
-        self.totals = totals
-        self.held = held
+    tenant: str
+    overview: Overview
+    targets: list[TargetView]
+    totals: Totals
+    held: list[HeldSync]
+
+
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+
+
+class Families:
+    """Each metric family once, however many tenants add to it (a name twice in one scrape is
+    not valid): a tenant's families put its name first, as the ``tenant`` label."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Family] = {}
+
+    def family(self, kind: type[Family], name: str, doc: str, labels: list[str]) -> Family:
+        if name not in self.by_name:
+            self.by_name[name] = kind(f"{NS}_{name}", doc, labels=labels)
+        return self.by_name[name]
+
+
+class Labelled:
+    """One family as one tenant adds to it: the tenant's name goes before the labels."""
+
+    def __init__(self, family: Family, tenant: str) -> None:
+        self.family = family
+        self.tenant = tenant
+
+    def add_metric(self, labels: list[str], *value: Any) -> None:
+        self.family.add_metric([self.tenant, *labels], *value)
+
+
+class Snapshot(Collector):
+    """Yields metric families from one snapshot of the dashboard's own reads: every tenant's
+    (``parts``) with its ``tenant`` label, then the deployment's own (workers, the queue, Redis)
+    without it, from ``deployment``'s overview."""
+
+    def __init__(self, parts: list[Part], deployment: Overview | None) -> None:
+        self.parts = parts
+        self.deployment = deployment
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._counters()
-        yield from self._histograms()
-        yield from self._events()
-        yield from self._deliveries()
-        yield from self._now()
-        yield from self._targets()
-        yield from self._drift()
-        yield from self._redis()
+        families = Families()
+        for part in self.parts:
+            TenantFigures(part, families).collect()
+        yield from families.by_name.values()
+        if self.deployment is not None:
+            yield from deployment_figures(self.deployment)
 
-    def _gauge(self, name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-        return GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
 
-    def _counters(self) -> Iterator[Metric]:
+def one(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"{NS}_{name}", doc)
+    family.add_metric([], value)
+    return family
+
+
+def deployment_figures(o: Overview) -> Iterator[Metric]:
+    """What belongs to no tenant: the arq queue, the workers, Redis itself."""
+    yield one("queue_depth", "Jobs in the arq queue", o.queue_depth)
+    yield one("workers_alive", "Workers with a recent heartbeat",
+              sum(1 for w in o.workers if w.alive))
+    age = GaugeMetricFamily(f"{NS}_worker_heartbeat_age_seconds", "Seconds since each worker's "
+                            "last heartbeat", labels=["worker"])
+    for worker in o.workers:
+        age.add_metric([worker.id], worker.age_s)
+    yield age
+    info = o.redis
+    yield one("redis_used_memory_bytes", "Redis used_memory", info.used_memory or 0)
+    yield one("redis_aof_enabled", "1 when Redis appends every write to its AOF",
+              int(info.aof_enabled or 0))
+    healthy = info.aof_last_write_status in (None, "ok") and \
+        info.rdb_last_bgsave_status in (None, "ok")
+    yield one("redis_persistence_ok", "1 when Redis's last AOF write and RDB save "
+              "succeeded", int(healthy))
+
+
+class TenantFigures:
+    """One tenant's series, added to the shared families."""
+
+    def __init__(self, part: Part, families: Families) -> None:
+        self.overview = part.overview
+        self.targets = part.targets
+        self.totals = part.totals
+        self.held = part.held
+        self.tenant = part.tenant
+        self.families = families
+
+    def collect(self) -> None:
+        """The first tenant's calls make the families, in the order of the scrape."""
+        for method in (self._counters, self._histograms, self._events, self._deliveries,
+                       self._now, self._targets, self._drift):
+            method()
+
+    def _family(self, kind: type[Family], name: str, doc: str,
+                labels: Sequence[str] = ()) -> Labelled:
+        family = self.families.family(kind, name, doc, ["tenant", *labels])
+        return Labelled(family, self.tenant)
+
+    def _gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Labelled:
+        return self._family(GaugeMetricFamily, name, doc, labels)
+
+    def _counters(self) -> None:
         for spec in counters.SPECS:
             if spec.histogram:
                 continue
-            family = CounterMetricFamily(f"{NS}_{spec.name}", spec.doc, labels=spec.labels)
+            family = self._family(CounterMetricFamily, spec.name, spec.doc, spec.labels)
             series = {labels: 0.0 for labels in KNOWN.get(spec.name, [])}
             series.update(self.totals.counters[spec.name])
             for labels, value in sorted(series.items()):
                 family.add_metric(list(labels), value)
-            yield family
 
-    def _histograms(self) -> Iterator[Metric]:
+    def _histograms(self) -> None:
         targets: list[tuple[str, ...]] = [(t.name,) for t in self.targets]
         known: dict[str, list[tuple[str, ...]]] = {counters.DELIVERY_LATENCY.name: targets,
                                                    counters.FLUSH_DURATION.name: [()]}
         for spec in counters.SPECS:
             if not spec.histogram:
                 continue
-            family = HistogramMetricFamily(f"{NS}_{spec.name}", spec.doc, labels=spec.labels)
+            family = self._family(HistogramMetricFamily, spec.name, spec.doc, spec.labels)
             series = {labels: counters.empty(spec) for labels in known.get(spec.name, [])}
             series.update(self.totals.histograms[spec.name])
             for labels, histogram in sorted(series.items()):
                 family.add_metric(list(labels), histogram.buckets, histogram.sum)
-            yield family
 
-    def _events(self) -> Iterator[Metric]:
+    def _events(self) -> None:
         totals = self.overview.totals
         events = self._gauge("events_last_hour", "Webhook events in the last 60 minutes, by "
                              "kind (received, duplicate, stale)"
@@ -104,10 +191,8 @@ class Snapshot(Collector):
                                ["reason"])
         for reason, n in totals.rejected.items():
             rejected.add_metric([reason], n)
-        yield events
-        yield rejected
 
-    def _deliveries(self) -> Iterator[Metric]:
+    def _deliveries(self) -> None:
         totals = self.overview.totals
         deliveries = self._gauge("deliveries_last_hour", "Portal delivery attempts in the last "
                                  "60 minutes, by target and result (ok, retrying, failed)"
@@ -136,37 +221,28 @@ class Snapshot(Collector):
                              ("0.99", quantiles.p99)):
             if value is not None:
                 latency.add_metric([label], value / 1000)
-        yield from (deliveries, calls, per_event, latency)
 
-    def _now(self) -> Iterator[Metric]:
+    def _now(self) -> None:
         o = self.overview
         waiting = [w for w in o.waiting if w.in_ms > 0]
-        yield self._one("groups_waiting", "Groups whose flush is scheduled later "
+        self._one("groups_waiting", "Groups whose flush is scheduled later "
                         "(debounce or retry)", len(waiting))
         overdue = [w for w in o.waiting if w.in_ms <= 0 and w.group not in o.flushing]
-        yield self._one("groups_overdue", "Groups due now but not being flushed", len(overdue))
-        yield self._one("flushes_running", "Group flushes in progress", len(o.flushing))
-        yield self._one("queue_depth", "Jobs in the arq queue", o.queue_depth)
-        yield self._one("inbox_events", "Webhook events stored and not yet folded into the "
+        self._one("groups_overdue", "Groups due now but not being flushed", len(overdue))
+        self._one("flushes_running", "Group flushes in progress", len(o.flushing))
+        self._one("inbox_events", "Webhook events stored and not yet folded into the "
                         "state by a worker", o.inbox.events)
-        yield self._one("inbox_oldest_age_seconds", "Seconds the oldest unfolded event has "
+        self._one("inbox_oldest_age_seconds", "Seconds the oldest unfolded event has "
                         "waited (0: none waits)", (o.inbox.oldest_age_ms or 0) / 1000)
-        yield self._one("inbox_dead_events", "Inbox entries the fold could not handle, set "
+        self._one("inbox_dead_events", "Inbox entries the fold could not handle, set "
                         "aside until an operator retries or discards them", o.inbox.dead)
-        yield self._one("workers_alive", "Workers with a recent heartbeat",
-                        sum(1 for w in o.workers if w.alive))
-        age = self._gauge("worker_heartbeat_age_seconds", "Seconds since each worker's "
-                          "last heartbeat", ["worker"])
-        for worker in o.workers:
-            age.add_metric([worker.id], worker.age_s)
-        yield age
 
-    def _one(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
+    def _one(self, name: str, doc: str, value: float) -> Labelled:
         family = self._gauge(name, doc)
         family.add_metric([], value)
         return family
 
-    def _targets(self) -> Iterator[Metric]:
+    def _targets(self) -> None:
         now = now_ms()
         families = {
             "state": self._gauge("target_state", "1 for the target's current state",
@@ -206,9 +282,8 @@ class Snapshot(Collector):
                 out = box.in_flight_since
                 families["in_flight"].add_metric([t.name], max(now - out, 0) / 1000
                                                  if out is not None and box.in_flight else 0)
-        yield from families.values()
 
-    def _drift(self) -> Iterator[Metric]:
+    def _drift(self) -> None:
         """The periodic reconciliation, per target: its last full pass, what the groups' last
         checks found unknown, and the checks failing."""
         families = {
@@ -238,23 +313,22 @@ class Snapshot(Collector):
             if last is not None and last.finished is not None:
                 families["age"].add_metric([t.name], max(now - last.finished, 0) / 1000)
             families["failing"].add_metric([t.name], drift.failing)
-        yield from families.values()
-
-    def _redis(self) -> Iterator[Metric]:
-        info = self.overview.redis
-        yield self._one("redis_used_memory_bytes", "Redis used_memory", info.used_memory or 0)
-        yield self._one("redis_aof_enabled", "1 when Redis appends every write to its AOF",
-                        int(info.aof_enabled or 0))
-        healthy = info.aof_last_write_status in (None, "ok") and \
-            info.rdb_last_bgsave_status in (None, "ok")
-        yield self._one("redis_persistence_ok", "1 when Redis's last AOF write and RDB save "
-                        "succeeded", int(healthy))
 
 
 async def metrics(request: Request) -> Response:
-    ops = operations(request)
-    totals = counters.read(await request.app.state.redis.hgetall(ks().METRICS))
+    """Every configured tenant's series for the deployment (``?tenant=`` for one); a tenant's
+    token, its own. The deployment's series (queue, workers, Redis) come with either."""
+    tenant = access(request).tenant
+    names = [tenant] if tenant is not None else settings_of(request).tenant_names()
+    parts = [await tenant_part(request, name) for name in names]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(await ops.overview(), await ops.targets(), totals,
-                               (await ops.problems()).held))
+    registry.register(Snapshot(parts, parts[0].overview if parts else None))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def tenant_part(request: Request, tenant: str) -> Part:
+    with tenancy.use(tenant):
+        ops = operations(request, tenant)
+        totals = counters.read(await request.app.state.redis.hgetall(ks().METRICS))
+        return Part(tenant, await ops.overview(), await ops.targets(), totals,
+                    (await ops.problems()).held)

@@ -1,22 +1,27 @@
 """Server-rendered pages. Each page polls itself with ``X-Live: 1`` and swaps in its live
-block (static/dashboard.js), so figures move without a reload and without a front-end build."""
+block (static/dashboard.js), so figures move without a reload and without a front-end build.
+Links between pages go through ``href`` so that a tenant picked with ``?tenant=`` stays picked."""
 
 from __future__ import annotations
 
 import datetime as dt
 from importlib.resources import files
 from typing import Any
+from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Route, Router
 from starlette.staticfiles import StaticFiles
 
 from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.dashboard import charts
 from bridge.dashboard.api import GROUP_SORTS, BadRequest, group_page_params, operations
+from bridge.dashboard.auth import Answers, access, settings_of
 from bridge.ops import NotFound
 
 env = Environment(loader=PackageLoader("bridge.dashboard", "templates"),
@@ -49,8 +54,29 @@ def clock(at: int | None) -> str:
     return dt.datetime.fromtimestamp(at / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+@pass_context
+def href(context: Context, path: str, *parts: str, **query: Any) -> str:
+    """``path`` with ``parts`` quoted onto it and ``query``, keeping the tenant the request
+    picked with ``?tenant=``: ``href("/dashboard/groups/", name, page=2)``."""
+    url = path + "".join(quote(str(part), safe="/") for part in parts)
+    params = {key: value for key, value in query.items() if value is not None}
+    request = context.get("request")
+    if request is not None:
+        params.update(access(request).query())
+    return url + ("?" + urlencode(params) if params else "")
+
+
+@pass_context
+def tenant_field(context: Context) -> Markup:
+    """A GET form's hidden ``tenant`` field, when the request picked one with ``?tenant=``."""
+    request = context.get("request")
+    picked = access(request).query() if request is not None else {}
+    return Markup("".join(f'<input type="hidden" name="{escape(key)}" value="{escape(value)}">'
+                          for key, value in picked.items()))
+
+
 env.filters.update(duration=duration, ago=ago, clock=clock)
-env.globals.update(chart=charts.chart, legend=charts.legend,
+env.globals.update(chart=charts.chart, legend=charts.legend, href=href, tenant_field=tenant_field,
                    delivery_colours=charts.DELIVERY_COLOURS)
 
 
@@ -59,8 +85,11 @@ async def render(request: Request, name: str, status_code: int = 200,
     """The whole page, or only its live block when the page's own script asks for it."""
     template = env.get_template(name)
     problems = await operations(request).problems()
+    who = access(request)
     context.update(request=request, page=name.removesuffix(".html"), now=now_ms(),
-                   problem_count=problems.count)
+                   problem_count=problems.count, access=who,
+                   # The deployment may switch tenants; a tenant's token sees only its own.
+                   tenants=settings_of(request).tenant_names() if who.everyone else [])
     if request.headers.get("x-live") == "1":
         block = template.blocks["live"]
         html = "".join(block(template.new_context(context)))
@@ -127,8 +156,27 @@ async def inbox_dead(request: Request) -> Response:
     return await render(request, "inbox_dead.html", dead=await operations(request).dead_events())
 
 
+class PageAnswers(Answers):
+    """The pages answer in HTML: a tenant out of reach as a page that is not there, and a
+    request naming no tenant (the deployment's, with no ``default`` tenant) with the list of
+    tenants to pick from."""
+
+    async def unknown(self, request: Request, name: str) -> Response:
+        # The same page whether the tenant exists or not: a tenant's token learns nothing.
+        return HTMLResponse(env.get_template("tenants.html").render(
+            request=request, names=[], missing=name), status_code=404)
+
+    async def missing(self, request: Request, names: list[str]) -> Response:
+        return HTMLResponse(env.get_template("tenants.html").render(
+            request=request, names=names, path=quote(request.url.path, safe="/")))
+
+
+def static() -> StaticFiles:
+    """The stylesheet and script: no tenant's (mounted ahead of the pages)."""
+    return StaticFiles(directory=str(files("bridge.dashboard") / "static"))
+
+
 def router() -> Router:
-    static = StaticFiles(directory=str(files("bridge.dashboard") / "static"))
     return Router(routes=[
         Route("/", overview, methods=["GET"]),
         Route("/targets", targets, methods=["GET"]),
@@ -137,5 +185,4 @@ def router() -> Router:
         Route("/listings/{ref:path}", listing, methods=["GET"]),
         Route("/problems", problems, methods=["GET"]),
         Route("/inbox/dead", inbox_dead, methods=["GET"]),
-        Mount("/static", app=static, name="static"),
     ])

@@ -45,6 +45,7 @@ function describe(answer) {
   if (answer.discarded !== undefined) return typeof answer.discarded === "number"
     ? `Discarded ${answer.discarded} listing(s).` : "Held sync discarded.";
   if (answer.retried !== undefined) return `Retrying ${answer.retried} listing(s).`;
+  if (answer.tenant) return `${answer.tenant}: ${answer.targets.length} target(s) ${answer.state === "paused" ? "paused" : "resumed"}.`;
   if (answer.state) return `${answer.target} is ${answer.state}.`;
   return "Done.";
 }
