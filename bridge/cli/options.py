@@ -80,9 +80,13 @@ def config_file(config_path: str | None) -> str:
 
 def load(config_path: str | None) -> Settings:
     try:
-        return load_settings(config_file(config_path))
+        settings = load_settings(config_file(config_path))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    # Rate budgets belong to portal credentials: a command's portal calls (reconcile's reads, a
+    # link scan) spend from the buckets the workers spend from, and status reads those.
+    tenancy.register_credentials(settings.credentials())
+    return settings
 
 
 def plain_errors(func: Callable[P, R]) -> Callable[P, R]:

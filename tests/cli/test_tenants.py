@@ -20,13 +20,16 @@ import redis
 from redis.asyncio import Redis
 
 from bridge import tenancy
+from bridge.app import create_app
 from bridge.clock import now_ms
 from bridge.constants import keyspace
 from bridge.delivery.ledger import Held, Ledger, Quarantined
 from bridge.ingest.events import parse_event
+from bridge.settings import load_settings
 from tests.conftest import OTHER_SECRET, make_settings
 from tests.support import crm
-from tests.support.ingest import FoldingStore
+from tests.support.ingest import FoldingStore, fold
+from tests.support.servers import serve_app
 from tests.support.stack import stack_config
 
 pytestmark = pytest.mark.processes  # every test runs the bridge command
@@ -199,6 +202,29 @@ def test_without_tenant_a_configuration_with_no_default_asks_for_one(redis_url: 
 
 # -- bridge send --tenant --
 
+def test_send_posts_to_the_tenants_webhook_signed_with_its_secret(redis_url: str,
+                                                                  r: redis.Redis,
+                                                                  tmp_path: Path) -> None:
+    config = two_tenants(tmp_path, redis_url)
+    settings = load_settings(config)
+    for name, group in (("b", "b-homes"), ("default", "a-homes")):
+        (tmp_path / f"{name}.jsonl").write_bytes(orjson.dumps(crm.upsert(group, "apt-1", 5)))
+    with serve_app(create_app(settings)) as url:
+        # b's secret is not the default tenant's: a wrong one would be refused (401).
+        to_b = bridge(config, "send", "--url", f"{url}/webhooks/crm", "--tenant", "b",
+                      "--file", str(tmp_path / "b.jsonl"))
+        to_default = bridge(config, "send", "--url", f"{url}/webhooks/crm",
+                            "--file", str(tmp_path / "default.jsonl"))
+    for name in ("b", "default"):
+        with tenancy.use(name):
+            fold(r, settings.for_tenant(name))
+
+    assert to_b.returncode == 0 and "202: 1" in to_b.stdout, (to_b.stdout, to_b.stderr)
+    assert to_default.returncode == 0 and "202: 1" in to_default.stdout, to_default.stdout
+    assert r.hget(keyspace("b").LISTING + "apt-1", "g") == "b-homes"
+    assert r.hget(keyspace("default").LISTING + "apt-1", "g") == "a-homes"
+
+
 def test_send_to_an_unknown_tenant_sends_nothing(redis_url: str, tmp_path: Path) -> None:
     config = two_tenants(tmp_path, redis_url)
     with socket.socket() as listening:  # where the events would go: nobody may connect
@@ -216,6 +242,7 @@ def test_send_to_an_unknown_tenant_sends_nothing(redis_url: str, tmp_path: Path)
 # -- bridge reconcile --all-tenants --
 
 def test_reconcile_all_tenants_reports_each_tenant_in_turn(redis_url: str, sandbox_url: str,
+                                                           r: redis.Redis,
                                                            tmp_path: Path) -> None:
     config = two_tenants(tmp_path, redis_url, sandbox_url)
     seed(redis_url, "default", crm.upsert("a-homes", "apt-1", 3))
@@ -237,6 +264,12 @@ def test_reconcile_all_tenants_reports_each_tenant_in_turn(redis_url: str, sandb
         assert {f["ref"] for f in report["findings"] if f["kind"] == "missing"} == missing
     assert refused.returncode == 2
     assert "--all-tenants runs every tenant" in refused.stderr
+    # Both tenants read Rentix with one API key: their reads spent that credential's budget,
+    # the one the workers spend from, and no budget of a tenant's own.
+    settings = load_settings(config)
+    [credential] = {settings.credentials()[(t, "rentix")] for t in ("default", "b")}
+    assert r.exists(f"lb:{{r:{credential}}}:ratelimit:reads")
+    assert not [key for key in keys(r) if ":ratelimit" in key and key.startswith("lb:{t:")]
 
 
 # -- bridge tenant list --
