@@ -16,7 +16,6 @@ from bridge.cli.options import (
     load_tenant,
     log_format_option,
     plain_errors,
-    tenant_option,
 )
 
 
@@ -47,9 +46,11 @@ def dev(config_path: str | None, host: str, port: int, sandbox_port: int,
 
 @click.command()
 @config_option
-@tenant_option
+@click.option("--tenant", metavar="NAME", default=None,
+              help="The tenant whose webhook receives the events: URL/NAME, signed with its "
+                   "first secret in --config (default: `default`, at URL itself).")
 @click.option("--url", default="http://127.0.0.1:8000/webhooks/crm", show_default=True,
-              help="The bridge's webhook URL (with --tenant NAME, events go to URL/NAME).")
+              help="The bridge's webhook URL (the tenant `default`'s).")
 @click.option("--secret", help="A whsec_ secret (default: the tenant's first one in --config, "
               "or the one `bridge dev` printed).")
 @click.option("--file", "file_", type=click.File("rb"), help="Events as JSON lines ('-': stdin).")
