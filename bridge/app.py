@@ -125,6 +125,7 @@ def app_from_environment() -> Starlette:
     log_format = os.environ.get(LOG_FORMAT_ENV, "text")
     if log_format in LOG_FORMATS:
         configure(log_format)
+    tenancy.require_explicit()  # every request names its tenant (path, token, ?tenant=)
     app = create_app(load_settings(), os.environ.get(LISTEN_HOST_ENV, "127.0.0.1"),
                      config_path=os.environ.get(CONFIG_ENV))
     quiet_garbage_collector()
@@ -189,7 +190,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
         Route(WEBHOOK_PATH + "/{tenant}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *links.routes(settings.dashboard.token),  # auth-wrapped, before the /api mount
+        *links.routes(),  # auth-wrapped, before the /api mount
         *dashboard_routes(settings, listen_host),  # auth-wrapped; never on the webhook
     ]
     app = bridge_app = BridgeApp(routes=routes, lifespan=lifespan,

@@ -107,10 +107,10 @@ async def end_adoption(request: Request, linking: Linking) -> Any:
     return await linking.end_adoption(request.path_params["target"])
 
 
-def routes(token: str | None = None) -> list[Route]:
+def routes() -> list[Route]:
     """The linking routes behind the dashboard's auth, for the request's tenant. Mount them
-    before the dashboard's ``/api``, whose catch-all would answer first. ``token`` is not used
-    (kept for callers): the tokens are read from the app's settings at each request."""
+    before the dashboard's ``/api``, whose catch-all would answer first. The tokens are read
+    from the app's settings at each request."""
     table: list[tuple[str, Handler, str]] = [
         ("/api/links", add_link, "POST"),
         ("/api/links/{target}/{portal_id}", remove_link, "DELETE"),

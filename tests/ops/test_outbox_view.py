@@ -15,7 +15,7 @@ from bridge import counters
 from bridge.cli.operate import render_status
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.dashboard.metrics import Snapshot
+from bridge.dashboard.metrics import Part, Snapshot
 from bridge.delivery import budget
 from bridge.delivery.budget import Bucket, Budget
 from bridge.delivery.outbox import Queued, compose, put_commands
@@ -164,13 +164,15 @@ async def test_with_bulk_off_there_is_no_drain_time(bulk_off: Operations, redis:
 async def scrape(ops: Operations) -> dict[str, float]:
     """The outbox gauges as /metrics renders them: {"name{labels}": value}."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(await ops.overview(), await ops.targets(),
-                               counters.read({}), (await ops.problems()).held))
+    part = Part("default", await ops.overview(), await ops.targets(), counters.read({}),
+                (await ops.problems()).held)
+    registry.register(Snapshot([part], None))
     samples = {}
     for family in registry.collect():
         for sample in family.samples:
             if sample.name.startswith("listing_bridge_outbox_"):
-                labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+                labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items()
+                                  if k != "tenant")
                 samples[f"{sample.name}{{{labels}}}"] = sample.value
     return samples
 

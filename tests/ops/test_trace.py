@@ -254,8 +254,10 @@ def test_one_webhook_is_still_one_call_to_redis(redis_url: str, tmp_path: Path) 
     assert calls["cmdstat_evalsha"] == 1
     from_clients = [command for source, command in seen if source != "lua"]
     assert from_clients == ["EVALSHA"]
-    # The inbox's ceiling (LLEN), the dedupe marker, the inbox: nothing of the fold.
-    assert [command for source, command in seen if source == "lua"] == ["LLEN", "SET", "RPUSH"]
+    # The tenant's turn (ZADD lb:wake), the inbox's ceiling (LLEN), the dedupe marker, the
+    # inbox: nothing of the fold.
+    assert [command for source, command in seen if source == "lua"] == [
+        "ZADD", "LLEN", "SET", "RPUSH"]
 
 
 def monitor(redis_url: str, action: Callable[[], object]) -> list[tuple[str, str]]:

@@ -62,7 +62,7 @@ async def test_the_scheduler_folds_around_a_poison_event_and_an_operator_retries
 def shown_then_retried(settings: Settings) -> None:
     """What the web process shows of the event set aside; then an operator's retry."""
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as http:
-        assert "listing_bridge_inbox_dead_events 1.0" in http.get("/metrics").text
+        assert 'listing_bridge_inbox_dead_events{tenant="default"} 1.0' in http.get("/metrics").text
         inbox = http.get("/api/overview").json()["inbox"]
         assert inbox["dead"] == 1 and inbox["dead_oldest_at"] <= now_ms()
         [dead] = http.get("/api/inbox/dead").json()["dead"]
@@ -95,7 +95,7 @@ def discarded_through_the_api(settings: Settings) -> None:
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as http:
         discarded = http.post("/api/inbox/dead/discard", json={"all": True}).json()
         assert [e["webhook_id"] for e in discarded["discarded"]] == [None]
-        assert "listing_bridge_inbox_dead_events 0.0" in http.get("/metrics").text
+        assert 'listing_bridge_inbox_dead_events{tenant="default"} 0.0' in http.get("/metrics").text
 
 
 def bridge(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
