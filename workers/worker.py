@@ -413,5 +413,8 @@ async def supervise(settings: Settings, config_path: str | None = None) -> None:
 
 
 def run_worker(settings: Settings, config_path: str | None = None) -> None:
-    """The worker process; with ``config_path`` a SIGHUP reloads its tenants."""
+    """The worker process; with ``config_path`` a SIGHUP reloads its tenants. Every piece of
+    its work names its tenant (a job, a turn): code that does not fails instead of working on
+    the default tenant's data."""
+    tenancy.require_explicit()
     asyncio.run(supervise(settings, config_path))

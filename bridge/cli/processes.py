@@ -51,6 +51,9 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_forma
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
                               "http": "httptools", "log_level": "warning", "access_log": False,
                               **uvicorn_logs}
+    from bridge import tenancy
+
+    tenancy.require_explicit()  # every request names its tenant (path, token, ?tenant=)
     if workers == 1:
         app = create_app(settings, listen_host=host, config_path=str(Path(config_path).resolve()))
         quiet_garbage_collector()
