@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import html
 import logging
@@ -11,8 +12,10 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,15 +26,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bridge import tenancy
-from bridge.connections import RedisCheck, address, redis_client
+from bridge.connections import RedisCheck, address, node_url, redis_client, state_client
 from bridge.dashboard import dashboard_routes, links
+from bridge.ingest.cluster_client import ClusterScripts
 from bridge.ingest.signatures import Verifier
-from bridge.ingest.store import EventStore
+from bridge.ingest.store import ACCEPT, EventStore
 from bridge.ingest.webhook import RETRY_AFTER_S, WebhookEndpoint, tenant_of
 from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
 from bridge.migration import migrate
 from bridge.responses import JSONResponse, error
-from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings
+from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings, seed_urls
 
 log = logging.getLogger("bridge.app")
 
@@ -148,12 +152,8 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
     if not settings.redis_url:
         raise ValueError("redis_url is required to serve")
     tenancy.register_credentials(settings.credentials())
-    redis = redis_client(settings.redis_url)
-    # The webhook's script client runs the check on every (re)connect and waits for what it
-    # returns; until a check passes, webhooks answer 503 and /readyz says why.
-    check = RedisCheck(redis, settings.redis)
-    store = EventStore(redis, settings.redis_url, settings.webhook, settings.debounce,
-                       prepare=check, trace=settings.trace, retention=settings.retention)
+    redis = state_client(settings.redis_url, settings.redis.cluster)
+    check, store = _storage(settings, redis)
     webhook = WebhookEndpoint(verifiers(settings), store, settings.webhook.max_body_bytes)
 
     @contextlib.asynccontextmanager
@@ -201,6 +201,27 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
     app.state.redis = redis
     app.state.listen_host = listen_host
     return app
+
+
+def _storage(settings: Settings, redis: Redis) -> tuple[RedisCheck, EventStore]:
+    """The start-up check and the webhook's store. The webhook's script client runs the check
+    on every (re)connect and waits for what it returns; until a check passes, webhooks answer
+    503 and /readyz says why. On a cluster each master's script client checks its own node,
+    and the process's check is the first seed's."""
+    assert settings.redis_url
+    if not settings.redis.cluster:
+        check = RedisCheck(redis, settings.redis)
+        return check, EventStore(redis, settings.redis_url, settings.webhook,
+                                 settings.debounce, prepare=check, trace=settings.trace,
+                                 retention=settings.retention)
+    seed = seed_urls(settings.redis_url)[0]
+    check = RedisCheck(redis_client(seed), settings.redis)
+    scripts = ClusterScripts(cast(RedisCluster, redis), functools.partial(node_url, seed),
+                             ACCEPT, lambda node: RedisCheck(node, settings.redis),
+                             redis_client, keys=4)
+    return check, EventStore(redis, seed, settings.webhook, settings.debounce,
+                             trace=settings.trace, retention=settings.retention,
+                             cluster=scripts)
 
 
 def _on_hangup(app: BridgeApp) -> bool:

@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -33,7 +34,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.constants import PREFIX
-from bridge.settings import RedisSettings
+from bridge.settings import RedisSettings, seed_urls
 
 log = logging.getLogger("bridge.connections")
 
@@ -92,9 +93,45 @@ def redis_client(url: str, socket_timeout: float | None = 5) -> Redis:
     return client
 
 
+def state_client(url: str, cluster: bool, socket_timeout: float | None = 5) -> Redis:
+    """The client of the bridge's state: ``redis_client`` on a single Redis; on a Redis
+    Cluster (``[redis] cluster``) redis-py's ``RedisCluster`` over the seed nodes, which
+    routes each command by its keys' slot and follows MOVED and ASK. It serves the same
+    commands for keys of one slot (every script's and pipeline's are one tenant's), so the
+    rest of the bridge holds it as a ``Redis``."""
+    if not cluster:
+        return redis_client(url, socket_timeout)
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    seeds = seed_urls(url)
+    others = [ClusterNode(**_host_port(seed)) for seed in seeds[1:]]
+    client = RedisCluster.from_url(
+        seeds[0], startup_nodes=others or None, socket_connect_timeout=2,
+        socket_timeout=socket_timeout, require_full_coverage=False,
+        health_check_interval=30)
+    return cast(Redis, client)
+
+
+def _host_port(url: str) -> dict[str, Any]:
+    parsed = parse_url(url)
+    return {"host": parsed.get("host", "127.0.0.1"), "port": int(parsed.get("port", 6379))}
+
+
+def node_url(seed: str, host: str, port: int) -> str:
+    """The URL of cluster node ``host:port`` with the seed URL's scheme, credentials and
+    options (TLS files, timeouts)."""
+    scheme, _, rest = seed.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, _ = netloc.rpartition("@")
+    return f"{scheme}://{userinfo}{at}{host}:{port}{slash}{tail}"
+
+
 def address(redis: Redis) -> str:
     """Where ``redis`` connects, without credentials, for messages."""
-    pool = redis.connection_pool
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:  # a RedisCluster: its seed nodes
+        seeds = cast(Any, redis).nodes_manager.startup_nodes
+        return "the Redis Cluster at " + ", ".join(sorted(seeds))
     return _where(pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection))
 
 

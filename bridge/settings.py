@@ -209,12 +209,44 @@ class RedisSettings(_Section):
     # acknowledge on write, for development only.
     durability: Literal["fsync", "none"] = "fsync"
     min_replicas: int = Field(0, ge=0)
+    # True: redis_url names seed node(s) of a Redis Cluster (redis://h1:p1,h2:p2), every key
+    # of a tenant in one slot; arq's queue then lives on jobs_url, a plain Redis (arq cannot
+    # run on a cluster), which holds soft state only.
+    cluster: bool = False
+    jobs_url: str = Field("", pattern=r"^((redis|rediss|unix)://.*)?$")
 
     @model_validator(mode="after")
     def _replicas_need_fsync(self) -> RedisSettings:
         if self.durability == "none" and self.min_replicas:
             raise ValueError('min_replicas applies only with durability = "fsync"')
+        if self.cluster and not self.jobs_url:
+            raise ValueError("cluster = true needs jobs_url: a plain Redis for the workers' job "
+                             "queue (arq cannot run on a cluster); it holds soft state only")
+        if self.jobs_url:
+            try:
+                _readable(self.jobs_url)
+            except ValueError as exc:
+                raise ValueError(f"jobs_url {self.jobs_url!r}: {exc}") from None
         return self
+
+
+def _readable(url: str) -> None:
+    """A Redis URL redis-py can read, as every process will read it."""
+    from redis.asyncio.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"a Redis URL redis-py can read ({exc})") from None
+
+
+def seed_urls(url: str) -> list[str]:
+    """The URL of each seed node a cluster's ``redis_url`` names (``redis://h1:p1,h2:p2``):
+    the same scheme, credentials, database and options for each host."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    return [f"{scheme}://{userinfo}{at}{host}{slash}{tail}" for host in hosts.split(",") if host]
 
 
 class RentixTarget(_Section):
@@ -359,18 +391,24 @@ class Settings(_Section):
     # The tenant this is a view of (``for_tenant``); the whole configuration's is "default".
     tenant: Annotated[str, AfterValidator(_tenant_name)] = DEFAULT_TENANT
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, url: str | None) -> str | None:
+    @model_validator(mode="after")
+    def _redis_url(self) -> Settings:
         # Read as every process will read it: a URL redis-py cannot parse fails here, at load.
-        from redis.asyncio.connection import parse_url
-
-        if url is not None:
+        url = self.redis_url
+        if url is None:
+            return self
+        seeds = seed_urls(url) if self.redis.cluster else [url]
+        if not self.redis.cluster and "," in url.partition("://")[2].partition("/")[0]:
+            raise PydanticCustomError(_WORDED, "{problem}", {"problem": (
+                f"redis_url: found {url!r}; several hosts name the seed nodes of a cluster: "
+                "set [redis] cluster = true (and jobs_url)")})
+        for seed in seeds:
             try:
-                parse_url(url)
+                _readable(seed)
             except ValueError as exc:
-                raise ValueError(f"a Redis URL redis-py can read ({exc})") from None
-        return url
+                raise PydanticCustomError(_WORDED, "{problem}", {
+                    "problem": f"redis_url: found {url!r}; expected {exc}"}) from None
+        return self
 
     @field_validator("targets")
     @classmethod

@@ -5,7 +5,9 @@
 -- KEYS[2] inbox: lb:inbox
 -- KEYS[3] stats: lb:stats:<minute of receipt>
 -- KEYS[4] metrics: lb:metrics
--- KEYS[5] wake: lb:wake (deployment-wide: the tenants with work for the schedulers)
+-- KEYS[5...] wake: lb:wake (deployment-wide: the tenants with work for the schedulers); on a
+--   Redis Cluster it lives in another slot, so none is given: the webhook wakes the tenant
+--   apart, once the event is durable (bridge/ingest/store.py)
 -- ARGV[1] received at (ms)
 -- ARGV[2] the event's inbox entry (bridge.ingest.store.entry)
 -- ARGV[3] the dedupe marker's lifetime (s): [webhook] dedupe_ttl_seconds
@@ -29,7 +31,7 @@ end
 -- for a duplicate); a redelivery of a stored one is answered as such, its story left untold.
 -- Whatever the outcome the tenant's inbox may hold work: its turn is due now (score 0), in the
 -- same step as the write, so no stored event waits for a turn nobody gave it.
-redis.call('ZADD', WAKE, 0, ARGV[4])
+if WAKE then redis.call('ZADD', WAKE, 0, ARGV[4]) end
 local limit = tonumber(ARGV[5])
 if limit and redis.call('LLEN', INBOX) >= limit then
   if redis.call('EXISTS', SEEN) == 0 then return {2, 0} end

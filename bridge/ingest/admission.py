@@ -56,7 +56,14 @@ class MemoryGauge:
 
     async def refresh(self) -> None:
         info = await self._redis.info("memory")
-        self.used, self.maxmemory = int(info["used_memory"]), int(info.get("maxmemory", 0))
+        # A cluster's client answers per node ({node: info}): the fullest master decides, as
+        # it refuses writes first (each tenant's writes go to one node; a ceiling per tenant
+        # would read every node every second for little gain).
+        nodes = list(info.values()) if info and all(isinstance(v, dict) for v in info.values()) \
+            else [info]
+        self.used, self.maxmemory = max(
+            ((int(n["used_memory"]), int(n.get("maxmemory", 0))) for n in nodes),
+            key=lambda reading: reading[0] / reading[1] if reading[1] else 0.0)
         self._since = 0
 
     async def _refresh_forever(self) -> None:

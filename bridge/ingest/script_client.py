@@ -352,14 +352,16 @@ class _Deadline:
 
 class ScriptBatcher:
     def __init__(self, url: str, script: Lua | str, timeout_s: float = 5.0,
-                 connect_timeout_s: float = 2.0, prepare: Prepare | None = None) -> None:
+                 connect_timeout_s: float = 2.0, prepare: Prepare | None = None,
+                 keys: int | None = None) -> None:
         """``script``: a loaded Lua file, whose header fixes how many KEYS every call passes
-        (a bare source takes none). ``prepare`` runs on every new connection before a script
-        call goes out on it; what it returns says what each call waits for, and if it raises,
-        the calls waiting for that connection fail with its error."""
+        (``keys`` where it takes a variable number; a bare source takes none). ``prepare``
+        runs on every new connection before a script call goes out on it; what it returns
+        says what each call waits for, and if it raises, the calls waiting for that
+        connection fail with its error."""
         self._endpoint = endpoint(url)
         self._lua = script if isinstance(script, Lua) else None
-        self.keys = _fixed_keys(script) if isinstance(script, Lua) else 0
+        self.keys = _fixed_keys(script, keys) if isinstance(script, Lua) else 0
         self._source = (script.source if isinstance(script, Lua) else script).encode()
         self._sha = hashlib.sha1(self._source).hexdigest().encode()
         self._evalsha = _bulks((b"EVALSHA", self._sha, self.keys))  # packed once
@@ -561,11 +563,15 @@ class ScriptBatcher:
         self._drop()
 
 
-def _fixed_keys(lua: Lua) -> int:
-    """How many KEYS ``lua`` takes: one packed EVALSHA prefix serves every call."""
+def _fixed_keys(lua: Lua, keys: int | None) -> int:
+    """How many KEYS each call passes ``lua``: one packed EVALSHA prefix serves every call
+    (``keys``: the count chosen for a script that takes a variable number)."""
+    if keys is not None:
+        lua.check_keys(keys)
+        return keys
     if lua.more_keys:
         raise ScriptError(f"{lua.name} takes any number of keys: the webhook's client packs "
-                          "a fixed count")
+                          "a fixed count; say how many")
     return len(lua.keys)
 
 

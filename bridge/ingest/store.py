@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgspec
 import redis
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from bridge import constants as k
@@ -31,6 +32,7 @@ from bridge import counters, tenancy
 from bridge.connections import Durability
 from bridge.constants import ks
 from bridge.ingest.admission import MemoryGauge, StorageFull
+from bridge.ingest.cluster_client import ClusterScripts
 from bridge.ingest.events import ValidEvent
 from bridge.ingest.script_client import ScriptBatcher
 from bridge.scripts import load
@@ -92,12 +94,17 @@ class EventStore:
                  debounce: DebounceSettings,
                  prepare: Callable[[], Awaitable[Durability]] | None = None,
                  trace: TraceSettings | None = None,
-                 retention: RetentionSettings | None = None) -> None:
+                 retention: RetentionSettings | None = None,
+                 cluster: ClusterScripts | None = None) -> None:
         """``prepare`` runs on every (re)connect of the script client and says what a stored
         event must wait for (``bridge.connections.RedisCheck``). ``debounce``, ``trace`` and
-        ``retention`` are the fold's (bridge/ingest/inbox.py): storing needs none of them."""
+        ``retention`` are the fold's (bridge/ingest/inbox.py): storing needs none of them.
+        ``cluster``: on a Redis Cluster, the script client of each master (``redis`` is then
+        the cluster's client), and the tenant is woken apart."""
         self._redis = redis
-        self._script = ScriptBatcher(url, ACCEPT, prepare=prepare)
+        self._cluster = cluster
+        self._script = ScriptBatcher(url, ACCEPT, prepare=prepare, keys=5) if cluster is None \
+            else None
         self._dedupe_ttl_s = webhook.dedupe_ttl_seconds
         self._calls: dict[str, AcceptCall] = {}  # per tenant: its names are packed in
         self._unstored = 0  # events answered 503 and not counted in Redis yet
@@ -112,7 +119,15 @@ class EventStore:
         call = self._call()
         arguments = call.pack(webhook_id, now_ms, event)
         try:
-            status, _ = await self._script.call_packed(call.count, arguments)
+            if self._cluster is None:
+                assert self._script is not None
+                status, _ = await self._script.call_packed(call.count, arguments)
+            else:
+                status, _ = await self._cluster.call_packed(call.count, arguments, call.slot)
+                # Durable on the tenant's master (its WAITAOF answered): now its turn, in
+                # lb:wake's slot. Lost with this process? No 2xx went out: the CRM redelivers
+                # and the duplicate wakes it.
+                await self._redis.zadd(k.WAKE, {tenancy.current(): 0})
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
@@ -130,12 +145,16 @@ class EventStore:
         tenant = tenancy.current()
         call = self._calls.get(tenant)
         if call is None:
-            call = self._calls[tenant] = AcceptCall(self._dedupe_ttl_s, self._max_inbox)
+            call = self._calls[tenant] = AcceptCall(self._dedupe_ttl_s, self._max_inbox,
+                                                    wake=self._cluster is None)
         return call
 
     async def aclose(self) -> None:
         await self.memory.aclose()
-        await self._script.aclose()
+        if self._script is not None:
+            await self._script.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()
 
     async def count_rejection(self, reason: str, now_ms: int) -> None:
         """Count a refused request by reason, for the dashboard; never fails the answer."""
@@ -196,17 +215,22 @@ class AcceptCall:
     """accept.lua's KEYS and ARGV for one event, packed as RESP bulk strings in one format
     step (the webhook's hot path): what is the same on every call is packed once."""
 
-    def __init__(self, dedupe_ttl_s: int, max_inbox: int | None = None) -> None:
-        """For the current tenant (its key names and name are packed once)."""
+    def __init__(self, dedupe_ttl_s: int, max_inbox: int | None = None,
+                 wake: bool = True) -> None:
+        """For the current tenant (its key names and name are packed once); ``wake``: the
+        script wakes the tenant itself (not on a cluster, where lb:wake is in another slot)."""
         keys = ks()
         tail: list[bytes] = [b"%d" % dedupe_ttl_s, tenancy.current().encode()]
         if max_inbox is not None:
             tail.append(b"%d" % max_inbox)
-        self.count = 5 + 2 + len(tail)  # keys, then received at, entry, and the tail
+        self.keys = 5 if wake else 4
+        self.count = self.keys + 2 + len(tail)  # keys, then received at, entry, and the tail
+        self.slot = key_slot(keys.INBOX.encode())
         seen, stats = (_escaped(prefix.encode()) for prefix in (keys.SEEN, keys.STATS))
         self._format = (b"$%d\r\n" + seen + b"%s\r\n" + _escaped(_bulk(keys.INBOX))
                         + b"$%d\r\n" + stats + b"%s\r\n" + _escaped(_bulk(keys.METRICS))
-                        + _escaped(_bulk(k.WAKE)) + b"$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                        + (_escaped(_bulk(k.WAKE)) if wake else b"")
+                        + b"$%d\r\n%s\r\n$%d\r\n%s\r\n"
                         + _escaped(b"".join(_bulk(value) for value in tail)))
         self._seen, self._stats = len(keys.SEEN.encode()), len(keys.STATS.encode())
 

@@ -109,9 +109,9 @@ def tenant_of(path: str) -> str | None:
     ``/webhooks/crm/{tenant}`` that tenant; None: not a webhook path."""
     if path == PATH:
         return tenancy.DEFAULT
-    if path.startswith(PATH + "/"):
-        name = path[len(PATH) + 1:].rstrip("/")
-        return name if tenancy.valid(name) else ""
+    if path.startswith(PATH + "/") and len(path) > len(PATH) + 1:
+        name = path[len(PATH) + 1:]
+        return name if tenancy.valid(name) else ""  # "": no such tenant (401)
     return None
 
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 import standardwebhooks
 
+from bridge import constants as k
 from bridge.app import create_app
 from bridge.constants import ks
 from bridge.packing import unpack
@@ -39,8 +40,10 @@ def stored_listing(r: redis.Redis, ref: str) -> dict[str, str]:
 
 
 def stored_nothing(r: redis.Redis) -> bool:
-    """Nothing but the counters (rejections are counted for the dashboard and /metrics)."""
-    return all(key.startswith(ks().STATS) or key == ks().METRICS for key in r.keys("*"))
+    """Nothing but the counters (rejections are counted for the dashboard and /metrics), and
+    the record of the start-up's migration."""
+    return all(key.startswith(ks().STATS) or key in (ks().METRICS, k.MIGRATION)
+               for key in r.keys("*"))
 
 
 def stats(r: redis.Redis) -> dict[str, int]:
