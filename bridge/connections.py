@@ -34,7 +34,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.constants import PREFIX
-from bridge.settings import RedisSettings, seed_urls
+from bridge.settings import RedisSettings, Settings, seed_urls
 
 log = logging.getLogger("bridge.connections")
 
@@ -147,6 +147,38 @@ def _where(kwargs: Mapping[str, object], tls: bool) -> str:
         return f"unix://{kwargs['path']}?db={db}"
     scheme = "rediss" if tls else "redis"
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def fullest(info: dict[str, Any]) -> tuple[int, int]:
+    """``used_memory`` and ``maxmemory`` from ``INFO memory``; from a cluster's client (one
+    reading per node), the fullest node's: it refuses writes first."""
+    nodes = list(info.values()) if info and all(isinstance(v, dict) for v in info.values()) \
+        else [info]
+    return max(((int(n["used_memory"]), int(n.get("maxmemory", 0))) for n in nodes),
+               key=lambda reading: reading[0] / reading[1] if reading[1] else 0.0)
+
+
+async def check_state(redis: Redis, settings: Settings) -> None:
+    """``check_redis`` on the Redis of the bridge's state: on a cluster, on every master (each
+    holds some tenants' events), through a client of that node alone."""
+    if not settings.redis.cluster:
+        await check_redis(redis, settings.redis)
+        return
+    assert settings.redis_url
+    seed = seed_urls(settings.redis_url)[0]
+    for host, port in await masters(redis):
+        node = redis_client(node_url(seed, host, port))
+        try:
+            await check_redis(node, settings.redis)
+        finally:
+            await node.aclose()
+
+
+async def masters(redis: Redis) -> list[tuple[str, int]]:
+    """The masters of a cluster (``redis``: its RedisCluster client), read afresh."""
+    cluster = cast(Any, redis)
+    await cluster.nodes_manager.initialize()
+    return sorted((node.host, int(node.port)) for node in cluster.get_primaries())
 
 
 async def check_redis(redis: Redis, settings: RedisSettings) -> Durability:

@@ -73,7 +73,7 @@ async def tenant_job(ctx: dict[str, Any], tenant: str) -> AsyncIterator[Runtime 
         if runtime is not None:
             runtime.jobs -= 1
         with contextlib.suppress(*CONNECTION_ERRORS):  # the next turn's look finds it anyway
-            await group_state.wake(ctx["redis"])
+            await group_state.wake(ctx["state"])
 
 
 async def flush_group(ctx: dict[str, Any], group: str, tenant: str = tenancy.DEFAULT) -> str:
@@ -106,7 +106,7 @@ async def _send(ctx: dict[str, Any], runtime: Runtime, target: str) -> str:
         spec = None
     if spec is None or spec.mode != "per_listing":
         # Left behind by a target no longer configured (or not per-listing): stop asking.
-        await ctx["redis"].zrem(ks().SENDERS, target)
+        await ctx["state"].zrem(ks().SENDERS, target)
         return f"{target}: not a configured per-listing target; its outbox is left as it is"
     try:
         return await delivery.sender.drain(spec)
@@ -149,7 +149,7 @@ async def _reconcile(ctx: dict[str, Any], runtime: Runtime, target: str, group: 
         return f"{where}: another check runs"
     try:
         async with records.locked(target, group, token):
-            if await _taken_since(ctx["redis"], target, group, ticket):
+            if await _taken_since(ctx["state"], target, group, ticket):
                 return f"{where}: taken again since"
             try:
                 check, repaired = await _check(ctx, runtime.reconciler, spec, group)
@@ -181,7 +181,7 @@ async def _check(ctx: dict[str, Any], reconciler: Reconciler,
     if group == schedule.WHOLE_PORTAL:
         assert spec.mode == "per_listing"
         return await reconciler.check_portal(spec), []
-    await _quiet(ctx["redis"], group)
+    await _quiet(ctx["state"], group)
     return await reconciler.check_and_repair(spec, group, REPAIR)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from bridge import constants as k
 from bridge import tenancy
@@ -155,8 +156,11 @@ class Scheduler(Polling):
     what = "scheduling due work"
 
     def __init__(self, redis: ArqRedis, interval_ms: int, runtimes: Runtimes,
-                 batch: int = 200, max_jobs: int = 10) -> None:
-        self.redis = redis
+                 batch: int = 200, max_jobs: int = 10, state: Redis | None = None) -> None:
+        """``redis``: arq's queue; ``state``: the bridge's state (a cluster's client; by
+        default the same Redis as the queue)."""
+        self.queue = redis
+        self.redis: Redis = redis if state is None else state
         self.every_s = interval_ms / 1000
         self.runtimes = runtimes
         self.batch = batch
@@ -188,7 +192,7 @@ class Scheduler(Polling):
         """Jobs that may join arq's queue now: what the live workers run, one worker's
         max_jobs beyond it, less what is queued or running already."""
         capacity = self.max_jobs * (await self._workers.count() + 1)
-        return max(0, capacity - int(await self.redis.zcard(k.QUEUE)))
+        return max(0, capacity - int(await self.queue.zcard(k.QUEUE)))
 
     async def _turn(self, tenant: str, ticket: int, share: int) -> int:
         """One tenant's turn (in a task of its own: the tenant is set for it alone)."""
@@ -234,7 +238,7 @@ class Scheduler(Polling):
             return 0
         enqueued = 0
         for name in await self._take_due(due, min(most, self.batch)):
-            job = await self.redis.enqueue_job(job_name, name, tenant=tenant,
+            job = await self.queue.enqueue_job(job_name, name, tenant=tenant,
                                                _queue_name=k.QUEUE)
             enqueued += job is not None
         return enqueued
@@ -266,8 +270,8 @@ class Scheduler(Polling):
             return None
         checks = self._checks.get(runtime.tenant)
         if checks is None or checks.settings is not runtime.settings:
-            checks = self._checks[runtime.tenant] = ReconcileScheduler(self.redis,
-                                                                        runtime.settings)
+            checks = self._checks[runtime.tenant] = ReconcileScheduler(
+                self.queue, runtime.settings, self.redis)
         return checks
 
 
@@ -291,7 +295,7 @@ def _shares(room: int, tenants: int) -> list[int]:
 class _LiveWorkers:
     """How many workers beat recently (lb:workers), read at most every few seconds."""
 
-    def __init__(self, redis: ArqRedis) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._count = 1
         self._read_at = -math.inf
@@ -313,10 +317,11 @@ class ReconcileScheduler:
     ``sweep_batch`` groups a turn, a new sweep at most every ``SWEEP_S``; a sweep owed meanwhile
     gives the tenant a turn when it may start (``owed_at``)."""
 
-    def __init__(self, redis: ArqRedis, settings: Settings,
+    def __init__(self, redis: ArqRedis, settings: Settings, state: Redis | None = None,
                  sweep_batch: int = SWEEP_BATCH) -> None:
         assert settings.reconcile.interval_s > 0
-        self.redis = redis
+        self.queue = redis  # arq's: where the checks go as jobs
+        self.redis: Redis = redis if state is None else state
         self.settings = settings
         self.tenant = settings.tenant
         self.targets = list(settings.targets)
@@ -326,8 +331,8 @@ class ReconcileScheduler:
         self._cursor: str | None = None  # None: between sweeps
         self._next_sweep = 0  # ms: no sweep starts before
         self._owed = True  # a sweep is owed: the first turn in this worker starts one
-        self._top_up = schedule.TopUp(redis)
-        self._take = Script(redis, TAKE_CHECKS)
+        self._top_up = schedule.TopUp(self.redis)
+        self._take = Script(self.redis, TAKE_CHECKS)
 
     async def turn(self, folded: bool, first_check: int, now: int) -> int:
         """The tenant's turn: a step of its sweep, when one is under way or owed and may
@@ -398,7 +403,7 @@ class ReconcileScheduler:
     async def take(self, target: str) -> int:
         enqueued = 0
         for group, ticket in await self._take_checks(target):
-            job = await self.redis.enqueue_job(k.RECONCILE_JOB, target, group, ticket,
+            job = await self.queue.enqueue_job(k.RECONCILE_JOB, target, group, ticket,
                                                tenant=self.tenant, _queue_name=k.QUEUE)
             enqueued += job is not None
         return enqueued

@@ -42,7 +42,7 @@ from redis.exceptions import OutOfMemoryError
 from bridge import constants as k
 from bridge import tenancy
 from bridge.clock import now_ms
-from bridge.connections import check_redis, redis_client
+from bridge.connections import check_state, fullest, redis_client, state_client
 from bridge.ingest.inbox import Inbox
 from bridge.migration import migrate
 from bridge.settings import ConfigError, Settings, load_settings
@@ -94,7 +94,7 @@ class RedisStalled(RedisConnectionError):
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
-    redis = ctx["redis"]
+    redis = ctx["state"]
     while True:
         beat = {"at": now_ms(), "pid": os.getpid(), "host": socket.gethostname()}
         try:
@@ -107,16 +107,22 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    await check_redis(ctx["redis"], settings.redis)  # UnsafeRedis stops the process
-    report = await migrate(ctx["redis"])  # a single-tenant release's keys, moved once
-    if report is not None:
-        log.info("%s", report.describe())
+    assert settings.redis_url
+    # The bridge's state: arq's own Redis, or on a cluster a client of its own (arq's queue
+    # then lives on [redis] jobs_url).
+    state = ctx["state"] = ctx["redis"] if not settings.redis.cluster else \
+        state_client(settings.redis_url, cluster=True)
+    await check_state(state, settings)  # UnsafeRedis stops the process
+    if not settings.redis.cluster:  # no single-tenant release ever ran on a cluster
+        report = await migrate(state)  # a single-tenant release's keys, moved once
+        if report is not None:
+            log.info("%s", report.describe())
     tenancy.register_credentials(settings.credentials())
-    runtimes = ctx["runtimes"] = Runtimes(ctx["redis"], settings)
+    runtimes = ctx["runtimes"] = Runtimes(state, settings)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
-    await wake_all(ctx["redis"], runtimes.names)
+    await wake_all(state, runtimes.names)
     scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms, runtimes,
-                          max_jobs=settings.delivery.max_jobs)
+                          max_jobs=settings.delivery.max_jobs, state=state)
     ctx["tasks"] = [asyncio.create_task(scheduler.run()), asyncio.create_task(heartbeat(ctx))]
 
 
@@ -140,10 +146,14 @@ async def release(ctx: dict[str, Any], redis_answers: bool) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if "worker_id" in ctx and redis_answers:  # a stale beat is overwritten on return
-        await bounded(ctx["redis"].hdel(k.WORKERS, ctx["worker_id"]))
+        await bounded(ctx["state"].hdel(k.WORKERS, ctx["worker_id"]))
     runtimes: Runtimes | None = ctx.pop("runtimes", None)
     if runtimes is not None:
         await runtimes.aclose()
+    state = ctx.pop("state", None)
+    if state is not None and state is not ctx.get("redis"):  # a cluster's client of its own
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await asyncio.wait_for(state.aclose(), LAST_CALL_S)
 
 
 async def bounded(call: Awaitable[object]) -> None:
@@ -171,7 +181,7 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
                    func(send_outbox, name=k.SEND_JOB, max_tries=EVERY_TRY),
                    func(reconcile_group, name=k.RECONCILE_JOB, max_tries=3,
                         timeout=RECONCILE_TIMEOUT_S)],
-        redis_pool=arq_pool(settings.redis_url),
+        redis_pool=arq_pool(settings.redis.jobs_url or settings.redis_url),
         queue_name=k.QUEUE,
         max_jobs=delivery.max_jobs,
         job_timeout=delivery.job_timeout_s,
@@ -231,6 +241,7 @@ class Supervisor:
         self.stall_s = stall_s
         self.watch_every_s = watch_every_s
         self.url = settings.redis_url
+        self._jobs: Redis | None = None  # arq's queue apart from the state (a cluster's)
         self.stopping = asyncio.Event()
         self.worker: Worker | None = None
         self.redis_down = False
@@ -264,7 +275,7 @@ class Supervisor:
     async def _wake(self, worker: Worker, settings: Settings) -> None:
         """Every tenant of a reloaded configuration gets a turn (a new one's work is found)."""
         with contextlib.suppress(*CONNECTION_ERRORS):  # the next start wakes them all anyway
-            await wake_all(worker.ctx["redis"], settings.tenant_names())
+            await wake_all(worker.ctx["state"], settings.tenant_names())
 
     def stop(self, signum: signal.Signals) -> None:
         if self.stopping.is_set():
@@ -275,7 +286,11 @@ class Supervisor:
 
     async def run(self) -> None:
         # No read timeout of its own: ``_ping`` keeps the deadline, in responsive time.
-        probe = redis_client(self.url, socket_timeout=None)
+        probe = state_client(self.url, self.settings.redis.cluster, socket_timeout=None)
+        cluster = self.settings.redis.cluster
+        # On a cluster arq's queue is a Redis of its own: a worker needs both.
+        self._jobs = redis_client(self.settings.redis.jobs_url, socket_timeout=None) \
+            if cluster else None
         try:
             while not self.stopping.is_set():
                 if await self._redis_answers(probe) and not self.stopping.is_set():
@@ -289,6 +304,8 @@ class Supervisor:
                 await self._pause()
         finally:
             await probe.aclose()
+            if self._jobs is not None:
+                await self._jobs.aclose()
 
     async def _run_worker(self, probe: Redis) -> BaseException | None:
         """Run a fresh arq worker until a signal stops it (None) or Redis goes away or stops
@@ -337,7 +354,7 @@ class Supervisor:
         this event loop blocked (a long synchronous step of a flush), not Redis, and does not
         count, so a worker busy with a large group is never taken for a stalled Redis (and
         restarted mid-flush, again and again)."""
-        ping = asyncio.ensure_future(probe.ping())
+        ping = asyncio.ensure_future(self._ping_all(probe))
         waited = 0.0
         try:
             while waited < self.stall_s:
@@ -356,6 +373,11 @@ class Supervisor:
                 ping.exception()  # seen, whatever it was: the stall is what is reported
         raise RedisStalled(f"no answer to PING within {self.stall_s:g} s: the server is frozen "
                            "or overloaded, or the network path to it dropped the connection")
+
+    async def _ping_all(self, probe: Redis) -> None:
+        await probe.ping()
+        if self._jobs is not None:
+            await self._jobs.ping()
 
     async def _redis_answers(self, probe: Redis) -> bool:
         try:
@@ -379,8 +401,7 @@ class Supervisor:
         for tenant in self.settings.tenant_names():
             with tenancy.use(tenant):
                 await Inbox(probe, self.settings.for_tenant(tenant)).drain()
-        info = await probe.info("memory")
-        used, ceiling = int(info["used_memory"]), int(info.get("maxmemory", 0))
+        used, ceiling = fullest(await probe.info("memory"))
         if ceiling and used >= ceiling:
             raise OutOfMemoryError("Redis is still past its maxmemory after folding the inbox: "
                                    "raise maxmemory or free memory")

@@ -527,7 +527,7 @@ class FigureStore(Store):
         """Count a flush by result and time it. Never fenced (a flush that lost its lease
         counts too), and never fails the flush: the figures are not worth an error."""
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=False) as pipe:  # one slot, no MULTI
                 for command in (counters.count(counters.FLUSHES, result),
                                 *counters.observe(counters.FLUSH_DURATION, [seconds])):
                     pipe.execute_command(*command)

@@ -75,10 +75,11 @@ class Witness:
         """Start a new epoch: every group is checked against its portal before its next sync
         (and, when ``lost``, before anything the ledger does not know is created)."""
         epoch = secrets.token_hex(8)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(ks().EPOCH, epoch)
-            pipe.hset(ks().WITNESS, "cause", "lost" if lost else "first")
-            await pipe.execute()
+        # The cause first: cut off between the two, the epoch in force counts as lost (every
+        # group is read before anything unknown is created), never the other way round. Not
+        # a MULTI: a cluster's client has none (both keys are the tenant's, in one slot).
+        await self.redis.hset(ks().WITNESS, "cause", "lost" if lost else "first")  # type: ignore[misc]
+        await self.redis.set(ks().EPOCH, epoch)
         if lost:
             log.warning("Redis may have lost state (%s): every group will be checked against "
                         "its portal before its next sync", why)

@@ -21,6 +21,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge.connections import fullest
 from bridge.ingest.script_client import StorageUnavailable
 
 log = logging.getLogger("bridge.ingest.admission")
@@ -55,15 +56,9 @@ class MemoryGauge:
         self._since += size
 
     async def refresh(self) -> None:
-        info = await self._redis.info("memory")
-        # A cluster's client answers per node ({node: info}): the fullest master decides, as
-        # it refuses writes first (each tenant's writes go to one node; a ceiling per tenant
-        # would read every node every second for little gain).
-        nodes = list(info.values()) if info and all(isinstance(v, dict) for v in info.values()) \
-            else [info]
-        self.used, self.maxmemory = max(
-            ((int(n["used_memory"]), int(n.get("maxmemory", 0))) for n in nodes),
-            key=lambda reading: reading[0] / reading[1] if reading[1] else 0.0)
+        # On a cluster the fullest master decides (each tenant's writes go to one node; a
+        # ceiling per tenant would read every node every second for little gain).
+        self.used, self.maxmemory = fullest(await self._redis.info("memory"))
         self._since = 0
 
     async def _refresh_forever(self) -> None:

@@ -16,7 +16,7 @@ async def test_a_target_no_longer_configured_leaves_the_senders_schedule(
     async with aioredis.Redis.from_url(redis_url) as client:
         await client.zadd(ks().SENDERS, {"gone": 1})
         await client.hset(ks().OUTBOX + "gone", "apt-1", "{}")
-        ctx = {"runtimes": Runtimes(client, settings), "redis": client}
+        ctx = {"runtimes": Runtimes(client, settings), "redis": client, "state": client}
         answer = await send_outbox(ctx, "gone")
         assert "not a configured per-listing target" in answer
         assert await client.zscore(ks().SENDERS, "gone") is None
