@@ -162,7 +162,7 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
         if check.problem is not None:
             log.warning("%s; webhooks answer 503 until it is reachable and passes the start-up "
                         "check", check.problem)
-        else:  # a Redis away now: the workers migrate when it is back
+        elif not settings.redis.cluster:  # away now: the workers migrate when it is back
             await _migrated(redis)
         hangup = _on_hangup(bridge_app)
         yield

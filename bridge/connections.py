@@ -136,7 +136,10 @@ def address(redis: Redis) -> str:
 
 
 def url_address(url: str) -> str:
-    """Where ``url`` points, without credentials, for messages."""
+    """Where ``url`` points, without credentials, for messages (a cluster's: its first seed)."""
+    seeds = seed_urls(url)
+    if len(seeds) > 1:
+        return f"{url_address(seeds[0])} (and {len(seeds) - 1} more seed nodes)"
     kwargs: dict[str, object] = dict(parse_url(url))
     return _where(kwargs, url.startswith("rediss:"))
 

@@ -165,14 +165,14 @@ class Scheduler(Polling):
         self.runtimes = runtimes
         self.batch = batch
         self.max_jobs = max_jobs
-        self._take_turns = Script(redis, TAKE_TURNS)
-        self._end_turn = Script(redis, END_TURN)
-        self._next_due = Script(redis, NEXT_DUE)
-        self._take = Script(redis, TAKE_DUE)
+        self._take_turns = Script(self.redis, TAKE_TURNS)
+        self._end_turn = Script(self.redis, END_TURN)
+        self._next_due = Script(self.redis, NEXT_DUE)
+        self._take = Script(self.redis, TAKE_DUE)
         self._fold_errors = OncePerCause("folding the inbox")
         self._served: dict[str, float] = {}  # tenant -> when it last enqueued a job
         self._checks: dict[str, ReconcileScheduler] = {}
-        self._workers = _LiveWorkers(redis)
+        self._workers = _LiveWorkers(self.redis)
 
     async def tick(self) -> int:
         now = now_ms()

@@ -70,9 +70,28 @@ async def _check_at_start(settings: Settings) -> None:
     """The start-up check, before anything listens: raises UnsafeRedis (one plain line, exit
     non-zero) for a Redis that cannot keep what a 202 promises or that refuses the bridge
     (credentials, TLS); a Redis that is only away is the process's own to wait for."""
-    from bridge.connections import RedisCheck, redis_client
+    from redis.exceptions import RedisError
+
+    from bridge.connections import (
+        RedisCheck,
+        UnsafeRedis,
+        check_state,
+        redis_client,
+        state_client,
+    )
 
     assert settings.redis_url
+    if settings.redis.cluster:  # every master, each through a client of its own
+        cluster = state_client(settings.redis_url, cluster=True)
+        try:
+            await check_state(cluster, settings)
+        except UnsafeRedis:
+            raise
+        except (RedisError, OSError):
+            pass  # the cluster away or failing over: the process waits for it
+        finally:
+            await cluster.aclose()
+        return
     redis = redis_client(settings.redis_url)
     try:
         check = RedisCheck(redis, settings.redis)
