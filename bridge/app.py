@@ -34,6 +34,7 @@ from bridge.ingest.store import ACCEPT, EventStore
 from bridge.ingest.webhook import RETRY_AFTER_S, WebhookEndpoint, tenant_of
 from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
 from bridge.migration import migrate
+from bridge.ops.cluster import cluster_nodes
 from bridge.responses import JSONResponse, error
 from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings, seed_urls
 
@@ -178,6 +179,8 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
         try:
             if check.problem is not None:
                 await check()  # not passed yet (or failed on a reconnect): ask again
+            if settings.redis.cluster:
+                return await cluster_ready(redis, request.app.state.settings)
             await redis.ping()
         except (RedisError, OSError) as exc:
             reason = check.problem or f"Redis is not reachable: {exc}"
@@ -201,6 +204,26 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
     app.state.redis = redis
     app.state.listen_host = listen_host
     return app
+
+
+async def cluster_ready(redis: Redis, settings: Settings) -> Response:
+    """/readyz on a cluster: every master with its state, role, memory, AOF and how many of
+    the configured tenants' slots it serves (their names are for authenticated views:
+    ``bridge status``, the dashboard). "ready" when every master serving slots answers,
+    "degraded" (still 200: the other tenants are served) when one does not, 503 when none."""
+    nodes = await cluster_nodes(redis, settings.tenant_names())
+    masters = [n for n in nodes if n.role == "master" and n.slots]
+    down = [n for n in masters if not n.reachable or n.failing]
+    body = {"status": "ready" if not down else "degraded",
+            "nodes": [{"address": n.address, "role": n.role, "reachable": n.reachable,
+                       "failing": n.failing, "slots": n.slots, "tenants": len(n.tenants),
+                       "master": n.master, "used_memory": n.used_memory_human,
+                       "aof_enabled": n.aof_enabled,
+                       "aof_last_write_status": n.aof_last_write_status} for n in nodes]}
+    if masters and len(down) == len(masters):
+        return JSONResponse({**body, "status": "unavailable"}, status_code=503,
+                            headers={"Retry-After": RETRY_AFTER_S})
+    return JSONResponse(body)
 
 
 def _storage(settings: Settings, redis: Redis) -> tuple[RedisCheck, EventStore]:

@@ -14,7 +14,14 @@ from bridge.cli.options import config_option, run_service, tenant_option
 
 if TYPE_CHECKING:
     from bridge.ops import Operations
-    from bridge.ops.models import Drift, DueGroup, OutboxView, ReportedBudget, Status
+    from bridge.ops.models import (
+        Drift,
+        DueGroup,
+        OutboxView,
+        RedisNode,
+        ReportedBudget,
+        Status,
+    )
 
 T = TypeVar("T")
 
@@ -88,6 +95,24 @@ def render_status(status: Status, tenant: str | None = None) -> list[str]:
                   f"{change.digest}{also} {change.group}"]
         if change.deletions:
             lines.append(f"  would delete: {', '.join(change.deletions[:20])}")
+    return lines + render_nodes(status.redis_nodes)
+
+
+def render_nodes(nodes: list[RedisNode]) -> list[str]:
+    """A Redis Cluster's nodes: role, reachable, memory, AOF, the slots and tenants each
+    master serves (nothing on one Redis)."""
+    if not nodes:
+        return []
+    lines = ["redis cluster:"]
+    for node in nodes:
+        state = "DOWN" if not node.reachable else ("FAILING" if node.failing else "up")
+        what = (f"{node.slots} slots" + (f", tenant {', '.join(node.tenants)}"
+                                         if node.tenants else "")
+                if node.role == "master" else f"replica of {node.master or '?'}")
+        aof = "" if node.aof_enabled is None else (
+            f", AOF {'on' if node.aof_enabled else 'OFF'} ({node.aof_last_write_status})")
+        memory = f", memory {node.used_memory_human}" if node.used_memory_human else ""
+        lines.append(f"  {node.address} {node.role} {state}: {what}{memory}{aof}")
     return lines
 
 

@@ -138,14 +138,14 @@ def run_redis(settings: Settings, action: Callable[[Any], Awaitable[R]],
     """Run ``action(redis)`` under ``tenant`` (none: the action names its tenants itself) and
     close Redis. The client is redis-py's from ``redis_url`` with every option of the URL, as
     the other processes make."""
-    from bridge.connections import redis_client
+    from bridge.connections import state_client
 
     url = settings.redis_url
     if not url:
         raise click.ClickException("redis_url is required")
 
     async def go() -> R:
-        redis = redis_client(url)
+        redis = state_client(url, settings.redis.cluster)
         try:
             with tenancy.use(tenant) if tenant else contextlib.nullcontext():
                 return await action(redis)

@@ -34,7 +34,7 @@ from bridge.constants import ks
 from bridge.counters import Totals
 from bridge.dashboard.api import operations
 from bridge.dashboard.auth import access, settings_of
-from bridge.ops.models import HeldSync, Overview, TargetView
+from bridge.ops.models import HeldSync, Overview, RedisNode, TargetView
 from bridge.reconcile.compare import KINDS
 
 NS = "listing_bridge"
@@ -127,6 +127,25 @@ def deployment_figures(o: Overview) -> Iterator[Metric]:
         info.rdb_last_bgsave_status in (None, "ok")
     yield one("redis_persistence_ok", "1 when Redis's last AOF write and RDB save "
               "succeeded", int(healthy))
+    yield from cluster_figures(o.redis.nodes)
+
+
+def cluster_figures(nodes: list[RedisNode]) -> Iterator[Metric]:
+    """A Redis Cluster's nodes (nothing on one Redis): up, failing, slots served."""
+    if not nodes:
+        return
+    up = GaugeMetricFamily(f"{NS}_redis_node_up", "1 when the cluster node answered INFO",
+                           labels=["node", "role"])
+    failing = GaugeMetricFamily(f"{NS}_redis_node_failing", "1 when the cluster flags the "
+                                "node fail or pfail (a failover may be under way)",
+                                labels=["node", "role"])
+    slots = GaugeMetricFamily(f"{NS}_redis_node_slots", "Hash slots the node serves (0: a "
+                              "replica, or a master that lost its slots)", labels=["node"])
+    for node in nodes:
+        up.add_metric([node.address, node.role], int(node.reachable))
+        failing.add_metric([node.address, node.role], int(node.failing))
+        slots.add_metric([node.address], node.slots)
+    yield from (up, failing, slots)
 
 
 class TenantFigures:

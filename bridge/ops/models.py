@@ -119,6 +119,7 @@ class Status:
     targets: dict[str, TargetStatus]
     workers: dict[str, Heartbeat]
     held: list[HeldSync] = field(default_factory=list)  # one per group's held change
+    redis_nodes: list[RedisNode] = field(default_factory=list)  # a cluster's nodes
 
 
 # -- GET /api/overview --
@@ -168,6 +169,23 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class RedisNode:
+    """One node of a Redis Cluster, as the cluster and the node itself say."""
+
+    address: str  # host:port
+    role: str  # "master" or "replica"
+    reachable: bool  # it answered INFO just now
+    failing: bool  # the cluster flags it fail or pfail (a failover may be under way)
+    slots: int  # how many hash slots it serves
+    tenants: list[str]  # the configured tenants whose slot it serves
+    master: str | None = None  # a replica's master (address)
+    used_memory_human: str | None = None
+    maxmemory: int | None = None
+    aof_enabled: int | None = None
+    aof_last_write_status: str | None = None
+
+
+@dataclass(frozen=True)
 class RedisInfo:
     used_memory: int | None
     used_memory_human: str | None
@@ -179,6 +197,7 @@ class RedisInfo:
     rdb_changes_since_last_save: int | None
     rdb_last_save_time: int | None
     loading: int | None
+    nodes: list[RedisNode] = field(default_factory=list)  # a cluster's; none on one Redis
 
 
 @dataclass(frozen=True)

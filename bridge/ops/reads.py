@@ -37,6 +37,7 @@ from bridge.ingest.inbox import DeadLetters
 from bridge.ingest.store import received_at
 from bridge.ops import figures
 from bridge.ops.actions import NotFound
+from bridge.ops.cluster import cluster_nodes, is_cluster
 from bridge.ops.models import (
     Backoff,
     Drift,
@@ -59,6 +60,7 @@ from bridge.ops.models import (
     Problems,
     QuarantinedListing,
     RedisInfo,
+    RedisNode,
     ReportedBudget,
     Status,
     TargetState,
@@ -122,6 +124,7 @@ class Reads:
             targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
             workers=await self._heartbeats(),
             held=await self.held_changes(),
+            redis_nodes=await self.redis_nodes(),
         )
 
     async def _due(self, now: int) -> list[DueGroup]:
@@ -224,20 +227,33 @@ class Reads:
         return sorted(workers, key=lambda w: w.id)
 
     async def _redis_info(self) -> RedisInfo:
+        if is_cluster(self.redis):
+            return await self._cluster_info()
         info: dict[str, Any] = {**await self.redis.info("memory"),
                                 **await self.redis.info("persistence")}
+        return _redis_info(info)
+
+    async def _cluster_info(self) -> RedisInfo:
+        """A cluster: its nodes (this tenant's slot named on its master), and in the summary
+        the fullest master's figures, and AOF failing if any master's does."""
+        nodes = await cluster_nodes(self.redis, [self.settings.tenant])
+        masters = [n for n in nodes if n.role == "master" and n.reachable and n.slots]
+        fullest = max(masters, key=lambda n: n.maxmemory or 0, default=None)
+        failing = [n for n in masters if n.aof_last_write_status not in (None, "ok")]
         return RedisInfo(
-            used_memory=_info_int(info, "used_memory"),
-            used_memory_human=_infotext(info, "used_memory_human"),
-            maxmemory=_info_int(info, "maxmemory"),
-            maxmemory_policy=_infotext(info, "maxmemory_policy"),
-            aof_enabled=_info_int(info, "aof_enabled"),
-            aof_last_write_status=_infotext(info, "aof_last_write_status"),
-            rdb_last_bgsave_status=_infotext(info, "rdb_last_bgsave_status"),
-            rdb_changes_since_last_save=_info_int(info, "rdb_changes_since_last_save"),
-            rdb_last_save_time=_info_int(info, "rdb_last_save_time"),
-            loading=_info_int(info, "loading"),
-        )
+            used_memory=None,
+            used_memory_human=fullest.used_memory_human if fullest else None,
+            maxmemory=fullest.maxmemory if fullest else None, maxmemory_policy=None,
+            aof_enabled=int(all(n.aof_enabled for n in masters)) if masters else None,
+            aof_last_write_status=failing[0].aof_last_write_status if failing else "ok",
+            rdb_last_bgsave_status=None, rdb_changes_since_last_save=None,
+            rdb_last_save_time=None, loading=None, nodes=nodes)
+
+    async def redis_nodes(self) -> list[RedisNode]:
+        """A cluster's nodes (none on one Redis), this tenant's slot named on its master."""
+        if not is_cluster(self.redis):
+            return []
+        return await cluster_nodes(self.redis, [self.settings.tenant])
 
     async def _failures(self, limit: int) -> list[Attempt]:
         return [a for a in await self.ledger.history(limit=200) if a.outcome != "ok"][:limit]
@@ -572,3 +588,18 @@ def _maybetext(value: bytes | str | None) -> str | None:
 
 def _glob_escape(pattern: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
+
+
+def _redis_info(info: dict[str, Any]) -> RedisInfo:
+    return RedisInfo(
+        used_memory=_info_int(info, "used_memory"),
+        used_memory_human=_infotext(info, "used_memory_human"),
+        maxmemory=_info_int(info, "maxmemory"),
+        maxmemory_policy=_infotext(info, "maxmemory_policy"),
+        aof_enabled=_info_int(info, "aof_enabled"),
+        aof_last_write_status=_infotext(info, "aof_last_write_status"),
+        rdb_last_bgsave_status=_infotext(info, "rdb_last_bgsave_status"),
+        rdb_changes_since_last_save=_info_int(info, "rdb_changes_since_last_save"),
+        rdb_last_save_time=_info_int(info, "rdb_last_save_time"),
+        loading=_info_int(info, "loading"),
+    )
