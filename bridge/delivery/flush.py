@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from bridge.clock import now_ms
 from bridge.delivery.claims import (
@@ -76,7 +75,7 @@ class GroupFlush(FlushScope):
     async def run(self) -> FlushResult:
         self.epoch = await self.d.witness.epoch()
         # Stop starting new calls well before the job timeout; the rest goes in the next turn.
-        deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
+        deadline = self.deadline
         targets = self.settings.targets
         results = await asyncio.gather(*[self._judged_turn(t, deadline) for t in targets],
                                        return_exceptions=True)

@@ -241,7 +241,7 @@ class SenderTurn:
             if (until := max(blocked, spent or 0)) > now:
                 return until
             left = int((deadline - time.monotonic()) * 1000)
-            inline = max(MAX_INLINE_WAIT_MS, min(inline_ms, left))
+            inline = max(0, min(inline_ms, left))  # never past the job's deadline
             lane = self.spec.put_lane
             # With the lane, a bulk is composed once it may go: while it waits for its slot,
             # the lane sends the longest-waiting writes by PUT.
@@ -321,6 +321,8 @@ class SenderTurn:
                 record = PutRecord(taken[0], now)
                 self.puts_due = min(self.puts_due or now, now)
             while wait := await self._lane_slot():
+                if time.monotonic() + wait / 1000 > deadline:
+                    return  # taken and recorded: the next send resends it, same key
                 await _nap(wait, bulks)
             await self._put(record)
 

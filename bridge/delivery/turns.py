@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -117,6 +118,8 @@ class FlushScope:
         self.settled: set[str] = set()
         self.guard = GroupGuard(claim.group, [t.name for t in self.settings.targets],
                                 self.settings.guard)
+        # When the flush stops starting calls (monotonic s), well inside the job's timeout.
+        self.deadline = time.monotonic() + self.settings.delivery.job_timeout_s * 0.6
 
     epoch: str  # the witness's epoch, read as the flush starts
 
@@ -190,12 +193,14 @@ class FlushScope:
             await mark_due(self.d.redis, [self.group], now_ms())
 
     async def rate_slot(self, target: str, per_minute: int) -> int | None:
-        """Wait briefly for the shared rate limit, or return when to come back."""
+        """Wait briefly for the shared rate limit, or return when to come back: never past
+        the flush's deadline, which keeps a job inside its timeout however busy the budget
+        (several waits in one turn used to add up past it, and arq killed the job)."""
         while True:
             wait = await self.d.limiter.acquire(target, per_minute, now_ms())
             if not wait:
                 return None
-            if wait > MAX_INLINE_WAIT_MS:
+            if wait > MAX_INLINE_WAIT_MS or time.monotonic() + wait / 1000 > self.deadline:
                 return await self.trace.rate_limited(target, now_ms() + wait)
             await asyncio.sleep(wait / 1000)
 
