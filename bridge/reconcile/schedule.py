@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from bridge import constants as k
+from bridge import tenancy
 from bridge.constants import ks
 from bridge.replies import text
 from bridge.scripts import Script, load
@@ -38,8 +39,15 @@ TOP_UP = load(__file__, "top_up.lua")
 
 
 def name(target: str, group: str) -> str:
-    """What the phase is a hash of (target names never hold ':')."""
-    return f"{target}:{group}"
+    """What the phase is a hash of (target names never hold ':'): the current tenant's, so
+    1,000 tenants' daily checks of the same target and group name do not all fall due in
+    the same millisecond (the tenant default keeps the names it always had)."""
+    return f"{_tenant_part()}{target}:{group}"
+
+
+def _tenant_part() -> str:
+    tenant = tenancy.current()
+    return "" if tenant == tenancy.DEFAULT else f"{tenant}/"
 
 
 def phase_ms(target: str, group: str, interval_ms: int) -> int:
@@ -86,5 +94,5 @@ class TopUp:
         following, added = await self._top_up(
             keys=[ks().GROUPS, *(f"{ks().RECONCILE_DUE}{target}" for target in targets)],
             args=[cursor, count, now, interval_ms, grace_ms(interval_ms), k.RECONCILE_RETAKE_MS,
-                  *targets])
+                  _tenant_part(), *targets])
         return text(following), int(added)

@@ -20,6 +20,7 @@ import redis as sync_redis
 from arq.connections import ArqRedis
 
 from bridge import constants as k
+from bridge import tenancy
 from bridge.clock import now_ms
 from bridge.constants import ks
 from bridge.portals import TravtusAdapter
@@ -346,3 +347,21 @@ async def test_a_paused_targets_checks_wait_for_its_resume(arq_redis: ArqRedis,
     assert await scheduler.take_due() == 0
     await arq_redis.hdel(f"{ks().TARGET}travtus", "paused")
     assert await scheduler.take_due() == 1
+
+
+async def test_two_tenants_checks_of_one_group_name_fall_due_apart_and_lua_agrees(
+    arq_redis: ArqRedis, redis_url: str
+) -> None:
+    """1,000 tenants' whole-portal checks (group "") must not all fall due in one
+    millisecond: the tenant is part of what the phase hashes, in Python and in the sweep."""
+    phases = set()
+    for tenant in ("north", "south", "west"):
+        with tenancy.use(tenant):
+            await arq_redis.sadd(ks().GROUPS, "west-branch")
+            scheduler = ReconcileScheduler(arq_redis, hourly(redis_url))
+            await scheduler.sweep()
+            due = await arq_redis.zscore(f"{ks().RECONCILE_DUE}travtus", "west-branch")
+            phase = schedule.phase_ms("travtus", "west-branch", HOUR_MS)
+            assert due is not None and (int(due) - phase) % HOUR_MS == 0
+            phases.add(phase)
+    assert len(phases) == 3
