@@ -46,9 +46,11 @@ def test_an_accepted_deletion_leaves_a_bare_tombstone_that_orders_late_events_th
                        retention={"horizon_days": HORIZON_S / 86_400}) as stack:
         post(stack, "listing.updated", "apt-1", 1, at(0))
         post(stack, "listing.updated", "apt-2", 1, at(0))  # the group stays non-empty
+        # The portal holds a write a moment before the bridge records its answer: wait for both.
         stack.wait(lambda: "apt-1" in stack.rentix_listings()
-                   and "apt-1" in stack.travtus_listings("g1"), what="apt-1 on both portals")
-        assert r.hexists(f"{ks().ACCEPTED}rentix", "apt-1")
+                   and "apt-1" in stack.travtus_listings("g1")
+                   and r.hexists(f"{ks().ACCEPTED}rentix", "apt-1"),
+                   what="apt-1 on both portals, and Rentix's answer recorded")
 
         post(stack, "listing.deleted", "apt-1", 2, at(0))
         stack.wait(lambda: r.hkeys(ks().LISTING + "apt-1") and not r.exists(ks().BODY + "apt-1"),
