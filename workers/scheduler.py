@@ -47,6 +47,8 @@ NEXT_DUE = load(__file__, "next_due.lua")  # when a tenant next has work
 # died); at most this many turns a tick.
 TURN_LEASE_MS = 5_000
 TURNS_PER_TICK = 500
+# On a cluster every configured tenant gets a turn this often, whatever woke it or did not.
+CLUSTER_WAKE_ALL_S = 600.0
 # Workers whose heartbeat is this recent count as live (for the room in the queue); read this
 # often.
 LIVE_WORKER_MS = 15_000
@@ -156,9 +158,14 @@ class Scheduler(Polling):
     what = "scheduling due work"
 
     def __init__(self, redis: ArqRedis, interval_ms: int, runtimes: Runtimes,
-                 batch: int = 200, max_jobs: int = 10, state: Redis | None = None) -> None:
+                 batch: int = 200, max_jobs: int = 10, state: Redis | None = None,
+                 wake_all_every_s: float | None = None) -> None:
         """``redis``: arq's queue; ``state``: the bridge's state (a cluster's client; by
-        default the same Redis as the queue)."""
+        default the same Redis as the queue). ``wake_all_every_s``: give every configured
+        tenant a turn this often (a cluster's: there a webhook wakes its tenant in another
+        slot than the event's, and a failover of that slot's master can lose the wake-up)."""
+        self.wake_all_every_s = wake_all_every_s
+        self._next_wake_all = time.monotonic() + (wake_all_every_s or 0)
         self.queue = redis
         self.redis: Redis = redis if state is None else state
         self.every_s = interval_ms / 1000
@@ -175,6 +182,10 @@ class Scheduler(Polling):
         self._workers = _LiveWorkers(self.redis)
 
     async def tick(self) -> int:
+        if self.wake_all_every_s and time.monotonic() >= self._next_wake_all:
+            self._next_wake_all = time.monotonic() + self.wake_all_every_s
+            if self.runtimes.names:
+                await self.redis.zadd(k.WAKE, dict.fromkeys(self.runtimes.names, 0))
         now = now_ms()
         taken = [text(t) for t in await self._take_turns(
             keys=[k.WAKE], args=[now, TURN_LEASE_MS, TURNS_PER_TICK])]

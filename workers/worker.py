@@ -53,7 +53,7 @@ from workers.jobs import (
     reconcile_group,
     send_outbox,
 )
-from workers.scheduler import Scheduler
+from workers.scheduler import CLUSTER_WAKE_ALL_S, Scheduler
 from workers.tenants import Runtimes
 
 log = logging.getLogger("workers.worker")
@@ -122,7 +122,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
     await wake_all(state, runtimes.names)
     scheduler = Scheduler(ctx["redis"], settings.delivery.poll_interval_ms, runtimes,
-                          max_jobs=settings.delivery.max_jobs, state=state)
+                          max_jobs=settings.delivery.max_jobs, state=state,
+                          wake_all_every_s=CLUSTER_WAKE_ALL_S if settings.redis.cluster else None)
     ctx["tasks"] = [asyncio.create_task(scheduler.run()), asyncio.create_task(heartbeat(ctx))]
 
 
