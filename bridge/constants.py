@@ -12,7 +12,7 @@ Cluster slot, so no script spans two tenants or two slots): ``lb:due`` below is
 ``[[tenants]]`` is ``default``. Code names them with ``ks()``, the keys of the tenant the current
 work is for (``bridge/tenancy.py``). Apart from them:
 
-    lb:wake                       zset    tenant -> when its next turn of the workers'
+    lb:{wake}                     zset    tenant -> when its next turn of the workers'
                                           schedulers is due (0: now). The webhook's script
                                           sets 0 with the event it stores; a job's end and an
                                           operator's action too (group_state.wake); a turn
@@ -21,6 +21,10 @@ work is for (``bridge/tenancy.py``). Apart from them:
                                           next has work, or removing it (none), unless it was
                                           woken meanwhile. Forever; a tenant with no work has
                                           no member
+    lb:{wake}:turns               hash    tenant -> the token of its latest turn, set by the
+                                          take, removed by that turn's end (only the latest
+                                          turn may end it); a dead worker's stays until the
+                                          tenant's next take
     lb:workers                    hash    worker heartbeats (see Delivery)
     lb:{r:CREDENTIAL}:ratelimit   string  a portal credential's GCRA bucket (``Keyspace.bucket``,
                                           CREDENTIAL: bridge.settings.credential_id): rate
@@ -366,7 +370,8 @@ PREFIX = "lb:"
 
 # Deployment-wide keys: no tenant's (see the layout above).
 WORKERS = PREFIX + "workers"
-WAKE = PREFIX + "wake"
+WAKE = PREFIX + "{wake}"  # hash-tagged: the turns' scripts take it with TURNS, in one slot
+TURNS = WAKE + ":turns"
 MIGRATION = PREFIX + "migration"
 
 # Suffixes of a key named above.

@@ -34,7 +34,7 @@ RATE = "lb:ratelimit:"
 MOVED = [key["name"] for key in KEYS if not key["name"].startswith(RATE)]
 DROPPED = [key["name"] for key in KEYS if key["name"].startswith(RATE)]
 # Keys no tenant owns, and arq's: the migration leaves them where they are.
-KEPT = ("lb:workers", "lb:wake", "lb:check:waitaof", "lb:{r:cred-1}:ratelimit",
+KEPT = ("lb:workers", "lb:{wake}", "lb:{wake}:turns", "lb:check:waitaof", "lb:{r:cred-1}:ratelimit",
         "arq:queue:listing-bridge")
 TTL_MARGIN_MS = 10_000
 
@@ -74,7 +74,8 @@ def deployment_wide(raw: redis.Redis) -> None:
     """KEPT, as the new release writes them, beside the old layout."""
     with raw.pipeline(transaction=False) as pipe:
         pipe.hset("lb:workers", "w-1", "{}")
-        pipe.zadd("lb:wake", {"default": 0})
+        pipe.zadd("lb:{wake}", {"default": 0})
+        pipe.hset("lb:{wake}:turns", "default", "token:default")
         pipe.set("lb:check:waitaof", "1", px=60_000)
         pipe.set("lb:{r:cred-1}:ratelimit", "5", px=60_000)
         pipe.zadd("arq:queue:listing-bridge", {"job-1": 1})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -122,6 +123,14 @@ class Polling(ABC):
 
 
 @dataclass(frozen=True)
+class Ticket:
+    """A tick's turns: the score each tenant was moved to, and their token."""
+
+    score: int
+    token: str
+
+
+@dataclass(frozen=True)
 class NextDue:
     """When a tenant next has work (next_due.lua): -1 where there is none."""
 
@@ -187,11 +196,12 @@ class Scheduler(Polling):
             if self.runtimes.names:
                 await self.redis.zadd(k.WAKE, dict.fromkeys(self.runtimes.names, 0))
         now = now_ms()
+        token = secrets.token_hex(8)
         taken = [text(t) for t in await self._take_turns(
-            keys=[k.WAKE], args=[now, TURN_LEASE_MS, TURNS_PER_TICK])]
+            keys=[k.WAKE, k.TURNS], args=[now, TURN_LEASE_MS, TURNS_PER_TICK, token])]
         if not taken:
             return 0
-        ticket = now + TURN_LEASE_MS
+        ticket = Ticket(now + TURN_LEASE_MS, token)
         room = await self._room()
         taken.sort(key=lambda t: self._served.get(t, 0.0))
         shares = _shares(room, len(taken))
@@ -205,12 +215,12 @@ class Scheduler(Polling):
         capacity = self.max_jobs * (await self._workers.count() + 1)
         return max(0, capacity - int(await self.queue.zcard(k.QUEUE)))
 
-    async def _turn(self, tenant: str, ticket: int, share: int) -> int:
+    async def _turn(self, tenant: str, ticket: Ticket, share: int) -> int:
         """One tenant's turn (in a task of its own: the tenant is set for it alone)."""
         tenancy.enter(tenant)
         runtime = self.runtimes.get(tenant)
         if runtime is None:  # not configured (any more): its data waits for a purge
-            await self._end_turn(keys=[k.WAKE], args=[tenant, ticket, -1])
+            await self._end(tenant, ticket, -1)
             return 0
         targets = self._checked_targets(runtime)
         before = await self._look(targets)
@@ -227,8 +237,12 @@ class Scheduler(Polling):
         if enqueued:
             self._served[tenant] = time.monotonic()
         after = await self._look(targets)
-        await self._end_turn(keys=[k.WAKE], args=[tenant, ticket, _next(after, checks)])
+        await self._end(tenant, ticket, _next(after, checks))
         return enqueued
+
+    async def _end(self, tenant: str, ticket: Ticket, next_due: int) -> None:
+        await self._end_turn(keys=[k.WAKE, k.TURNS],
+                             args=[tenant, ticket.score, next_due, ticket.token])
 
     def _checked_targets(self, runtime: Runtime) -> list[str]:
         if not runtime.settings.reconcile.interval_s:

@@ -500,6 +500,8 @@ class TargetStore(Store):
                                 (target, str(now_ms()))))
         groups = [g for g in (text(g) for g in await self.redis.smembers(ks().GROUPS)) if g]  # type: ignore[misc]
         await mark_due(self.redis, groups, now_ms())
+        # A turn now, groups or none: the outbox and the checks the pause held are due too.
+        await group_state.wake(self.redis)
 
     async def block_until(self, target: str, until_ms: int, reason: str) -> None:
         await self._write(_note(target, blocked_until=until_ms, last_error=reason))

@@ -34,10 +34,11 @@ schedulers: the invariant holds that work to the score it had before the write (
 nothing) until the tenant is woken, or a turn holding the tenant looks at its keys.
 
 ``BRIDGE_TURNS_OFF`` (comma-separated: collide, resume, crash, checks, tombstones) switches
-rule families off, to look for one thing at a time; unset, it is "resume,collide", the two that
-meet the bugs of the xfail tests at the end (each replays its bug's shortest story): "collide"
-off, no two takes are in the same ms and an example whose turn ends on a ticket that another
-take or turn set is left out; "resume" off, only a tenant with groups is resumed.
+rule families off, to look for one thing at a time (unset: every family on). "collide" off,
+no two takes are in the same ms and an example whose turn ends on a ticket that another take or
+turn set is left out; "resume" off, only a tenant with groups is resumed. Those two families
+found the two bugs that the tests at the end replay (each its shortest story): a turn known by
+its score alone, and a resume that woke only a tenant with groups; both fixed.
 ``BRIDGE_TURNS_EXAMPLES=4000,60`` runs that many random examples of that many steps, not
 derandomized (about 8 minutes on two cores: the module's 600 s timeout holds).
 """
@@ -84,9 +85,8 @@ from workers.worker import wake_all
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 
-# Off unless BRIDGE_TURNS_OFF says otherwise: the two families that meet the bugs of the xfail
-# tests below (``BRIDGE_TURNS_OFF=`` switches every family on).
-OFF = frozenset(filter(None, os.environ.get("BRIDGE_TURNS_OFF", "resume,collide").split(",")))
+# The rule families switched off (BRIDGE_TURNS_OFF, comma-separated; none by default).
+OFF = frozenset(filter(None, os.environ.get("BRIDGE_TURNS_OFF", "").split(",")))
 SLOW = os.environ.get("BRIDGE_TURNS_SLOW") == "1"
 
 GROUPS = ("ga", "gb", "gc")
@@ -121,6 +121,7 @@ class Turn:
     tenant: str
     ticket: int
     share: int
+    token: str = ""  # its tick's token (take_turns.lua's ARGV[4])
     phase: str = "look"
     dead: bool = False  # its worker died: it never ends, its ticket lapses
     seen: NextDue | None = None  # what its last look found
@@ -188,6 +189,7 @@ class TurnsMachine(RuleBasedStateMachine):
                     self.r.unlink(*keys)
             if self.tenants:
                 self.r.zrem(k.WAKE, *self.tenants)
+                self.r.hdel(k.TURNS, *self.tenants)
         finally:
             self.run(self.ar.aclose())
             self.r.close()
@@ -260,14 +262,16 @@ class TurnsMachine(RuleBasedStateMachine):
             if any(t.ticket <= self.now + 1 for t in self.live_turns()):
                 return
             self.now += 1  # no two takes in the same ms
+        token = f"tick{next(self.numbers)}"
         taken = self.scripts["take_turns.lua"](
-            keys=[k.WAKE], args=[self.now, TURN_LEASE_MS, scheduler.TURNS_PER_TICK])
+            keys=[k.WAKE, k.TURNS], args=[self.now, TURN_LEASE_MS, scheduler.TURNS_PER_TICK,
+                                          token])
         assert set(taken) <= set(self.tenants), taken
         if not taken:
             return
         ticket = self.now + TURN_LEASE_MS
         for tenant, share in zip(taken, _shares(room, len(taken)), strict=True):
-            turn = Turn(next(self.numbers), worker, tenant, ticket, share)
+            turn = Turn(next(self.numbers), worker, tenant, ticket, share, token)
             self.woken.discard(tenant)
             self.holder[tenant] = turn.number
             self.turns.append(turn)
@@ -360,10 +364,15 @@ class TurnsMachine(RuleBasedStateMachine):
 
     def _after(self, turn: Turn, *_: Any) -> None:
         turn.seen = self.look()  # the look after, for the end
-        if self.r.zscore(k.WAKE, turn.tenant) == turn.ticket:
+        if self.holds(turn):
             # The turn holds the tenant: what it saw, its end schedules (or a wake-up stands).
             for key in [key for key in self.unannounced if key[0] == turn.tenant]:
                 del self.unannounced[key]
+
+    def holds(self, turn: Turn) -> bool:
+        """Is ``turn`` the tenant's latest turn, and nothing woke the tenant since its take?"""
+        return (self.r.zscore(k.WAKE, turn.tenant) == turn.ticket
+                and self.r.hget(k.TURNS, turn.tenant) == f"{turn.token}:{turn.tenant}")
 
     def _end(self, turn: Turn, *_: Any) -> None:
         assert turn.seen is not None
@@ -372,7 +381,8 @@ class TurnsMachine(RuleBasedStateMachine):
             # Its ticket, set by this turn's take; not another take's in the same ms, nor
             # another turn's end that scheduled the tenant at this ticket's time by chance.
             assume(self.holder.get(turn.tenant) == turn.number)
-        ended = self.scripts["end_turn.lua"](keys=[k.WAKE], args=[turn.tenant, turn.ticket, nxt])
+        ended = self.scripts["end_turn.lua"](keys=[k.WAKE, k.TURNS],
+                                             args=[turn.tenant, turn.ticket, nxt, turn.token])
         if ended:
             self.holder[turn.tenant] = None
         self.note(f"turn {turn.number} ends: next {nxt - self.start if nxt >= 0 else -1}"
@@ -441,7 +451,7 @@ class TurnsMachine(RuleBasedStateMachine):
     @rule(tenant=st.integers(0, 2), on=st.sampled_from(TARGETS))
     def operator_resumes(self, tenant: int, on: str) -> None:
         """``Ledger.resume``: the target's outbox and every group due now, and a wake (only
-        of a tenant with groups, with the family "resume" off: see the xfail test)."""
+        of a tenant with groups, with the family "resume" off)."""
         t = self.tenants[tenant % len(self.tenants)]
         with tenancy.use(t):
             groups = self.r.smembers(ks().GROUPS)
@@ -528,7 +538,8 @@ class TurnsMachine(RuleBasedStateMachine):
                 continue
             if score is not None and score <= max(need, self.now):
                 continue  # in time, or due now: the next tick takes it (work overdue already)
-            held = [t for t in self.turns if t.tenant == tenant and t.ticket == score]
+            held = [t for t in self.turns if t.tenant == tenant and t.ticket == score
+                    and self.r.hget(k.TURNS, tenant) == f"{t.token}:{tenant}"]
             if held:
                 # A turn holds the tenant (or held it and died: its ticket lapses).
                 assert score is not None and score <= self.now + TURN_LEASE_MS
@@ -584,15 +595,13 @@ def replay(redis_url: str, names: list[str], steps: Callable[[Replay], None]) ->
         machine.teardown()
 
 
-STALE_END = (
-    "end_turn.lua knows a turn by its score alone (score == ticket): a turn whose ticket is "
-    "no longer its own (another worker took the tenant in the same ms, after a wake-up: the "
-    "same ticket; or another turn's end scheduled the tenant at exactly this ticket's time) "
-    "ends with its stale look and removes or postpones the tenant's turn, and the other "
-    "turn's end is then refused: work is left without a turn")
+# end_turn.lua knew a turn by its score alone (score == ticket): a turn whose ticket was no
+# longer its own (another worker took the tenant in the same ms, after a wake-up: the same
+# ticket; or another turn's end scheduled the tenant at exactly this ticket's time) ended with
+# its stale look and removed or postponed the tenant's turn, and the other turn's end was then
+# refused. Each turn now has a token (lb:{wake}:turns): only the latest one ends.
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_END)
 def test_two_takes_in_one_ms_and_the_first_turn_ends_last(redis_url: str) -> None:
     def steps(m: Replay) -> None:
         check = m.every_tenant_with_work_has_a_turn_in_time
@@ -613,7 +622,6 @@ def test_two_takes_in_one_ms_and_the_first_turn_ends_last(redis_url: str) -> Non
     replay(redis_url, ["a", "b"], steps)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_END)
 def test_a_turn_ends_after_another_scheduled_the_tenant_at_its_ticket(redis_url: str) -> None:
     def steps(m: Replay) -> None:
         check = m.every_tenant_with_work_has_a_turn_in_time
@@ -630,10 +638,6 @@ def test_a_turn_ends_after_another_scheduled_the_tenant_at_its_ticket(redis_url:
     replay(redis_url, ["a", "b"], steps)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Ledger.resume wakes the tenant only through mark_due, which wakes only when the tenant "
-    "has groups (lb:groups): a tenant without groups is left with the resumed target's "
-    "outbox due (lb:senders, ZADD LT now) and its due checks, and no turn"))
 def test_a_resume_gives_the_tenant_a_turn(redis_url: str) -> None:
     def steps(m: Replay) -> None:
         check = m.every_tenant_with_work_has_a_turn_in_time
