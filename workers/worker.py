@@ -110,8 +110,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     assert settings.redis_url
     # The bridge's state: arq's own Redis, or on a cluster a client of its own (arq's queue
     # then lives on [redis] jobs_url).
-    state = ctx["state"] = ctx["redis"] if not settings.redis.cluster else \
-        state_client(settings.redis_url, cluster=True)
+    apart = settings.redis.cluster or bool(settings.redis.jobs_url)
+    state = ctx["state"] = state_client(settings.redis_url, settings.redis.cluster) if apart \
+        else ctx["redis"]
     await check_state(state, settings)  # UnsafeRedis stops the process
     if not settings.redis.cluster:  # no single-tenant release ever ran on a cluster
         report = await migrate(state)  # a single-tenant release's keys, moved once
@@ -288,10 +289,9 @@ class Supervisor:
     async def run(self) -> None:
         # No read timeout of its own: ``_ping`` keeps the deadline, in responsive time.
         probe = state_client(self.url, self.settings.redis.cluster, socket_timeout=None)
-        cluster = self.settings.redis.cluster
-        # On a cluster arq's queue is a Redis of its own: a worker needs both.
-        self._jobs = redis_client(self.settings.redis.jobs_url, socket_timeout=None) \
-            if cluster else None
+        # arq's queue on a Redis of its own (jobs_url; a cluster's): a worker needs both.
+        jobs_url = self.settings.redis.jobs_url
+        self._jobs = redis_client(jobs_url, socket_timeout=None) if jobs_url else None
         try:
             while not self.stopping.is_set():
                 if await self._redis_answers(probe) and not self.stopping.is_set():
