@@ -17,6 +17,7 @@ and the fold removes it only once no event received before then can still be fol
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -85,6 +86,41 @@ class Stored:
     duplicate: bool
 
 
+class Wakes:
+    """The webhook's wake-ups on a cluster, group-committed per tenant: each request's ZADD
+    goes out after its event is stored, and the requests whose events were stored while one
+    was in flight share the next (one round trip to lb:{wake}'s master per batch, not per
+    event: the cluster benchmark's extra cost was largely these)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._next: dict[str, asyncio.Future[None]] = {}  # tenant -> the next ZADD's waiters
+        self._running: set[str] = set()
+
+    async def wake(self, tenant: str) -> None:
+        waiting = self._next.get(tenant)
+        if waiting is None:
+            waiting = self._next[tenant] = asyncio.get_running_loop().create_future()
+            if tenant not in self._running:  # no await since the runner's last look
+                self._running.add(tenant)
+                asyncio.get_running_loop().create_task(self._run(tenant))
+        await asyncio.shield(waiting)
+
+    async def _run(self, tenant: str) -> None:
+        try:
+            while (waiting := self._next.pop(tenant, None)) is not None:
+                try:
+                    await self._redis.zadd(k.WAKE, {tenant: 0})
+                except BaseException as exc:  # each waiter answers 503; the CRM retries
+                    waiting.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    waiting.set_result(None)
+        finally:
+            self._running.discard(tenant)
+
+
 class EventStore:
     """Writes accepted events to Redis; the worker side reads the state they fold into. Refuses
     them (``StorageFull``) once Redis nears the ceilings of ``[webhook]`` (bridge/ingest/
@@ -103,6 +139,7 @@ class EventStore:
         the cluster's client), and the tenant is woken apart."""
         self._redis = redis
         self._cluster = cluster
+        self._wakes = Wakes(redis)
         self._script = ScriptBatcher(url, ACCEPT, prepare=prepare, keys=5) if cluster is None \
             else None
         self._dedupe_ttl_s = webhook.dedupe_ttl_seconds
@@ -125,9 +162,9 @@ class EventStore:
             else:
                 status, _ = await self._cluster.call_packed(call.count, arguments, call.slot)
                 # Durable on the tenant's master (its WAITAOF answered): now its turn, in
-                # lb:wake's slot. Lost with this process? No 2xx went out: the CRM redelivers
-                # and the duplicate wakes it.
-                await self._redis.zadd(k.WAKE, {tenancy.current(): 0})
+                # lb:{wake}'s slot. Lost with this process? No 2xx went out: the CRM
+                # redelivers and the duplicate wakes it.
+                await self._wakes.wake(tenancy.current())
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
