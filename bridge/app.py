@@ -170,6 +170,8 @@ def create_app(settings: Settings, listen_host: str = "127.0.0.1",
         if hangup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await store.aclose()
+        if check.redis is not redis:  # a cluster's: the first seed's own client
+            await check.redis.aclose()
         await redis.aclose()
 
     async def healthz(request: Request) -> Response:

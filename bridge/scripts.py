@@ -208,5 +208,5 @@ class Script:
         self.lua.check_keys(len(keys))
         try:
             return await self._script(keys=keys, args=args)
-        except ResponseError as exc:
-            raise ResponseError(self.lua.where(str(exc))) from exc
+        except ResponseError as exc:  # its own class kept: CLUSTERDOWN, TRYAGAIN are outages
+            raise type(exc)(self.lua.where(str(exc))) from exc

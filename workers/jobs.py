@@ -13,7 +13,15 @@ from typing import Any
 
 from arq.worker import Retry
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, OutOfMemoryError, WatchError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    OutOfMemoryError,
+    RedisClusterException,
+    TryAgainError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,8 +43,12 @@ log = logging.getLogger("workers.jobs")
 # ConnectionError.) Credentials that Redis refuses do not heal by waiting. A Redis past its
 # maxmemory refuses writes (OutOfMemoryError) until the fold frees the inbox or an operator
 # makes room: an outage to ride out like a restart, never a reason for a worker to exit.
+# On a cluster: no node answers (RedisClusterException, not a RedisError), a master is failing
+# over (CLUSTERDOWN, MASTERDOWN) or a slot is moving (TRYAGAIN): outages too.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError,
-                                                      OSError, OutOfMemoryError)
+                                                      OSError, OutOfMemoryError,
+                                                      RedisClusterException, ClusterDownError,
+                                                      TryAgainError)
 NOT_TRANSIENT: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
 
 # An interrupted flush runs again this soon, if Redis is back by then.

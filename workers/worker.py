@@ -144,9 +144,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 async def release(ctx: dict[str, Any], redis_answers: bool) -> None:
     """``shutdown``, leaving Redis alone when it is known not to answer."""
     for task in ctx.pop("tasks", []):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
     if "worker_id" in ctx and redis_answers:  # a stale beat is overwritten on return
         await bounded(ctx["state"].hdel(k.WORKERS, ctx["worker_id"]))
     runtimes: Runtimes | None = ctx.pop("runtimes", None)
@@ -156,6 +154,19 @@ async def release(ctx: dict[str, Any], redis_answers: bool) -> None:
     if state is not None and state is not ctx.get("redis"):  # a cluster's client of its own
         with contextlib.suppress(*CONNECTION_ERRORS):
             await asyncio.wait_for(state.aclose(), LAST_CALL_S)
+
+
+async def stop_task(task: asyncio.Task[Any], tries: int = 10) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it lives: a cancellation that
+    arrives as an ``asyncio.wait_for`` inside it completes is swallowed (Python 3.11; redis-py
+    waits that way), and a single cancel then left SIGTERM waiting for good."""
+    for _ in range(tries):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            break
+    if task.done() and not task.cancelled():
+        task.exception()  # seen: the outage's or the shutdown's, reported where it happened
 
 
 async def bounded(call: Awaitable[object]) -> None:

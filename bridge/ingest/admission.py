@@ -19,7 +19,7 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bridge.connections import fullest
 from bridge.ingest.script_client import StorageUnavailable
@@ -63,8 +63,11 @@ class MemoryGauge:
 
     async def _refresh_forever(self) -> None:
         while True:
-            # Redis away: the webhook's own script call says what is wrong.
-            with contextlib.suppress(RedisError, OSError):
+            # Redis away: the webhook's own script call says what is wrong. A cluster's client
+            # raises more than RedisError mid-failover (see store.CLUSTER_TROUBLE): the
+            # refresher must outlive it, or the ceiling is never read again.
+            with contextlib.suppress(RedisError, OSError, RedisClusterException, RuntimeError,
+                                     AttributeError):
                 await self.refresh()
             await asyncio.sleep(self.every_s)
 

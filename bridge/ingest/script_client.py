@@ -192,6 +192,8 @@ class _Connection(asyncio.Protocol):
                 waiter = self.waiters.popleft()
                 if waiter is None:
                     self.settle(reply)
+                    if self.lost:  # a wait fell short: every call failed, the rest unread
+                        return
                 elif self.barrier is not None:
                     self.held.append((waiter, reply))
                 elif not waiter.done():

@@ -26,7 +26,7 @@ import msgspec
 import redis
 from redis.asyncio import Redis
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bridge import constants as k
 from bridge import counters, tenancy
@@ -35,7 +35,7 @@ from bridge.constants import ks
 from bridge.ingest.admission import MemoryGauge, StorageFull
 from bridge.ingest.cluster_client import ClusterScripts
 from bridge.ingest.events import ValidEvent
-from bridge.ingest.script_client import ScriptBatcher
+from bridge.ingest.script_client import ScriptBatcher, StorageUnavailable
 from bridge.scripts import load
 from bridge.settings import (
     DebounceSettings,
@@ -84,6 +84,16 @@ def accept_now(r: redis.Redis, webhook_id: str, now_ms: int, entry: bytes,
 @dataclass(frozen=True)
 class Stored:
     duplicate: bool
+
+
+# What redis-py's cluster client (5.3) raises mid-failover besides RedisError: no node answers
+# (RedisClusterException), or one request's failover closed the connections under the others
+# ("the handler is closed", a slot map changed while read, a closed transport). Each is an
+# outage to answer 503 to, never a 500.
+CLUSTER_TROUBLE: tuple[type[Exception], ...] = (RedisClusterException, RuntimeError,
+                                                AttributeError)
+# What a count that never fails the answer lets pass.
+QUIET: tuple[type[Exception], ...] = (RedisError, OSError, *CLUSTER_TROUBLE)
 
 
 class Wakes:
@@ -160,11 +170,7 @@ class EventStore:
                 assert self._script is not None
                 status, _ = await self._script.call_packed(call.count, arguments)
             else:
-                status, _ = await self._cluster.call_packed(call.count, arguments, call.slot)
-                # Durable on the tenant's master (its WAITAOF answered): now its turn, in
-                # lb:{wake}'s slot. Lost with this process? No 2xx went out: the CRM
-                # redelivers and the duplicate wakes it.
-                await self._wakes.wake(tenancy.current())
+                status = await self._cluster_put(call, arguments)
         except (RedisError, OSError):
             self._unstored += 1  # the webhook answers 503; counted once Redis is back
             raise
@@ -176,6 +182,19 @@ class EventStore:
         if self._unstored:
             await self._count_unstored()
         return Stored(duplicate=status == 0)
+
+    async def _cluster_put(self, call: AcceptCall, arguments: bytes) -> int:
+        assert self._cluster is not None
+        try:
+            status, _ = await self._cluster.call_packed(call.count, arguments, call.slot)
+            # Durable on the tenant's master (its WAITAOF answered): now its turn, in
+            # lb:{wake}'s slot. Lost with this process? No 2xx went out: the CRM redelivers
+            # and the duplicate wakes it.
+            await self._wakes.wake(tenancy.current())
+        except CLUSTER_TROUBLE as exc:
+            raise StorageUnavailable(f"the Redis Cluster's client failed ({exc!r}); retry "
+                                     "later") from exc
+        return int(status)
 
     def _call(self) -> AcceptCall:
         """The current tenant's accept call."""
@@ -202,7 +221,7 @@ class EventStore:
                 pipe.expire(key, k.STATS_TTL_S)
                 pipe.hincrby(ks().METRICS, counters.WEBHOOK_REJECTIONS.field(reason), 1)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except QUIET:
             pass
 
     async def _count_unstored(self) -> None:
@@ -212,7 +231,7 @@ class EventStore:
         try:
             await self._redis.hincrby(ks().METRICS, counters.WEBHOOK_REJECTIONS.field(  # type: ignore[misc]
                 "storage_unavailable"), unstored)
-        except (RedisError, OSError):
+        except QUIET:
             self._unstored += unstored
 
 

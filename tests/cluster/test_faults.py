@@ -54,7 +54,8 @@ SETTLE_S = 30.0
 # (c): how long the whole cluster stays away.
 OUTAGE_S = 10.0
 
-# Bugs these tests found (see the xfail marks; lines as of 51be0a7).
+# Bugs these tests found, all fixed but the last (lines as of 51be0a7): kept as the record of
+# what (a) and (c) guard against. STARTUP_NODES_DRAINED is redis-py's own (5.3).
 WAIT_SHORTFALL_INDEXERROR = (
     "bridge/ingest/script_client.py:192 _Connection.data_received: when a WAIT/WAITAOF "
     "barrier's reply falls short (min_replicas = 1 on a promoted master with no replica yet), "
@@ -207,8 +208,6 @@ def errorstats(node: Node) -> dict[str, int]:
 
 # -- (a) a master killed -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=f"{WAIT_SHORTFALL_INDEXERROR}; also "
-                   f"{CLUSTER_CLIENT_500}; {STARTUP_NODES_DRAINED}; {SHUTDOWN_HANG}")
 def test_a_killed_master_fails_over_and_every_accepted_event_reaches_the_portals(
         tmp_path: Path) -> None:
     """``min_replicas = 1``: a 202 means the event is on its tenant's master and that
@@ -344,7 +343,6 @@ def test_b_a_busy_tenants_slot_moves_under_its_stream_with_nothing_lost_or_stale
 
 # -- (c) the whole cluster away ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=f"{CLUSTER_EXCEPTION_NOT_AN_OUTAGE}; also {SHUTDOWN_HANG}")
 def test_c_the_cluster_away_for_ten_seconds_answers_503_and_the_workers_resume(
         tmp_path: Path) -> None:
     """``min_replicas = 0``: every node stops with SIGTERM and comes back with its AOF
