@@ -109,7 +109,21 @@ def state_client(url: str, cluster: bool, socket_timeout: float | None = 5) -> R
         seeds[0], startup_nodes=others or None, socket_connect_timeout=2,
         socket_timeout=socket_timeout, require_full_coverage=False,
         health_check_interval=30)
+    manager = cast(Any, client).nodes_manager
+    manager.startup_nodes = _KeptNodes(manager.startup_nodes)
     return cast(Redis, client)
+
+
+class _KeptNodes(dict[str, Any]):
+    """redis-py's (5.3) cluster client forgets a node each time a command to it fails to
+    connect, and during a failover concurrent commands whose connections it closed make it
+    forget the live nodes too (redis/redis-py#3693): once none is left it can never read the
+    slot map again ("at least one reachable node: None"), and a worker stops delivering for
+    good (seen in tests/cluster/test_faults.py, 2 runs in 20). Its startup nodes therefore
+    forget nothing that way; reading the slot map still replaces them with the nodes found."""
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
 
 
 def _host_port(url: str) -> dict[str, Any]:
