@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from bridge import constants as k
 from bridge import group_state
 from bridge.clock import now_ms
+from bridge.connections import redis_client
 from bridge.constants import ks
 from bridge.delivery import (
     BUCKETS,
@@ -93,6 +94,9 @@ class Reads:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
+        # arq's queue: on [redis] jobs_url when it is apart (a cluster's always is).
+        jobs_url = settings.redis.jobs_url
+        self.jobs: Redis = redis_client(jobs_url) if jobs_url else redis
         self.ledger = Ledger(redis)
         self.records = Records(redis)
         self.outbox = Outbox(redis)
@@ -110,6 +114,8 @@ class Reads:
         adapters, self._adapters = list(self._adapters.values()), {}
         for adapter in adapters:
             await adapter.aclose()
+        if self.jobs is not self.redis:
+            await self.jobs.aclose()
 
     # -- bridge status --
 
@@ -120,7 +126,7 @@ class Reads:
             groups=await self.redis.scard(ks().GROUPS),  # type: ignore[misc]
             inbox=await self._inbox(now),
             due=await self._due(now),
-            queued_jobs=await self.redis.zcard(k.QUEUE),
+            queued_jobs=await self.jobs.zcard(k.QUEUE),
             targets={t.name: await self._target_status(t, now) for t in self.settings.targets},
             workers=await self._heartbeats(),
             held=await self.held_changes(),
@@ -177,7 +183,7 @@ class Reads:
             inbox=await self._inbox(now),
             waiting=await self._waiting(now),
             flushing=await self._flushing(),
-            queue_depth=await self.redis.zcard(k.QUEUE),
+            queue_depth=await self.jobs.zcard(k.QUEUE),
             workers=await self._workers(now),
             redis=await self._redis_info(),
             recent_failures=await self._failures(10),

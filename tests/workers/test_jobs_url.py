@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from bridge import constants as k
+from bridge.ops import Operations
+from tests.conftest import make_settings
 from tests.support import crm
 from tests.support.servers import redis_server
 from tests.support.stack import running_stack
@@ -34,3 +38,14 @@ def test_the_queue_on_a_redis_of_its_own_carries_every_change(redis_url: str,
             listing["formData"].get("announcementDescription") == SECOND
             for listing in stack.rentix_listings().values()),
             what="every listing's second version on Rentix")
+
+
+async def test_bridge_status_counts_the_jobs_where_they_are(redis_url: str) -> None:
+    """With the queue apart, the operators' figures read it there, not on the state's Redis."""
+    with redis_server() as jobs:
+        settings = make_settings(redis_url, redis={"jobs_url": jobs.url})
+        with redis.Redis.from_url(jobs.url) as queue:
+            queue.zadd(k.QUEUE, {"job-1": 1, "job-2": 2})
+        async with aioredis.Redis.from_url(redis_url) as state, \
+                Operations(state, settings) as ops:
+            assert (await ops.status()).queued_jobs == 2
