@@ -36,7 +36,7 @@ from bridge.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure
 from bridge.migration import migrate
 from bridge.ops.cluster import cluster_nodes
 from bridge.responses import JSONResponse, error
-from bridge.settings import CONFIG_ENV, ConfigError, Settings, load_settings, seed_urls
+from bridge.settings import CONFIG_ENV, Settings, load_settings, reread, seed_urls
 
 log = logging.getLogger("bridge.app")
 
@@ -72,19 +72,11 @@ class BridgeApp(Starlette):
         (a request under way finishes with what it started with). An invalid file is logged
         with its name and line and changes nothing. Settings outside the tenants (Redis, the
         listening address, [webhook] limits) take a restart."""
-        if self.config_path is None or self.webhook is None:
-            log.warning("SIGHUP: no configuration file to reload (the app was built in code)")
+        settings = reread(self.config_path, log)
+        if settings is None or self.webhook is None:
             return False
-        try:
-            settings = load_settings(self.config_path)
-        except ConfigError as exc:
-            log.error("SIGHUP: configuration not reloaded, the previous one stays: %s", exc)
-            return False
-        tenancy.register_credentials(settings.credentials())
         self.webhook.verifiers = verifiers(settings)
         self.state.settings = settings
-        log.info("SIGHUP: configuration reloaded from %s; tenants: %s", self.config_path,
-                 ", ".join(settings.tenant_names()) or "none")
         return True
 
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import copy
 import hashlib
+import logging
 import math
 import os
 import re
@@ -805,3 +806,23 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     file = Path(path)
     data = _read_toml(file, "configuration file")
     return parse_settings(data, str(file), file.parent)
+
+
+def reread(path: str | None, log: logging.Logger) -> Settings | None:
+    """The configuration file read again for a SIGHUP (``serve`` and ``worker``), its
+    credentials registered; None when there is no file or it is invalid (logged with its name
+    and line): the previous configuration stays."""
+    if path is None:
+        log.warning("SIGHUP: no configuration file to reload")
+        return None
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        log.error("SIGHUP: configuration not reloaded, the previous one stays: %s", exc)
+        return None
+    from bridge import tenancy
+
+    tenancy.register_credentials(settings.credentials())
+    log.info("SIGHUP: configuration reloaded from %s; tenants: %s", path,
+             ", ".join(settings.tenant_names()) or "none")
+    return settings

@@ -45,7 +45,7 @@ from bridge.clock import now_ms
 from bridge.connections import check_state, fullest, redis_client, state_client
 from bridge.ingest.inbox import Inbox
 from bridge.migration import migrate
-from bridge.settings import ConfigError, Settings, load_settings
+from bridge.settings import Settings, reread
 from workers.jobs import (
     CONNECTION_ERRORS,
     flush_group,
@@ -266,23 +266,15 @@ class Supervisor:
         and turn on (jobs running finish with what they started with). An invalid file is
         logged with its name and line and changes nothing. Settings outside the tenants
         (Redis, [delivery]) take a restart."""
-        if self.config_path is None:
-            log.warning("SIGHUP: no configuration file to reload")
-            return False
-        try:
-            settings = load_settings(self.config_path)
-        except ConfigError as exc:
-            log.error("SIGHUP: configuration not reloaded, the previous one stays: %s", exc)
+        settings = reread(self.config_path, log)
+        if settings is None:
             return False
         self.settings = settings
-        tenancy.register_credentials(settings.credentials())
         worker = self.worker
         if worker is not None and "runtimes" in worker.ctx:
             worker.ctx["settings"] = settings
             worker.ctx["runtimes"].reload(settings)
             asyncio.get_running_loop().create_task(self._wake(worker, settings))
-        log.info("SIGHUP: configuration reloaded from %s; tenants: %s", self.config_path,
-                 ", ".join(settings.tenant_names()) or "none")
         return True
 
     async def _wake(self, worker: Worker, settings: Settings) -> None:
