@@ -152,16 +152,23 @@ def lane_key(target: str, group: str) -> str:
     return f"{ks().OUTBOX_READY}{target}:{group}"
 
 
-def put_writes(target: str, entries: list[Queued], now: int) -> list[Write]:
+def put_writes(target: str, entries: list[Queued], now: int,
+               places: dict[str, int] | None = None) -> list[Write]:
     """Put writes in the outbox (replacing older content of the same listings, which keep
     their place), ready now, each new listing in its group's lane, and make the target's
-    sender due: the named write "queue", one per group."""
+    sender due: the named write "queue", one per group. ``places``: where a listing joins its
+    group's lane, if not at ``now`` (when the target last took a write of it: a group's
+    listings then go in turn, each written about as often as the others)."""
     by_group: dict[str, list[Queued]] = {}
     for entry in entries:
         by_group.setdefault(entry.group, []).append(entry)
+    places = places or {}
     return [Write("queue", (ks().OUTBOX + target, ks().OUTBOX_READY + target, ks().SENDERS,
                             lane_key(target, group), ks().OUTBOX_GROUPS + target),
-                  (target, str(now), *[x for e in some for x in (e.ref, e.json())]))
+                  (target, str(now),
+                   orjson.dumps({e.ref: places[e.ref] for e in some if e.ref in places}
+                                ).decode(),
+                   *[x for e in some for x in (e.ref, e.json())]))
             for group, some in by_group.items()]
 
 

@@ -50,6 +50,7 @@ from bridge.clock import now_ms
 from bridge.constants import ks
 from bridge.delivery import budget
 from bridge.delivery.claims import Command, Fence, LeaseLost, RenewableLease, Write, kept
+from bridge.delivery.fresh import Freshener
 from bridge.delivery.ledger import (
     Accepted,
     Attempt,
@@ -59,7 +60,16 @@ from bridge.delivery.ledger import (
     noted,
     trace_writes,
 )
-from bridge.delivery.outbox import Batch, Outbox, PutRecord, Queued, Settle, Take, compose
+from bridge.delivery.outbox import (
+    BULK_MAX_OPS,
+    Batch,
+    Outbox,
+    PutRecord,
+    Queued,
+    Settle,
+    Take,
+    compose,
+)
 from bridge.delivery.ratelimit import ACQUIRE, DEFAULT_BURST, RateLimiter
 from bridge.delivery.trace import decision_entry
 from bridge.logs import about
@@ -153,6 +163,7 @@ class Sender:
         self._stop = Script(redis, STOP)
         self._settle = Settle(redis)
         self._take_out = Take(redis)
+        self._freshen = Freshener(redis, ledger)
         self._acquire = Script(redis, ACQUIRE)
 
     async def drain(self, spec: RentixTarget) -> str:
@@ -252,9 +263,7 @@ class SenderTurn:
                 batch = await self.s.outbox.in_flight(self.name)
                 if batch is None:
                     now = now_ms()
-                    taken = await self.s._take_out(self.name, self.lease.token, now)
-                    if taken is None:
-                        raise LeaseLost(f"{self.lease.what} was taken over")
+                    taken = await self._take(now)
                     batch = compose(taken, now)
                     if batch is None:
                         self.batch_refs = set()
@@ -271,6 +280,32 @@ class SenderTurn:
             if again is not None:
                 return again
         return now_ms()
+
+    async def _take(self, now: int, put: bool = False) -> list[Queued]:
+        """The next writes to send (a bulk's, or one for a PUT), each with its listing's newer
+        content where no guard judges it (``fresh.py``)."""
+        token = self.lease.token
+        taken = await self.s._take_out(self.name, token, now, 1 if put else BULK_MAX_OPS,
+                                       put=put, exclude=sorted(self.batch_refs) if put else ())
+        if taken:
+            fresh = await self.s._freshen(self.name, token, self.adapter, taken,
+                                          now if put else None)
+            if fresh is not None:
+                await self._tell_fresh(taken, fresh)
+            taken = fresh
+        if taken is None:
+            raise LeaseLost(f"{self.lease.what} was taken over")
+        return taken
+
+    async def _tell_fresh(self, taken: list[Queued], fresh: list[Queued]) -> None:
+        """Each replaced write's story: the newer content it goes with."""
+        at = now_ms()
+        told = [(new.ref, decision_entry(at, self.name, new.group, "queued", digest=new.digest,
+                                         key=new.key, operation=new.operation,
+                                         detail="newer content, taken as it left the outbox"))
+                for old, new in zip(taken, fresh, strict=True) if new is not old]
+        if told:
+            await self.lease.apply(trace_writes(told, self.ledger.trace_ttl_ms))
 
     async def _rate_slot(self, inline_ms: int = MAX_INLINE_WAIT_MS) -> int | None:
         """Wait briefly for both shared buckets, or return when to come back."""
@@ -311,10 +346,7 @@ class SenderTurn:
                     await _nap((self.puts_due or now) - now, bulks)
                     continue
                 async with self.taking:
-                    taken = await self.s._take_out(self.name, self.lease.token, now, 1,
-                                                   put=True, exclude=sorted(self.batch_refs))
-                if taken is None:
-                    raise LeaseLost(f"{self.lease.what} was taken over")
+                    taken = await self._take(now, put=True)
                 if not taken:
                     await _nap(LANE_IDLE_MS, bulks)  # nothing for the lane now
                     continue

@@ -154,25 +154,30 @@ local WRITES = {
       redis.call('PEXPIRE', k[1], a[1])
     end},
   -- lb:outbox:<target>, lb:outbox:ready:<target>, lb:senders[, lb:outbox:ready:<target>:<group>
-  -- (the group's lane), lb:outbox:groups:<target>]: target, now, then ref, JSON entry
-  ['queue'] = {keys = {3, 5}, args = function(a) return #a >= 4 and #a % 2 == 0 and strings(a)
+  -- (the group's lane), lb:outbox:groups:<target>]: target, now, JSON {ref: its place in the
+  -- lane (ms), for those not placed at now}, then ref, JSON entry
+  ['queue'] = {keys = {3, 5}, args = function(a) return #a >= 5 and #a % 2 == 1 and strings(a)
       and tonumber(a[2]) end,
     run = function(k, a)
-      -- A listing not waiting yet joins the group's lane; one waiting already (newer content)
-      -- keeps its place and its lane, and one taken for a PUT stays out of every lane until
-      -- that PUT is answered (settle.lua puts it back).
-      local fresh = {}
+      -- A listing not waiting yet joins the group's lane (at the place given: when the target
+      -- last took a write of it, so a group's listings go in turn); one waiting already
+      -- (newer content) keeps its place and its lane, and one taken for a PUT stays out of
+      -- every lane until that PUT is answered (settle.lua puts it back).
+      local fresh, place = {}, cjson.decode(a[3])
       if k[4] then
-        for i = 3, #a, 2 do
+        for i = 4, #a, 2 do
           if redis.call('HEXISTS', k[1], a[i]) == 0 then fresh[#fresh + 1] = a[i] end
         end
       end
-      chunked('HSET', k[1], a, 3)
+      chunked('HSET', k[1], a, 4)
       -- NX: newer content of a listing already waiting keeps its place in the queue (else a
       -- listing that changes more often than the outbox drains would never reach the front).
-      for i = 3, #a, 2 do redis.call('ZADD', k[2], 'NX', a[2], a[i]) end
+      for i = 4, #a, 2 do redis.call('ZADD', k[2], 'NX', a[2], a[i]) end
       if #fresh > 0 then
-        for _, ref in ipairs(fresh) do redis.call('ZADD', k[4], 'NX', a[2], ref) end
+        for _, ref in ipairs(fresh) do
+          local now = tonumber(a[2])
+          redis.call('ZADD', k[4], 'NX', math.min(tonumber(place[ref]) or now, now), ref)
+        end
         -- NX: a group with a lane already keeps its turn.
         redis.call('ZADD', k[5], 'NX', a[2], string.sub(k[4], #k[2] + 2))
       end

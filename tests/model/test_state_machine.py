@@ -3,8 +3,9 @@
 Every step drives real parts: events go through the webhook's validation (``parse_event``) and
 its accept script into the session's Redis; the workers' fold script folds the inbox; two
 in-process workers (``Delivery``) flush groups to the sandbox portals over loopback HTTP, and
-the outbox's sender drains Rentix bulks. Rules create, update, delete, hide and move listings,
-send full, partial and empty snapshots, redeliver webhooks, send late and out-of-order events
+the outbox's sender drains Rentix bulks (also ahead of a group's flush, with what was folded
+since). Rules create, update, delete, hide and move listings, send full, partial and empty
+snapshots, redeliver webhooks, send late and out-of-order events
 and versions at the edges of their range, leave events waiting in the inbox, slow down and fail
 portal calls (latency, 5xx, 429), race a move against a slow write, interleave flushes of two
 groups, take a flush's lease away mid-way, and let time pass (so tombstones, per-group markers
@@ -357,6 +358,17 @@ class BridgeMachine(RuleBasedStateMachine):
             spec["headers"] = {"X-RateLimit-Remaining": "0", "Retry-After": "1",
                                "X-RateLimit-Reset": str(int(time.time()) + 1)}
         self.run(self.sandbox.fault(count=count, **spec))
+        self._end()
+
+    @precondition(lambda self: self.bulk)
+    @rule()
+    def drain_ahead(self) -> None:
+        """The sender drains the outbox after newer events were folded and before their
+        group's flush: it takes the writes with the newer content where no guard judges it
+        (bridge/delivery/fresh.py)."""
+        self._begin()
+        self.fold()
+        self.run(self.workers[1].sender.drain(self.rentix))  # type: ignore[arg-type]
         self._end()
 
     @rule()
