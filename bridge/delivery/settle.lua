@@ -6,7 +6,9 @@
 -- compacts it. The further writes (history, figures, stories) are named ones (writes.lua).
 -- An operation taken from a group's lane leaves it with its entry; a listing still waiting
 -- (retried, or newer content) stays in (or, after a PUT, goes back to) that lane at its place
--- in lb:outbox:ready. A bulk's answer ends the bulk in flight; a PUT's, its PUT record.
+-- in lb:outbox:ready: a retry's at its backoff, newer content behind an accepted write's at
+-- now (it was just written: the group's other listings go first). A bulk's answer ends the
+-- bulk in flight; a PUT's, its PUT record.
 -- KEYS[1] sender: lb:sender:<target>
 -- KEYS[2] outbox: lb:outbox:<target>
 -- KEYS[3] ready: lb:outbox:ready:<target>
@@ -76,6 +78,9 @@ for _, o in ipairs(ops) do
       redis.call('ZREM', ready, o.ref)
     end
     if o.kind == 'accepted' then
+      -- Newer content that waits behind goes after the listings written longer ago (as a
+      -- flush queues it: outbox.put_writes), not at the place the answered write held.
+      if raw and not same then redis.call('ZADD', ready, 'XX', at.now, o.ref) end
       redis.call('HSET', KEYS[5], o.ref, o.record)
       redis.call('HDEL', KEYS[6], o.ref)
       accepted(KEYS[o.listing], intents, o.ref, o.key, o.stamp, o.deletion, raw and not same, at)

@@ -256,8 +256,10 @@ def describe(run: Run, max_wait_s: float) -> list[str]:
                    f"{quantile(after, 0.5):.1f} s, p99 {quantile(after, 0.99):.1f} s")
     if run.cycle and run.age:
         out.append(f"  Rentix writes while the stream ran: a listing written every "
-                   f"{quantile(run.cycle, 0.5):.1f} s (p50; p90 {quantile(run.cycle, 0.9):.1f} "
-                   f"s), the content a write carried posted {quantile(run.age, 0.5):.1f} s "
+                   f"{quantile(run.cycle, 0.5):.1f} s (p50; p10 {quantile(run.cycle, 0.1):.1f} "
+                   f"s, p90 {quantile(run.cycle, 0.9):.1f} s; "
+                   f"{sum(g < 5 for g in run.cycle) / len(run.cycle):.1%} within 5 s), "
+                   f"the content a write carried posted {quantile(run.age, 0.5):.1f} s "
                    f"before (p50; p90 {quantile(run.age, 0.9):.1f} s)")
     calls, use = run.calls, run.budgets
     general, bulk = (DOCUMENTED_LIMITS["rentix_per_minute"],

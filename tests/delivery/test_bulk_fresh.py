@@ -6,8 +6,10 @@ waits for the flush, and a write once sent keeps its key."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -17,6 +19,18 @@ from bridge.delivery.fresh import Freshener
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.outbox import Outbox, PutRecord, Queued
 from bridge.portals import RentixAdapter
+from tests.delivery.test_bulk import (
+    TARGET,
+    bridge_settings,
+    bulks,
+    fault,
+    portal,
+    put,
+    sandbox,  # noqa: F401 (a fixture)
+    sender_for,
+    wait_until_async,
+    write,
+)
 from tests.delivery.test_guards_everywhere import GROUP, Bridge, bridge_fixture
 from tests.support import crm
 
@@ -169,3 +183,23 @@ async def test_a_groups_listings_go_in_the_order_they_were_last_written_not_by_n
     bulks = [r for r in await bridge.journal()
              if r["portal"] == "rentix" and r["path"].endswith("/listings/bulk")]
     assert [op["externalId"] for op in bulks[-1]["body"]["operations"]] == list(reversed(REFS))
+
+
+async def test_newer_content_behind_an_accepted_write_goes_after_the_groups_other_writes(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client  # noqa: F811
+) -> None:
+    first = write("apt-1", "g1", 500)
+    fault(sandbox, path="/listings/bulk", latency_ms=800, count=1)
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+            sender, client, spec):
+        await put(client, [first], at=now_ms() - 5_000)
+        draining = asyncio.create_task(sender.drain(spec))
+        await wait_until_async(lambda: client.exists(f"{ks().OUTBOX_BATCH}{TARGET}"))
+        # The group's next flush, while the bulk is out: apt-1 changed again, two others too.
+        await put(client, [write("apt-1", "g1", 777), write("apt-2", "g1", 600),
+                           write("apt-3", "g1", 600)])
+        assert await draining == f"{TARGET}: 4 operation(s) sent"
+    # apt-1 was just written: the group's listings written longer ago (never) go first.
+    sent = [op["externalId"] for r in bulks(sandbox) for op in r["body"]["operations"]]
+    assert sent == ["apt-1", "apt-2", "apt-3", "apt-1"]
+    assert portal(sandbox)["apt-1"]["announcementValue"] == 777
