@@ -2,8 +2,9 @@
 -- groups' lanes (in KEYS' order: the group served longest ago first), one from each lane in
 -- turn, oldest first within a lane; then, if there is room, entries queued before lanes were
 -- kept (in lb:outbox:ready alone), oldest first. A write taken for a PUT, or excluded (the
--- bulk in flight), is never taken. The groups served go to the back of the turn. For PUTs the
--- writes taken are recorded (lb:outbox:puts) and leave their lanes until answered (settle.lua).
+-- bulk in flight), is never taken. The groups served go to the back of the turn, in the order
+-- they were last served. For PUTs the writes taken are recorded (lb:outbox:puts) and leave
+-- their lanes until answered (settle.lua).
 -- A lane member whose entry is gone is dropped; a lane left empty leaves the groups.
 -- KEYS[1] sender: lb:sender:<target>
 -- KEYS[2] outbox: lb:outbox:<target>
@@ -59,7 +60,7 @@ while going and count < most do
         elseif usable(first) then
           take(lane.group, first, raw)
           lane.at = lane.at + 1
-          served[lane.group] = true
+          served[lane.group] = count  -- where it was last served in this take
           going = true
           break
         else
@@ -88,8 +89,11 @@ if count < most then
   end
 end
 
-for group in pairs(served) do
-  redis.call('ZADD', groups, 'XX', now, group)
+-- In the order they were last served (a fraction of a ms apart): the next take, a PUT's
+-- above all, begins with the group this one served earliest, not with the first by name, so
+-- the PUTs between two bulks go round every group in turn.
+for group, at in pairs(served) do
+  redis.call('ZADD', groups, 'XX', now + at / 1000, group)
 end
 if put then
   for i = 1, #out, 3 do

@@ -10,10 +10,11 @@ from collections import Counter
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.delivery.outbox import Outbox, lane_key
+from bridge.delivery.outbox import Outbox, Take, lane_key
 from tests.delivery.test_bulk import (
     TARGET,
     accepted,
@@ -117,3 +118,24 @@ async def test_a_retried_bulk_keeps_its_operations_and_the_fair_order_goes_on_af
         applied = Counter(ref for r in seen if not r["replayed"] for ref in refs_of(r))
         assert set(applied.values()) == {1} and len(applied) == 151
         assert len(await accepted(client)) == 151
+
+
+async def test_the_puts_after_a_bulk_go_round_the_groups_in_the_order_it_served_them(
+    redis_url: str
+) -> None:
+    async with Redis.from_url(redis_url) as client:
+        now = now_ms()
+        await put(client, [write(f"{g}-{i}", g) for g in "abc" for i in range(3)], at=now - 9)
+        # Turns as earlier takes left them: c served longest ago, then a, then b.
+        await client.zadd(ks().OUTBOX_GROUPS + TARGET, {"c": now - 3, "a": now - 2, "b": now - 1})
+        await client.set(ks().SENDER + TARGET, "token")
+        take = Take(client)
+        bulk = await take(TARGET, "token", now, 3)
+        assert [e.group for e in bulk or []] == ["c", "a", "b"]
+        # Every group was served at the same millisecond: the PUTs that follow take them in
+        # the bulk's order, not by name (a, b, c: the first groups by name would get every
+        # PUT between two bulks).
+        puts = [await take(TARGET, "token", now + 1 + i, 1, put=True,
+                           exclude=[e.ref for e in bulk or []]) for i in range(3)]
+        assert [p[0].group for p in puts if p] == ["c", "a", "b"]
+        await client.delete(ks().SENDER + TARGET)
