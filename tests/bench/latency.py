@@ -122,6 +122,9 @@ class Run:
     # Rentix latencies of the events posted once the first pass could have ended (the first
     # max_wait plus the budgets' bound): the steady state, without the cold start
     steady: list[Latency] = field(default_factory=list)
+    # The big snapshot's share of the Rentix writes while the stream ran (its first 20 s left
+    # out): fair is one group's share, 1 / (groups + 1)
+    big_share: float | None = None
 
 
 def run_config(config: Config, events: list[dict[str, Any]], rate: float,
@@ -165,7 +168,16 @@ def run_config(config: Config, events: list[dict[str, Any]], rate: float,
                behind, latency, Calls.of(journal), BudgetUse.of(journal, first_post),
                {p: (histogram_bound(metrics, OWN_HISTOGRAM, p, 0.5),
                     histogram_bound(metrics, OWN_HISTOGRAM, p, 0.99)) for p in PORTALS},
-               snapshot, cycle, age, steady)
+               snapshot, cycle, age, steady,
+               big_share(accepted["rentix"], first_post + 20, last_post) if big else None)
+
+
+def big_share(accepted: list[Accepted], start: float, end: float) -> float | None:
+    """The share of the Rentix writes answered between ``start`` and ``end`` that carried the
+    big snapshot's listings (their prices start at BIG_PRICE_BASE)."""
+    prices = [price for at, _, price in accepted if start <= at <= end
+              and isinstance(price, int | float)]
+    return sum(p >= BIG_PRICE_BASE for p in prices) / len(prices) if prices else None
 
 
 def rhythm(events: list[dict[str, Any]], sent_at: list[float], accepted: list[Accepted],
@@ -285,7 +297,9 @@ def describe(run: Run, max_wait_s: float) -> list[str]:
         held = (f"Rentix held all of it {snap.held_s:.1f} s after its post" if snap.held_s
                 is not None else f"Rentix held {snap.held} of its listings when the run ended")
         out.append(f"  the snapshot: {snap.listings} listings in {BIG_GROUP}, answered "
-                   f"{snap.status} in {snap.posted_s:.1f} s; {held}")
+                   f"{snap.status} in {snap.posted_s:.1f} s; {held}"
+                   + ("" if run.big_share is None else
+                      f"; {run.big_share:.1%} of Rentix's writes while the stream ran"))
     return out
 
 
