@@ -14,9 +14,11 @@ another group, a listing that cannot be read, content the target refused before,
 already sent once (it keeps its key for every retry) stays as the flush put it, and goes, or
 waits for the flush, as before. The newer write is a new intent with a new key, recorded with
 the entry in one script (``outbox_refresh.lua``) that replaces only the very write taken: a
-write a flush replaced meanwhile is not touched (and goes as taken, as before). The group's
-next flush then finds the target holding (or about to hold) its desired content and sends
-nothing more.
+write a flush replaced meanwhile is not touched (and goes as taken, as before), nor one whose
+group a flush holds at that moment (it may have read the listing before the newer content
+came: its write, landing after, would put the older content back in the outbox). A flush that
+claims the group later reads a desired state at least as new. The group's next flush then finds
+the target holding (or about to hold) its desired content and sends nothing more.
 """
 
 from __future__ import annotations
@@ -60,14 +62,17 @@ class Freshener:
         newer = await self._plan(target, adapter, candidates)
         if not newer:
             return list(taken)
+        groups = list(dict.fromkeys(old.group for old, _, _ in newer.values()))
+        lease = {group: 5 + n for n, group in enumerate(groups)}  # its index in KEYS (1-based)
         args = [{"ref": old.ref, "key": old.key, "digest": old.digest,
                  "entry": dataclasses.replace(new, lane=None).json(),
                  "intent": orjson.dumps(dataclasses.asdict(intent)).decode(),
+                 "lease": lease[old.group],
                  **({"put": PutRecord(new, put_at).json()} if put_at is not None else {})}
                 for old, new, intent in newer.values()]
         done = await self._script(
             keys=[ks().SENDER + target, ks().OUTBOX + target, ks().INTENT + target,
-                  ks().OUTBOX_PUTS + target],
+                  ks().OUTBOX_PUTS + target, *[ks().LEASE + group for group in groups]],
             args=[token, orjson.dumps(args)])
         if not isinstance(done, list):
             return None

@@ -141,6 +141,7 @@ async def test_a_write_a_flush_replaced_or_one_sent_before_is_left_as_it_is(
     await bridge.post(crm.upsert(GROUP, REFS[1], 2, price=rent(700)))
     await bridge.post(crm.upsert(GROUP, REFS[2], 2, price=rent(700)))
     await bridge.post(crm.upsert(GROUP, REFS[3], 2, price=rent(700)))
+    await bridge.post(crm.upsert(GROUP, REFS[4], 2, price=rent(700)))
     # REFS[0]: a flush replaced it after the sender took it; REFS[1]: sent once already (a
     # retried operation keeps its key); REFS[2]: taken for a PUT, whose record goes too.
     replaced = entries[REFS[0]]
@@ -167,6 +168,13 @@ async def test_a_write_a_flush_replaced_or_one_sent_before_is_left_as_it_is(
     assert (await Ledger(r).intents("rentix", [REFS[2]]))[REFS[2]].key == put.key
     # A sender that no longer holds the target replaces nothing.
     assert await freshen("rentix", "another", adapter, [entries[REFS[3]]]) is None
+    # Nor while a flush holds the group: it may have read the listing before v2 came, and
+    # its write, landing after, would put v1 back in the outbox over v2.
+    await r.set(ks().LEASE + GROUP, "a-flush")
+    assert await freshen("rentix", token, adapter, [entries[REFS[4]]]) == [entries[REFS[4]]]
+    await r.delete(ks().LEASE + GROUP)
+    [newer] = await freshen("rentix", token, adapter, [entries[REFS[4]]])
+    assert newer.payload["announcementValue"] == 700
     await r.delete(ks().SENDER + "rentix")
 
 
