@@ -259,6 +259,16 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
                                           flight, recorded before it goes out, so a timeout or a
                                           crash resends exactly it, with its key; deleted when
                                           its answer is recorded
+    lb:ahead:{target}:{group}     hash    ref -> "<seq>" or "<seq>:c": a write the sender took
+                                          into the outbox ahead of the group's flush
+                                          (``delivery/ahead.py``), with the seq of the change
+                                          it carries (lb:dirty: the same change is not taken
+                                          twice); ":c" marks a create, which that flush's
+                                          guards count as part of its change, not as a
+                                          listing the group held. Deleted by the first flush
+                                          of the group whose turn for the target settles
+                                          cleanly after it; PX GROUP_IDLE_MS, renewed by each
+                                          write ahead
     lb:sender:{target}            string  the fencing token (from lb:fence) of the one sender
                                           draining the outbox; PX delivery.lease_ms, renewed
                                           while it runs, deleted when it stops
@@ -389,7 +399,7 @@ class Keyspace:
     prefix (``lb:{t:NAME}:``, ``bridge.tenancy.prefix``), so all of them share one hash slot."""
 
     __slots__ = (
-        "ACCEPTED", "ADOPT", "ADOPTED", "BACKOFF", "BODY", "DIRTY", "DISCARDED", "DUE",
+        "ACCEPTED", "ADOPT", "ADOPTED", "AHEAD", "BACKOFF", "BODY", "DIRTY", "DISCARDED", "DUE",
         "EPOCH", "FENCE", "FLUSHING", "GROUPS", "HELD", "HISTORY", "INBOX", "INBOX_DEAD",
         "INBOX_RETRIES", "INTENT", "LATENCY", "LEASE", "LINKED", "LISTING", "MEMBERS",
         "METRICS", "OUTBOX", "OUTBOX_BATCH", "OUTBOX_GROUPS", "OUTBOX_PUTS", "OUTBOX_READY",
@@ -444,6 +454,7 @@ class Keyspace:
     OUTBOX_BATCH: str
     OUTBOX_GROUPS: str
     OUTBOX_PUTS: str
+    AHEAD: str
     SENDER: str
     SENDERS: str
     RECONCILE_DUE: str
@@ -501,6 +512,7 @@ class Keyspace:
         self.OUTBOX_BATCH = p + "outbox:batch:"
         self.OUTBOX_GROUPS = p + "outbox:groups:"
         self.OUTBOX_PUTS = p + "outbox:puts:"
+        self.AHEAD = p + "ahead:"
         self.SENDER = p + "sender:"
         self.SENDERS = p + "senders"
         self.RECONCILE_DUE = p + "reconcile:due:"

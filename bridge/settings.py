@@ -271,6 +271,11 @@ class RentixTarget(_Section):
     # False: bulks alone drain the outbox (PUTs the lane took already are still answered by
     # PUT). Not part of the public contract, hence the default.
     put_lane: bool = True
+    # With bulk on, the sender also takes the changed listings of groups waiting for their
+    # flush (creates and updates no guard judges), instead of waiting out the group's debounce
+    # (bridge/delivery/ahead.py). False: every write waits for its group's flush. Not part of
+    # the public contract, hence the default.
+    ahead: bool = True
 
     @property
     def bulk_threshold(self) -> int:

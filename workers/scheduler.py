@@ -287,7 +287,18 @@ class Scheduler(Polling):
             self._fold_errors.failed(exc)
             return 0
         self._fold_errors.worked()
+        if folded.applied:
+            await self._wake_senders(runtime)
         return folded.events
+
+    async def _wake_senders(self, runtime: Runtime) -> None:
+        """Listings changed: an idle sender of a target that takes writes ahead of their
+        groups' flushes (``bridge/delivery/ahead.py``) is due now. NX: a sender that is
+        running or waiting for a budget keeps its time (a running one takes them itself)."""
+        ahead = {t.name: now_ms() for t in runtime.settings.targets
+                 if t.mode == "per_listing" and t.ahead and t.bulk_per_minute > 0}
+        if ahead:
+            await self.redis.zadd(ks().SENDERS, ahead, nx=True)
 
     def _checks_of(self, runtime: Runtime) -> ReconcileScheduler | None:
         """The tenant's check scheduler (its sweep's place kept between turns)."""

@@ -87,7 +87,7 @@ class Freshener:
         refs = [op.ref for op in ops]
         listings = await read_listings(self.redis, refs)
         moved = [op for op in ops if (listing := listings.get(op.ref)) is not None
-                 and stamp(listing) != op.stamp and _live_in(listing, op.group)]
+                 and stamp(listing) != op.stamp and live_in(listing, op.group)]
         if not moved:
             return {}
         refs = [op.ref for op in moved]
@@ -110,7 +110,7 @@ def _may_refresh(op: Queued) -> bool:
     return op.operation == "upsert" and op.attempts == 0 and op.stamp is not None
 
 
-def _live_in(listing: DesiredListing, group: str) -> bool:
+def live_in(listing: DesiredListing, group: str) -> bool:
     return (listing.group == group and not listing.deleted and listing.body is not None
             and listing.unreadable is None)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from bridge.clock import now_ms
 from bridge.delivery import budget, outbox
+from bridge.delivery.ahead import ahead_key, early_creates
 from bridge.delivery.claims import (
     LeaseLost,
     Stamp,
@@ -129,6 +130,10 @@ class PerListingFlow:
             await self.f.ledger.mark_verified(name, self.f.group, self.f.epoch)
         if not turn.held:
             self.f.settled.add(name)  # sent, queued for bulk, or quarantined: all settled
+            # The writes taken ahead of this flush are judged with its change. (None is taken
+            # while it holds the group, so all of them were.)
+            await self.f.lease.apply([Write("forget ahead", (ahead_key(name, self.f.group),),
+                                            ())])
             if released:  # the released deletions went: the operator's decision is spent
                 await self.f.ledger.unhold(name, self.f.group)
         return None
@@ -325,7 +330,13 @@ class PerListingFlow:
         gone = {w.ref for w in removing}
         present = {ref for ref, record in holds.items()
                    if record.digest != desired_digest(adapter, bare_tombstone(ref, self.f.group))}
-        creates = sum(1 for w in writes if w.ref not in holds and w.ref not in gone)
+        # Creates the sender took ahead of this flush (ahead.py) are this change's creates,
+        # landed or not: the group the deletions are measured against is the one before it.
+        early = present & early_creates(
+            await self.f.d.redis.hgetall(ahead_key(name, self.f.group)))  # type: ignore[misc]
+        present -= early
+        creates = sum(1 for w in writes if w.ref not in holds and w.ref not in gone) \
+            + len(early - gone)
         deletions = [deletion_cause(w.ref, self.f.group, members[w.ref], None) for w in removing]
         return Proposal(deletions, len(present - gone) + creates, len(present))
 

@@ -49,6 +49,7 @@ from bridge import constants as k
 from bridge.clock import now_ms
 from bridge.constants import ks
 from bridge.delivery import budget
+from bridge.delivery.ahead import Ahead, Taken
 from bridge.delivery.claims import Command, Fence, LeaseLost, RenewableLease, Write, kept
 from bridge.delivery.fresh import Freshener
 from bridge.delivery.ledger import (
@@ -75,7 +76,7 @@ from bridge.delivery.trace import decision_entry
 from bridge.logs import about
 from bridge.portals import Outcome, RentixAdapter, Result
 from bridge.scripts import Script, load
-from bridge.settings import DeliverySettings, RentixTarget
+from bridge.settings import DebounceSettings, DeliverySettings, RentixTarget
 
 log = logging.getLogger("bridge.delivery.sender")
 
@@ -88,6 +89,8 @@ LANE_INLINE_WAIT_MS = 10_000
 LANE_IDLE_MS = 250
 # The lane leaves the bulks this many general requests of those the portal reports remaining.
 LANE_RESERVE = 2
+# The sender takes writes ahead of their groups' flushes (ahead.py) at most this often.
+AHEAD_EVERY_S = 1.0
 # A paused target's sender looks again this often (a resume makes it due at once).
 PAUSED_RECHECK_MS = 60_000
 # A refused operation's content is quarantined; these answers mean "refused".
@@ -150,7 +153,9 @@ class Sender:
 
     def __init__(self, redis: Redis, settings: DeliverySettings,
                  adapters: dict[str, RentixAdapter], ledger: Ledger,
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, window_ms: int = DebounceSettings().window_ms) -> None:
+        """``window_ms``: the debounce window; a group still waiting for its flush this long
+        after its first change is a busy one, whose writes are taken ahead (``ahead.py``)."""
         self.redis = redis
         self.settings = settings
         self.adapters = adapters
@@ -164,6 +169,7 @@ class Sender:
         self._settle = Settle(redis)
         self._take_out = Take(redis)
         self._freshen = Freshener(redis, ledger)
+        self._ahead = Ahead(redis, ledger, window_ms)
         self._acquire = Script(redis, ACQUIRE)
 
     async def drain(self, spec: RentixTarget) -> str:
@@ -211,6 +217,7 @@ class SenderTurn:
         self.taking = asyncio.Lock()
         # When the earliest PUT the lane took may go again (None: none waits).
         self.puts_due: int | None = None
+        self._next_ahead = 0.0  # monotonic s: when writes may next be taken ahead
 
     async def run(self) -> int:
         """Send batches (and, with the PUT lane, single PUTs beside them) until nothing may go
@@ -256,9 +263,13 @@ class SenderTurn:
             lane = self.spec.put_lane
             # With the lane, a bulk is composed once it may go: while it waits for its slot,
             # the lane sends the longest-waiting writes by PUT.
-            if lane and not self.batch_refs and \
-                    (wait := await self._rate_slot(inline)) is not None:
-                return wait
+            if lane and not self.batch_refs:
+                async with self.taking:
+                    await self._take_ahead()
+                if not await self.s.outbox.depth(self.name):
+                    return now_ms()  # nothing to send: no bulk slot spent on it
+                if (wait := await self._rate_slot(inline)) is not None:
+                    return wait
             async with self.taking:  # the PUT lane never takes what a bulk carries
                 batch = await self.s.outbox.in_flight(self.name)
                 if batch is None:
@@ -285,6 +296,7 @@ class SenderTurn:
         """The next writes to send (a bulk's, or one for a PUT), each with its listing's newer
         content where no guard judges it (``fresh.py``)."""
         token = self.lease.token
+        await self._take_ahead()
         taken = await self.s._take_out(self.name, token, now, 1 if put else BULK_MAX_OPS,
                                        put=put, exclude=sorted(self.batch_refs) if put else ())
         if taken:
@@ -296,6 +308,27 @@ class SenderTurn:
         if taken is None:
             raise LeaseLost(f"{self.lease.what} was taken over")
         return taken
+
+    async def _take_ahead(self) -> None:
+        """Changed listings of groups still waiting for their flush join the outbox, where no
+        guard judges them (``ahead.py``); at most every AHEAD_EVERY_S."""
+        if not self.spec.ahead or time.monotonic() < self._next_ahead:
+            return
+        self._next_ahead = time.monotonic() + AHEAD_EVERY_S
+        taken = await self.s._ahead(self.spec, self.lease.token, self.adapter)
+        if taken is None:
+            raise LeaseLost(f"{self.lease.what} was taken over")
+        if taken:
+            await self._tell_ahead(taken)
+
+    async def _tell_ahead(self, taken: list[Taken]) -> None:
+        """Each write's story: queued ahead of its group's flush."""
+        at = now_ms()
+        told = [(t.write.ref, decision_entry(
+            at, self.name, t.group, "queued", digest=t.write.digest, key=t.write.key,
+            operation=t.write.operation, detail="ahead of its group's flush"))
+            for t in taken]
+        await self.lease.apply(trace_writes(told, self.ledger.trace_ttl_ms))
 
     async def _tell_fresh(self, taken: list[Queued], fresh: list[Queued]) -> None:
         """Each replaced write's story: the newer content it goes with."""

@@ -8,6 +8,7 @@ a call), and :class:`TargetFlow`, what each mode implements (``per_listing.py``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -97,7 +98,8 @@ class Services:
         self.tombstones = Tombstones(redis, settings.retention.horizon_ms)
         self.repacker = Repacker(redis)
         rentix = {name: a for name, a in adapters.items() if a.mode == "per_listing"}
-        self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter)
+        self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter,
+                             settings.debounce.window_ms)
         # target -> the token expiry this process last recorded (Travtus): written once per
         # token fetched, not with every sync.
         self.token_expiry_recorded: dict[str, int] = {}
@@ -146,9 +148,16 @@ class FlushScope:
         target's whole turn (a group sync), not only its deletions."""
         entry = await self.ledger.held_of(name, self.group)
         if not verdict.holds(name):
-            if entry is not None:
-                await self.ledger.unhold(name, self.group)
-            return set(), False
+            if entry is None:
+                return set(), False
+            if entry.digest != verdict.digest or name not in verdict.targets:
+                await self.ledger.unhold(name, self.group)  # the change itself changed
+                return set(), False
+            # The very deletions held: they stay held until an operator decides. The limits
+            # may pass now only because the group grew since, with the change's own creates
+            # (they flow while its deletions wait): no reason to delete what the CRM did not
+            # ask to.
+            verdict = dataclasses.replace(verdict, reason=entry.reason)
         if await self.ledger.released_digest(name, self.group) == verdict.digest:
             return set(), True
         if await self.discarded(name, verdict.digest):

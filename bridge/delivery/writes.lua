@@ -95,6 +95,9 @@ local WRITES = {
     redis.call('HDEL', k[1], a[1])
     redis.call('DEL', k[2])
   end},
+  -- lb:ahead:<target>:<group>: the writes taken ahead of the group's flush, now counted by it
+  ['forget ahead'] = {keys = {1, 1}, args = exactly(0),
+    run = function(k) redis.call('DEL', k[1]) end},
   -- lb:discarded:<target>:<group>
   ['forget discard'] = {keys = {1, 1}, args = exactly(0),
     run = function(k) redis.call('DEL', k[1]) end},
