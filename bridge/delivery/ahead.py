@@ -9,9 +9,9 @@ while its sender drains the outbox (``sender.py``: each time it takes writes, at
 second), it also takes the listings that changed in groups still waiting for their flush
 (``lb:due``; ``lb:dirty`` past what the target has settled), planned as the flush would plan
 them (``planning.plan_listings``: the same mapping, validation, quarantine and intents). Only
-busy groups: those whose first change waiting is older than the debounce window (a quiet
-group's flush comes a window after its change, with a single PUT: a bulk ahead of it would
-spend the bulk budget on one listing).
+busy groups: those whose changes waiting have kept coming for longer than the debounce window
+(``lb:pending``'s first and last). A quiet group's flush comes a window after its last change,
+with a single PUT: a bulk ahead of it would spend the bulk budget on one listing.
 
 Only what no guard judges goes ahead: a create or an update of a live listing that removes
 nothing from the portal. A deletion, a hide, unreadable state or refused content waits for the
@@ -120,7 +120,7 @@ class Ahead:
             pipe.get(ks().EPOCH)
             pipe.hmget(ks().VERIFIED + target, groups)
             for group in groups:
-                pipe.hget(ks().PENDING + group, "first")
+                pipe.hmget(ks().PENDING + group, ["first", "last"])
                 pipe.exists(ks().LEASE + group)
                 pipe.hgetall(ks().DIRTY + group)
                 pipe.hget(ks().SETTLED + group, target)
@@ -130,12 +130,12 @@ class Ahead:
         epoch, verified = maybe_text(rows[1]), [maybe_text(v) for v in rows[2]]
         seq: dict[str, int] = {}
         where: dict[str, str] = {}
-        busy_since = now_ms() - self.window_ms
         for n, group in enumerate(groups):
-            first, leased, dirty, settled, record = rows[3 + 5 * n: 8 + 5 * n]
-            # A quiet group's flush comes a window after its change: only a busy one's is
-            # worth going ahead of (its flush may be max_wait_ms off).
-            if first is None or int(first) > busy_since:
+            (first, last), leased, dirty, settled, record = rows[3 + 5 * n: 8 + 5 * n]
+            # A quiet group's flush comes a window after its last change: only a busy one's,
+            # whose changes kept coming for longer than a window, is worth going ahead of (its
+            # flush may be max_wait_ms off).
+            if first is None or last is None or int(last) - int(first) < self.window_ms:
                 continue
             if leased or (lost and verified[n] != epoch):
                 continue

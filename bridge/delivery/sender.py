@@ -154,8 +154,9 @@ class Sender:
     def __init__(self, redis: Redis, settings: DeliverySettings,
                  adapters: dict[str, RentixAdapter], ledger: Ledger,
                  limiter: RateLimiter, window_ms: int = DebounceSettings().window_ms) -> None:
-        """``window_ms``: the debounce window; a group still waiting for its flush this long
-        after its first change is a busy one, whose writes are taken ahead (``ahead.py``)."""
+        """``window_ms``: the debounce window; a group whose changes waiting for its flush
+        have kept coming for longer is a busy one, whose writes are taken ahead
+        (``ahead.py``)."""
         self.redis = redis
         self.settings = settings
         self.adapters = adapters

@@ -245,8 +245,9 @@ async def test_nothing_goes_ahead_while_rentix_adopts_hand_made_listings(
 async def test_a_quiet_groups_change_waits_for_its_flush(
     redis_url: str, sandbox_url: str
 ) -> None:
-    """A change younger than the debounce window is not taken: its flush comes a window later,
-    with a single PUT, not a bulk for one listing."""
+    """Changes that have not kept coming for longer than the debounce window are not taken:
+    the group's flush comes a window after the last, with a single PUT, not a bulk for one
+    listing."""
     settings = make_settings(redis_url, targets=[
         {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
          "api_key": "sandbox", "put_lane": False}],
@@ -259,9 +260,9 @@ async def test_a_quiet_groups_change_waits_for_its_flush(
         await bridge.post(crm.upsert(GROUP, REFS[0], 1, price=rent(500)))
         await send(bridge)
         assert await rents(bridge) == {}
-        # Busy: its first change waiting is older than the window.
-        await parts.redis.hset(ks().PENDING + GROUP, "first",  # type: ignore[misc]
-                               str(int(time.time() * 1000) - 61_000))
+        # Busy: its changes waiting began more than a window before the last.
+        last = int(await parts.redis.hget(ks().PENDING + GROUP, "last"))  # type: ignore[misc]
+        await parts.redis.hset(ks().PENDING + GROUP, "first", str(last - 61_000))  # type: ignore[misc]
         await send(bridge)
         assert await rents(bridge) == {REFS[0]: 500}
 
