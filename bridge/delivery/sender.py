@@ -73,6 +73,7 @@ from bridge.delivery.outbox import (
 )
 from bridge.delivery.ratelimit import ACQUIRE, DEFAULT_BURST, RateLimiter
 from bridge.delivery.trace import decision_entry
+from bridge.delivery.witness import Witness
 from bridge.logs import about
 from bridge.portals import Outcome, RentixAdapter, Result
 from bridge.scripts import Script, load
@@ -153,10 +154,14 @@ class Sender:
 
     def __init__(self, redis: Redis, settings: DeliverySettings,
                  adapters: dict[str, RentixAdapter], ledger: Ledger,
-                 limiter: RateLimiter, window_ms: int = DebounceSettings().window_ms) -> None:
+                 limiter: RateLimiter, window_ms: int = DebounceSettings().window_ms,
+                 witness: Witness | None = None) -> None:
         """``window_ms``: the debounce window; a group whose changes waiting for its flush
         have kept coming for longer is a busy one, whose writes are taken ahead
-        (``ahead.py``)."""
+        (``ahead.py``). ``witness``: the flushes' (``witness.py``), which sees the sender's
+        fencing tokens too: they come from the same counter, so a sender's take after Redis
+        went back in time must count as evidence, not push the counter past what the
+        flushes saw and hide it."""
         self.redis = redis
         self.settings = settings
         self.adapters = adapters
@@ -171,17 +176,21 @@ class Sender:
         self._take_out = Take(redis)
         self._freshen = Freshener(redis, ledger)
         self._ahead = Ahead(redis, ledger, window_ms)
+        self.witness = witness
         self._acquire = Script(redis, ACQUIRE)
 
     async def drain(self, spec: RentixTarget) -> str:
         """Send what the target's outbox holds, as far as its budgets allow now."""
         name = spec.name
+        floor = self.witness.floor if self.witness else 0
         taken = await self._take(keys=[ks().SENDER + name, ks().FENCE],
                                  args=[self.settings.lease_ms])
         if int(taken[0]) == 0:
             # Another sender drains it: look again when its lease would lapse.
             await self.redis.zadd(ks().SENDERS, {name: now_ms() + int(taken[1])}, gt=True)
             return f"{name}: another sender drains it"
+        if self.witness and not self.witness.saw_token(str(taken[0]), floor):
+            await self.witness.state_lost("the fencing counter went back")
         lease = SenderLease(self, name, str(taken[0]), self.settings.lease_ms)
         not_before = now_ms()
         sent = 0

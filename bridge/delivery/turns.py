@@ -99,7 +99,7 @@ class Services:
         self.repacker = Repacker(redis)
         rentix = {name: a for name, a in adapters.items() if a.mode == "per_listing"}
         self.sender = Sender(redis, settings.delivery, rentix, self.ledger, self.limiter,
-                             settings.debounce.window_ms)
+                             settings.debounce.window_ms, self.witness)
         # target -> the token expiry this process last recorded (Travtus): written once per
         # token fetched, not with every sync.
         self.token_expiry_recorded: dict[str, int] = {}

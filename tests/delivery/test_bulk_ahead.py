@@ -289,3 +289,23 @@ def test_a_worker_sends_a_busy_groups_listings_long_before_its_debounce_ends(
         travtus = stack.sandbox.get("/_sandbox/travtus/listings", params={"group": "busy"})
         assert travtus.json()["listings"] == [], "the group sync waits for the debounce"
         assert took < 20
+
+
+async def test_a_senders_token_from_a_fence_that_went_back_is_lost_state(
+    ahead_bridge: Bridge
+) -> None:
+    """The sender takes its tokens from the flushes' counter: one at or below what the worker
+    saw means Redis went back in time (its keys restored), as it does for a claim; the sender
+    that now runs on every fold must not push the counter past what the flushes saw, hiding it."""
+    bridge = ahead_bridge
+    witness = bridge.delivery.witness
+    await bridge.post(crm.upsert(GROUP, REFS[0], 1, price=rent(500)))
+    await bridge.flush()
+    await send(bridge)
+    assert not witness.lost and witness.floor > 1
+    await bridge.redis.set(ks().FENCE, 0)  # restored from an older backup
+    await bridge.post(crm.upsert(GROUP, REFS[1], 1, price=rent(500)))
+    await send(bridge)
+    assert witness.lost
+    assert await bridge.redis.hget(ks().WITNESS, "cause") == b"lost"  # type: ignore[misc]
+    assert REFS[1] not in await rents(bridge)  # nothing ahead of the group's check
