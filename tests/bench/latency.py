@@ -13,6 +13,8 @@ limits (Rentix 300 requests/min, 30 bulk/min), with the default debounce (window
 - default: the settings' defaults (bulk, and single PUTs on the general budget the bulks leave:
   the PUT lane, ``put_lane = true``, where the bridge has that setting);
 - bulk-only: ``put_lane = false`` (where the bridge has no such setting, the same as default);
+- default-no-ahead, bulk-only-no-ahead (not run unless named): the same with ``ahead = false``
+  (every Rentix write waits for its group's flush), where the bridge has that setting;
 - put-only: ``bulk_per_minute = 0`` (single PUTs at 280/min, the baseline). Its first pass over
   1,000 listings alone needs ~3.6 minutes, so by default it stops ``--baseline-drain-s`` after
   the last post: an event not accepted by then took at least until then (a percentile that may
@@ -333,6 +335,15 @@ def configs(args: argparse.Namespace) -> list[Config]:
         "put-only": Config("put-only", "put-only (bulk_per_minute = 0, single PUTs)", 0, {},
                            put_only_drain),
     }
+    if rentix_has("ahead"):  # baselines for writes ahead of the debounce (issue 30)
+        known["default-no-ahead"] = Config(
+            "default-no-ahead", f"default without writes ahead (bulk_per_minute = {bpm}, "
+            "put_lane = true, ahead = false)", bpm, {"put_lane": True, "ahead": False},
+            args.drain_s)
+        known["bulk-only-no-ahead"] = Config(
+            "bulk-only-no-ahead", f"bulk-only without writes ahead (bulk_per_minute = {bpm}, "
+            "put_lane = false, ahead = false)", bpm, {"put_lane": False, "ahead": False},
+            args.drain_s)
     names = [ALIASES.get(n.strip(), n.strip()) for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -354,7 +365,8 @@ def main() -> None:
     parser.add_argument("--per-group", type=int, default=20)
     parser.add_argument("--bulk-per-minute", type=int, default=BULK_PER_MINUTE)
     parser.add_argument("--configs", "--modes", default="default,bulk-only,put-only",
-                        help="comma-separated: default, bulk-only, put-only")
+                        help="comma-separated: default, bulk-only, put-only, "
+                             "default-no-ahead, bulk-only-no-ahead")
     parser.add_argument("--big-snapshot", type=int, default=5000,
                         help="listings of the fairness run's snapshot (0: no fairness run)")
     parser.add_argument("--window-ms", type=int, default=DEBOUNCE["window_ms"])
