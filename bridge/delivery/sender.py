@@ -175,7 +175,7 @@ class Sender:
         self._settle = Settle(redis)
         self._take_out = Take(redis)
         self._freshen = Freshener(redis, ledger)
-        self._ahead = Ahead(redis, ledger, window_ms)
+        self.ahead = Ahead(redis, ledger, window_ms)
         self.witness = witness
         self._acquire = Script(redis, ACQUIRE)
 
@@ -325,7 +325,7 @@ class SenderTurn:
         if not self.spec.ahead or time.monotonic() < self._next_ahead:
             return
         self._next_ahead = time.monotonic() + AHEAD_EVERY_S
-        taken = await self.s._ahead(self.spec, self.lease.token, self.adapter)
+        taken = await self.s.ahead(self.spec, self.lease.token, self.adapter)
         if taken is None:
             raise LeaseLost(f"{self.lease.what} was taken over")
         if taken:
