@@ -278,6 +278,15 @@ class RentixTarget(_Section):
     ahead: bool = True
 
     @property
+    def lane_per_minute(self) -> int:
+        """The general budget the bulks leave the PUT lane, a minute: requests_per_minute less
+        one request per bulk slot; 0 when the lane is off or the bulks leave it nothing (then
+        it takes no write: one it took before goes again at the general rate)."""
+        if not self.put_lane:
+            return 0
+        return max(0, self.requests_per_minute - max(1, self.bulk_per_minute))
+
+    @property
     def bulk_threshold(self) -> int:
         """More writes waiting than this go by bulk (when bulk is on)."""
         return max(1, int(self.requests_per_minute * self.bulk_after_s / 60))

@@ -236,13 +236,13 @@ class SenderTurn:
         batch = await self.s.outbox.in_flight(self.name)
         self.batch_refs = {op.ref for op in batch.ops} if batch else set()
         pending = int(await self.s.redis.hlen(ks().OUTBOX_PUTS + self.name))  # type: ignore[misc]
-        if not self.spec.put_lane and not pending:
+        if not self.spec.lane_per_minute and not pending:
             return await self._bulks(deadline, MAX_INLINE_WAIT_MS)
         # The lane runs beside the bulks: between two bulks (28 a minute) the bucket of the
         # general budget they leave free refills several times over, so the bulks' waits
         # happen in the turn and the lane spends them.
         bulks = asyncio.create_task(self._bulks(
-            deadline, LANE_INLINE_WAIT_MS if self.spec.put_lane else MAX_INLINE_WAIT_MS))
+            deadline, LANE_INLINE_WAIT_MS if self.spec.lane_per_minute else MAX_INLINE_WAIT_MS))
         puts = asyncio.create_task(self._puts(deadline, bulks))
         tasks = [bulks, puts]
         try:
@@ -270,7 +270,7 @@ class SenderTurn:
                 return until
             left = int((deadline - time.monotonic()) * 1000)
             inline = max(0, min(inline_ms, left))  # never past the job's deadline
-            lane = self.spec.put_lane
+            lane = bool(self.spec.lane_per_minute)
             # With the lane, a bulk is composed once it may go: while it waits for its slot,
             # the lane sends the longest-waiting writes by PUT.
             if lane and not self.batch_refs:
@@ -383,7 +383,7 @@ class SenderTurn:
             if record is None:
                 if bulks.done():
                     return  # what waits to go again goes with the next turn
-                if not self.spec.put_lane:
+                if not self.spec.lane_per_minute:  # off, or the bulks leave it nothing
                     if not records:
                         return
                     await _nap((self.puts_due or now) - now, bulks)
@@ -415,7 +415,9 @@ class SenderTurn:
         bucket (the general rate less one request per bulk slot) and the shared general bucket
         with one request less of burst, so a bulk always finds a request free there."""
         general = 60_000 / self.spec.requests_per_minute
-        lane = 60_000 / max(1, self.spec.requests_per_minute - max(1, self.spec.bulk_per_minute))
+        # A PUT taken before the lane lost its budget (turned off, or bulks that leave it
+        # none) goes again at the general rate, not at one a minute.
+        lane = 60_000 / (self.spec.lane_per_minute or self.spec.requests_per_minute)
         args = [now_ms(), lane, math.floor(lane * (DEFAULT_BURST - 1)),
                 general, math.floor(general * (DEFAULT_BURST - 2))]
         return int(await self.s._acquire(

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.clock import now_ms
 from bridge.constants import ks
-from bridge.delivery.outbox import Outbox
+from bridge.delivery.outbox import Outbox, PutRecord
 from bridge.settings import Settings
 from tests.conftest import make_settings
 from tests.delivery.test_bulk import (
@@ -194,3 +194,26 @@ async def test_with_the_lane_off_bulks_alone_drain_the_outbox(
         assert puts(sandbox) == []
         assert [len(r["body"]["operations"]) for r in bulks(sandbox)] == [100, 100, 50]
         assert len(await accepted(client)) == 250
+
+
+async def test_bulks_that_leave_the_lane_no_budget_leave_its_puts_at_the_general_rate(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client  # noqa: F811
+) -> None:
+    """bulk_per_minute = requests_per_minute: the bulks' slots take the whole general budget.
+    The lane takes no write, and the PUTs it took before (a worker that ran with other
+    settings) go again at the general rate: once a minute, as the lane's own bucket would
+    allow, they would wait for minutes."""
+    settings = lane_settings(redis_url, sandbox_url, requests_per_minute=600,
+                             bulk_per_minute=600)
+    taken = [write(f"apt-{i:02}", "g1") for i in range(8)]
+    waiting = [write(f"new-{i:02}", "g2") for i in range(30)]
+    async with sender_for(redis_url, settings) as (sender, client, spec):
+        assert spec.lane_per_minute == 0
+        await put(client, [*taken, *waiting], at=now_ms() - 1_000)
+        for op in taken:  # taken for PUTs and recorded, never answered
+            await client.hset(ks().OUTBOX_PUTS + TARGET, op.ref,  # type: ignore[misc]
+                              PutRecord(op, now_ms() - 1_000).json())
+        await drain_all(sender, client, spec, turns=3)
+        assert await accepted(client) == {e.ref: e.digest for e in [*taken, *waiting]}
+    assert sorted(r["body"]["externalId"] for r in puts(sandbox)) == [e.ref for e in taken]
+    assert sorted(in_bulks(sandbox)) == [e.ref for e in waiting]

@@ -163,7 +163,8 @@ class BridgeMachine(RuleBasedStateMachine):
             self.redis_url,
             targets=[
                 {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox}/rentix/api/v1",
-                 "api_key": "sandbox", "requests_per_minute": 6_000,
+                 # The PUT lane gets the general budget the bulks leave: half of it here.
+                 "api_key": "sandbox", "requests_per_minute": 12_000,
                  "bulk_per_minute": 6_000 if bulk else 0, "bulk_after_s": 0.02},
                 {"name": "travtus", "kind": "travtus", "base_url": f"{sandbox}/travtus",
                  "token_url": f"{sandbox}/travtus/oauth2/token", "client_id": "sandbox",
