@@ -7,24 +7,19 @@ worker's own wake-up of an idle sender, with real processes, at the end."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from bridge.constants import ks
 from bridge.delivery.ahead import ahead_key
-from bridge.delivery.flush import Delivery
 from bridge.delivery.outbox import Outbox
-from bridge.ops import Operations
-from bridge.settings import RentixTarget
+from bridge.settings import RentixTarget, Settings
 from tests.conftest import make_settings
 from tests.delivery.test_bulk_fresh import rentix_writes, rents
-from tests.delivery.test_guards_everywhere import GROUP, Bridge
+from tests.delivery.test_guards_everywhere import GROUP, Bridge, bridge_fixture
 from tests.support import crm
-from tests.support.inprocess import worker_parts
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.flows
@@ -52,16 +47,8 @@ def settings_for(redis_url: str, sandbox_url: str, **sections: Any) -> Any:
 
 
 def fixture_with(**sections: Any) -> Any:
-    @pytest.fixture
-    async def bridge(redis_url: str, sandbox_url: str) -> AsyncIterator[Bridge]:
-        settings = settings_for(redis_url, sandbox_url, **sections)
-        async with worker_parts(settings) as parts, \
-                Operations(parts.redis, settings) as ops, \
-                httpx.AsyncClient(base_url=f"{sandbox_url}/_sandbox", timeout=10) as portals:
-            yield Bridge(parts.redis, Delivery(parts.redis, settings, parts.adapters), ops,
-                         portals, parts.store)
-
-    return bridge
+    return bridge_fixture(lambda redis_url, sandbox_url: settings_for(redis_url, sandbox_url,
+                                                                      **sections))
 
 
 ahead_bridge = fixture_with()
@@ -242,29 +229,31 @@ async def test_nothing_goes_ahead_while_rentix_adopts_hand_made_listings(
     assert await rents(bridge) == {} and await Outbox(bridge.redis).depth("rentix") == 0
 
 
-async def test_a_quiet_groups_change_waits_for_its_flush(
-    redis_url: str, sandbox_url: str
-) -> None:
-    """Changes that have not kept coming for longer than the debounce window are not taken:
-    the group's flush comes a window after the last, with a single PUT, not a bulk for one
-    listing."""
-    settings = make_settings(redis_url, targets=[
+def quiet_settings(redis_url: str, sandbox_url: str) -> Settings:
+    """Rentix alone, with a debounce window of a minute."""
+    return make_settings(redis_url, targets=[
         {"name": "rentix", "kind": "rentix", "base_url": f"{sandbox_url}/rentix/api/v1",
          "api_key": "sandbox", "put_lane": False}],
         debounce={"window_ms": 60_000, "max_wait_ms": 120_000})
-    async with worker_parts(settings) as parts, \
-            Operations(parts.redis, settings) as ops, \
-            httpx.AsyncClient(base_url=f"{sandbox_url}/_sandbox", timeout=10) as portals:
-        bridge = Bridge(parts.redis, Delivery(parts.redis, settings, parts.adapters), ops,
-                        portals, parts.store)
-        await bridge.post(crm.upsert(GROUP, REFS[0], 1, price=rent(500)))
-        await send(bridge)
-        assert await rents(bridge) == {}
-        # Busy: its changes waiting began more than a window before the last.
-        last = int(await parts.redis.hget(ks().PENDING + GROUP, "last"))  # type: ignore[misc]
-        await parts.redis.hset(ks().PENDING + GROUP, "first", str(last - 61_000))  # type: ignore[misc]
-        await send(bridge)
-        assert await rents(bridge) == {REFS[0]: 500}
+
+
+quiet_bridge = bridge_fixture(quiet_settings)
+
+
+async def test_a_quiet_groups_change_waits_for_its_flush(quiet_bridge: Bridge) -> None:
+    """Changes that have not kept coming for longer than the debounce window are not taken:
+    the group's flush comes a window after the last, with a single PUT, not a bulk for one
+    listing."""
+    bridge = quiet_bridge
+    await bridge.post(crm.upsert(GROUP, REFS[0], 1, price=rent(500)))
+    await send(bridge)
+    assert await rents(bridge) == {}
+    # Busy: its changes waiting began more than a window before the last.
+    pending = ks().PENDING + GROUP
+    last = int(await bridge.redis.hget(pending, "last"))  # type: ignore[misc]
+    await bridge.redis.hset(pending, "first", str(last - 61_000))  # type: ignore[misc]
+    await send(bridge)
+    assert await rents(bridge) == {REFS[0]: 500}
 
 
 @pytest.mark.processes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from bridge.delivery.outbox import Outbox
 from bridge.delivery.results import FlushOutcome, FlushResult
 from bridge.ingest.events import parse_event
 from bridge.ops import Operations
-from bridge.settings import RentixTarget
+from bridge.settings import RentixTarget, Settings
 from tests.support import crm
 from tests.support.ingest import FoldingStore
 from tests.support.inprocess import sandbox_settings, worker_parts
@@ -84,10 +84,14 @@ class Bridge:
         return list((await self.portals.get("/journal")).json()["requests"])
 
 
-def bridge_fixture(**rentix: Any) -> Any:
+def bridge_fixture(settings_of: Callable[[str, str], Settings] | None = None,
+                   **rentix: Any) -> Any:
+    """A fixture of a :class:`Bridge` on the sandbox: ``settings_of(redis_url, sandbox_url)``
+    names its settings, else both portals with ``rentix``'s settings added."""
     @pytest.fixture
     async def bridge(redis_url: str, sandbox_url: str) -> AsyncIterator[Bridge]:
-        settings = sandbox_settings(redis_url, sandbox_url, **rentix)
+        settings = settings_of(redis_url, sandbox_url) if settings_of \
+            else sandbox_settings(redis_url, sandbox_url, **rentix)
         async with worker_parts(settings) as parts, \
                 Operations(parts.redis, settings) as ops, \
                 httpx.AsyncClient(base_url=f"{sandbox_url}/_sandbox", timeout=10) as portals:
