@@ -49,8 +49,8 @@ for _, w in ipairs(cjson.decode(ARGV[5])) do
     g.args[#g.args + 1] = w.entry
     redis.call('HSET', intents, w.ref, w.intent)
     local was = redis.call('HGET', record, w.ref)
-    local create = w.create == 1 or (was and string.sub(was, -2) == ':c')
-    redis.call('HSET', record, w.ref, tostring(w.seq) .. (create and ':c' or ''))
+    local create = w.create == 1 or (was and string.sub(was, -#__CREATE__) == __CREATE__)
+    redis.call('HSET', record, w.ref, tostring(w.seq) .. (create and __CREATE__ or ''))
     redis.call('PEXPIRE', record, idle)
     taken[#taken + 1] = w.ref
   end

@@ -51,13 +51,13 @@ from bridge.replies import maybe_text, text
 from bridge.scripts import Script, load
 from bridge.settings import RentixTarget
 
-AHEAD = load(__file__, "ahead.lua", WRITE_NAMES)  # it runs writes.lua's "queue"
+CREATE = ":c"  # after a record's seq: a create (ahead.lua marks it, the flush counts it)
+AHEAD = load(__file__, "ahead.lua", {**WRITE_NAMES, "CREATE": CREATE})  # runs writes.lua's "queue"
 
 # The groups waiting for their flush looked at per take, the soonest due first, and the most
 # writes taken ahead at once: a take costs a few round trips and plans at most this many.
 MAX_GROUPS = 200
 MAX_WRITES = 500
-CREATE = ":c"
 
 
 def ahead_key(target: str, group: str) -> str:
