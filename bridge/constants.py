@@ -235,9 +235,9 @@ Delivery (the worker's flush, ``bridge/delivery/`` and ``workers/``):
     lb:outbox:ready:{target}      zset    ref -> when its write may go (queued, or its backoff
                                           after a failed operation); same members as the hash
     lb:outbox:ready:{target}:{group} zset  the group's lane: ref -> when its write may go, for
-                                          the refs first queued by that group's flushes (a ref
-                                          the target accepted before joins at when it did, so
-                                          a group's listings go in turn; newer content of a
+                                          the refs first queued by that group's flushes or
+                                          taken ahead (a ref joins at when the change it
+                                          carries came: oldest change first; newer content of a
                                           waiting ref, queued or taken by the sender
                                           (``fresh.py``), keeps its lane and place);
                                           a ref leaves when its entry does, or while a PUT of

@@ -44,7 +44,7 @@ from bridge.delivery.claims import WRITE_NAMES, stamp
 from bridge.delivery.desired import DesiredListing, read_listings
 from bridge.delivery.fresh import live_in
 from bridge.delivery.ledger import Ledger
-from bridge.delivery.outbox import Queued, lane_key
+from bridge.delivery.outbox import Queued, lane_key, place
 from bridge.delivery.planning import ListingWrite, plan_listings, removes
 from bridge.portals import RentixAdapter
 from bridge.replies import maybe_text, text
@@ -76,7 +76,7 @@ class Taken:
     write: ListingWrite
     group: str
     create: bool
-    place: int  # its place in the group's lane: when the target last accepted it (ms)
+    place: int  # its place in the group's lane: when its change came (outbox.place)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class Ahead:
         by_ref = {listing.ref: listing for listing in live}
         now = now_ms()
         return [(Taken(write, by_ref[write.ref].group, write.ref not in accepted,
-                       accepted[write.ref].at if write.ref in accepted else now),
+                       place(write, now)),
                  by_ref[write.ref])
                 for write in plan.writes
                 if write.operation == "upsert"

@@ -152,13 +152,23 @@ def lane_key(target: str, group: str) -> str:
     return f"{ks().OUTBOX_READY}{target}:{group}"
 
 
+def place(write: ListingWrite, now: int) -> int:
+    """Where a write joins its group's lane (ms; the lane goes oldest first): when the change
+    it carries came. A listing that changed early goes before one that changed later, whenever
+    each was last written: a pass over the group's listings then spends the budget on listings
+    in the order the portal began to lack them, so each waits the queue, not the queue plus
+    the quiet time before its change (a listing placed at its last write keeps its turn while
+    it has nothing to send; measured in docs/performance.md). ``now`` when the change's
+    arrival is not known (0: a state stored before it was kept)."""
+    return write.received_ms if write.received_ms > 0 else now
+
+
 def put_writes(target: str, entries: list[Queued], now: int,
                places: dict[str, int] | None = None) -> list[Write]:
     """Put writes in the outbox (replacing older content of the same listings, which keep
     their place), ready now, each new listing in its group's lane, and make the target's
     sender due: the named write "queue", one per group. ``places``: where a listing joins its
-    group's lane, if not at ``now`` (when the target last took a write of it: a group's
-    listings then go in turn, each written about as often as the others)."""
+    group's lane, if not at ``now`` (``place``: when its change came)."""
     by_group: dict[str, list[Queued]] = {}
     for entry in entries:
         by_group.setdefault(entry.group, []).append(entry)

@@ -23,7 +23,7 @@ from bridge.delivery.ledger import (
     intend_writes,
     noted,
 )
-from bridge.delivery.outbox import Queued
+from bridge.delivery.outbox import Queued, place
 from bridge.delivery.planning import (
     Invalid,
     ListingWrite,
@@ -235,10 +235,7 @@ class PerListingFlow:
         now = now_ms()
         fresh = {write.ref: write.intent for write in writes if write.new_intent}
         entries = [Queued.of(w, self.f.group, now, turn.stamps[w.ref]) for w in writes]
-        # In its group's lane, a listing goes after those written since it was (its place:
-        # when the target last accepted it), not after all its group's listings that
-        # changed while it was in flight, ordered by name.
-        places = {w.ref: turn.accepted[w.ref].at for w in writes if w.ref in turn.accepted}
+        places = {w.ref: place(w, now) for w in writes}
         await self.f.ledger.apply([*intend_writes(name, fresh),
                                    *outbox.put_writes(name, entries, now, places)])
         await self.f.trace.queued(name, writes)

@@ -162,8 +162,8 @@ local WRITES = {
   ['queue'] = {keys = {3, 5}, args = function(a) return #a >= 5 and #a % 2 == 1 and strings(a)
       and tonumber(a[2]) end,
     run = function(k, a)
-      -- A listing not waiting yet joins the group's lane (at the place given: when the target
-      -- last took a write of it, so a group's listings go in turn); one waiting already
+      -- A listing not waiting yet joins the group's lane (at the place given: when the change
+      -- it carries came, so the oldest change goes first); one waiting already
       -- (newer content) keeps its place and its lane, and one taken for a PUT stays out of
       -- every lane until that PUT is answered (settle.lua puts it back).
       local fresh, place = {}, cjson.decode(a[3])

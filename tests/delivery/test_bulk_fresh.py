@@ -1,8 +1,8 @@
 """Rentix under a steady stream (issue 30): the sender takes a write with its listing's newer
-content (bridge/delivery/fresh.py), and a group's listings go in turn. A real flush and the real
-sender in this process, against the session's Redis and the sandbox over loopback HTTP. Only an
-update that no guard judges is taken ahead of its group's flush; a deletion, a hide or a move
-waits for the flush, and a write once sent keeps its key."""
+content (bridge/delivery/fresh.py), and a group's listings go oldest change first. A real flush
+and the real sender in this process, against the session's Redis and the sandbox over loopback
+HTTP. Only an update that no guard judges is taken ahead of its group's flush; a deletion, a
+hide or a move waits for the flush, and a write once sent keeps its key."""
 
 from __future__ import annotations
 
@@ -178,19 +178,29 @@ async def test_a_write_a_flush_replaced_or_one_sent_before_is_left_as_it_is(
     await r.delete(ks().SENDER + "rentix")
 
 
-async def test_a_groups_listings_go_in_the_order_they_were_last_written_not_by_name(
-    bulk_bridge: Bridge
-) -> None:
+async def test_a_groups_listings_go_in_the_order_their_changes_came(bulk_bridge: Bridge) -> None:
+    """Oldest change first in a group's lane: not by name, and not by when each was last written
+    (a listing that waited quiet since its write does not jump ahead of one that changed
+    before it)."""
     bridge = bulk_bridge
     for ref in reversed(REFS):  # written one at a time: apt-05 first, apt-00 last
         await bridge.post(crm.upsert(GROUP, ref, 1, price=rent(500)))
         await bridge.flush()
         await bridge.drain()
-    await queued(bridge, 2, 600)  # every listing changed: one flush queues them together
+    changed = [REFS[i] for i in (3, 0, 5, 1, 4, 2)]
+    for ref in changed:  # each received in a later millisecond than the one before
+        await bridge.post(crm.upsert(GROUP, ref, 2, price=rent(600)))
+        answered = now_ms()
+
+        async def ticked(after: int = answered) -> bool:
+            return now_ms() > after
+
+        await wait_until_async(ticked)
+    await bridge.flush()  # one flush queues them together
     await bridge.drain()
     bulks = [r for r in await bridge.journal()
              if r["portal"] == "rentix" and r["path"].endswith("/listings/bulk")]
-    assert [op["externalId"] for op in bulks[-1]["body"]["operations"]] == list(reversed(REFS))
+    assert [op["externalId"] for op in bulks[-1]["body"]["operations"]] == changed
 
 
 async def test_newer_content_behind_an_accepted_write_goes_after_the_groups_other_writes(
