@@ -11,6 +11,7 @@ instead of being refused.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -21,6 +22,7 @@ from bridge.portals.rentix import RateLimitInfo
 
 Bucket = Literal["general", "bulk"]
 BUCKETS: tuple[Bucket, ...] = ("general", "bulk")
+WINDOW_MS = 60_000  # Rentix's rate windows: "requests/minute", fixed windows
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,29 @@ class Budget:
                 self.reset > now:
             return self.reset
         return None
+
+    def paced_until(self, now: int, spacing_ms: float) -> int | None:
+        """When the next request of this bucket may go, so that what the portal's window has
+        left lasts until it resets (Unix ms); None when it may go now, or when no live window
+        is known (the shared GCRA decides either way).
+
+        It may go once what is left after it still covers the configured rate
+        (``spacing_ms`` apart) until the reset, or, when the window has less than that, at
+        its even share: the remaining requests spread from the answer that reported them to
+        the reset. Rentix counts fixed 60-second windows; without this, the GCRA's burst spent
+        a window of 30 bulks at 28 a minute ~7 s before it reset, every minute, and every bulk
+        stopped until then: a hole each waiting listing carried in its latency (measured,
+        issue 30). A reset further off than one window (and the second the portal rounds it
+        up by: a clock apart from the portal's) counts as that far away."""
+        if self.remaining is None or not self.reset or self.reset <= now:
+            return None
+        if self.remaining <= 0:
+            return self.reset
+        end = min(self.reset, self.at + WINDOW_MS + 1_000)  # the reset is in whole seconds
+        covered = end - math.floor(self.remaining * spacing_ms)
+        even = self.at + math.ceil(max(0, end - self.at) / self.remaining)
+        due = min(covered, even)
+        return due if due > now else None
 
     def as_json(self) -> dict[str, int | None]:
         return asdict(self)

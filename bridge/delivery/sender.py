@@ -351,13 +351,21 @@ class SenderTurn:
             await self.lease.apply(trace_writes(told, self.ledger.trace_ttl_ms))
 
     async def _rate_slot(self, inline_ms: int = MAX_INLINE_WAIT_MS) -> int | None:
-        """Wait briefly for both shared buckets, or return when to come back."""
+        """Wait briefly for both shared buckets, or return when to come back: first for the
+        portal's bulk window to have room at an even spread (``budget.paced_until``), then
+        for the shared GCRA buckets."""
         per_bulk = self.spec.bulk_per_minute or 1  # bulk turned off: drain what is left, slowly
         while True:
-            wait = await self.s.limiter.acquire_bulk(self.name, self.spec.requests_per_minute,
-                                                     per_bulk, now_ms())
-            if not wait:
-                return None
+            reported = budget.parse(await self.ledger.target_state(self.name)).get("bulk")
+            now = now_ms()
+            paced = reported.paced_until(now, 60_000 / per_bulk) if reported else None
+            if paced is not None:
+                wait = paced - now
+            else:
+                wait = await self.s.limiter.acquire_bulk(
+                    self.name, self.spec.requests_per_minute, per_bulk, now)
+                if not wait:
+                    return None
             if wait > inline_ms:
                 return now_ms() + wait
             await asyncio.sleep(wait / 1000)

@@ -293,6 +293,29 @@ async def test_a_window_the_portal_reported_spent_is_waited_out_not_tried(
         assert await Outbox(client).depth(TARGET) == 50
 
 
+async def test_a_window_with_less_left_than_the_rate_needs_is_spread_until_it_resets(
+    redis_url: str, sandbox_url: str, sandbox: httpx.Client
+) -> None:
+    """Configured far above the portal's window (600 a minute against 4): the sender does not
+    spend the window in a burst and then stop until it resets; it spreads what the window
+    has left (3 after the first bulk) evenly until the reset (budget.paced_until)."""
+    await asyncio.to_thread(sandbox.post, "/_sandbox/rate-limits",
+                            json={"rentix_bulk_per_minute": 4})
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url,
+                                                     bulk_per_minute=600)) as (
+            sender, client, spec):
+        await put(client, [write(f"apt-{i:03}", f"g{i % 3}") for i in range(400)])
+        await sender.drain(spec)
+        assert [r["status"] for r in bulks(sandbox)] == [200]
+        state = await client.hgetall(f"{ks().TARGET}{TARGET}")  # type: ignore[misc]
+        reported = orjson.loads(state[b"budget:bulk"])
+        assert reported["remaining"] == 3
+        due = await client.zscore(ks().SENDERS, TARGET)
+        share = (reported["reset"] - reported["at"]) / 3  # ~20 s
+        assert due == pytest.approx(reported["at"] + share, abs=100)
+        assert await Outbox(client).depth(TARGET) == 300
+
+
 async def test_after_a_429_the_bulk_waits_for_the_window_and_keeps_its_key(
     redis_url: str, sandbox_url: str, sandbox: httpx.Client
 ) -> None:

@@ -41,7 +41,12 @@ async def test_a_small_groups_write_goes_in_the_next_bulk_behind_a_big_groups_ba
 ) -> None:
     big = [write(f"big-{i:04}", "big", 500 + i) for i in range(500)]
     fault(sandbox, path="/listings/bulk", latency_ms=600, count=1)
-    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url)) as (
+    # Room for the six bulks in one turn: at the documented 30 a minute the sender spreads
+    # them over the window (budget.paced_until), beyond this test's one drain.
+    await asyncio.to_thread(sandbox.post, "/_sandbox/rate-limits",
+                            json={"rentix_bulk_per_minute": 600})
+    async with sender_for(redis_url, bridge_settings(redis_url, sandbox_url,
+                                                     bulk_per_minute=600)) as (
             sender, client, spec):
         await put(client, big, at=now_ms() - 10_000)
         draining = asyncio.create_task(sender.drain(spec))
