@@ -355,8 +355,10 @@ class SenderTurn:
         portal's bulk window to have room at an even spread (``budget.paced_until``), then
         for the shared GCRA buckets."""
         per_bulk = self.spec.bulk_per_minute or 1  # bulk turned off: drain what is left, slowly
+        # Read once: only this sender's bulks change it. Each look costs a round trip that the
+        # flushes' PUTs polling the same bucket do not pay.
+        reported = budget.parse(await self.ledger.target_state(self.name)).get("bulk")
         while True:
-            reported = budget.parse(await self.ledger.target_state(self.name)).get("bulk")
             now = now_ms()
             paced = reported.paced_until(now, 60_000 / per_bulk) if reported else None
             if paced is not None:

@@ -39,7 +39,7 @@ from bridge.delivery.outbox import Outbox
 from bridge.delivery.planning import (
     Invalid,
 )
-from bridge.delivery.ratelimit import RateLimiter
+from bridge.delivery.ratelimit import DEFAULT_BURST, RateLimiter
 from bridge.delivery.repack import Repacker
 from bridge.delivery.sender import Sender
 from bridge.delivery.tombstones import Tombstones
@@ -201,12 +201,26 @@ class FlushScope:
             await self.d.ledger.distrust(name, scope)
             await mark_due(self.d.redis, [self.group], now_ms())
 
-    async def rate_slot(self, target: str, per_minute: int) -> int | None:
+    async def slot_within(self, target: str, per_minute: int, burst: int, patience_ms: int
+                          ) -> int | None:
+        """Wait up to ``patience_ms`` (and never past the flush's deadline) for a request to
+        ``target``, counted: the ms waited, or None when it would take longer (nothing
+        counted, nothing traced: the caller sends the write another way)."""
+        waited = 0
+        while wait := await self.d.limiter.acquire(target, per_minute, now_ms(), burst):
+            if waited + wait > patience_ms or time.monotonic() + wait / 1000 > self.deadline:
+                return None
+            await asyncio.sleep(wait / 1000)
+            waited += wait
+        return waited
+
+    async def rate_slot(self, target: str, per_minute: int, burst: int = DEFAULT_BURST
+                        ) -> int | None:
         """Wait briefly for the shared rate limit, or return when to come back: never past
         the flush's deadline, which keeps a job inside its timeout however busy the budget
         (several waits in one turn used to add up past it, and arq killed the job)."""
         while True:
-            wait = await self.d.limiter.acquire(target, per_minute, now_ms())
+            wait = await self.d.limiter.acquire(target, per_minute, now_ms(), burst)
             if not wait:
                 return None
             if wait > MAX_INLINE_WAIT_MS or time.monotonic() + wait / 1000 > self.deadline:

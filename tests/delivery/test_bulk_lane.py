@@ -6,6 +6,7 @@ in process."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -29,6 +30,8 @@ from tests.delivery.test_bulk import (
     wait_until_async,
     write,
 )
+from tests.delivery.test_guards_everywhere import GROUP, Bridge, bridge_fixture
+from tests.support import crm
 
 pytestmark = pytest.mark.flows
 
@@ -217,3 +220,30 @@ async def test_bulks_that_leave_the_lane_no_budget_leave_its_puts_at_the_general
         assert await accepted(client) == {e.ref: e.digest for e in [*taken, *waiting]}
     assert sorted(r["body"]["externalId"] for r in puts(sandbox)) == [e.ref for e in taken]
     assert sorted(in_bulks(sandbox)) == [e.ref for e in waiting]
+
+
+# A flush's own PUTs wait for the general budget at most MAX_INLINE_WAIT_MS (2 s) in all: at
+# 60 a minute their burst (4, one less than a bulk's) goes at once, then one a second; twelve
+# would hold the group's lease (and Travtus) ~8 s. With bulks on, the rest join the outbox.
+slow_puts = bridge_fixture(requests_per_minute=60, bulk_per_minute=2, bulk_after_s=60,
+                           put_lane=False)
+
+
+async def test_a_flushs_puts_wait_two_seconds_in_all_then_the_rest_go_by_bulk(
+    slow_puts: Bridge,
+) -> None:
+    bridge = slow_puts
+    refs = [f"apt-{i:02}" for i in range(12)]
+    for ref in refs:
+        await bridge.post(crm.upsert(GROUP, ref, 1))
+    started = time.monotonic()
+    await bridge.flush()
+    took = time.monotonic() - started
+    puts = [r for r in await bridge.journal()
+            if r["portal"] == "rentix" and r["method"] == "PUT" and r["status"] == 200]
+    waiting = await Outbox(bridge.redis).entries("rentix")
+    assert 5 <= len(puts) <= 7, len(puts)  # 4 at once, then one a second for 2 s
+    assert sorted([r["body"]["externalId"] for r in puts] + [e.ref for e in waiting]) == refs
+    assert took < 4.5, took
+    await bridge.drain()
+    assert await bridge.shown_on_rentix() == set(refs)
