@@ -72,11 +72,12 @@ class ListingTurn:
 
 
 def general_burst(target: RentixTarget) -> int:
-    """The burst a flush's own request takes the general budget with: with bulks on, one
-    less than a bulk's, so a bulk always finds its general request free (as the sender's PUT
-    lane leaves it: sender.py). At an equal burst, a cold start's inline PUTs, polling the
-    same bucket, took every slot as it freed and held the first bulks back for up to ~7 s
-    (measured, issue 30)."""
+    """The burst a flush's own PUTs take the general budget with: with bulks on, one less
+    than a bulk's, so a bulk always finds its general request free (as the sender's PUT lane
+    leaves it: sender.py). At an equal burst, a cold start's inline PUTs, polling the same
+    bucket, took every slot as it freed and held the first bulks back for up to ~7 s
+    (measured, issue 30). The flush's reads (adoption's look-up, the read-back before a
+    create) keep a bulk's burst: they gate writes the flush is still planning."""
     return DEFAULT_BURST - 1 if target.bulk_per_minute > 0 else DEFAULT_BURST
 
 
@@ -205,7 +206,7 @@ class PerListingFlow:
                     await self.f.trace.adoption(name, write.ref)
                     continue
             if not turn.verified and write.ref not in turn.accepted and write.new_intent:
-                wait = await self.f.rate_slot(name, turn.target.requests_per_minute, turn.burst)
+                wait = await self.f.rate_slot(name, turn.target.requests_per_minute)
                 if wait:
                     return wait
                 held = await self._already_held(adapter, write, turn.stamps[write.ref])
@@ -314,8 +315,7 @@ class PerListingFlow:
             return Gate()
         if await adoption.is_held(target.name, ref):
             return Gate(hold=True)
-        wait = await self.f.rate_slot(target.name, target.requests_per_minute,
-                                     general_burst(target))
+        wait = await self.f.rate_slot(target.name, target.requests_per_minute)
         if wait:
             return Gate(stop=True, next_due=wait)
         self.f.lease.ensure()
