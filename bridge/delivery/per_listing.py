@@ -68,17 +68,13 @@ class ListingTurn:
 
     @property
     def burst(self) -> int:
-        return general_burst(self.target)
-
-
-def general_burst(target: RentixTarget) -> int:
-    """The burst a flush's own PUTs take the general budget with: with bulks on, one less
-    than a bulk's, so a bulk always finds its general request free (as the sender's PUT lane
-    leaves it: sender.py). At an equal burst, a cold start's inline PUTs, polling the same
-    bucket, took every slot as it freed and held the first bulks back for up to ~7 s
-    (measured, issue 30). The flush's reads (adoption's look-up, the read-back before a
-    create) keep a bulk's burst: they gate writes the flush is still planning."""
-    return DEFAULT_BURST - 1 if target.bulk_per_minute > 0 else DEFAULT_BURST
+        """The burst this turn's own PUTs take the general budget with: with bulks on, one
+        less than a bulk's, so a bulk always finds its general request free (as the sender's
+        PUT lane leaves it: sender.py). At an equal burst, a cold start's inline PUTs, polling
+        the same bucket, took every slot as it freed and held the first bulks back for up to
+        ~7 s (measured, issue 30). The turn's reads (adoption's look-up, the read-back before
+        a create) keep a bulk's burst: they gate writes the flush is still planning."""
+        return DEFAULT_BURST - 1 if self.bulk_on else DEFAULT_BURST
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from bridge.delivery.outbox import Outbox
 from bridge.delivery.planning import (
     Invalid,
 )
-from bridge.delivery.ratelimit import DEFAULT_BURST, RateLimiter
+from bridge.delivery.ratelimit import RateLimiter
 from bridge.delivery.repack import Repacker
 from bridge.delivery.sender import Sender
 from bridge.delivery.tombstones import Tombstones
@@ -214,13 +214,12 @@ class FlushScope:
             waited += wait
         return waited
 
-    async def rate_slot(self, target: str, per_minute: int, burst: int = DEFAULT_BURST
-                        ) -> int | None:
+    async def rate_slot(self, target: str, per_minute: int) -> int | None:
         """Wait briefly for the shared rate limit, or return when to come back: never past
         the flush's deadline, which keeps a job inside its timeout however busy the budget
         (several waits in one turn used to add up past it, and arq killed the job)."""
         while True:
-            wait = await self.d.limiter.acquire(target, per_minute, now_ms(), burst)
+            wait = await self.d.limiter.acquire(target, per_minute, now_ms())
             if not wait:
                 return None
             if wait > MAX_INLINE_WAIT_MS or time.monotonic() + wait / 1000 > self.deadline:
